@@ -1,0 +1,5 @@
+"""``python -m tollhouse`` runs the CLI."""
+
+from tollhouse.cli import main
+
+main()

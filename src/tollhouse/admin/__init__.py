@@ -1,0 +1,1 @@
+"""The admin API's shared pieces: authentication and the error envelope."""

@@ -1,0 +1,167 @@
+"""``create_app(settings)``: the ASGI application. Wiring only; logic lives in services."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Router
+
+from tollhouse.admin.auth import require_admin
+from tollhouse.config import Settings
+from tollhouse.db import create_engine
+from tollhouse.db.schema import upgrade
+from tollhouse.errors import (
+    BadRequest,
+    NotFound,
+    TollhouseError,
+    admin_body,
+    anthropic_body,
+    openai_body,
+)
+from tollhouse.gateway.routes import routes as gateway_routes
+from tollhouse.gateway.routing import Router as ModelRouter
+from tollhouse.gateway.service import Gateway
+from tollhouse.gateway.upstreams import Upstream
+from tollhouse.ledger import UsageRecorder
+from tollhouse.ledger.routes import routes as ledger_routes
+from tollhouse.ops.metrics import Metrics
+from tollhouse.ops.routes import routes as ops_routes
+from tollhouse.pricing import load_catalog
+
+log = logging.getLogger("tollhouse")
+
+
+def error_response(request: Request, exc: TollhouseError) -> Response:
+    """The one place an error becomes a response; the body shape follows the path."""
+    path = request.url.path
+    if path.startswith("/api/"):
+        body = admin_body(exc)
+    elif path.startswith("/v1/messages"):
+        body = anthropic_body(exc)
+    else:
+        body = openai_body(exc)
+    headers = dict(exc.headers)
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return Response(orjson.dumps(body), exc.status_code, headers, media_type="application/json")
+
+
+async def _tollhouse_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TollhouseError)
+    return error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: TollhouseError = NotFound(f"no route for {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        error = BadRequest(f"{request.method} is not allowed on {request.url.path}")
+        return Response(
+            orjson.dumps(openai_body(error) if not request.url.path.startswith("/api/")
+                         else admin_body(error)),
+            405,
+            media_type="application/json",
+        )
+    else:
+        error = BadRequest(str(exc.detail))
+    return error_response(request, error)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return error_response(request, TollhouseError("internal error; the server logged the cause"))
+
+
+class _AdminAPI:
+    """``/api/*``: admin-authenticated before any route runs."""
+
+    def __init__(self, settings: Settings, app: Router) -> None:
+        self._settings = settings
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            try:
+                require_admin(request, self._settings)
+            except TollhouseError as exc:
+                await error_response(request, exc)(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the service for ``settings``; resources open in the lifespan."""
+    catalog = load_catalog()
+    metrics = Metrics()
+    admin = _AdminAPI(settings, Router(routes=[*ledger_routes]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = app.state
+        engine = create_engine(settings)
+        if settings.auto_migrate:
+            await upgrade(engine)
+        recorder = UsageRecorder(
+            engine,
+            metrics,
+            batch_size=settings.ledger_batch_size,
+            flush_interval_ms=settings.ledger_flush_interval_ms,
+        )
+        await recorder.start()
+        upstreams = {name: Upstream(name, cfg, settings) for name, cfg in settings.providers.items()}
+        for upstream in upstreams.values():
+            await upstream.start()
+        state.engine, state.recorder = engine, recorder
+        state.redis = _redis_client(settings)
+        state.gateway = Gateway(settings, ModelRouter(settings, catalog), upstreams, recorder, metrics)
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready, state.draining = False, True
+            for upstream in upstreams.values():
+                await upstream.close()
+            await recorder.stop()
+            if state.redis is not None:
+                await state.redis.aclose()
+            await engine.dispose()
+            log.info("stopped", extra={"usage_records_written": recorder.written})
+
+    app = Starlette(
+        routes=[*gateway_routes, *ops_routes, Mount("/api", app=admin)],
+        lifespan=lifespan,
+        exception_handlers={
+            TollhouseError: _tollhouse_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.catalog = catalog
+    return app
+
+
+def _redis_client(settings: Settings) -> Any:
+    if not settings.redis_url:
+        return None
+    try:
+        import redis.asyncio as redis
+    except ImportError:
+        from tollhouse.errors import ConfigError
+
+        raise ConfigError(
+            "redis_url is set but the redis client is not installed: pip install 'tollhouse[redis]'"
+        ) from None
+    return redis.from_url(settings.redis_url)

@@ -1,0 +1,23 @@
+"""``tollhouse``: one click group; each command lives in a module of this package."""
+
+from __future__ import annotations
+
+import click
+
+from tollhouse.cli.db import db
+from tollhouse.cli.demo import demo
+from tollhouse.cli.devupstream import dev_upstream
+from tollhouse.cli.serve import serve
+from tollhouse.cli.usage import usage
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tollhouse")
+def main() -> None:
+    """Tollhouse: an AI gateway where every unit of consumption is metered and budgeted."""
+
+
+for command in (serve, db, usage, dev_upstream, demo):
+    main.add_command(command)
+
+__all__ = ["main"]

@@ -1,0 +1,261 @@
+"""Settings: one object, built once from defaults < ``tollhouse.yaml`` < environment.
+
+Every field has a default and help text; ``docs/configuration.md`` lists them all and
+``tests/test_docs.py`` checks that the page and this module agree. Nothing below this
+module reads the environment: ``Settings`` is built here and passed in.
+
+Providers come from the config file's ``providers:`` mapping and from the environment
+variables the official SDKs read (``OPENAI_API_KEY``/``OPENAI_BASE_URL``,
+``ANTHROPIC_API_KEY``/``ANTHROPIC_BASE_URL``, ``OPENROUTER_API_KEY``), the way LiteLLM
+does, so ``OPENAI_BASE_URL=http://127.0.0.1:9000/v1`` pointed at ``tollhouse
+dev-upstream`` is a complete offline set-up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from tollhouse.errors import ConfigError
+
+ENV_PREFIX = "TOLLHOUSE_"
+DEFAULT_CONFIG_FILE = "tollhouse.yaml"
+
+ProviderType = Literal["openai", "anthropic"]
+
+# Base URLs of the presets a provider entry may name instead of spelling its URL out.
+PRESETS: dict[str, tuple[ProviderType, str]] = {
+    "openai": ("openai", "https://api.openai.com/v1"),
+    "anthropic": ("anthropic", "https://api.anthropic.com"),
+    "openrouter": ("openai", "https://openrouter.ai/api/v1"),
+    "vllm": ("openai", "http://127.0.0.1:8000/v1"),
+    "ollama": ("openai", "http://127.0.0.1:11434/v1"),
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProviderConfig(_Frozen):
+    """One upstream: an OpenAI-compatible base URL or the Anthropic Messages API."""
+
+    preset: str | None = Field(
+        default=None, description="One of openai, anthropic, openrouter, vllm, ollama."
+    )
+    type: ProviderType | None = Field(
+        default=None, description="Wire format; taken from the preset when omitted."
+    )
+    base_url: str | None = Field(default=None, description="Overrides the preset's URL.")
+    api_key: SecretStr | None = Field(default=None, description="Sent upstream; never logged.")
+    pricing_provider: str | None = Field(
+        default=None,
+        description="Catalog provider whose prices apply (defaults to the preset's name).",
+    )
+    allow_unpriced: bool = Field(
+        default=False, description="Serve models of this provider that have no price, at cost 0."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra upstream headers.")
+
+    @property
+    def resolved_type(self) -> ProviderType:
+        if self.type is not None:
+            return self.type
+        if self.preset is not None:
+            return PRESETS[self.preset][0]
+        return "openai"
+
+    @property
+    def resolved_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        if self.preset is not None:
+            return PRESETS[self.preset][1]
+        raise ConfigError("a provider needs a base_url or a preset")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; known: {', '.join(sorted(PRESETS))}")
+        return value
+
+
+class ModelRoute(_Frozen):
+    """A model name clients may ask for, and the provider models that serve it in order."""
+
+    name: str = Field(description="The name clients send as `model`.")
+    targets: list[str] = Field(
+        min_length=1,
+        description="`provider/model` entries tried in order: the fallback chain.",
+    )
+
+
+class PriceOverride(_Frozen):
+    """Operator price for one `provider/model`, USD per 1M tokens."""
+
+    input: Decimal
+    output: Decimal = Decimal(0)
+    cached_input: Decimal | None = None
+    max_output_tokens: int | None = None
+
+
+class Settings(_Frozen):
+    """Everything Tollhouse can be told. Fields map to ``TOLLHOUSE_<NAME>`` variables."""
+
+    host: str = Field(default="127.0.0.1", description="Address `tollhouse serve` binds.")
+    port: int = Field(default=4000, description="Port `tollhouse serve` binds.")
+    workers: int = Field(default=1, ge=1, description="Server processes.")
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./tollhouse.db",
+        description="SQLAlchemy async URL: SQLite (embedded) or postgresql+asyncpg://.",
+    )
+    redis_url: str | None = Field(default=None, description="Redis URL for shared counters.")
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for /api/*. Unset: admin API answers loopback clients only.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="Key that encrypts stored secrets (webhook and SMTP secrets)."
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+    log_format: Literal["json", "text"] = Field(default="json", description="Log line format.")
+    access_log: bool = Field(default=False, description="Log one line per request.")
+    auto_migrate: bool = Field(
+        default=True, description="Apply database migrations when the server starts."
+    )
+    allow_unpriced: bool = Field(
+        default=False,
+        description="Serve models with no known price at cost 0, flagged in usage and metrics.",
+    )
+    default_max_output_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Output cap assumed when neither the request nor the catalog gives one.",
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="Upstream connect timeout.")
+    request_timeout_s: float = Field(
+        default=600.0, gt=0, description="Upstream timeout for a whole response."
+    )
+    max_retries: int = Field(
+        default=2, ge=0, description="Retries per target on connect errors, 429 and 5xx."
+    )
+    retry_backoff_s: float = Field(
+        default=0.25, ge=0, description="First retry delay; doubles per retry, with jitter."
+    )
+    retry_backoff_max_s: float = Field(default=8.0, ge=0, description="Longest retry delay.")
+    upstream_pool_size: int = Field(
+        default=512, ge=1, description="Pooled upstream connections per provider."
+    )
+    ledger_batch_size: int = Field(
+        default=500, ge=1, description="Usage records written per database round trip."
+    )
+    ledger_flush_interval_ms: int = Field(
+        default=100, ge=1, description="Longest a usage record waits before it is written."
+    )
+    shutdown_timeout_s: float = Field(
+        default=30.0, ge=0, description="How long SIGTERM waits for in-flight requests."
+    )
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=dict, description="Upstreams by name (also from SDK env variables)."
+    )
+    models: list[ModelRoute] = Field(
+        default_factory=list, description="Model names with their fallback chains."
+    )
+    pricing: dict[str, PriceOverride] = Field(
+        default_factory=dict, description="Price overrides keyed `provider/model`."
+    )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+# Environment variables the official SDKs read, and the provider entry each fills in.
+_SDK_ENV: tuple[tuple[str, str, str, str], ...] = (
+    # provider name, preset, key variable, base-URL variable
+    ("openai", "openai", "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    ("anthropic", "anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    ("openrouter", "openrouter", "OPENROUTER_API_KEY", "OPENROUTER_BASE_URL"),
+)
+
+_COMPOUND_FIELDS = {"providers", "models", "pricing"}
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build ``Settings`` from defaults < config file < environment < ``overrides``.
+
+    ``config_file`` defaults to ``./tollhouse.yaml`` when that file exists (or
+    ``TOLLHOUSE_CONFIG``). ``env`` defaults to ``os.environ``; tests pass their own.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = Path(config_file) if config_file else _default_config_path(env)
+    if path is not None:
+        data.update(_read_yaml(path))
+    for name in Settings.model_fields:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is None or name in _COMPOUND_FIELDS:
+            continue
+        data[name] = value
+    data["providers"] = _with_sdk_providers(data.get("providers") or {}, env)
+    data.update(overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _default_config_path(env: Mapping[str, str]) -> Path | None:
+    named = env.get(ENV_PREFIX + "CONFIG")
+    if named:
+        return Path(named)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return loaded
+
+
+def _with_sdk_providers(providers: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Fill in providers from SDK variables; the config file's own values win."""
+    merged: dict[str, Any] = {name: dict(entry or {}) for name, entry in providers.items()}
+    for name, preset, key_var, url_var in _SDK_ENV:
+        key, url = env.get(key_var), env.get(url_var)
+        if not key and not url:
+            continue
+        entry = merged.setdefault(name, {"preset": preset})
+        if key and not entry.get("api_key"):
+            entry["api_key"] = key
+        if url and not entry.get("base_url"):
+            entry["base_url"] = url
+    return merged
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+        for err in exc.errors()
+    ]
+    return "invalid settings: " + "; ".join(problems)

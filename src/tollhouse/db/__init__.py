@@ -1,0 +1,8 @@
+"""Database: one async engine per process, SQLite (embedded) or Postgres, and migrations."""
+
+from __future__ import annotations
+
+from tollhouse.db.engine import create_engine, ping
+from tollhouse.db.meta import metadata
+
+__all__ = ["create_engine", "metadata", "ping"]

@@ -1,0 +1,54 @@
+"""The async engine: SQLite in WAL mode by default, Postgres by URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tollhouse.config import Settings
+from tollhouse.errors import ConfigError
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """Build the process's engine for ``settings.database_url``.
+
+    SQLite gets WAL (readers never block the writer), a busy timeout instead of instant
+    ``database is locked`` errors, and foreign keys on.
+    """
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        if "+aiosqlite" not in url:
+            raise ConfigError(
+                f"database_url {url!r} needs the async driver: use sqlite+aiosqlite:///PATH"
+            )
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql"):
+        if "+asyncpg" not in url:
+            url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+            url = url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    raise ConfigError(
+        f"unsupported database_url {url!r}: use sqlite+aiosqlite:///PATH "
+        "or postgresql+asyncpg://USER@HOST/DB"
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip; raises when the database cannot answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

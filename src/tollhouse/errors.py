@@ -1,0 +1,193 @@
+"""Every error Tollhouse raises on purpose, and how each one reads on the wire.
+
+::
+
+    TollhouseError                     500 api_error
+    ├── ConfigError                    (startup only; never reaches a client)
+    ├── BadRequest                     400 invalid_request_error
+    │   ├── InvalidJSON                400 invalid_json
+    │   ├── ValidationFailed           400 invalid_value
+    │   └── ModelNotPriced             400 model_not_priced
+    ├── AuthenticationFailed           401 authentication_error
+    ├── PermissionDenied               403 permission_error
+    ├── NotFound                       404 not_found_error
+    │   └── ModelNotFound              404 model_not_found
+    ├── RateLimited                    429 rate_limit_error
+    ├── UpstreamError                  502 api_error (or the upstream's own 4xx/429)
+    │   └── UpstreamTimeout            504 timeout
+    └── ServiceUnavailable             503 service_unavailable
+        └── StoreUnavailable           503 store_unavailable
+
+Each class carries its HTTP status and OpenAI ``type``/``code``; ``openai_body``,
+``anthropic_body`` and ``admin_body`` are the only places the three wire shapes are
+built, and ``tests/test_error_shape.py`` walks every class through them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# Anthropic's error types by HTTP status; its SDK picks exception classes by status too.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+class TollhouseError(Exception):
+    """Base class: an error with a status and a message a client can act on."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+
+class ConfigError(TollhouseError):
+    """Settings that cannot work; raised at startup with the fix in the message."""
+
+    code = "invalid_config"
+
+
+class BadRequest(TollhouseError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class ValidationFailed(BadRequest):
+    code = "invalid_value"
+
+
+class ModelNotPriced(BadRequest):
+    """No price is known for the model and the operator has not allowed unpriced use."""
+
+    code = "model_not_priced"
+
+
+class AuthenticationFailed(TollhouseError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(TollhouseError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFound(TollhouseError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class RateLimited(TollhouseError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(TollhouseError):
+    """The provider failed after retries and fallbacks; ``upstream_status`` says how.
+
+    A provider's own 4xx (other than 429) is the client's problem, so it is passed on
+    with its status; 5xx and connection failures become 502.
+    """
+
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.upstream_status = upstream_status
+
+    @property
+    def status_code(self) -> int:
+        passed_on = self.upstream_status is not None and 400 <= self.upstream_status < 500
+        return self.upstream_status if passed_on and self.upstream_status else self.status
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class ServiceUnavailable(TollhouseError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "store_unavailable"
+
+
+def openai_body(exc: TollhouseError) -> dict[str, Any]:
+    """OpenAI's error envelope, which the openai SDK turns into the right exception."""
+    return {
+        "error": {
+            "message": exc.message,
+            "type": _openai_type(exc),
+            "param": exc.param,
+            "code": exc.code,
+        }
+    }
+
+
+def anthropic_body(exc: TollhouseError) -> dict[str, Any]:
+    """Anthropic's error envelope, for ``/v1/messages``."""
+    kind = _ANTHROPIC_TYPES.get(exc.status_code, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
+def admin_body(exc: TollhouseError) -> dict[str, Any]:
+    """The admin API's envelope: a message and a machine code (DESIGN §5)."""
+    return {"error": exc.message, "code": exc.code}
+
+
+def _openai_type(exc: TollhouseError) -> str:
+    if isinstance(exc, UpstreamError) and exc.status_code == 429:
+        return RateLimited.type
+    if isinstance(exc, UpstreamError) and exc.status_code < 500:
+        return BadRequest.type
+    return exc.type

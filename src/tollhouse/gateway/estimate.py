@@ -1,0 +1,51 @@
+"""Worst-case token bounds, computed from bytes, never from a tokenizer.
+
+A byte-level BPE token is at least one byte, so the UTF-8 length of everything a
+request sends bounds its prompt tokens from above; each message adds a few tokens of
+framing. The output bound is ``max_tokens`` (or ``max_completion_tokens``) or the
+model's default cap. These bounds drive the reservation of DESIGN §4 and the charge for
+a stream that ends without provider usage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Chat templates wrap each message in role markers and separators; 8 covers the
+# templates of the major providers with room to spare.
+PER_MESSAGE_OVERHEAD = 8
+PER_REQUEST_OVERHEAD = 8
+
+
+def text_bytes(value: Any) -> int:
+    """UTF-8 bytes of every string inside ``value`` (dicts, lists, numbers included)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, dict):
+        return sum(text_bytes(k) + text_bytes(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sum(text_bytes(v) for v in value)
+    if value is None or isinstance(value, bool):
+        return 0
+    return len(str(value))
+
+
+def prompt_token_bound(body: dict[str, Any]) -> int:
+    """Upper bound on prompt tokens for a chat, messages or embeddings request."""
+    bound = PER_REQUEST_OVERHEAD
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        bound += sum(text_bytes(m) + PER_MESSAGE_OVERHEAD for m in messages)
+    for key in ("system", "tools", "functions", "input", "prompt", "response_format"):
+        if key in body:
+            bound += text_bytes(body[key])
+    return bound
+
+
+def output_token_bound(body: dict[str, Any], model_cap: int | None, default_cap: int) -> int:
+    """Upper bound on output tokens: the request's own cap, else the model's."""
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return model_cap or default_cap

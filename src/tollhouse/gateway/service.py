@@ -1,0 +1,280 @@
+"""The request path: resolve the model, send with retries and fallbacks, meter, record.
+
+``Gateway.handle`` takes a parsed body and a ``RequestContext`` (never an HTTP request)
+and returns a ``Reply``: whole bytes, or an async iterator of SSE bytes whose ``finally``
+records what was streamed, however the stream ends (completed, provider failure, or the
+client leaving — which cancels the upstream request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+
+from tollhouse.config import Settings
+from tollhouse.errors import BadRequest, TollhouseError, UpstreamError, UpstreamTimeout
+from tollhouse.gateway import sse
+from tollhouse.gateway.context import RequestContext
+from tollhouse.gateway.estimate import output_token_bound, prompt_token_bound
+from tollhouse.gateway.exchanges import EXCHANGES, Exchange, StreamRelay
+from tollhouse.gateway.routing import Router, Target
+from tollhouse.gateway.translate import Usage
+from tollhouse.gateway.upstreams import Upstream, send_with_retries
+from tollhouse.ledger import UsageRecord, UsageRecorder
+from tollhouse.ledger.schemas import Status
+from tollhouse.money import ZERO
+from tollhouse.ops.metrics import Metrics
+
+_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    media_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a request consumed, filled in as it completes."""
+
+    usage: Usage | None = None
+    upstream_id: str | None = None
+    status: Status = "success"
+    http_status: int = 200
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        upstreams: dict[str, Upstream],
+        recorder: UsageRecorder,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._router = router
+        self._upstreams = upstreams
+        self._recorder = recorder
+        self._metrics = metrics
+
+    async def handle(self, endpoint: str, body: dict[str, Any], ctx: RequestContext) -> Reply:
+        """Serve one inference request; raises ``TollhouseError`` before any byte is sent."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("`model` is required and must be a string", param="model")
+        stream = body.get("stream") is True
+        if stream and endpoint == "embeddings":
+            raise BadRequest("embeddings cannot be streamed", param="stream")
+        targets = self._router.resolve(model)
+        resp, target, exchange = await self._open(endpoint, body, targets, ctx, stream)
+        headers = {"x-request-id": ctx.request_id, "x-tollhouse-target": target.label}
+        if stream:
+            chunks = self._relay(resp, exchange.relay(body), endpoint, body, target, ctx)
+            headers.update(_STREAM_HEADERS)
+            return Reply(200, headers, stream=chunks, media_type="text/event-stream")
+        outcome = _Outcome(upstream_id=_upstream_id(resp))
+        try:
+            raw = await resp.read()
+            payload, outcome.usage, body_id = exchange.response(raw)
+            outcome.upstream_id = outcome.upstream_id or body_id
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            outcome.status, outcome.http_status = "error", 502
+            outcome.error = f"provider {target.provider} failed mid-response: {exc!r}"
+            self._record(endpoint, body, target, ctx, outcome, streamed=False)
+            raise UpstreamError(outcome.error) from None
+        finally:
+            resp.release()
+        self._record(endpoint, body, target, ctx, outcome, streamed=False)
+        return Reply(resp.status, headers, body=payload)
+
+    def models(self) -> list[tuple[str, str]]:
+        """``(id, owner)`` of every model a client may name."""
+        return self._router.listed_models()
+
+    async def _open(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        targets: tuple[Target, ...],
+        ctx: RequestContext,
+        stream: bool,
+    ) -> tuple[aiohttp.ClientResponse, Target, Exchange]:
+        """The first target that answers 2xx, walking the fallback chain."""
+        last: UpstreamError | None = None
+        for target in targets:
+            upstream = self._upstreams[target.provider]
+            exchange = EXCHANGES.get((endpoint, upstream.kind))
+            if exchange is None:
+                last = UpstreamError(
+                    f"provider {target.provider} ({upstream.kind}) does not serve {endpoint}",
+                    upstream_status=400,
+                )
+                continue
+            max_tokens = output_token_bound(body, self._model_cap(target), 4096)
+            payload = exchange.request(body, target.model, max_tokens)
+            errors = self._metrics.upstream_errors
+
+            def failed(kind: str, provider: str = target.provider) -> None:
+                errors.labels(provider, kind).inc()
+
+            try:
+                resp = await send_with_retries(
+                    upstream, exchange.path, payload, stream=stream,
+                    settings=self._settings, on_failure=failed,
+                )
+            except UpstreamError as exc:
+                last = exc
+                if isinstance(exc, UpstreamTimeout) or _client_fault(exc):
+                    break
+                continue
+            return resp, target, exchange
+        assert last is not None
+        outcome = _Outcome(status="error", http_status=last.status_code, error=last.message)
+        self._record(endpoint, body, targets[-1], ctx, outcome, streamed=stream)
+        raise last
+
+    async def _relay(
+        self,
+        resp: aiohttp.ClientResponse,
+        relay: StreamRelay,
+        endpoint: str,
+        body: dict[str, Any],
+        target: Target,
+        ctx: RequestContext,
+    ) -> AsyncIterator[bytes]:
+        outcome = _Outcome(upstream_id=_upstream_id(resp))
+        decoder = sse.SSEDecoder()
+        try:
+            async for chunk in resp.content.iter_any():
+                for event in decoder.feed(chunk):
+                    out = relay.feed(event)
+                    if out:
+                        yield out
+            for event in decoder.close():
+                out = relay.feed(event)
+                if out:
+                    yield out
+            tail = relay.finish()
+            if tail:
+                yield tail
+        except asyncio.CancelledError:
+            outcome.status, outcome.http_status = "cancelled", 499
+            outcome.error = "client disconnected"
+            raise
+        except (aiohttp.ClientError, TimeoutError, TollhouseError, ValueError) as exc:
+            error = exc if isinstance(exc, TollhouseError) else UpstreamError(
+                f"provider {target.provider} stream broke: {exc!r}"
+            )
+            outcome.status, outcome.http_status, outcome.error = "error", 502, error.message
+            yield relay.error(error)
+        finally:
+            # Closing (not releasing) drops the connection, which cancels the upstream
+            # generation when the client has gone.
+            resp.close()
+            outcome.usage = relay.usage
+            if outcome.usage is None or outcome.usage.completion_tokens == 0:
+                outcome.extra["content_bytes"] = relay.content_bytes
+            self._record(endpoint, body, target, ctx, outcome, streamed=True)
+
+    def _model_cap(self, target: Target) -> int | None:
+        return target.price.max_output_tokens if target.price else None
+
+    def _record(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        target: Target,
+        ctx: RequestContext,
+        outcome: _Outcome,
+        *,
+        streamed: bool,
+    ) -> None:
+        usage = outcome.usage
+        if usage is None or (usage.completion_tokens == 0 and "content_bytes" in outcome.extra):
+            usage = _bounded_usage(body, outcome, usage)
+        price = target.price
+        cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        cost = cost if price is not None else ZERO
+        latency = ctx.elapsed_ms()
+        self._recorder.add(
+            UsageRecord(
+                id=ctx.request_id,
+                created_at=datetime.now(UTC),
+                endpoint=endpoint,
+                provider=target.provider,
+                model=target.model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                cost=cost,
+                priced=price is not None,
+                latency_ms=round(latency, 3),
+                status=outcome.status,
+                http_status=outcome.http_status,
+                streamed=streamed,
+                key_id=ctx.key_id,
+                team_id=ctx.team_id,
+                customer_id=ctx.customer_id,
+                upstream_request_id=outcome.upstream_id,
+                error=outcome.error,
+            )
+        )
+        self._observe(endpoint, target, outcome, usage, cost, latency)
+
+    def _observe(
+        self,
+        endpoint: str,
+        target: Target,
+        outcome: _Outcome,
+        usage: Usage,
+        cost: Decimal,
+        latency_ms: float,
+    ) -> None:
+        m = self._metrics
+        provider, model = target.provider, target.model
+        m.requests.labels(endpoint, provider, model, str(outcome.http_status)).inc()
+        m.latency.labels(endpoint).observe(latency_ms / 1000)
+        if usage.prompt_tokens:
+            m.tokens.labels(provider, model, "prompt").inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            m.tokens.labels(provider, model, "completion").inc(usage.completion_tokens)
+        if usage.cached_tokens:
+            m.tokens.labels(provider, model, "cached").inc(usage.cached_tokens)
+        if cost:
+            m.cost.labels(provider, model).inc(int(cost * 1_000_000_000))
+        if target.price is None:
+            m.unpriced.labels(provider, model).inc()
+
+
+def _bounded_usage(body: dict[str, Any], outcome: _Outcome, seen: Usage | None) -> Usage:
+    """Usage when the provider sent none: the bounds of what was sent (DESIGN §4.5)."""
+    if outcome.status == "error" and "content_bytes" not in outcome.extra:
+        return Usage(prompt_tokens=0, completion_tokens=0)
+    prompt = seen.prompt_tokens if seen and seen.prompt_tokens else prompt_token_bound(body)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=int(outcome.extra.get("content_bytes", 0)),
+        cached_tokens=seen.cached_tokens if seen else 0,
+    )
+
+
+def _client_fault(exc: UpstreamError) -> bool:
+    status = exc.upstream_status
+    return status is not None and 400 <= status < 500 and status not in (408, 409, 429)
+
+
+def _upstream_id(resp: aiohttp.ClientResponse) -> str | None:
+    return resp.headers.get("x-request-id") or resp.headers.get("request-id")

@@ -1,0 +1,37 @@
+"""The usage ledger table: one row per request that reached a provider (or tried to)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text
+
+from tollhouse.db.meta import metadata
+from tollhouse.db.types import Money, UTCDateTime
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", String(64), primary_key=True, comment="The request id (x-request-id)."),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("key_id", String(64)),
+    Column("team_id", String(64)),
+    Column("customer_id", String(64)),
+    Column("endpoint", String(32), nullable=False),
+    Column("provider", String(128), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("cost", Money(), nullable=False),
+    Column("priced", Boolean, nullable=False, default=True),
+    Column("latency_ms", Float, nullable=False),
+    Column("status", String(16), nullable=False, comment="success, error or cancelled"),
+    Column("http_status", Integer, nullable=False),
+    Column("streamed", Boolean, nullable=False, default=False),
+    Column("upstream_request_id", String(256)),
+    Column("error", Text),
+    Index("ix_usage_records_created_at_id", "created_at", "id"),
+    Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
+    Index("ix_usage_records_team_id_created_at", "team_id", "created_at"),
+    Index("ix_usage_records_customer_id_created_at", "customer_id", "created_at"),
+    Index("ix_usage_records_model_created_at", "model", "created_at"),
+)

@@ -1,0 +1,116 @@
+"""Batched, off-hot-path writes of usage records.
+
+``add`` is synchronous and O(1): the request path appends to a buffer and moves on. One
+background task writes the buffer in batches (``ledger_batch_size`` rows per round trip,
+at most ``ledger_flush_interval_ms`` after a record arrives). A failed write keeps its
+rows and retries with backoff, so a database hiccup delays records and never drops them;
+``stop`` writes everything still buffered, which is what makes SIGTERM lossless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from sqlalchemy import Insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollhouse.ledger.models import usage_records
+from tollhouse.ledger.schemas import UsageRecord
+from tollhouse.ops.metrics import Metrics
+
+log = logging.getLogger("tollhouse.ledger")
+
+_RETRY_MAX_S = 2.0
+
+
+class UsageRecorder:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        metrics: Metrics,
+        *,
+        batch_size: int = 500,
+        flush_interval_ms: int = 100,
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._interval = flush_interval_ms / 1000
+        self._buffer: deque[UsageRecord] = deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def add(self, record: UsageRecord) -> None:
+        """Queue one record; never blocks and never raises."""
+        self._buffer.append(record)
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tollhouse-usage-recorder")
+
+    async def stop(self) -> None:
+        """Write every buffered record, then end the writer task."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def flush(self) -> None:
+        """Write everything buffered now (tests and shutdown use this)."""
+        while self._buffer:
+            await self._write_batch()
+
+    async def _run(self) -> None:
+        delay = 0.0
+        while True:
+            if not self._stopping:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._interval + delay)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+            if not self._buffer:
+                if self._stopping:
+                    return
+                continue
+            try:
+                await self._write_batch()
+                delay = 0.0
+            except Exception as exc:
+                # The rows stay buffered; the next pass retries them.
+                delay = min(_RETRY_MAX_S, delay * 2 or 0.05)
+                self._metrics.ledger_write_failures.inc()
+                log.error(
+                    "usage write failed; retrying",
+                    extra={"pending": len(self._buffer), "error": repr(exc)},
+                )
+                if self._stopping:
+                    await asyncio.sleep(delay)
+
+    async def _write_batch(self) -> None:
+        count = min(self._batch_size, len(self._buffer))
+        rows = [self._buffer[i].row() for i in range(count)]
+        async with self._engine.begin() as conn:
+            await conn.execute(_insert_ignoring_duplicates(conn.dialect.name), rows)
+        for _ in range(count):
+            self._buffer.popleft()
+        self.written += count
+        self._metrics.ledger_records_written.inc(count)
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Insert:
+    """An insert that skips ids already written, so a retried batch is never doubled."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(usage_records).on_conflict_do_nothing(index_elements=["id"])

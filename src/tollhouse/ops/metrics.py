@@ -1,0 +1,74 @@
+"""Prometheus metrics on a registry owned by the app (no module-level collectors).
+
+Money is exported as integer nano-dollars (``tollhouse_cost_nanodollars_total``):
+Prometheus stores float64, which is exact for integers below 2^53 (about 9 million USD
+in nanos per series), and dividing by 1e9 in a query is the reader's business.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "tollhouse_requests",
+            "Inference requests answered, by endpoint, provider, model and HTTP status.",
+            ["endpoint", "provider", "model", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "tollhouse_request_duration_seconds",
+            "Time from request to last byte, by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "tollhouse_upstream_errors",
+            "Failed upstream attempts (each retry counts), by provider and kind.",
+            ["provider", "kind"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "tollhouse_tokens",
+            "Tokens consumed, by provider, model and kind (prompt, completion, cached).",
+            ["provider", "model", "kind"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "tollhouse_cost_nanodollars",
+            "Spend in nano-dollars (1e-9 USD), by provider and model.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "tollhouse_unpriced_requests",
+            "Requests served for a model with no known price (operator allowed).",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.ledger_records_written = Counter(
+            "tollhouse_usage_records_written", "Usage records written to the ledger.", registry=r
+        )
+        self.ledger_write_failures = Counter(
+            "tollhouse_usage_write_failures",
+            "Failed ledger batch writes (records are kept and retried).",
+            registry=r,
+        )
+        self.ledger_pending = Gauge(
+            "tollhouse_usage_records_pending", "Usage records not yet written.", registry=r
+        )
+        self.in_flight = Gauge(
+            "tollhouse_requests_in_flight", "Inference requests being served.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,72 @@
+"""Probes and metrics: ``/health``, ``/healthz``, ``/readyz``, ``/metrics``.
+
+``/healthz`` is liveness (the process answers). ``/readyz`` is readiness (migrations
+applied, ledger writer running, not draining for shutdown). ``/health`` checks the
+dependencies themselves: the database and, when configured, Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tollhouse.db import ping
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "draining", False):
+        return _json({"status": "draining"}, 503)
+    if not getattr(state, "ready", False):
+        return _json({"status": "starting"}, 503)
+    return _json({"status": "ready", "usage_records_pending": state.recorder.pending})
+
+
+async def health(request: Request) -> Response:
+    state = request.app.state
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(ping(state.engine), _CHECK_TIMEOUT_S)
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means unhealthy; the reason is reported
+        checks["database"] = f"error: {type(exc).__name__}"
+    redis = getattr(state, "redis", None)
+    if redis is None:
+        checks["redis"] = "not_configured"
+    else:
+        try:
+            await asyncio.wait_for(redis.ping(), _CHECK_TIMEOUT_S)
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+    healthy = all(v in ("ok", "not_configured") for v in checks.values())
+    return _json({"status": "ok" if healthy else "error", **checks}, 200 if healthy else 503)
+
+
+async def metrics(request: Request) -> Response:
+    state = request.app.state
+    state.metrics.ledger_pending.set(state.recorder.pending)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]
