@@ -67,8 +67,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     elif exc.status_code == 405:
         error = BadRequest(f"{request.method} is not allowed on {request.url.path}")
         return Response(
-            orjson.dumps(openai_body(error) if not request.url.path.startswith("/api/")
-                         else admin_body(error)),
+            orjson.dumps(
+                openai_body(error)
+                if not request.url.path.startswith("/api/")
+                else admin_body(error)
+            ),
             405,
             media_type="application/json",
         )
@@ -119,12 +122,16 @@ def create_app(settings: Settings) -> Starlette:
             flush_interval_ms=settings.ledger_flush_interval_ms,
         )
         await recorder.start()
-        upstreams = {name: Upstream(name, cfg, settings) for name, cfg in settings.providers.items()}
+        upstreams = {
+            name: Upstream(name, cfg, settings) for name, cfg in settings.providers.items()
+        }
         for upstream in upstreams.values():
             await upstream.start()
         state.engine, state.recorder = engine, recorder
         state.redis = _redis_client(settings)
-        state.gateway = Gateway(settings, ModelRouter(settings, catalog), upstreams, recorder, metrics)
+        state.gateway = Gateway(
+            settings, ModelRouter(settings, catalog), upstreams, recorder, metrics
+        )
         state.ready = True
         try:
             yield

@@ -7,8 +7,7 @@ import asyncio
 import click
 
 from tollhouse.cli.options import config_option, settings_from
-from tollhouse.db import create_engine
-from tollhouse.db import schema
+from tollhouse.db import create_engine, schema
 
 
 @click.group()

@@ -19,7 +19,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http_ok(url: str, timeout_s: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http_ok(
+    url: str, timeout_s: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -42,8 +44,9 @@ def tollhouse_process(
     """Run ``python -m tollhouse ARGS`` until the block ends, then stop it with SIGTERM."""
     full_env = {**os.environ, **env}
     out = subprocess.DEVNULL if quiet else None
-    proc = subprocess.Popen([sys.executable, "-m", "tollhouse", *args], env=full_env,
-                            stdout=out, stderr=out)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollhouse", *args], env=full_env, stdout=out, stderr=out
+    )
     try:
         wait_http_ok(ready_url, proc=proc)
         yield proc

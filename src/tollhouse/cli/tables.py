@@ -9,8 +9,7 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     numeric = [
-        all(_is_number(row[i]) for row in cells[1:]) and len(cells) > 1
-        for i in range(len(headers))
+        all(_is_number(row[i]) for row in cells[1:]) and len(cells) > 1 for i in range(len(headers))
     ]
 
     def line(row: list[str]) -> str:

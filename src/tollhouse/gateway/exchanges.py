@@ -41,8 +41,10 @@ from tollhouse.gateway.translate import (
 class StreamRelay(Protocol):
     """Per-request state of one stream being relayed to the client."""
 
-    usage: Usage | None
     content_bytes: int  # bytes of generated content sent so far (bounds output tokens)
+
+    @property
+    def usage(self) -> Usage | None: ...
 
     def feed(self, event: sse.Event) -> bytes: ...
     def finish(self) -> bytes: ...

@@ -109,20 +109,23 @@ class Router:
         settings = self._settings
         override = settings.pricing.get(f"{provider}/{model}")
         if override is not None:
-            price = ModelPrice(
-                provider=provider,
-                model=model,
-                mode="chat",
-                input=override.input,
-                output=override.output,
-                cached_input=override.cached_input,
-                max_output_tokens=override.max_output_tokens,
+            return Target(
+                provider,
+                model,
+                ModelPrice(
+                    provider=provider,
+                    model=model,
+                    mode="chat",
+                    input=override.input,
+                    output=override.output,
+                    cached_input=override.cached_input,
+                    max_output_tokens=override.max_output_tokens,
+                ),
             )
-            return Target(provider, model, price)
         cfg = settings.providers[provider]
-        price = self._catalog.get(_pricing_provider(provider, cfg), model)
-        if price is not None:
-            return Target(provider, model, price)
+        catalog_price = self._catalog.get(_pricing_provider(provider, cfg), model)
+        if catalog_price is not None:
+            return Target(provider, model, catalog_price)
         if settings.allow_unpriced or cfg.allow_unpriced:
             return Target(provider, model, None)
         raise ModelNotPriced(

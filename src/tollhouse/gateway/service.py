@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -125,15 +126,16 @@ class Gateway:
                 continue
             max_tokens = output_token_bound(body, self._model_cap(target), 4096)
             payload = exchange.request(body, target.model, max_tokens)
-            errors = self._metrics.upstream_errors
-
-            def failed(kind: str, provider: str = target.provider) -> None:
-                errors.labels(provider, kind).inc()
+            failed = partial(self._upstream_failed, target.provider)
 
             try:
                 resp = await send_with_retries(
-                    upstream, exchange.path, payload, stream=stream,
-                    settings=self._settings, on_failure=failed,
+                    upstream,
+                    exchange.path,
+                    payload,
+                    stream=stream,
+                    settings=self._settings,
+                    on_failure=failed,
                 )
             except UpstreamError as exc:
                 last = exc
@@ -175,8 +177,10 @@ class Gateway:
             outcome.error = "client disconnected"
             raise
         except (aiohttp.ClientError, TimeoutError, TollhouseError, ValueError) as exc:
-            error = exc if isinstance(exc, TollhouseError) else UpstreamError(
-                f"provider {target.provider} stream broke: {exc!r}"
+            error = (
+                exc
+                if isinstance(exc, TollhouseError)
+                else UpstreamError(f"provider {target.provider} stream broke: {exc!r}")
             )
             outcome.status, outcome.http_status, outcome.error = "error", 502, error.message
             yield relay.error(error)
@@ -188,6 +192,9 @@ class Gateway:
             if outcome.usage is None or outcome.usage.completion_tokens == 0:
                 outcome.extra["content_bytes"] = relay.content_bytes
             self._record(endpoint, body, target, ctx, outcome, streamed=True)
+
+    def _upstream_failed(self, provider: str, kind: str) -> None:
+        self._metrics.upstream_errors.labels(provider, kind).inc()
 
     def _model_cap(self, target: Target) -> int | None:
         return target.price.max_output_tokens if target.price else None
@@ -206,8 +213,11 @@ class Gateway:
         if usage is None or (usage.completion_tokens == 0 and "content_bytes" in outcome.extra):
             usage = _bounded_usage(body, outcome, usage)
         price = target.price
-        cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-        cost = cost if price is not None else ZERO
+        cost = (
+            price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+            if price is not None
+            else ZERO
+        )
         latency = ctx.elapsed_ms()
         self._recorder.add(
             UsageRecord(

@@ -46,7 +46,9 @@ class Upstream:
         )
         # A stream may legitimately last long; what must not happen is a long silence.
         self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.request_timeout_s
+            total=None,
+            sock_connect=settings.connect_timeout_s,
+            sock_read=settings.request_timeout_s,
         )
 
     def url(self, path: str) -> str:

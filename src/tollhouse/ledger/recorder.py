@@ -10,6 +10,7 @@ rows and retries with backoff, so a database hiccup delays records and never dro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 
@@ -76,10 +77,8 @@ class UsageRecorder:
         delay = 0.0
         while True:
             if not self._stopping:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval + delay)
-                except TimeoutError:
-                    pass
                 self._wake.clear()
             if not self._buffer:
                 if self._stopping:

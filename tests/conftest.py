@@ -1,0 +1,84 @@
+"""Shared fixtures: a real dev upstream on loopback, settings, and the gateway two ways.
+
+- ``gateway`` — the app in-process through ``httpx.ASGITransport`` (fast; most tests);
+- ``live_gateway`` — the same app under a real uvicorn on a free loopback port, for the
+  official SDKs, streaming and disconnects;
+- ``tests/e2e`` starts whole ``tollhouse`` processes instead.
+
+Nothing of Tollhouse is mocked: the only stand-in is the upstream provider, and it is a
+real server (``tollhouse dev-upstream``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from tests.support import LiveServer, upstream_env
+
+from tollhouse.app import create_app
+from tollhouse.config import Settings, load_settings
+from tollhouse.devupstream import BackgroundServer, DevUpstreamOptions
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[BackgroundServer]:
+    with BackgroundServer(DevUpstreamOptions()) as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(upstream_server: BackgroundServer) -> BackgroundServer:
+    """The shared dev upstream with its counters and scenarios reset."""
+    httpx.post(f"{upstream_server.url}/_dev/reset").raise_for_status()
+    return upstream_server
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, upstream: BackgroundServer) -> SettingsFactory:
+    """``make_settings(**overrides)``: settings on a fresh SQLite file and the dev upstream."""
+
+    def factory(**overrides: Any) -> Settings:
+        env = {
+            "TOLLHOUSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'tollhouse.db'}",
+            "TOLLHOUSE_CONFIG": str(tmp_path / "absent.yaml"),
+            **upstream_env(upstream.url),
+        }
+        (tmp_path / "absent.yaml").write_text("{}\n")
+        overrides.setdefault("retry_backoff_s", 0.0)
+        overrides.setdefault("ledger_flush_interval_ms", 10)
+        return load_settings(env=env, **overrides)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def gateway(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the in-process gateway, as a loopback client (admin API open)."""
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://tollhouse") as client:
+        yield client
+
+
+@pytest.fixture
+def live_gateway(settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(settings) as server:
+        yield server
