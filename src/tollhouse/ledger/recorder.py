@@ -45,6 +45,7 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
         self.written = 0
 
     @property
@@ -99,7 +100,14 @@ class UsageRecorder:
                     await asyncio.sleep(delay)
 
     async def _write_batch(self) -> None:
+        # One writer at a time: ``flush`` may run beside the background task.
+        async with self._lock:
+            await self._write_batch_locked()
+
+    async def _write_batch_locked(self) -> None:
         count = min(self._batch_size, len(self._buffer))
+        if not count:
+            return
         rows = [self._buffer[i].row() for i in range(count)]
         async with self._engine.begin() as conn:
             await conn.execute(_insert_ignoring_duplicates(conn.dialect.name), rows)
