@@ -103,6 +103,7 @@ class PriceOverride(_Frozen):
     input: Decimal
     output: Decimal = Decimal(0)
     cached_input: Decimal | None = None
+    cache_write_input: Decimal | None = None
     max_output_tokens: int | None = None
 
 
@@ -259,3 +260,26 @@ def _describe(exc: ValidationError) -> str:
         for err in exc.errors()
     ]
     return "invalid settings: " + "; ".join(problems)
+
+
+def reference_table() -> str:
+    """The settings table of ``docs/configuration.md``, generated from ``Settings``.
+
+    ``tests/test_docs.py`` fails when the page and this table differ; regenerate with
+    ``python -c "from tollhouse.config import reference_table; print(reference_table())"``.
+    """
+    lines = ["| setting | environment | default | description |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "unset" if default is None else f"`{_plain(default)}`"
+        env = "(file only)" if name in _COMPOUND_FIELDS else f"`{ENV_PREFIX}{name.upper()}`"
+        lines.append(f"| `{name}` | {env} | {shown} | {field.description} |")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list) and not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    return str(value)

@@ -49,19 +49,28 @@ def token_cost(
     input_price: Decimal,
     output_price: Decimal,
     cached_input_price: Decimal | None,
+    cache_write_tokens: int = 0,
+    cache_write_price: Decimal | None = None,
 ) -> Decimal:
     """Cost in USD of one request, rounded up to the nano-dollar.
 
-    ``prompt_tokens`` includes ``cached_tokens`` (OpenAI's convention); cached tokens are
-    billed at ``cached_input_price`` when the model has one, else at the input price.
-    Prices are USD per 1M tokens.
+    ``prompt_tokens`` includes ``cached_tokens`` (cache reads) and ``cache_write_tokens``
+    (OpenAI's convention; Anthropic's counts are normalised to it). Cache reads are billed
+    at ``cached_input_price`` and cache writes at ``cache_write_price`` where the model
+    has them, else at the input price. Prices are USD per 1M tokens.
     """
-    cached = min(max(cached_tokens, 0), max(prompt_tokens, 0))
-    uncached = max(prompt_tokens, 0) - cached
-    cached_price = input_price if cached_input_price is None else cached_input_price
+    prompt = max(prompt_tokens, 0)
+    cached = min(max(cached_tokens, 0), prompt)
+    written = min(max(cache_write_tokens, 0), prompt - cached)
+    uncached = prompt - cached - written
+    read_price = input_price if cached_input_price is None else cached_input_price
+    write_price = input_price if cache_write_price is None else cache_write_price
     total = _CTX.add(
-        _CTX.add(_CTX.multiply(uncached, input_price), _CTX.multiply(cached, cached_price)),
-        _CTX.multiply(max(completion_tokens, 0), output_price),
+        _CTX.add(_CTX.multiply(uncached, input_price), _CTX.multiply(cached, read_price)),
+        _CTX.add(
+            _CTX.multiply(written, write_price),
+            _CTX.multiply(max(completion_tokens, 0), output_price),
+        ),
     )
     return ceil_to_nano(_CTX.divide(total, TOKENS_PER_PRICE_UNIT))
 

@@ -124,7 +124,9 @@ class Gateway:
                     upstream_status=400,
                 )
                 continue
-            max_tokens = output_token_bound(body, self._model_cap(target), 4096)
+            max_tokens = output_token_bound(
+                body, self._model_cap(target), self._settings.default_max_output_tokens
+            )
             payload = exchange.request(body, target.model, max_tokens)
             failed = partial(self._upstream_failed, target.provider)
 
@@ -214,7 +216,12 @@ class Gateway:
             usage = _bounded_usage(body, outcome, usage)
         price = target.price
         cost = (
-            price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+            price.cost(
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                usage.cache_creation_tokens,
+            )
             if price is not None
             else ZERO
         )

@@ -28,8 +28,15 @@ class ModelPrice:
     cached_input: Decimal | None
     max_output_tokens: int | None = None
     context_window: int | None = None
+    cache_write_input: Decimal | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
+    def cost(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> Decimal:
         """Exact cost of one request, rounded up to the nano-dollar."""
         return token_cost(
             prompt_tokens=prompt_tokens,
@@ -38,6 +45,8 @@ class ModelPrice:
             input_price=self.input,
             output_price=self.output,
             cached_input_price=self.cached_input,
+            cache_write_tokens=cache_write_tokens,
+            cache_write_price=self.cache_write_input,
         )
 
 
@@ -72,6 +81,7 @@ def parse_catalog(data: dict[str, Any]) -> Catalog:
     for entry in data["models"]:
         where = f"{entry['provider']}/{entry['model']}"
         cached = entry.get("cached_input")
+        written = entry.get("cache_write_input")
         price = ModelPrice(
             provider=entry["provider"],
             model=entry["model"],
@@ -81,6 +91,7 @@ def parse_catalog(data: dict[str, Any]) -> Catalog:
             cached_input=None if cached is None else _decimal(cached, where),
             max_output_tokens=entry.get("max_output_tokens") or None,
             context_window=entry.get("context_window"),
+            cache_write_input=None if written is None else _decimal(written, where),
         )
         if (price.provider, price.model) in prices:
             raise ValueError(f"{where}: listed twice in the pricing catalog")
