@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.cli.options import config_option, settings_from
 from tollhouse.db import create_engine, schema
+
+T = TypeVar("T")
+
+
+def on_database(config_file: str | None, action: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``action`` against the configured database, then close the engine."""
+
+    async def run() -> T:
+        engine = create_engine(settings_from(config_file))
+        try:
+            return await action(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
 
 
 @click.group()
@@ -21,15 +39,11 @@ def db() -> None:
 def upgrade(config_file: str | None, revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
 
-    async def run() -> str | None:
-        engine = create_engine(settings_from(config_file))
-        try:
-            await schema.upgrade(engine, revision)
-            return await schema.current(engine)
-        finally:
-            await engine.dispose()
+    async def action(engine: AsyncEngine) -> str | None:
+        await schema.upgrade(engine, revision)
+        return await schema.current(engine)
 
-    click.echo(f"database at revision {asyncio.run(run())}")
+    click.echo(f"database at revision {on_database(config_file, action)}")
 
 
 @db.command()
@@ -38,27 +52,16 @@ def upgrade(config_file: str | None, revision: str) -> None:
 def downgrade(config_file: str | None, revision: str) -> None:
     """Revert migrations down to REVISION (`base` drops every table, `-1` one step)."""
 
-    async def run() -> str | None:
-        engine = create_engine(settings_from(config_file))
-        try:
-            await schema.downgrade(engine, revision)
-            return await schema.current(engine)
-        finally:
-            await engine.dispose()
+    async def action(engine: AsyncEngine) -> str | None:
+        await schema.downgrade(engine, revision)
+        return await schema.current(engine)
 
-    click.echo(f"database at revision {asyncio.run(run()) or 'base (empty)'}")
+    click.echo(f"database at revision {on_database(config_file, action) or 'base (empty)'}")
 
 
 @db.command()
 @config_option
 def current(config_file: str | None) -> None:
     """Show the database's revision and the newest one shipped."""
-
-    async def run() -> str | None:
-        engine = create_engine(settings_from(config_file))
-        try:
-            return await schema.current(engine)
-        finally:
-            await engine.dispose()
-
-    click.echo(f"current: {asyncio.run(run()) or 'base (empty)'}\nhead:    {schema.head()}")
+    revision = on_database(config_file, schema.current)
+    click.echo(f"current: {revision or 'base (empty)'}\nhead:    {schema.head()}")

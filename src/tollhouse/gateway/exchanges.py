@@ -74,6 +74,24 @@ def _content_len(text: Any) -> int:
     return len(text.encode("utf-8")) if isinstance(text, str) else 0
 
 
+def _chat_delta_bytes(chunk: dict[str, Any]) -> int:
+    """Bytes of generated content in one OpenAI chunk: text, reasoning, tool calls."""
+    total = 0
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        total += _content_len(delta.get("content")) + _content_len(delta.get("reasoning_content"))
+        for call in delta.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            total += _content_len(fn.get("name")) + _content_len(fn.get("arguments"))
+    return total
+
+
+def _messages_delta_bytes(data: dict[str, Any]) -> int:
+    """Bytes of generated content in one Anthropic ``content_block_delta``."""
+    delta = data.get("delta") or {}
+    return sum(_content_len(delta.get(k)) for k in ("text", "partial_json", "thinking"))
+
+
 # --- OpenAI chat format towards the client -------------------------------------------
 
 
@@ -94,14 +112,7 @@ class _ChatPassRelay:
             return event.raw
         if not isinstance(chunk, dict):
             return event.raw
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            self.content_bytes += _content_len(delta.get("content"))
-            self.content_bytes += _content_len(delta.get("reasoning_content"))
-            for call in delta.get("tool_calls") or ():
-                fn = call.get("function") or {}
-                self.content_bytes += _content_len(fn.get("name"))
-                self.content_bytes += _content_len(fn.get("arguments"))
+        self.content_bytes += _chat_delta_bytes(chunk)
         usage = usage_from_chat(chunk.get("usage"))
         if usage is not None:
             self.usage = usage
@@ -155,10 +166,7 @@ class _AnthropicToChatRelay:
             message = (data.get("error") or {}).get("message", "provider stream error")
             raise UpstreamError(f"provider stream failed: {message}")
         if name == "content_block_delta":
-            delta = data.get("delta") or {}
-            self.content_bytes += _content_len(delta.get("text"))
-            self.content_bytes += _content_len(delta.get("partial_json"))
-            self.content_bytes += _content_len(delta.get("thinking"))
+            self.content_bytes += _messages_delta_bytes(data)
         chunks = self._translator.feed(name, data)
         return b"".join(sse.encode(chunk) for chunk in chunks)
 
@@ -212,10 +220,7 @@ class _MessagesPassRelay:
                 merged = {**self._input, **(data.get("usage") or {})}
                 self.usage = usage_from_messages(merged)
             else:
-                delta = data.get("delta") or {}
-                self.content_bytes += _content_len(delta.get("text"))
-                self.content_bytes += _content_len(delta.get("partial_json"))
-                self.content_bytes += _content_len(delta.get("thinking"))
+                self.content_bytes += _messages_delta_bytes(data)
         return event.raw
 
     def finish(self) -> bytes:
@@ -258,13 +263,7 @@ class _ChatToMessagesRelay:
         if isinstance(chunk, dict) and chunk.get("error"):
             message = str((chunk["error"] or {}).get("message", "provider stream error"))
             raise UpstreamError(f"provider stream failed: {message}")
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            self.content_bytes += _content_len(delta.get("content"))
-            for call in delta.get("tool_calls") or ():
-                fn = call.get("function") or {}
-                self.content_bytes += _content_len(fn.get("name"))
-                self.content_bytes += _content_len(fn.get("arguments"))
+        self.content_bytes += _chat_delta_bytes(chunk)
         pairs = self._translator.feed(chunk)
         return b"".join(sse.encode(data, event=name) for name, data in pairs)
 

@@ -119,7 +119,7 @@ class Router:
                     input=override.input,
                     output=override.output,
                     cached_input=override.cached_input,
-                cache_write_input=override.cache_write_input,
+                    cache_write_input=override.cache_write_input,
                     max_output_tokens=override.max_output_tokens,
                 ),
             )
