@@ -20,6 +20,7 @@ from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
 from tollhouse.errors import (
     BadRequest,
+    MethodNotAllowed,
     NotFound,
     TollhouseError,
     admin_body,
@@ -65,15 +66,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error: TollhouseError = NotFound(f"no route for {request.method} {request.url.path}")
     elif exc.status_code == 405:
-        error = BadRequest(f"{request.method} is not allowed on {request.url.path}")
-        return Response(
-            orjson.dumps(
-                openai_body(error)
-                if not request.url.path.startswith("/api/")
-                else admin_body(error)
-            ),
-            405,
-            media_type="application/json",
+        allowed = (exc.headers or {}).get("Allow", "")
+        error = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
+            headers=dict(exc.headers or {}),
         )
     else:
         error = BadRequest(str(exc.detail))
@@ -139,7 +135,7 @@ def create_app(settings: Settings) -> Starlette:
             state.ready, state.draining = False, True
             for upstream in upstreams.values():
                 await upstream.close()
-            await recorder.stop()
+            await recorder.stop(timeout_s=settings.shutdown_timeout_s)
             if state.redis is not None:
                 await state.redis.aclose()
             await engine.dispose()

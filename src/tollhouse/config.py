@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tollhouse.errors import ConfigError
 
@@ -85,6 +93,17 @@ class ProviderConfig(_Frozen):
         if value is not None and value not in PRESETS:
             raise ValueError(f"unknown preset {value!r}; known: {', '.join(sorted(PRESETS))}")
         return value
+
+    @model_validator(mode="after")
+    def _has_an_address(self) -> ProviderConfig:
+        if not self.base_url and self.preset is None:
+            raise ValueError("a provider needs a base_url or a preset")
+        return self
+
+    def __repr_args__(self) -> Any:
+        # Header values often carry credentials (``api-key``, ``x-goog-api-key``).
+        for name, value in super().__repr_args__():
+            yield name, ({k: "**********" for k in value} if name == "headers" else value)
 
 
 class ModelRoute(_Frozen):
@@ -177,6 +196,13 @@ class Settings(_Frozen):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    def __repr_args__(self) -> Any:
+        # Database and Redis URLs may embed passwords.
+        for name, value in super().__repr_args__():
+            if name in ("database_url", "redis_url") and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
 
 # Environment variables the official SDKs read, and the provider entry each fills in.
 _SDK_ENV: tuple[tuple[str, str, str, str], ...] = (
@@ -215,6 +241,16 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced: ``postgresql://u:***@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 def _default_config_path(env: Mapping[str, str]) -> Path | None:

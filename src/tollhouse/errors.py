@@ -12,6 +12,7 @@
     ├── PermissionDenied               403 permission_error
     ├── NotFound                       404 not_found_error
     │   └── ModelNotFound              404 model_not_found
+    ├── MethodNotAllowed               405 method_not_allowed
     ├── RateLimited                    429 rate_limit_error
     ├── UpstreamError                  502 api_error (or the upstream's own 4xx/429)
     │   └── UpstreamTimeout            504 timeout
@@ -34,6 +35,7 @@ _ANTHROPIC_TYPES = {
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "request_too_large",
     429: "rate_limit_error",
     503: "overloaded_error",
@@ -114,6 +116,12 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class MethodNotAllowed(TollhouseError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class RateLimited(TollhouseError):
     status = 429
     type = "rate_limit_error"
@@ -123,8 +131,9 @@ class RateLimited(TollhouseError):
 class UpstreamError(TollhouseError):
     """The provider failed after retries and fallbacks; ``upstream_status`` says how.
 
-    A provider's own 4xx (other than 429) is the client's problem, so it is passed on
-    with its status; 5xx and connection failures become 502.
+    A provider's own 4xx is the request's problem, so it is passed on with its status —
+    except 401/403, which say Tollhouse's provider credentials are wrong (502); 5xx and
+    connection failures become 502.
     """
 
     status = 502
@@ -143,8 +152,12 @@ class UpstreamError(TollhouseError):
 
     @property
     def status_code(self) -> int:
-        passed_on = self.upstream_status is not None and 400 <= self.upstream_status < 500
-        return self.upstream_status if passed_on and self.upstream_status else self.status
+        status = self.upstream_status
+        # 401/403 from a provider mean *our* provider credentials are wrong: telling the
+        # client its own key failed would send it looking in the wrong place.
+        if status is not None and 400 <= status < 500 and status not in (401, 403):
+            return status
+        return self.status
 
 
 class UpstreamTimeout(UpstreamError):

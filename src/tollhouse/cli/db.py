@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.cli.options import config_option, settings_from
 from tollhouse.db import create_engine, schema
+from tollhouse.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -19,7 +20,10 @@ def on_database(config_file: str | None, action: Callable[[AsyncEngine], Awaitab
     """Run ``action`` against the configured database, then close the engine."""
 
     async def run() -> T:
-        engine = create_engine(settings_from(config_file))
+        try:
+            engine = create_engine(settings_from(config_file))
+        except ConfigError as exc:
+            raise click.ClickException(exc.message) from None
         try:
             return await action(engine)
         finally:
@@ -46,7 +50,7 @@ def upgrade(config_file: str | None, revision: str) -> None:
     click.echo(f"database at revision {on_database(config_file, action)}")
 
 
-@db.command()
+@db.command(context_settings={"ignore_unknown_options": True})
 @config_option
 @click.argument("revision")
 def downgrade(config_file: str | None, revision: str) -> None:

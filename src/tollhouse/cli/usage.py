@@ -10,7 +10,7 @@ import click
 from tollhouse.cli.options import config_option, settings_from
 from tollhouse.cli.tables import render_table
 from tollhouse.db import create_engine
-from tollhouse.errors import ValidationFailed
+from tollhouse.errors import ConfigError, ValidationFailed
 from tollhouse.ledger.routes import parse_time
 from tollhouse.ledger.service import GroupBy, SpendRow, UsageFilter, spend_by
 from tollhouse.money import format_usd
@@ -52,7 +52,10 @@ def usage(
         raise click.BadParameter(exc.message) from None
 
     async def run() -> list[SpendRow]:
-        engine = create_engine(settings)
+        try:
+            engine = create_engine(settings)
+        except ConfigError as exc:
+            raise click.ClickException(exc.message) from None
         try:
             async with engine.connect() as conn:
                 return await spend_by(conn, group, where)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tollhouse.config import Settings
+from tollhouse.config import Settings, redact_url
 from tollhouse.errors import ConfigError
 
 
@@ -21,7 +21,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if url.startswith("sqlite"):
         if "+aiosqlite" not in url:
             raise ConfigError(
-                f"database_url {url!r} needs the async driver: use sqlite+aiosqlite:///PATH"
+                f"database_url {redact_url(url)!r} needs the async driver: "
+                "use sqlite+aiosqlite:///PATH"
             )
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -32,7 +33,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             url = url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
         return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     raise ConfigError(
-        f"unsupported database_url {url!r}: use sqlite+aiosqlite:///PATH "
+        f"unsupported database_url {redact_url(url)!r}: use sqlite+aiosqlite:///PATH "
         "or postgresql+asyncpg://USER@HOST/DB"
     )
 

@@ -18,6 +18,7 @@ embeddings          openai       ``EmbeddingsToOpenAI`` (pass-through)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Protocol
 
 import orjson
@@ -153,11 +154,16 @@ class ChatToOpenAI:
 class _AnthropicToChatRelay:
     def __init__(self, model: str, include_usage: bool) -> None:
         self._translator = MessagesStreamToChat(model=model, include_usage=include_usage)
+        self._output_counted = False
         self.content_bytes = 0
 
     @property
     def usage(self) -> Usage | None:
-        return self._translator.usage
+        usage = self._translator.usage
+        if usage is None or self._output_counted:
+            return usage
+        # Before message_delta, output_tokens is message_start's placeholder, not a count.
+        return replace(usage, completion_tokens=0)
 
     def feed(self, event: sse.Event) -> bytes:
         data = orjson.loads(event.data) if event.data else {}
@@ -167,6 +173,8 @@ class _AnthropicToChatRelay:
             raise UpstreamError(f"provider stream failed: {message}")
         if name == "content_block_delta":
             self.content_bytes += _messages_delta_bytes(data)
+        elif name == "message_delta" and "output_tokens" in (data.get("usage") or {}):
+            self._output_counted = True
         chunks = self._translator.feed(name, data)
         return b"".join(sse.encode(chunk) for chunk in chunks)
 
@@ -215,6 +223,9 @@ class _MessagesPassRelay:
             data = orjson.loads(event.data)
             if name == "message_start":
                 self._input = dict((data.get("message") or {}).get("usage") or {})
+                # message_start's output_tokens is a placeholder (Anthropic sends 1); the
+                # real count arrives in message_delta, or the stream is bounded by bytes.
+                self._input["output_tokens"] = 0
                 self.usage = usage_from_messages(self._input)
             elif name == "message_delta":
                 merged = {**self._input, **(data.get("usage") or {})}

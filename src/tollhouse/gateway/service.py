@@ -73,10 +73,26 @@ class Gateway:
 
     async def handle(self, endpoint: str, body: dict[str, Any], ctx: RequestContext) -> Reply:
         """Serve one inference request; raises ``TollhouseError`` before any byte is sent."""
+        in_flight = self._metrics.in_flight
+        in_flight.inc()
+        try:
+            reply = await self._handle(endpoint, body, ctx)
+        except BaseException:
+            in_flight.dec()
+            raise
+        if reply.stream is None:
+            in_flight.dec()
+        # A stream stays in flight until its relay ends (see ``_relay``).
+        return reply
+
+    async def _handle(self, endpoint: str, body: dict[str, Any], ctx: RequestContext) -> Reply:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a string", param="model")
         stream = body.get("stream") is True
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise BadRequest("`stream_options` must be an object", param="stream_options")
         if stream and endpoint == "embeddings":
             raise BadRequest("embeddings cannot be streamed", param="stream")
         targets = self._router.resolve(model)
@@ -194,6 +210,7 @@ class Gateway:
             if outcome.usage is None or outcome.usage.completion_tokens == 0:
                 outcome.extra["content_bytes"] = relay.content_bytes
             self._record(endpoint, body, target, ctx, outcome, streamed=True)
+            self._metrics.in_flight.dec()
 
     def _upstream_failed(self, provider: str, kind: str) -> None:
         self._metrics.upstream_errors.labels(provider, kind).inc()
@@ -290,7 +307,8 @@ def _bounded_usage(body: dict[str, Any], outcome: _Outcome, seen: Usage | None) 
 
 def _client_fault(exc: UpstreamError) -> bool:
     status = exc.upstream_status
-    return status is not None and 400 <= status < 500 and status not in (408, 409, 429)
+    # 401/403 mean this provider's credentials failed: another target may still serve.
+    return status is not None and 400 <= status < 500 and status not in (401, 403, 408, 409, 429)
 
 
 def _upstream_id(resp: aiohttp.ClientResponse) -> str | None:

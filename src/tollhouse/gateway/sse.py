@@ -21,10 +21,16 @@ class Event:
 class SSEDecoder:
     def __init__(self) -> None:
         self._buffer = b""
+        self._pending_cr = False
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Events completed by ``chunk``, in order."""
+        if self._pending_cr:
+            chunk, self._pending_cr = b"\r" + chunk, False
         if b"\r" in chunk:
+            # A CR at the very end may be the first half of a CRLF split across chunks.
+            if chunk.endswith(b"\r"):
+                chunk, self._pending_cr = chunk[:-1], True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         self._buffer += chunk
         events: list[Event] = []
@@ -39,6 +45,8 @@ class SSEDecoder:
 
     def close(self) -> list[Event]:
         """A last event left without its blank line when the stream ended."""
+        if self._pending_cr:
+            self._buffer, self._pending_cr = self._buffer + b"\n", False
         block, self._buffer = self._buffer.strip(b"\n"), b""
         event = _parse(block) if block else None
         return [event] if event is not None else []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text
 
 from tollhouse.db.meta import metadata
 from tollhouse.db.types import Money, UTCDateTime
@@ -10,24 +10,24 @@ from tollhouse.db.types import Money, UTCDateTime
 usage_records = Table(
     "usage_records",
     metadata,
-    Column("id", String(64), primary_key=True, comment="The request id (x-request-id)."),
+    Column("id", String(64), primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("key_id", String(64)),
     Column("team_id", String(64)),
     Column("customer_id", String(64)),
     Column("endpoint", String(32), nullable=False),
-    Column("provider", String(128), nullable=False),
-    Column("model", String(256), nullable=False),
-    Column("prompt_tokens", Integer, nullable=False, default=0),
-    Column("completion_tokens", Integer, nullable=False, default=0),
-    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("provider", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0),
     Column("cost", Money(), nullable=False),
     Column("priced", Boolean, nullable=False, default=True),
     Column("latency_ms", Float, nullable=False),
-    Column("status", String(16), nullable=False, comment="success, error or cancelled"),
+    Column("status", String(16), nullable=False),
     Column("http_status", Integer, nullable=False),
     Column("streamed", Boolean, nullable=False, default=False),
-    Column("upstream_request_id", String(256)),
+    Column("upstream_request_id", Text),
     Column("error", Text),
     Index("ix_usage_records_created_at_id", "created_at", "id"),
     Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),

@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from typing import Any
 
 from sqlalchemy import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.ledger.models import usage_records
@@ -46,6 +48,7 @@ class UsageRecorder:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._deadline: float | None = None
         self.written = 0
 
     @property
@@ -61,9 +64,16 @@ class UsageRecorder:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tollhouse-usage-recorder")
 
-    async def stop(self) -> None:
-        """Write every buffered record, then end the writer task."""
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Write every buffered record, then end the writer task.
+
+        With the database unreachable for longer than ``timeout_s``, the records still
+        buffered are logged in full at ERROR (``usage records not written``) so that an
+        operator can replay them; the scale-out mode spools them to disk instead.
+        """
         self._stopping = True
+        if timeout_s is not None:
+            self._deadline = asyncio.get_running_loop().time() + timeout_s
         self._wake.set()
         if self._task is not None:
             await self._task
@@ -76,10 +86,13 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         delay = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._stopping:
+            if delay:
+                await asyncio.sleep(delay)
+            elif not self._stopping and len(self._buffer) < self._batch_size:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._interval + delay)
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
                 self._wake.clear()
             if not self._buffer:
                 if self._stopping:
@@ -96,25 +109,44 @@ class UsageRecorder:
                     "usage write failed; retrying",
                     extra={"pending": len(self._buffer), "error": repr(exc)},
                 )
-                if self._stopping:
-                    await asyncio.sleep(delay)
+                if self._stopping and self._deadline is not None and loop.time() > self._deadline:
+                    self._give_up()
+                    return
+
+    def _give_up(self) -> None:
+        for record in self._buffer:
+            log.error("usage record not written", extra={"record": record.row()})
+        self._buffer.clear()
 
     async def _write_batch(self) -> None:
         # One writer at a time: ``flush`` may run beside the background task.
         async with self._lock:
-            await self._write_batch_locked()
+            count = min(self._batch_size, len(self._buffer))
+            rows = [self._buffer[i].row() for i in range(count)]
+            try:
+                await self._insert(rows)
+            except (DataError, IntegrityError):
+                # One bad row must not hold the ledger hostage: write the batch row by
+                # row, and set aside (log in full, count) the rows the database refuses.
+                for row in rows:
+                    try:
+                        await self._insert([row])
+                    except (DataError, IntegrityError) as exc:
+                        self._metrics.ledger_records_rejected.inc()
+                        log.error(
+                            "usage record refused by the database",
+                            extra={"record": row, "error": repr(exc)},
+                        )
+            for _ in range(count):
+                self._buffer.popleft()
+            self.written += count
+            self._metrics.ledger_records_written.inc(count)
 
-    async def _write_batch_locked(self) -> None:
-        count = min(self._batch_size, len(self._buffer))
-        if not count:
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
             return
-        rows = [self._buffer[i].row() for i in range(count)]
         async with self._engine.begin() as conn:
             await conn.execute(_insert_ignoring_duplicates(conn.dialect.name), rows)
-        for _ in range(count):
-            self._buffer.popleft()
-        self.written += count
-        self._metrics.ledger_records_written.inc(count)
 
 
 def _insert_ignoring_duplicates(dialect: str) -> Insert:

@@ -42,10 +42,10 @@ def parse_limit(value: str | None) -> int:
 async def usage(request: Request) -> Response:
     q = request.query_params
     where = UsageFilter(
-        key_id=q.get("key_id") or q.get("virtual_key_id"),
-        team_id=q.get("team_id"),
-        customer_id=q.get("customer_id"),
-        model=q.get("model"),
+        key_id=q.get("key_id") or q.get("virtual_key_id") or None,
+        team_id=q.get("team_id") or None,
+        customer_id=q.get("customer_id") or None,
+        model=q.get("model") or None,
         since=parse_time(q.get("since"), "since"),
         until=parse_time(q.get("until"), "until"),
     )

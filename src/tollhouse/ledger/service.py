@@ -65,9 +65,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, _, record_id = base64.urlsafe_b64decode(padded).decode().partition("|")
-        return datetime.fromisoformat(stamp), record_id
+        created_at = datetime.fromisoformat(stamp)
     except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("cursor is not one this API returned", param="cursor") from None
+        created_at, record_id = None, ""
+    if created_at is None or created_at.tzinfo is None or not record_id:
+        raise ValidationFailed("cursor is not one this API returned", param="cursor")
+    return created_at, record_id
 
 
 async def list_usage(
@@ -125,7 +128,6 @@ async def spend_by(conn: AsyncConnection, group: GroupBy, where: UsageFilter) ->
         .group_by(label)
         .order_by(label)
     )
-    cost_type = t.c.cost.type
     rows = (await conn.execute(query)).all()
     return [
         SpendRow(
@@ -133,7 +135,8 @@ async def spend_by(conn: AsyncConnection, group: GroupBy, where: UsageFilter) ->
             requests=int(row.requests),
             prompt_tokens=int(row.prompt_tokens),
             completion_tokens=int(row.completion_tokens),
-            cost=cost_type.process_result_value(row.cost, conn.dialect) or Decimal(0),  # type: ignore[attr-defined]
+            # SUM over a Money column comes back through the Money type: already Decimal.
+            cost=row.cost if row.cost is not None else Decimal(0),
         )
         for row in rows
     ]

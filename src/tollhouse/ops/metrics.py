@@ -72,6 +72,11 @@ class Metrics:
         self.ledger_records_written = Counter(
             "tollhouse_usage_records_written", "Usage records written to the ledger.", registry=r
         )
+        self.ledger_records_rejected = Counter(
+            "tollhouse_usage_records_rejected",
+            "Usage records the database refused (logged in full at ERROR).",
+            registry=r,
+        )
         self.ledger_write_failures = Counter(
             "tollhouse_usage_write_failures",
             "Failed ledger batch writes (records are kept and retried).",
