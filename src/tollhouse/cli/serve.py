@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from types import FrameType
+
 import click
 import uvicorn
+from starlette.applications import Starlette
 
 from tollhouse.admin.auth import is_loopback
 from tollhouse.app import create_app
@@ -31,6 +34,24 @@ def check_startup(settings: Settings) -> None:
         )
 
 
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, with two differences on SIGTERM/SIGINT.
+
+    ``/readyz`` turns 503 (draining) at once, and a completed graceful shutdown exits 0:
+    uvicorn re-raises the signal after shutting down, which would make every clean stop
+    look like a crash (exit -15) to supervisors and tests.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._app.state.draining = True
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
 @click.command()
 @config_option
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
@@ -41,8 +62,9 @@ def serve(config_file: str | None, host: str | None, port: int | None, workers: 
     settings = settings_from(config_file, host=host, port=port, workers=workers)
     check_startup(settings)
     configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -53,4 +75,4 @@ def serve(config_file: str | None, host: str | None, port: int | None, workers: 
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None,
         backlog=4096,
     )
-    uvicorn.Server(config).run()
+    GatewayServer(config, app).run()

@@ -1,0 +1,64 @@
+"""Small helpers for the end-to-end tests: exact ledger reads and waiting."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tollhouse.pricing import load_catalog
+
+CATALOG = load_catalog()
+HELLO: Any = [{"role": "user", "content": "Say hello to Tollhouse."}]
+
+
+def usage_records(url: str) -> list[dict[str, Any]]:
+    """The gateway's ledger over its admin API, ``cost`` as exact ``Decimal``."""
+    response = httpx.get(f"{url}/api/usage", params={"limit": "1000"})
+    response.raise_for_status()
+    records: list[dict[str, Any]] = json.loads(response.text, parse_float=Decimal)["usage"]
+    return records
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
+        time.sleep(0.05)
+
+
+def wait_for_records(url: str, count: int) -> list[dict[str, Any]]:
+    """Records are written in batches off the request path; wait for ``count`` of them."""
+    records: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        nonlocal records
+        records = usage_records(url)
+        return len(records) >= count
+
+    wait_for(enough, what=f"{count} usage records")
+    assert len(records) == count, records
+    return records
+
+
+def sqlite_query(database: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Read the database file directly, as an operator would with ``sqlite3``."""
+    with sqlite3.connect(database) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+def table_names(database: Path) -> set[str]:
+    rows = sqlite_query(database, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {name for (name,) in rows}
+
+
+def cost(provider: str, model: str, prompt: int, completion: int, cached: int = 0) -> Decimal:
+    price = CATALOG.get(provider, model)
+    assert price is not None
+    return price.cost(prompt, completion, cached)
