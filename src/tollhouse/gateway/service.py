@@ -103,13 +103,21 @@ class Gateway:
             headers.update(_STREAM_HEADERS)
             return Reply(200, headers, stream=chunks, media_type="text/event-stream")
         outcome = _Outcome(upstream_id=_upstream_id(resp))
+        raw = b""
         try:
             raw = await resp.read()
             payload, outcome.usage, body_id = exchange.response(raw)
             outcome.upstream_id = outcome.upstream_id or body_id
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            if outcome.usage is None:
+                # No usage reported (some self-hosted servers): bound the output by the
+                # body's bytes rather than call it free.
+                outcome.extra["content_bytes"] = len(raw)
+        except (aiohttp.ClientError, TimeoutError, TollhouseError, ValueError) as exc:
+            # The provider answered 2xx and may have billed: charge the bounds of what it
+            # sent (every generated token is at least one byte of the body).
             outcome.status, outcome.http_status = "error", 502
-            outcome.error = f"provider {target.provider} failed mid-response: {exc!r}"
+            outcome.error = f"provider {target.provider} sent an unusable response: {exc!r}"
+            outcome.extra["content_bytes"] = len(raw)
             self._record(endpoint, body, target, ctx, outcome, streamed=False)
             raise UpstreamError(outcome.error) from None
         finally:
