@@ -100,7 +100,7 @@ def start_servers(
         if exe is None:
             raise h.BenchError("tollhouse not found: install the repo or pass --skip-tollhouse")
         port = h.free_port()
-        argv = [exe, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        argv = [exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         env = servers.tollhouse_env(base_env, workdir, upstream)
         procs.start("tollhouse", argv, env=env, cpus=cpus["sut"], cwd=workdir)
         targets["tollhouse"] = (f"http://127.0.0.1:{port}", args.api_key)
@@ -181,7 +181,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     derived: dict[str, Any] = {}
     for name in ("tollhouse", "litellm"):
         if name in c1:
-            derived[f"{name}_added_p50_ms"] = c1[name]["p50_ms"] - c1["direct"]["p50_ms"]
+            added = c1[name]["p50_ms"] - c1["direct"]["p50_ms"]
+            derived[f"{name}_added_p50_ms"] = round(added, 3)  # wrk's resolution is 1 µs
     if "tollhouse" in c32 and "litellm" in c32:
         derived["rps_ratio_tollhouse_to_litellm"] = c32["tollhouse"]["rps"] / c32["litellm"]["rps"]
     derived["foreign_cpus_max"] = max(

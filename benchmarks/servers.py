@@ -20,10 +20,10 @@ LITELLM_VENV = HERE / ".venv-litellm"
 # The reference is pinned so that figures from different days compare; bump it
 # deliberately and re-measure (docs/benchmarks.md names the version used).
 LITELLM_VERSION = "1.106.2"
-# Shipped in LiteLLM's own runtime image (its proxy-runtime extra) but not in
-# litellm[proxy]: without it, 1.106.2 retries a failing import of its OpenTelemetry
-# logger on every request (~0.2 ms each). Installing it makes the reference faster,
-# so the ratio against it is the conservative one.
+# Part of LiteLLM's proxy-runtime extra but not of litellm[proxy]: without it, 1.106.2
+# retries a failing import of its OpenTelemetry logger on every request (~0.16 ms
+# each). Installing it makes the reference faster, so the ratio against it is the
+# conservative one.
 LITELLM_EXTRAS = ["opentelemetry-sdk==1.45.2"]
 
 # What the upstream answers to every chat completion: a canned, non-streaming
@@ -172,8 +172,14 @@ def litellm_config(workdir: Path, upstream: str, master_key: str) -> Path:
     return path
 
 
+def _clean_env(base: dict[str, str]) -> dict[str, str]:
+    """The caller's environment less anything that would configure a gateway or provider."""
+    prefixes = ("TOLLHOUSE_", "LITELLM_", "OPENAI_", "ANTHROPIC_", "DATABASE_URL", "REDIS_")
+    return {k: v for k, v in base.items() if not k.upper().startswith(prefixes)}
+
+
 def litellm_env(base: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k != "DATABASE_URL"}
+    env = _clean_env(base)
     env.update(
         LITELLM_LOCAL_MODEL_COST_MAP="True",  # no fetch of the price map at start
         LITELLM_LOG="ERROR",
@@ -192,7 +198,7 @@ def tollhouse_bin() -> str | None:
 
 
 def tollhouse_env(base: dict[str, str], workdir: Path, upstream: str) -> dict[str, str]:
-    env = dict(base)
+    env = _clean_env(base)
     env.update(
         OPENAI_BASE_URL=upstream,
         OPENAI_API_KEY="sk-bench",
