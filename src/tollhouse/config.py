@@ -177,7 +177,7 @@ class Settings(_Frozen):
         default=500, ge=1, description="Usage records written per database round trip."
     )
     ledger_flush_interval_ms: int = Field(
-        default=100, ge=1, description="Longest a usage record waits before it is written."
+        default=20, ge=1, description="Longest a usage record waits before it is written."
     )
     shutdown_timeout_s: float = Field(
         default=30.0, ge=0, description="How long SIGTERM waits for in-flight requests."

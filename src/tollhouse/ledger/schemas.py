@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -39,7 +39,11 @@ class UsageRecord:
     error: str | None = None
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies every field, and this runs per record.
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
 def record_json(row: Any) -> dict[str, Any]:
