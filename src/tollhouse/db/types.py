@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
+from sqlalchemy import BigInteger, DateTime, Dialect, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from tollhouse.money import from_nanos, to_nanos
@@ -41,6 +41,31 @@ class Money(TypeDecorator[Decimal]):
         if dialect.name == "sqlite":
             return from_nanos(int(value))
         return Decimal(value)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """A ``Decimal`` stored digit for digit: ``NUMERIC(40, 12)`` on Postgres, text on SQLite.
+
+    For configured amounts that are compared but never summed in SQL (budget limits,
+    ratios), which must echo exactly as given — ``0``, ``100000000000`` and
+    ``9223372036854775807`` (2^63 − 1, too large for integer nano-dollars) alike.
+    """
+
+    impl = String(64)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric(40, 12, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -1,0 +1,1 @@
+"""Governance: customers → teams → virtual keys, budgets, rate limits, admission."""
