@@ -52,6 +52,8 @@ def make_settings(tmp_path: Path, upstream: BackgroundServer) -> SettingsFactory
         }
         (tmp_path / "absent.yaml").write_text("{}\n")
         overrides.setdefault("retry_backoff_s", 0.0)
+        # Gateway tests run without keys; governance tests turn this off explicitly.
+        overrides.setdefault("allow_anonymous", True)
         overrides.setdefault("ledger_flush_interval_ms", 10)
         return load_settings(env=env, **overrides)
 

@@ -32,6 +32,8 @@ from tollhouse.gateway.routes import routes as gateway_routes
 from tollhouse.gateway.routing import Router as ModelRouter
 from tollhouse.gateway.service import Gateway
 from tollhouse.gateway.upstreams import Upstream
+from tollhouse.governance.admission import Governance
+from tollhouse.governance.routes import routes as governance_routes
 from tollhouse.ledger import UsageRecorder
 from tollhouse.ledger.routes import routes as ledger_routes
 from tollhouse.ops.metrics import Metrics
@@ -104,7 +106,7 @@ def create_app(settings: Settings) -> Starlette:
     """Build the service for ``settings``; resources open in the lifespan."""
     catalog = load_catalog()
     metrics = Metrics()
-    admin = _AdminAPI(settings, Router(routes=[*ledger_routes]))
+    admin = _AdminAPI(settings, Router(routes=[*ledger_routes, *governance_routes]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,8 +128,11 @@ def create_app(settings: Settings) -> Starlette:
             await upstream.start()
         state.engine, state.recorder = engine, recorder
         state.redis = _redis_client(settings)
+        governance = Governance(settings, engine, recorder)
+        await governance.start()
+        state.governance = governance
         state.gateway = Gateway(
-            settings, ModelRouter(settings, catalog), upstreams, recorder, metrics
+            settings, ModelRouter(settings, catalog), upstreams, recorder, metrics, governance
         )
         # Everything allocated so far lives as long as the process: keep the cyclic GC
         # from walking it again on every full collection (a latency-tail source).
@@ -140,6 +145,7 @@ def create_app(settings: Settings) -> Starlette:
             state.ready, state.draining = False, True
             for upstream in upstreams.values():
                 await upstream.close()
+            await governance.stop()
             await recorder.stop(timeout_s=settings.shutdown_timeout_s)
             if state.redis is not None:
                 await state.redis.aclose()

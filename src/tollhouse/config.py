@@ -150,6 +150,15 @@ class Settings(_Frozen):
     auto_migrate: bool = Field(
         default=True, description="Apply database migrations when the server starts."
     )
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Serve requests that carry no virtual key, without governance.",
+    )
+    governance_poll_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a server looks for governance changes made elsewhere.",
+    )
     allow_unpriced: bool = Field(
         default=False,
         description="Serve models with no known price at cost 0, flagged in usage and metrics.",

@@ -9,11 +9,16 @@
     │   ├── ValidationFailed           400 invalid_value
     │   └── ModelNotPriced             400 model_not_priced
     ├── AuthenticationFailed           401 authentication_error
+    ├── PaymentRequired                402 insufficient_quota
+    │   └── BudgetExceeded             402 budget_exceeded
     ├── PermissionDenied               403 permission_error
+    │   ├── KeyInactive                403 key_inactive
+    │   └── ModelNotAllowed            403 model_not_allowed
     ├── NotFound                       404 not_found_error
     │   └── ModelNotFound              404 model_not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── RateLimited                    429 rate_limit_error
+    │   └── ParallelLimited            429 parallel_limit_exceeded
     ├── UpstreamError                  502 api_error (or the upstream's own 4xx/429)
     │   └── UpstreamTimeout            504 timeout
     └── ServiceUnavailable             503 service_unavailable
@@ -99,10 +104,34 @@ class AuthenticationFailed(TollhouseError):
     code = "invalid_api_key"
 
 
+class PaymentRequired(TollhouseError):
+    status = 402
+    type = "insufficient_quota"
+    code = "payment_required"
+
+
+class BudgetExceeded(PaymentRequired):
+    """A budget of the key, its team or its customer cannot cover the worst case."""
+
+    code = "budget_exceeded"
+
+
 class PermissionDenied(TollhouseError):
     status = 403
     type = "permission_error"
     code = "permission_denied"
+
+
+class KeyInactive(PermissionDenied):
+    """The key is switched off or past its expiry."""
+
+    code = "key_inactive"
+
+
+class ModelNotAllowed(PermissionDenied):
+    """The key may not use this model or provider."""
+
+    code = "model_not_allowed"
 
 
 class NotFound(TollhouseError):
@@ -126,6 +155,10 @@ class RateLimited(TollhouseError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class ParallelLimited(RateLimited):
+    code = "parallel_limit_exceeded"
 
 
 class UpstreamError(TollhouseError):

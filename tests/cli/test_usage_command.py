@@ -98,6 +98,7 @@ def test_usage_after_real_requests(invoke, config, db_path, upstream):
             config,
             env={"TOLLHOUSE_CONFIG": "/dev/null", **upstream_env(upstream.url)},
             retry_backoff_s=0.0,
+            allow_anonymous=True,
         )
         app = create_app(settings)
         async with app.router.lifespan_context(app):

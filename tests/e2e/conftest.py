@@ -57,6 +57,7 @@ class Tollhouse:
             TOLLHOUSE_DATABASE_URL=f"sqlite+aiosqlite:///{self.root / 'tollhouse.db'}",
             TOLLHOUSE_CONFIG=str(config),
             TOLLHOUSE_LOG_LEVEL="warning",
+            TOLLHOUSE_ALLOW_ANONYMOUS="true",
         )
         if upstream_url is not None:
             env.update(

@@ -38,6 +38,7 @@ def demo() -> None:
         env = {
             "TOLLHOUSE_DATABASE_URL": f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}",
             "TOLLHOUSE_LOG_LEVEL": "warning",
+            "TOLLHOUSE_ALLOW_ANONYMOUS": "true",
             "OPENAI_BASE_URL": f"{upstream}/v1",
             "OPENAI_API_KEY": "sk-demo-upstream",
             "ANTHROPIC_BASE_URL": upstream,

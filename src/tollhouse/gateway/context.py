@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def new_request_id() -> str:
@@ -21,6 +22,7 @@ class RequestContext:
     key_id: str | None = None
     team_id: str | None = None
     customer_id: str | None = None
+    reservation: Any = None  # governance's hold on the worst case, until settled
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -39,7 +39,7 @@ def _endpoint(name: str) -> Any:
         gateway: Gateway = request.app.state.gateway
         ctx = RequestContext()
         request.state.request_id = ctx.request_id
-        return _respond(await gateway.handle(name, body, ctx))
+        return _respond(await gateway.handle(name, body, ctx, request.headers))
 
     handler.__name__ = f"{name}_endpoint"
     return handler
@@ -49,7 +49,7 @@ async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     data = [
         {"id": model, "object": "model", "created": 0, "owned_by": owner}
-        for model, owner in gateway.models()
+        for model, owner in gateway.models(request.headers)
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 

@@ -9,12 +9,12 @@ client leaving — which cancels the upstream request).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -56,6 +56,20 @@ class _Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Admission(Protocol):
+    """What the gateway asks of governance (``governance.admission.Governance``)."""
+
+    def authenticate(self, headers: Mapping[str, str]) -> Any: ...
+    def allowed_targets(
+        self, key: Any, requested: str, targets: tuple[Target, ...]
+    ) -> tuple[Target, ...]: ...
+    async def admit(
+        self, ctx: RequestContext, key: Any, body: dict[str, Any], targets: tuple[Target, ...]
+    ) -> dict[str, str]: ...
+    def settle(self, ctx: RequestContext, record: UsageRecord) -> None: ...
+    def release(self, ctx: RequestContext) -> None: ...
+
+
 class Gateway:
     def __init__(
         self,
@@ -64,28 +78,45 @@ class Gateway:
         upstreams: dict[str, Upstream],
         recorder: UsageRecorder,
         metrics: Metrics,
+        admission: Admission,
     ) -> None:
         self._settings = settings
         self._router = router
         self._upstreams = upstreams
         self._recorder = recorder
         self._metrics = metrics
+        self._admission = admission
 
-    async def handle(self, endpoint: str, body: dict[str, Any], ctx: RequestContext) -> Reply:
+    async def handle(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        ctx: RequestContext,
+        headers: Mapping[str, str],
+    ) -> Reply:
         """Serve one inference request; raises ``TollhouseError`` before any byte is sent."""
         in_flight = self._metrics.in_flight
         in_flight.inc()
         try:
-            reply = await self._handle(endpoint, body, ctx)
+            reply = await self._handle(endpoint, body, ctx, headers)
         except BaseException:
             in_flight.dec()
+            # Nothing was recorded, so nothing was consumed: give the reservation back.
+            self._admission.release(ctx)
             raise
         if reply.stream is None:
             in_flight.dec()
         # A stream stays in flight until its relay ends (see ``_relay``).
         return reply
 
-    async def _handle(self, endpoint: str, body: dict[str, Any], ctx: RequestContext) -> Reply:
+    async def _handle(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        ctx: RequestContext,
+        request_headers: Mapping[str, str],
+    ) -> Reply:
+        key = self._admission.authenticate(request_headers)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a string", param="model")
@@ -96,8 +127,12 @@ class Gateway:
         if stream and endpoint == "embeddings":
             raise BadRequest("embeddings cannot be streamed", param="stream")
         targets = self._router.resolve(model)
+        limits: dict[str, str] = {}
+        if key is not None:
+            targets = self._admission.allowed_targets(key, model, targets)
+            limits = await self._admission.admit(ctx, key, body, targets)
         resp, target, exchange = await self._open(endpoint, body, targets, ctx, stream)
-        headers = {"x-request-id": ctx.request_id, "x-tollhouse-target": target.label}
+        headers = {"x-request-id": ctx.request_id, "x-tollhouse-target": target.label, **limits}
         if stream:
             chunks = self._relay(resp, exchange.relay(body), endpoint, body, target, ctx)
             headers.update(_STREAM_HEADERS)
@@ -125,9 +160,21 @@ class Gateway:
         self._record(endpoint, body, target, ctx, outcome, streamed=False)
         return Reply(resp.status, headers, body=payload)
 
-    def models(self) -> list[tuple[str, str]]:
-        """``(id, owner)`` of every model a client may name."""
-        return self._router.listed_models()
+    def models(self, headers: Mapping[str, str]) -> list[tuple[str, str]]:
+        """``(id, owner)`` of every model the caller's key may name."""
+        key = self._admission.authenticate(headers)
+        listed = self._router.listed_models()
+        if key is None:
+            return listed
+        allowed = []
+        for model, owner in listed:
+            try:
+                targets = self._router.resolve(model)
+                if self._admission.allowed_targets(key, model, targets):
+                    allowed.append((model, owner))
+            except TollhouseError:
+                continue
+        return allowed
 
     async def _open(
         self,
@@ -251,29 +298,30 @@ class Gateway:
             else ZERO
         )
         latency = ctx.elapsed_ms()
-        self._recorder.add(
-            UsageRecord(
-                id=ctx.request_id,
-                created_at=datetime.now(UTC),
-                endpoint=endpoint,
-                provider=target.provider,
-                model=target.model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cached_tokens=usage.cached_tokens,
-                cost=cost,
-                priced=price is not None,
-                latency_ms=round(latency, 3),
-                status=outcome.status,
-                http_status=outcome.http_status,
-                streamed=streamed,
-                key_id=ctx.key_id,
-                team_id=ctx.team_id,
-                customer_id=ctx.customer_id,
-                upstream_request_id=outcome.upstream_id,
-                error=outcome.error,
-            )
+        record = UsageRecord(
+            id=ctx.request_id,
+            created_at=datetime.now(UTC),
+            endpoint=endpoint,
+            provider=target.provider,
+            model=target.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            cost=cost,
+            priced=price is not None,
+            latency_ms=round(latency, 3),
+            status=outcome.status,
+            http_status=outcome.http_status,
+            streamed=streamed,
+            key_id=ctx.key_id,
+            team_id=ctx.team_id,
+            customer_id=ctx.customer_id,
+            upstream_request_id=outcome.upstream_id,
+            error=outcome.error,
         )
+        # Settle with the very record the ledger stores: counters and ledger agree.
+        self._admission.settle(ctx, record)
+        self._recorder.add(record)
         self._observe(endpoint, target, outcome, usage, cost, latency)
 
     def _observe(

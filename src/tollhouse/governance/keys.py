@@ -29,15 +29,24 @@ def hint(value: str) -> str:
 
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:
-    """The virtual key a request carries: ``Authorization: Bearer``, ``x-api-key``
-    (the Anthropic SDK's header) or Bifrost's ``x-bf-vk``; ``None`` when absent."""
-    for name in ("x-bf-vk", "x-api-key"):
-        value = headers.get(name)
-        if value and value.strip():
-            return value.strip()
+    """The virtual key a request carries, or ``None``.
+
+    Bifrost's ``x-bf-vk`` is always a virtual key. ``Authorization: Bearer`` and
+    ``x-api-key`` (the Anthropic SDK's header) count only when they hold a ``th-`` key:
+    SDKs insist on sending *some* API key, and with anonymous access allowed a
+    placeholder such as ``sk-anything`` must not be mistaken for a wrong virtual key
+    (Bifrost does the same with its ``sk-bf-`` prefix).
+    """
+    value = headers.get("x-bf-vk")
+    if value is not None:
+        return value.strip()
+    value = headers.get("x-api-key")
+    if value and value.strip().startswith(PREFIX):
+        return value.strip()
     auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+        token = token.strip()
+        if scheme.lower() == "bearer" and token.startswith(PREFIX):
+            return token
     return None

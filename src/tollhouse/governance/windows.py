@@ -12,7 +12,8 @@ resets exactly once however often it is looked at.
 - **Calendar-aligned**: ``d`` windows start at local midnight in the configured zone
   (a DST day is 23 or 25 hours long), ``w`` on Monday 00:00, ``M`` on the 1st (``3M``:
   Jan/Apr/Jul/Oct), ``Y`` on Jan 1. Sub-day units align to the clock (``5m`` → :00, :05 …),
-  counted in absolute time.
+  counted in absolute time. A reset (``usage-reset``) moves the anchor to now, which
+  starts the rest of the current calendar window afresh.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)")
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,11 @@ def window_at(
 ) -> Window:
     """The window containing ``now`` (the first window when ``now`` precedes the anchor)."""
     if calendar_aligned:
-        return _calendar_window(now, duration, tz or ZoneInfo("UTC"))
+        window = _calendar_window(now, duration, tz or ZoneInfo("UTC"))
+        # A reset in the middle of a calendar window starts the rest of it afresh.
+        if window.start < anchor <= now:
+            return Window(anchor, window.end)
+        return window
     if now < anchor:
         now = anchor
     months = duration.months

@@ -149,7 +149,6 @@ def upgrade() -> None:
         batch_op.create_index("ix_virtual_keys_customer_id", ["customer_id"], unique=False)
         batch_op.create_index("ix_virtual_keys_team_id", ["team_id"], unique=False)
 
-
     state = op.create_table(
         "governance_state",
         sa.Column("id", sa.Integer(), nullable=False),

@@ -1,0 +1,512 @@
+"""Admission (DESIGN §4): identify the key, check it, reserve the worst case, settle.
+
+``Governance`` is the service the gateway calls around every inference request:
+
+1. ``authenticate(headers)`` — key known → active and not expired (401/403);
+2. ``admit(ctx, key, body, targets)`` — model and provider allowed (403) → request
+   rate → token rate → requests in flight (429) → budgets (402), key then team then
+   customer, reserved all at once or not at all;
+3. ``settle(ctx, record)`` when the usage record is written, or ``release(ctx)`` when
+   the request consumed nothing.
+
+Nothing here awaits between a check and its reservation (see ``meter.py``). Counters a
+request needs are created, and their committed values rebuilt from the ledger, before
+the check (``_ensure``); after that the hot path never touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollhouse.config import Settings
+from tollhouse.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    KeyInactive,
+    ModelNotAllowed,
+    ParallelLimited,
+    RateLimited,
+    StoreUnavailable,
+    TollhouseError,
+)
+from tollhouse.gateway.context import RequestContext
+from tollhouse.gateway.estimate import output_token_bound, prompt_token_bound
+from tollhouse.gateway.routing import Target
+from tollhouse.governance.keys import hash_key, key_from_headers
+from tollhouse.governance.meter import Claim, Counter, CounterKey, Kind, MemoryMeter, Refusal
+from tollhouse.governance.models import budgets, governance_state, rate_limits
+from tollhouse.governance.store import KeyInfo, Scope, Snapshot, current_version, load_snapshot
+from tollhouse.ledger.models import usage_records
+from tollhouse.ledger.schemas import UsageRecord
+from tollhouse.money import format_usd, from_nanos, to_nanos
+
+log = logging.getLogger("tollhouse.governance")
+
+_OWNER_COLUMN = {
+    "key": usage_records.c.key_id,
+    "team": usage_records.c.team_id,
+    "customer": usage_records.c.customer_id,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The worst case one request may consume."""
+
+    cost_nanos: int
+    tokens: int
+
+
+class Governance:
+    def __init__(self, settings: Settings, engine: AsyncEngine, recorder: Any) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._recorder = recorder
+        self.meter = MemoryMeter(ttl_s=settings.request_timeout_s + 60)
+        self.snapshot = Snapshot.empty()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self.reload()
+        except Exception as exc:
+            # Keep serving probes; keyed requests get 503 until the poll loop loads it.
+            log.error("governance snapshot not loaded; retrying", extra={"error": repr(exc)})
+        self._tasks = [
+            asyncio.create_task(
+                self._every(self._settings.governance_poll_interval_s, self._poll),
+                name="tollhouse-governance-poll",
+            ),
+            asyncio.create_task(self._every(1.0, self._sweep), name="tollhouse-sweeper"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def reload(self) -> None:
+        """Read the whole snapshot again (after an admin write, or a version change)."""
+        async with self._reload_lock:
+            async with self._engine.connect() as conn:
+                snapshot = await load_snapshot(conn)
+            old, self.snapshot = self.snapshot, snapshot
+            self._drop_changed_counters(old, snapshot)
+
+    # -- the request path -----------------------------------------------------------
+
+    def authenticate(self, headers: Mapping[str, str]) -> KeyInfo | None:
+        """The caller's key, or ``None`` for anonymous access when the operator allows it."""
+        value = key_from_headers(headers)
+        if value is None:
+            if self._settings.allow_anonymous:
+                return None
+            raise AuthenticationFailed(
+                "Missing virtual key: send a Tollhouse key (th-…) as `Authorization: Bearer`, "
+                "`x-api-key` or `x-bf-vk`.",
+            )
+        if self.snapshot.version < 0:
+            raise StoreUnavailable(
+                "Governance data is not loaded yet (database unreachable); retry shortly."
+            )
+        key = self.snapshot.keys_by_hash.get(hash_key(value)) if value else None
+        if key is None:
+            raise AuthenticationFailed("Invalid virtual key: no key matches the one sent.")
+        if not key.is_active:
+            raise KeyInactive(f"Virtual key {key.scope.label} is inactive.")
+        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+            raise KeyInactive(
+                f"Virtual key {key.scope.label} expired at {key.expires_at.isoformat()}."
+            )
+        return key
+
+    def allowed_targets(
+        self, key: KeyInfo, requested: str, targets: tuple[Target, ...]
+    ) -> tuple[Target, ...]:
+        """The targets this key may use; raises ``ModelNotAllowed`` when none."""
+        models = key.allowed_models
+        if models is not None and requested not in models:
+            targets = tuple(t for t in targets if t.model in models or t.label in models)
+            if not targets:
+                raise ModelNotAllowed(
+                    f"Model '{requested}' is not allowed for virtual key {key.scope.label}; "
+                    f"allowed: {', '.join(sorted(models)) or 'none'}.",
+                    param="model",
+                )
+        providers = key.allowed_providers
+        if providers is not None:
+            targets = tuple(t for t in targets if t.provider in providers)
+            if not targets:
+                raise ModelNotAllowed(
+                    f"No provider allowed for virtual key {key.scope.label} serves "
+                    f"'{requested}'; allowed providers: {', '.join(sorted(providers)) or 'none'}.",
+                    param="model",
+                )
+        return targets
+
+    async def admit(
+        self,
+        ctx: RequestContext,
+        key: KeyInfo,
+        body: dict[str, Any],
+        targets: tuple[Target, ...],
+    ) -> dict[str, str]:
+        """Reserve the worst case of ``body`` on every scope of ``key``; returns the
+        ``x-ratelimit-*`` headers. Raises 429/402 without reserving anything."""
+        estimate = self.estimate(body, targets)
+        claims = self._claims(key, estimate)
+        missing = [claim.key for claim in claims if not self.meter.has(claim.key)]
+        if missing:
+            await self._ensure(key, missing)
+        now = datetime.now(UTC)
+        outcome = self.meter.reserve(claims, now)
+        if isinstance(outcome, Refusal):
+            error = self._refusal(outcome, estimate, now)
+            error.headers.update(self.rate_headers(key, now))
+            raise error
+        ctx.reservation = outcome
+        ctx.key_id = key.scope.id
+        for scope in key.chain[1:]:
+            if scope.kind == "team":
+                ctx.team_id = scope.id
+            else:
+                ctx.customer_id = scope.id
+        return self.rate_headers(key, now)
+
+    def settle(self, ctx: RequestContext, record: UsageRecord) -> None:
+        reservation = ctx.reservation
+        if reservation is None:
+            return
+        ctx.reservation = None
+        actual: dict[Kind, int] = {
+            "budget": to_nanos(record.cost),
+            "tokens": record.prompt_tokens + record.completion_tokens,
+            "requests": 1,
+        }
+        self.meter.settle(reservation, actual, record.created_at)
+
+    def release(self, ctx: RequestContext) -> None:
+        if ctx.reservation is not None:
+            self.meter.release(ctx.reservation)
+            ctx.reservation = None
+
+    def estimate(self, body: dict[str, Any], targets: tuple[Target, ...]) -> Estimate:
+        """Worst-case cost and tokens over every target the request may reach."""
+        prompt = prompt_token_bound(body)
+        choices = body.get("n") if isinstance(body.get("n"), int) else 1
+        cost = 0
+        tokens = 0
+        for target in targets:
+            price = target.price
+            cap = price.max_output_tokens if price else None
+            output = output_token_bound(body, cap, self._settings.default_max_output_tokens)
+            output *= max(int(choices or 1), 1)
+            tokens = max(tokens, prompt + output)
+            if price is not None:
+                # Per token, a price per 1M tokens in USD is price × 1000 nano-dollars.
+                input_price = max(price.input, price.cache_write_input or price.input)
+                nanos = (prompt * input_price + output * price.output) * 1000
+                cost = max(cost, math.ceil(nanos))
+        return Estimate(cost, tokens)
+
+    def rate_headers(self, key: KeyInfo, now: datetime) -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers from the tightest scope with each limit."""
+        headers: dict[str, str] = {}
+        kinds: tuple[Kind, ...] = ("requests", "tokens")
+        for kind in kinds:
+            suffix = kind
+            counter = self._tightest(key, kind)
+            if counter is None:
+                continue
+            headers[f"x-ratelimit-limit-{suffix}"] = str(counter.limit)
+            headers[f"x-ratelimit-remaining-{suffix}"] = str(counter.remaining)
+            if counter.end is not None:
+                headers[f"x-ratelimit-reset-{suffix}"] = _reset_text(counter.end, now)
+        return headers
+
+    # -- building claims --------------------------------------------------------------
+
+    def _claims(self, key: KeyInfo, estimate: Estimate) -> list[Claim]:
+        """Claims in the order DESIGN §4 checks them: rates, parallel, then budgets."""
+        requests: list[Claim] = []
+        tokens: list[Claim] = []
+        money: list[Claim] = []
+        for scope in key.chain:
+            rate = scope.rate
+            if rate is not None and rate.request_limit is not None:
+                requests.append(Claim(("requests", rate.id), 1))
+            if rate is not None and rate.token_limit is not None:
+                tokens.append(Claim(("tokens", rate.id), estimate.tokens))
+            if scope.budget is not None:
+                money.append(Claim(("budget", scope.budget.id), estimate.cost_nanos))
+        parallel = [Claim(("parallel", key.scope.id), 1)] if key.max_parallel else []
+        return [*requests, *tokens, *parallel, *money]
+
+    async def _ensure(self, key: KeyInfo, missing: list[CounterKey]) -> None:
+        """Create counters, rebuilding committed values from the ledger."""
+        # Records still buffered must be in the ledger before it is summed.
+        await self._recorder.flush()
+        now = datetime.now(UTC)
+        async with self._engine.connect() as conn:
+            for counter_key in missing:
+                if self.meter.has(counter_key):
+                    continue
+                counter = self._new_counter(key, counter_key)
+                window = counter.window.at(now) if counter.window is not None else None
+                if window is not None and counter.kind != "parallel":
+                    counter.committed = await self._committed(conn, counter, window.start)
+                self.meter.load(counter_key, counter, window)
+
+    def _new_counter(self, key: KeyInfo, counter_key: CounterKey) -> Counter:
+        kind, ident = counter_key
+        if kind == "parallel":
+            return Counter("parallel", key.max_parallel or 0, None, key.scope)
+        for scope in key.chain:
+            if kind == "budget" and scope.budget is not None and scope.budget.id == ident:
+                return Counter("budget", scope.budget.limit_nanos, scope.budget.window, scope)
+            rate = scope.rate
+            if rate is not None and rate.id == ident:
+                if kind == "tokens" and rate.token_limit is not None:
+                    return Counter("tokens", rate.token_limit, rate.token_window, scope)
+                if kind == "requests" and rate.request_limit is not None:
+                    return Counter("requests", rate.request_limit, rate.request_window, scope)
+        raise KeyError(counter_key)
+
+    async def _committed(self, conn: Any, counter: Counter, since: datetime) -> int:
+        t = usage_records.c
+        measure: Any = {
+            "budget": func.coalesce(func.sum(t.cost), 0),
+            "tokens": func.coalesce(func.sum(t.prompt_tokens + t.completion_tokens), 0),
+            "requests": func.count(),
+        }[counter.kind]
+        owner = _OWNER_COLUMN[counter.scope.kind]
+        query = select(measure).where(owner == counter.scope.id, t.created_at >= since)
+        value = (await conn.execute(query)).scalar_one()
+        if counter.kind == "budget":
+            return to_nanos(Decimal(value))
+        return int(value)
+
+    # -- refusals -----------------------------------------------------------------------
+
+    def _refusal(self, refusal: Refusal, estimate: Estimate, now: datetime) -> TollhouseError:
+        counter = refusal.counter
+        label = counter.scope.label
+        retry = _retry_after(counter, now)
+        until = f" until {counter.end.isoformat()}" if counter.end else ""
+        if counter.kind == "budget":
+            left = from_nanos(counter.remaining)
+            limit = from_nanos(counter.limit)
+            return BudgetExceeded(
+                f"Budget exceeded for {label}: {_usd(left)} USD left of {_usd(limit)} USD"
+                f"{until}; this request may cost up to {_usd(from_nanos(estimate.cost_nanos))} "
+                "USD.",
+            )
+        headers = {"retry-after": str(retry)}
+        if counter.kind == "parallel":
+            return ParallelLimited(
+                f"Too many requests in flight for {label}: {counter.reserved} of "
+                f"{counter.limit} allowed at once.",
+                headers=headers,
+            )
+        used = counter.committed + counter.reserved
+        what = "Request" if counter.kind == "requests" else "Token"
+        return RateLimited(
+            f"{what} rate limit reached for {label}: {used} of {counter.limit} "
+            f"{counter.kind} used{until}; this request needs {refusal.amount}. "
+            f"Retry in {retry}s.",
+            headers=headers,
+        )
+
+    # -- admin views ----------------------------------------------------------------------
+
+    def budget_usage(self, budget_id: str) -> tuple[Decimal, datetime | None]:
+        counter = self.meter.counters.get(("budget", budget_id))
+        if counter is None:
+            return Decimal(0), None
+        counter.roll(datetime.now(UTC))
+        return from_nanos(counter.committed), counter.start
+
+    def rate_usage(self, rate_limit_id: str) -> tuple[int, int, datetime | None, datetime | None]:
+        now = datetime.now(UTC)
+        tokens = self.meter.counters.get(("tokens", rate_limit_id))
+        requests = self.meter.counters.get(("requests", rate_limit_id))
+        for counter in (tokens, requests):
+            if counter is not None:
+                counter.roll(now)
+        return (
+            tokens.committed if tokens else 0,
+            requests.committed if requests else 0,
+            tokens.start if tokens else None,
+            requests.start if requests else None,
+        )
+
+    async def reset_usage(self, budget_ids: list[str], rate_limit_ids: list[str]) -> None:
+        """Start the current windows afresh: the next request passes (``usage-reset``)."""
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            if budget_ids:
+                await conn.execute(
+                    update(budgets).where(budgets.c.id.in_(budget_ids)).values(last_reset=now)
+                )
+            if rate_limit_ids:
+                await conn.execute(
+                    update(rate_limits)
+                    .where(rate_limits.c.id.in_(rate_limit_ids))
+                    .values(token_last_reset=now, request_last_reset=now)
+                )
+            await conn.execute(
+                update(governance_state).values(version=governance_state.c.version + 1)
+            )
+        await self.reload()
+        for ident in budget_ids:
+            self._reset(("budget", ident), now)
+        for ident in rate_limit_ids:
+            self._reset(("tokens", ident), now)
+            self._reset(("requests", ident), now)
+
+    def counters(self) -> list[dict[str, Any]]:
+        now = datetime.now(UTC)
+        rows = []
+        for (kind, ident), counter in sorted(self.meter.counters.items()):
+            counter.roll(now)
+            money = kind == "budget"
+            rows.append(
+                {
+                    "kind": kind,
+                    "id": ident,
+                    "scope": counter.scope.kind,
+                    "scope_id": counter.scope.id,
+                    "limit": str(from_nanos(counter.limit)) if money else counter.limit,
+                    "committed": str(from_nanos(counter.committed)) if money else counter.committed,
+                    "reserved": str(from_nanos(counter.reserved)) if money else counter.reserved,
+                    "window_start": counter.start.isoformat() if counter.start else None,
+                    "window_end": counter.end.isoformat() if counter.end else None,
+                }
+            )
+        return rows
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _reset(self, counter_key: CounterKey, now: datetime) -> None:
+        counter = self.meter.counters.get(counter_key)
+        if counter is None:
+            return
+        # The reloaded snapshot carries the new anchor; rebuild the window from it.
+        fresh = self._spec_window(counter_key)
+        counter.window = fresh if fresh is not None else counter.window
+        window = counter.window.at(now) if counter.window is not None else None
+        self.meter.reset(counter_key, window)
+
+    def _spec_window(self, counter_key: CounterKey) -> Any:
+        kind, ident = counter_key
+        for scope in self.snapshot.scopes.values():
+            if kind == "budget" and scope.budget is not None and scope.budget.id == ident:
+                return scope.budget.window
+            if scope.rate is not None and scope.rate.id == ident:
+                return scope.rate.token_window if kind == "tokens" else scope.rate.request_window
+        return None
+
+    def _drop_changed_counters(self, old: Snapshot, new: Snapshot) -> None:
+        """Counters whose limit or window changed are rebuilt on next use."""
+        specs: dict[CounterKey, Any] = {}
+        for scope in new.scopes.values():
+            _collect_specs(scope, specs)
+        for key_id, info in new.keys_by_id.items():
+            specs[("parallel", key_id)] = info.max_parallel
+        for counter_key, counter in list(self.meter.counters.items()):
+            spec = specs.get(counter_key)
+            if spec is None or spec != (counter.limit, counter.window):
+                if counter.kind == "parallel" and spec is not None:
+                    counter.limit = int(spec)
+                    continue
+                if counter.reserved == 0:
+                    del self.meter.counters[counter_key]
+                elif spec is not None:
+                    counter.limit, counter.window = spec
+                    counter.start = counter.end = None
+
+    def _tightest(self, key: KeyInfo, kind: Kind) -> Counter | None:
+        best: Counter | None = None
+        for scope in key.chain:
+            rate = scope.rate
+            if rate is None:
+                continue
+            counter = self.meter.counters.get((kind, rate.id))
+            if counter is not None and (best is None or counter.remaining < best.remaining):
+                best = counter
+        return best
+
+    async def _poll(self) -> None:
+        if self.snapshot.version < 0:
+            await self.reload()
+            return
+        async with self._engine.connect() as conn:
+            version = await current_version(conn)
+        if version != self.snapshot.version:
+            await self.reload()
+
+    async def _sweep(self) -> None:
+        expired = self.meter.sweep(datetime.now(UTC))
+        if expired:
+            log.warning("reservations expired without settling", extra={"count": expired})
+
+    async def _every(self, seconds: float, job: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:  # a failed poll or sweep must not end the loop
+                log.exception("governance background job failed")
+
+
+def _collect_specs(scope: Scope, specs: dict[CounterKey, Any]) -> None:
+    if scope.budget is not None:
+        specs[("budget", scope.budget.id)] = (scope.budget.limit_nanos, scope.budget.window)
+    rate = scope.rate
+    if rate is not None:
+        if rate.token_limit is not None:
+            specs[("tokens", rate.id)] = (rate.token_limit, rate.token_window)
+        if rate.request_limit is not None:
+            specs[("requests", rate.id)] = (rate.request_limit, rate.request_window)
+
+
+def _retry_after(counter: Counter, now: datetime) -> int:
+    if counter.end is None:
+        return 1
+    return max(1, math.ceil((counter.end - now).total_seconds()))
+
+
+def _reset_text(end: datetime, now: datetime) -> str:
+    """OpenAI's reset form: ``1s``, ``6m0s``, ``1h2m3s``, ``20ms``."""
+    seconds = max((end - now).total_seconds(), 0.0)
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _usd(amount: Decimal) -> str:
+    return format_usd(amount)

@@ -1,0 +1,190 @@
+"""The governance snapshot: every key, team, customer, budget and rate limit, in memory.
+
+Admission must not touch the database: it reads this snapshot, loaded whole at start
+and again whenever ``governance_state.version`` moves (every admin write bumps it in
+its own transaction, so other replicas and a CLI writing to the same database are seen
+within one poll interval).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tollhouse.governance.models import (
+    budgets,
+    customers,
+    governance_state,
+    rate_limits,
+    teams,
+    virtual_keys,
+)
+from tollhouse.governance.windows import Duration, Window, parse_duration, window_at, zone
+from tollhouse.money import NANOS_PER_USD
+
+ScopeKind = Literal["key", "team", "customer"]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    duration: Duration
+    anchor: datetime
+    calendar_aligned: bool = False
+    tz: ZoneInfo | None = None
+
+    def at(self, now: datetime) -> Window:
+        return window_at(
+            now, self.duration, self.anchor, calendar_aligned=self.calendar_aligned, tz=self.tz
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpec:
+    id: str
+    max_limit: Decimal
+    hard_limit_ratio: Decimal
+    window: WindowSpec
+    alert_thresholds: tuple[Decimal, ...]
+
+    @property
+    def limit_nanos(self) -> int:
+        """What committed spend may reach: ``max_limit × hard_limit_ratio``, in nanos."""
+        cap = self.max_limit * self.hard_limit_ratio * NANOS_PER_USD
+        return int(cap.to_integral_value(rounding=ROUND_FLOOR))
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    id: str
+    token_limit: int | None
+    token_window: WindowSpec | None
+    request_limit: int | None
+    request_window: WindowSpec | None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A key, team or customer, with what it limits."""
+
+    kind: ScopeKind
+    id: str
+    name: str
+    budget: BudgetSpec | None
+    rate: RateSpec | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} '{self.name}' ({self.id})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    scope: Scope
+    is_active: bool
+    expires_at: datetime | None
+    allowed_models: frozenset[str] | None
+    allowed_providers: frozenset[str] | None
+    max_parallel: int | None
+    chain: tuple[Scope, ...]  # the key, then its team, then the customer above them
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    keys_by_hash: dict[str, KeyInfo]
+    keys_by_id: dict[str, KeyInfo]
+    scopes: dict[tuple[ScopeKind, str], Scope]
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls(-1, {}, {}, {})
+
+
+async def current_version(conn: AsyncConnection) -> int:
+    value = (await conn.execute(select(governance_state.c.version))).scalar()
+    return int(value or 0)
+
+
+async def load_snapshot(conn: AsyncConnection) -> Snapshot:
+    """Read every governance entity at one version."""
+    version = await current_version(conn)
+    budget_specs = {row.id: _budget(row) for row in await conn.execute(select(budgets))}
+    rate_specs = {row.id: _rate(row) for row in await conn.execute(select(rate_limits))}
+
+    def scope(kind: ScopeKind, row: Any) -> Scope:
+        return Scope(
+            kind,
+            row.id,
+            row.name,
+            budget_specs.get(row.budget_id) if row.budget_id else None,
+            rate_specs.get(row.rate_limit_id) if row.rate_limit_id else None,
+        )
+
+    scopes: dict[tuple[ScopeKind, str], Scope] = {}
+    customer_rows = {row.id: row for row in await conn.execute(select(customers))}
+    for row in customer_rows.values():
+        scopes[("customer", row.id)] = scope("customer", row)
+    team_parent: dict[str, str | None] = {}
+    for row in await conn.execute(select(teams)):
+        scopes[("team", row.id)] = scope("team", row)
+        team_parent[row.id] = row.customer_id
+    by_hash: dict[str, KeyInfo] = {}
+    by_id: dict[str, KeyInfo] = {}
+    for row in await conn.execute(select(virtual_keys)):
+        own = scope("key", row)
+        scopes[("key", row.id)] = own
+        chain = [own]
+        customer_id = row.customer_id
+        if row.team_id and ("team", row.team_id) in scopes:
+            chain.append(scopes[("team", row.team_id)])
+            customer_id = team_parent.get(row.team_id)
+        if customer_id and ("customer", customer_id) in scopes:
+            chain.append(scopes[("customer", customer_id)])
+        info = KeyInfo(
+            scope=own,
+            is_active=bool(row.is_active),
+            expires_at=row.expires_at,
+            allowed_models=None if row.allowed_models is None else frozenset(row.allowed_models),
+            allowed_providers=(
+                None if row.allowed_providers is None else frozenset(row.allowed_providers)
+            ),
+            max_parallel=row.max_parallel_requests,
+            chain=tuple(chain),
+        )
+        by_hash[row.key_hash] = info
+        by_id[row.id] = info
+    return Snapshot(version, by_hash, by_id, scopes)
+
+
+def _budget(row: Any) -> BudgetSpec:
+    return BudgetSpec(
+        id=row.id,
+        max_limit=row.max_limit,
+        hard_limit_ratio=row.hard_limit_ratio,
+        window=WindowSpec(
+            parse_duration(row.reset_duration),
+            row.last_reset,
+            bool(row.calendar_aligned),
+            zone(row.timezone or "UTC"),
+        ),
+        alert_thresholds=tuple(Decimal(str(t)) for t in row.alert_thresholds or ()),
+    )
+
+
+def _rate(row: Any) -> RateSpec:
+    def spec(duration: str | None, anchor: datetime) -> WindowSpec | None:
+        return WindowSpec(parse_duration(duration), anchor) if duration else None
+
+    return RateSpec(
+        id=row.id,
+        token_limit=row.token_max_limit,
+        token_window=spec(row.token_reset_duration, row.token_last_reset),
+        request_limit=row.request_max_limit,
+        request_window=spec(row.request_reset_duration, row.request_last_reset),
+    )
