@@ -204,6 +204,7 @@ def tollhouse_env(base: dict[str, str], workdir: Path, upstream: str) -> dict[st
         OPENAI_API_KEY="sk-bench",
         TOLLHOUSE_DATABASE_URL=f"sqlite+aiosqlite:///{workdir}/bench.db",
         TOLLHOUSE_LOG_LEVEL="warning",
+        TOLLHOUSE_ALLOW_ANONYMOUS="true",
     )
     return env
 
