@@ -36,6 +36,8 @@ import servers
 SCENARIOS = {"c1": (1, 1), "c32": (2, 32)}  # name: (wrk threads, connections)
 TARGET_ADDED_P50_MS = 0.6  # Tollhouse adds at most this much p50 latency at c1
 TARGET_RPS_RATIO = 10.0  # and serves at least this many times LiteLLM's requests/s at c32
+TARGET_GOV_ADDED_P50_MS = 0.8  # with governance on (key + team + customer), added p50 at c1
+TARGET_GOV_COST = 0.15  # and governance on costs at most this share of c32 throughput
 QUIET_CPUS = 0.10  # other processes using more CPU than this make a run disturbed
 REDOS = 10  # disturbed runs are measured again, at most twice each and this often in all
 
@@ -52,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--json", type=Path, metavar="PATH", help="also write every figure as JSON")
     add("--skip-litellm", action="store_true", help="do not measure the reference")
     add("--skip-tollhouse", action="store_true", help="measure only direct and LiteLLM")
+    add("--skip-governance", action="store_true", help="do not measure governance on")
     add("--tollhouse", metavar="EXE", help="default: <repo>/.venv/bin/tollhouse, else PATH")
     add("--api-key", default="sk-bench", help="bearer key for Tollhouse (default sk-bench)")
     add("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
@@ -105,6 +108,11 @@ def start_servers(
         procs.start("tollhouse", argv, env=env, cpus=cpus["sut"], cwd=workdir)
         targets["tollhouse"] = (f"http://127.0.0.1:{port}", args.api_key)
         procs.wait_ready("tollhouse", targets["tollhouse"][0] + "/readyz", timeout=60)
+        if not args.skip_governance:
+            # Same server, same run: with a virtual key, every request is admitted through
+            # the key's, team's and customer's budgets and rate limits; without, it is not.
+            governed_key = servers.create_governed_key(targets["tollhouse"][0])
+            targets["tollhouse-gov"] = (targets["tollhouse"][0], governed_key)
 
     if not args.skip_litellm:
         exe = str(servers.ensure_litellm())
@@ -179,12 +187,15 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         }
     c1, c32 = out["c1"], out["c32"]
     derived: dict[str, Any] = {}
-    for name in ("tollhouse", "litellm"):
+    for name in ("tollhouse", "tollhouse-gov", "litellm"):
         if name in c1:
             added = c1[name]["p50_ms"] - c1["direct"]["p50_ms"]
             derived[f"{name}_added_p50_ms"] = round(added, 3)  # wrk's resolution is 1 µs
     if "tollhouse" in c32 and "litellm" in c32:
         derived["rps_ratio_tollhouse_to_litellm"] = c32["tollhouse"]["rps"] / c32["litellm"]["rps"]
+    if "tollhouse" in c32 and "tollhouse-gov" in c32:
+        kept = c32["tollhouse-gov"]["rps"] / c32["tollhouse"]["rps"]
+        derived["governance_throughput_cost"] = round(1 - kept, 4)
     derived["foreign_cpus_max"] = max(
         s["foreign_cpus_max"] for sc in (c1, c32) for s in sc.values()
     )
@@ -226,6 +237,20 @@ def report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
         print(
             f"target: Tollhouse adds {added:.3f} ms p50 at c1 (<= {TARGET_ADDED_P50_MS}): {verdict}"
         )
+    if "tollhouse-gov_added_p50_ms" in d:
+        added = d["tollhouse-gov_added_p50_ms"]
+        verdict = "PASS" if added <= TARGET_GOV_ADDED_P50_MS else "FAIL"
+        print(
+            f"target: governance on adds {added:.3f} ms p50 at c1"
+            f" (<= {TARGET_GOV_ADDED_P50_MS}): {verdict}"
+        )
+    if "governance_throughput_cost" in d:
+        cost = d["governance_throughput_cost"]
+        verdict = "PASS" if cost <= TARGET_GOV_COST else "FAIL"
+        print(
+            f"target: governance on costs {cost:.1%} of throughput at c32"
+            f" (<= {TARGET_GOV_COST:.0%}): {verdict}"
+        )
     if "rps_ratio_tollhouse_to_litellm" in d:
         ratio = d["rps_ratio_tollhouse_to_litellm"]
         verdict = "PASS" if ratio >= TARGET_RPS_RATIO else "FAIL"
@@ -245,7 +270,8 @@ def _terminate(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    n_targets = 1 + (not args.skip_tollhouse) + (not args.skip_litellm)
+    governed = not args.skip_tollhouse and not args.skip_governance
+    n_targets = 1 + (not args.skip_tollhouse) + governed + (not args.skip_litellm)
     per_target = 2 * args.warmup_seconds + args.runs * (args.c1_seconds + args.c32_seconds)
     print(f"measuring for about {n_targets * per_target / 60:.1f} min plus start-up", flush=True)
     started = time.monotonic()

@@ -217,3 +217,37 @@ def tollhouse_version(exe: str) -> str:
     git = ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]
     commit = subprocess.run(git, capture_output=True, text=True)
     return f"{out.stdout.strip() or '?'} ({commit.stdout.strip() or 'no git'})"
+
+
+def create_governed_key(base_url: str) -> str:
+    """A customer, a team and a key, each with a budget and rate limits too large to
+    refuse anything in a benchmark; returns the key's value."""
+    import json
+    import urllib.request
+
+    def post(path: str, body: dict[str, object]) -> dict[str, object]:
+        request = urllib.request.Request(
+            f"{base_url}/api/governance/{path}",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+    limits: dict[str, object] = {
+        "budget": {"max_limit": 1000000000, "reset_duration": "1M"},
+        "rate_limit": {
+            "request_max_limit": 10**12,
+            "request_reset_duration": "1h",
+            "token_max_limit": 10**15,
+            "token_reset_duration": "1h",
+        },
+    }
+    customer = post("customers", {"name": "bench-customer", **limits})["customer"]
+    team = post("teams", {"name": "bench-team", "customer_id": customer["id"], **limits})  # type: ignore[index]
+    key = post(
+        "virtual-keys",
+        {"name": "bench-key", "team_id": team["team"]["id"], **limits},  # type: ignore[index]
+    )["virtual_key"]
+    return str(key["value"])  # type: ignore[index]
