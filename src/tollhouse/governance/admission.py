@@ -77,6 +77,7 @@ class Governance:
         self.snapshot = Snapshot.empty()
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        self._layouts: dict[str, tuple[CounterKey, ...]] = {}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class Governance:
             async with self._engine.connect() as conn:
                 snapshot = await load_snapshot(conn)
             old, self.snapshot = self.snapshot, snapshot
+            self._layouts = {}
             self._drop_changed_counters(old, snapshot)
 
     # -- the request path -----------------------------------------------------------
@@ -179,7 +181,7 @@ class Governance:
         outcome = self.meter.reserve(claims, now)
         if isinstance(outcome, Refusal):
             error = self._refusal(outcome, estimate, now)
-            error.headers.update(self.rate_headers(key, now))
+            error.headers.update(self._headers_for(claims, now))
             raise error
         ctx.reservation = outcome
         ctx.key_id = key.scope.id
@@ -188,7 +190,7 @@ class Governance:
                 ctx.team_id = scope.id
             else:
                 ctx.customer_id = scope.id
-        return self.rate_headers(key, now)
+        return self._headers_for(claims, now)
 
     def settle(self, ctx: RequestContext, record: UsageRecord) -> None:
         reservation = ctx.reservation
@@ -226,38 +228,36 @@ class Governance:
                 cost = max(cost, math.ceil(nanos))
         return Estimate(cost, tokens)
 
-    def rate_headers(self, key: KeyInfo, now: datetime) -> dict[str, str]:
+    def _headers_for(self, claims: list[Claim], now: datetime) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers from the tightest scope with each limit."""
+        tightest: dict[str, tuple[int, Counter]] = {}
+        counters = self.meter.counters
+        for claim in claims:
+            kind = claim.key[0]
+            if kind == "requests" or kind == "tokens":
+                counter = counters[claim.key]
+                left = counter.limit - counter.committed - counter.reserved
+                best = tightest.get(kind)
+                if best is None or left < best[0]:
+                    tightest[kind] = (left, counter)
         headers: dict[str, str] = {}
-        kinds: tuple[Kind, ...] = ("requests", "tokens")
-        for kind in kinds:
-            suffix = kind
-            counter = self._tightest(key, kind)
-            if counter is None:
-                continue
-            headers[f"x-ratelimit-limit-{suffix}"] = str(counter.limit)
-            headers[f"x-ratelimit-remaining-{suffix}"] = str(counter.remaining)
+        for name, (left, counter) in tightest.items():
+            headers[f"x-ratelimit-limit-{name}"] = str(counter.limit)
+            headers[f"x-ratelimit-remaining-{name}"] = str(max(left, 0))
             if counter.end is not None:
-                headers[f"x-ratelimit-reset-{suffix}"] = _reset_text(counter.end, now)
+                headers[f"x-ratelimit-reset-{name}"] = _reset_text(counter.end, now)
         return headers
 
     # -- building claims --------------------------------------------------------------
 
     def _claims(self, key: KeyInfo, estimate: Estimate) -> list[Claim]:
         """Claims in the order DESIGN §4 checks them: rates, parallel, then budgets."""
-        requests: list[Claim] = []
-        tokens: list[Claim] = []
-        money: list[Claim] = []
-        for scope in key.chain:
-            rate = scope.rate
-            if rate is not None and rate.request_limit is not None:
-                requests.append(Claim(("requests", rate.id), 1))
-            if rate is not None and rate.token_limit is not None:
-                tokens.append(Claim(("tokens", rate.id), estimate.tokens))
-            if scope.budget is not None:
-                money.append(Claim(("budget", scope.budget.id), estimate.cost_nanos))
-        parallel = [Claim(("parallel", key.scope.id), 1)] if key.max_parallel else []
-        return [*requests, *tokens, *parallel, *money]
+        layout = self._layouts.get(key.scope.id)
+        if layout is None:
+            layout = self._layouts[key.scope.id] = _layout(key)
+        amounts = {"requests": 1, "parallel": 1, "tokens": estimate.tokens}
+        amounts["budget"] = estimate.cost_nanos
+        return [Claim(counter_key, amounts[counter_key[0]]) for counter_key in layout]
 
     async def _ensure(self, key: KeyInfo, missing: list[CounterKey]) -> None:
         """Create counters, rebuilding committed values from the ledger."""
@@ -442,17 +442,6 @@ class Governance:
                     counter.limit, counter.window = spec
                     counter.start = counter.end = None
 
-    def _tightest(self, key: KeyInfo, kind: Kind) -> Counter | None:
-        best: Counter | None = None
-        for scope in key.chain:
-            rate = scope.rate
-            if rate is None:
-                continue
-            counter = self.meter.counters.get((kind, rate.id))
-            if counter is not None and (best is None or counter.remaining < best.remaining):
-                best = counter
-        return best
-
     async def _poll(self) -> None:
         if self.snapshot.version < 0:
             await self.reload()
@@ -474,6 +463,23 @@ class Governance:
                 await job()
             except Exception:  # a failed poll or sweep must not end the loop
                 log.exception("governance background job failed")
+
+
+def _layout(key: KeyInfo) -> tuple[CounterKey, ...]:
+    """The counters a key's requests claim, in check order."""
+    requests: list[CounterKey] = []
+    tokens: list[CounterKey] = []
+    money: list[CounterKey] = []
+    for scope in key.chain:
+        rate = scope.rate
+        if rate is not None and rate.request_limit is not None:
+            requests.append(("requests", rate.id))
+        if rate is not None and rate.token_limit is not None:
+            tokens.append(("tokens", rate.id))
+        if scope.budget is not None:
+            money.append(("budget", scope.budget.id))
+    parallel: list[CounterKey] = [("parallel", key.scope.id)] if key.max_parallel else []
+    return (*requests, *tokens, *parallel, *money)
 
 
 def _collect_specs(scope: Scope, specs: dict[CounterKey, Any]) -> None:

@@ -45,9 +45,10 @@ class Counter:
 
     def roll(self, now: datetime) -> None:
         """Move to the window containing ``now``; a new window starts with nothing spent."""
-        if self.window is None:
+        end = self.end
+        if end is not None and now < end and now >= self.start:  # type: ignore[operator]
             return
-        if self.start is not None and self.end is not None and self.start <= now < self.end:
+        if self.window is None:
             return
         current = self.window.at(now)
         if self.start is not None and current.start != self.start:

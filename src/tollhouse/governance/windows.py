@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_PATTERN = re.compile(r"^([1-9][0-9]{0,5})([smhdwMY])$")
+_PATTERN = re.compile(r"([1-9][0-9]{0,9})([smhdwMY])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EPOCH_MONDAY = date(1970, 1, 5)
+_MAX_MONTHS = 1200
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +52,21 @@ class Duration:
 
 
 def parse_duration(text: str) -> Duration:
-    """``"5m"`` → ``Duration(5, "m")``; raises ``ValueError`` naming the accepted forms."""
-    match = _PATTERN.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(
-            f"Invalid reset duration format: {text} (use a whole number and one of "
-            "s, m, h, d, w, M, Y: 30s, 5m, 1h, 1d, 1w, 1M, 1Y)"
-        )
-    return Duration(int(match.group(1)), match.group(2), text)
+    """``"5m"`` → ``Duration(5, "m")``; raises ``ValueError`` naming the accepted forms.
+
+    Spans longer than 100 years are refused: their windows would leave the calendar
+    that ``datetime`` can represent.
+    """
+    match = _PATTERN.fullmatch(text) if isinstance(text, str) else None
+    if match is not None:
+        duration = Duration(int(match.group(1)), match.group(2), text)
+        months, seconds = duration.months, duration.seconds
+        if (months or 0) <= _MAX_MONTHS and (seconds or 0) <= _MAX_MONTHS * 31 * 86400:
+            return duration
+    raise ValueError(
+        f"Invalid reset duration format: {text} (use a whole number and one of "
+        "s, m, h, d, w, M, Y: 30s, 5m, 1h, 1d, 1w, 1M, 1Y; at most 100 years)"
+    )
 
 
 def zone(name: str) -> ZoneInfo:
