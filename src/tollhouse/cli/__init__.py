@@ -7,6 +7,7 @@ import click
 from tollhouse.cli.db import db
 from tollhouse.cli.demo import demo
 from tollhouse.cli.devupstream import dev_upstream
+from tollhouse.cli.governance import customers, keys, teams
 from tollhouse.cli.serve import serve
 from tollhouse.cli.usage import usage
 
@@ -17,7 +18,7 @@ def main() -> None:
     """Tollhouse: an AI gateway where every unit of consumption is metered and budgeted."""
 
 
-for command in (serve, db, usage, dev_upstream, demo):
+for command in (serve, db, usage, dev_upstream, demo, customers, teams, keys):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -1,0 +1,266 @@
+"""``/api/governance/*``: Bifrost-compatible CRUD of customers, teams and virtual keys,
+usage counters and debug views; ``/api/openapi.json`` describes the admin API.
+
+Handlers are thin: parse the body (``schemas``), run one service call in one transaction,
+tell the admission engine (``app.state.governance``) to reload, shape the reply. When no
+engine runs in the process, budgets show no spend and the stored window anchors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tollhouse.db import ping
+from tollhouse.governance import service
+from tollhouse.governance.openapi import document
+from tollhouse.governance.schemas import (
+    CustomerCreate,
+    CustomerUpdate,
+    TeamCreate,
+    TeamUpdate,
+    UsageMeter,
+    UsageReset,
+    VirtualKeyCreate,
+    VirtualKeyUpdate,
+    customer_json,
+    key_json,
+    key_usage_json,
+    number_json,
+    parse_body,
+    rfc3339,
+    team_json,
+)
+
+_HEALTH_TIMEOUT_S = 2.0
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return number_json(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    content = orjson.dumps(body, default=_default)
+    return Response(content, status, media_type="application/json")
+
+
+def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+def _governance(request: Request) -> Any:
+    """The admission engine, or ``None`` when none runs in this process."""
+    return getattr(request.app.state, "governance", None)
+
+
+def _meter(request: Request) -> UsageMeter | None:
+    meter: UsageMeter | None = _governance(request)
+    return meter
+
+
+async def _changed(request: Request) -> None:
+    """After a committed write: the running gateway applies it before we answer."""
+    governance = _governance(request)
+    if governance is not None:
+        await governance.reload()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entity:
+    """One CRUD resource; ``crud_routes`` turns it into five routes."""
+
+    label: str  # "Virtual key": messages
+    name: str  # "virtual_key": the envelope key
+    path: str  # "virtual-keys"
+    create_model: type[BaseModel]
+    update_model: type[BaseModel]
+    create: Callable[..., Awaitable[Any]]
+    get: Callable[..., Awaitable[Any]]
+    list: Callable[..., Awaitable[list[Any]]]
+    update: Callable[..., Awaitable[Any]]
+    delete: Callable[..., Awaitable[None]]
+    to_json: Callable[[Any, UsageMeter | None], dict[str, Any]]
+    filters: tuple[str, ...] = ()
+
+
+def crud_routes(entity: _Entity) -> list[Route]:
+    plural, base = f"{entity.name}s", f"/governance/{entity.path}"
+
+    async def list_all(request: Request) -> Response:
+        filters = {name: request.query_params.get(name) or None for name in entity.filters}
+        async with _engine(request).connect() as conn:
+            views = await entity.list(conn, **filters)
+        meter = _meter(request)
+        return _json({plural: [entity.to_json(v, meter) for v in views], "count": len(views)})
+
+    async def create(request: Request) -> Response:
+        body = parse_body(entity.create_model, await request.body())
+        async with _engine(request).begin() as conn:
+            view = await entity.create(conn, body)
+        await _changed(request)
+        message = f"{entity.label} created successfully"
+        return _json({"message": message, entity.name: entity.to_json(view, _meter(request))}, 201)
+
+    async def get(request: Request) -> Response:
+        async with _engine(request).connect() as conn:
+            view = await entity.get(conn, request.path_params["id"])
+        return _json({entity.name: entity.to_json(view, _meter(request))})
+
+    async def put(request: Request) -> Response:
+        body = parse_body(entity.update_model, await request.body())
+        async with _engine(request).begin() as conn:
+            view = await entity.update(conn, request.path_params["id"], body)
+        await _changed(request)
+        message = f"{entity.label} updated successfully"
+        return _json({"message": message, entity.name: entity.to_json(view, _meter(request))})
+
+    async def remove(request: Request) -> Response:
+        async with _engine(request).begin() as conn:
+            await entity.delete(conn, request.path_params["id"])
+        await _changed(request)
+        return _json({"message": f"{entity.label} deleted successfully"})
+
+    return [
+        Route(base, list_all, methods=["GET"], name=f"list_{plural}"),
+        Route(base, create, methods=["POST"], name=f"create_{entity.name}"),
+        Route(f"{base}/{{id}}", get, methods=["GET"], name=f"get_{entity.name}"),
+        Route(f"{base}/{{id}}", put, methods=["PUT"], name=f"update_{entity.name}"),
+        Route(f"{base}/{{id}}", remove, methods=["DELETE"], name=f"delete_{entity.name}"),
+    ]
+
+
+CUSTOMERS = _Entity(
+    "Customer",
+    "customer",
+    "customers",
+    CustomerCreate,
+    CustomerUpdate,
+    service.create_customer,
+    service.get_customer,
+    service.list_customers,
+    service.update_customer,
+    service.delete_customer,
+    customer_json,
+)
+TEAMS = _Entity(
+    "Team",
+    "team",
+    "teams",
+    TeamCreate,
+    TeamUpdate,
+    service.create_team,
+    service.get_team,
+    service.list_teams,
+    service.update_team,
+    service.delete_team,
+    team_json,
+    filters=("customer_id",),
+)
+VIRTUAL_KEYS = _Entity(
+    "Virtual key",
+    "virtual_key",
+    "virtual-keys",
+    VirtualKeyCreate,
+    VirtualKeyUpdate,
+    service.create_key,
+    service.get_key,
+    service.list_keys,
+    service.update_key,
+    service.delete_key,
+    key_json,
+    filters=("team_id", "customer_id"),
+)
+
+
+async def usage_stats(request: Request) -> Response:
+    """Budget spend and rate-limit counters per key (one key with ``?virtual_key_id=``)."""
+    key_id = request.query_params.get("virtual_key_id") or None
+    meter = _meter(request)
+    async with _engine(request).connect() as conn:
+        if key_id is not None:
+            view = await service.get_key(conn, key_id)
+            return _json({"virtual_key_id": key_id, "usage_stats": key_usage_json(view, meter)})
+        views = await service.list_keys(conn)
+    return _json({"usage_stats": [key_usage_json(v, meter) for v in views]})
+
+
+async def usage_reset(request: Request) -> Response:
+    """Zero the counters of one key, team or customer (not its parents or children)."""
+    body = parse_body(UsageReset, await request.body())
+    async with _engine(request).connect() as conn:
+        budget_ids, rate_limit_ids = await service.usage_targets(
+            conn,
+            virtual_key_id=body.virtual_key_id,
+            team_id=body.team_id,
+            customer_id=body.customer_id,
+        )
+    governance = _governance(request)
+    if governance is not None:
+        await governance.reset_usage(budget_ids, rate_limit_ids)
+    else:
+        async with _engine(request).begin() as conn:
+            await service.restart_windows(conn, budget_ids, rate_limit_ids)
+    return _json({"message": "Usage reset successfully"})
+
+
+def _timestamp() -> str | None:
+    return rfc3339(datetime.now(UTC))
+
+
+async def debug_stats(request: Request) -> Response:
+    async with _engine(request).connect() as conn:
+        counts = await service.database_counts(conn)
+    governance = _governance(request)
+    plugin = {
+        "loaded": governance is not None,
+        "counters_count": len(governance.counters()) if governance is not None else 0,
+    }
+    return _json({"plugin_stats": plugin, "database_stats": counts, "timestamp": _timestamp()})
+
+
+async def debug_counters(request: Request) -> Response:
+    governance = _governance(request)
+    counters = list(governance.counters()) if governance is not None else []
+    return _json({"counters": counters, "count": len(counters), "timestamp": _timestamp()})
+
+
+async def debug_health(request: Request) -> Response:
+    try:
+        await asyncio.wait_for(ping(_engine(request)), _HEALTH_TIMEOUT_S)
+        database = {"status": "healthy"}
+    except Exception:  # any failure means unhealthy; the probe must answer, not raise
+        database = {"status": "unhealthy", "error": "Database connection failed"}
+    status = database["status"]
+    body = {"status": status, "timestamp": _timestamp(), "checks": {"database": database}}
+    return _json(body, 200 if status == "healthy" else 503)
+
+
+async def openapi(request: Request) -> Response:
+    return _json(document())
+
+
+routes = [
+    *crud_routes(CUSTOMERS),
+    *crud_routes(TEAMS),
+    *crud_routes(VIRTUAL_KEYS),
+    Route("/governance/usage-stats", usage_stats, methods=["GET"]),
+    Route("/governance/usage-reset", usage_reset, methods=["POST"]),
+    Route("/governance/debug/stats", debug_stats, methods=["GET"]),
+    Route("/governance/debug/counters", debug_counters, methods=["GET"]),
+    Route("/governance/debug/health", debug_health, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]

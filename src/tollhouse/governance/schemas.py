@@ -1,0 +1,727 @@
+"""Governance admin API bodies: strict parsing of requests, JSON shapes of responses.
+
+Requests are decoded with ``json.loads(raw, parse_float=Decimal)`` so that no amount
+ever passes through a binary float, then validated by Pydantic in strict mode: a JSON
+type that does not match (``"10"`` for a number, ``1`` for a boolean, ``true`` for an
+integer) is a 400, never coerced. Unknown fields are ignored, as Bifrost does.
+
+``null`` reads differently in the two kinds of body (docs/governance-api.md):
+
+- **create** — ``null`` is the same as leaving the field out (Bifrost's pointer fields);
+- **update** — a field left out is unchanged; ``null`` clears a field that may be empty
+  (``description``, ``team_id``, ``allowed_models``, ``budget`` …) and is a 400 for one
+  that may not (``name``, ``is_active``, ``budget.max_limit`` …).
+
+Responses are plain dicts for ``orjson``; USD amounts and ratios are
+``orjson.Fragment`` numbers written digit for digit from the ``Decimal``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from tollhouse.errors import InvalidJSON, ValidationFailed
+from tollhouse.governance.windows import parse_duration, window_at, zone
+from tollhouse.money import format_usd
+
+if TYPE_CHECKING:
+    from tollhouse.governance.service import (
+        BudgetRow,
+        CustomerRow,
+        CustomerView,
+        KeyView,
+        RateLimitRow,
+        TeamRow,
+        TeamView,
+    )
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+MAX_DECIMAL_PLACES = 9
+# NUMERIC(40, 12) on Postgres keeps 28 integer digits; stay clear of the edge.
+MAX_USD = Decimal(10) ** 27
+MAX_COUNT = 2**63 - 1
+DEFAULT_THRESHOLDS = (Decimal("0.8"), Decimal("1.0"))
+
+
+# --- field types ----------------------------------------------------------------------
+
+
+def _number(value: Any) -> Any:
+    """JSON numbers only: an int or a ``Decimal`` (``parse_float``); never a bool."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError(f"must be a number, got {json_type(value)}")
+    number = Decimal(value)
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    return number
+
+
+def _places(value: Decimal) -> Decimal:
+    """At most 9 decimal places once trailing zeros go (``1.50`` has 1), counted on the
+    digits themselves: ``normalize()`` would round past 28 digits first."""
+    _, digits, exponent = value.as_tuple()
+    text = "".join(map(str, digits))
+    if not isinstance(exponent, int) or not text.strip("0"):
+        return value  # zero, however written (infinities are refused in _number)
+    places = -(exponent + len(text) - len(text.rstrip("0")))
+    if places > MAX_DECIMAL_PLACES:
+        raise ValueError(f"has more than {MAX_DECIMAL_PLACES} decimal places")
+    return value
+
+
+def _usd(value: Decimal) -> Decimal:
+    if value < 0:
+        raise ValueError(f"cannot be negative ({format_usd(value)})")
+    if value >= MAX_USD:
+        raise ValueError("is too large (at most 27 integer digits)")
+    return _places(value)
+
+
+def _ratio(value: Decimal) -> Decimal:
+    if not 1 <= value <= 100:
+        raise ValueError(f"must be from 1 to 100 ({format_usd(value)})")
+    return _places(value)
+
+
+def _threshold(value: Decimal) -> Decimal:
+    if not 0 < value <= 10:
+        raise ValueError(f"must be above 0 and at most 10 ({format_usd(value)})")
+    return _places(value)
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+def _timezone(value: str) -> str:
+    zone(value)
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _not_null(value: T | None) -> T | None:
+    if value is None:
+        raise ValueError("cannot be null")
+    return value
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """RFC 3339 / ISO 8601 (``2027-01-01T00:00:00Z``, ``2027-01-01``); no offset = UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"must be an RFC 3339 time such as 2027-01-01T00:00:00Z, got {value[:64]!r}"
+            ) from None
+    else:
+        raise ValueError(f"must be an RFC 3339 time string, got {json_type(value)}")
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"is out of range ({value})") from None
+
+
+def _drop_null(schema: dict[str, Any]) -> None:
+    """JSON Schema of a field that may be left out but not sent as ``null``."""
+    options = schema.pop("anyOf", None)
+    if options is None:
+        return
+    kept = [option for option in options if option.get("type") != "null"]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
+
+
+USD = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_usd),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "minimum": 0,
+            "description": "USD, echoed exactly; at most 9 decimal places.",
+        }
+    ),
+]
+Ratio = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_ratio),
+    WithJsonSchema({"type": "number", "minimum": 1, "maximum": 100}),
+]
+Threshold = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_threshold),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 10}),
+]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Parallel = Annotated[int, Field(ge=1, le=2**31 - 1)]
+DurationText = Annotated[
+    str,
+    AfterValidator(_duration),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^[1-9][0-9]{0,5}[smhdwMY]$",
+            "examples": ["30s", "5m", "1h", "1d", "1w", "1M", "1Y"],
+        }
+    ),
+]
+Timezone = Annotated[
+    str, AfterValidator(_timezone), WithJsonSchema({"type": "string", "examples": ["UTC"]})
+]
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+Name = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+Names = list[str]
+# Update fields that may be left out but not be null.
+Kept = Annotated[T | None, AfterValidator(_not_null), Field(json_schema_extra=_drop_null)]
+
+
+def _or(default: Callable[[], Any]) -> BeforeValidator:
+    """Create fields: ``null`` means "not given", so it takes the default."""
+    return BeforeValidator(lambda value: default() if value is None else value)
+
+
+def _thresholds() -> list[Decimal]:
+    return list(DEFAULT_THRESHOLDS)
+
+
+Thresholds = Annotated[list[Threshold], Field(max_length=20)]
+
+
+# --- request bodies -------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    def given(self) -> dict[str, Any]:
+        """The fields the client sent (``null`` included), by name."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class BudgetCreate(_Body):
+    """A budget: spend in a window may reach ``max_limit × hard_limit_ratio``."""
+
+    max_limit: USD
+    reset_duration: DurationText
+    calendar_aligned: Annotated[bool, _or(lambda: False)] = False
+    timezone: Annotated[Timezone, _or(lambda: "UTC")] = "UTC"
+    hard_limit_ratio: Annotated[Ratio, _or(lambda: Decimal(1))] = Field(
+        default=Decimal(1), json_schema_extra={"default": 1}
+    )
+    alert_thresholds: Annotated[Thresholds, _or(_thresholds)] = Field(
+        default_factory=_thresholds, json_schema_extra={"default": [0.8, 1.0]}
+    )
+
+
+class BudgetUpdate(_Body):
+    """Fields merge into the existing budget; a missing budget is created (it then
+    needs ``max_limit`` and ``reset_duration``)."""
+
+    max_limit: Kept[USD] = None
+    reset_duration: Kept[DurationText] = None
+    calendar_aligned: Kept[bool] = None
+    timezone: Kept[Timezone] = None
+    hard_limit_ratio: Kept[Ratio] = None
+    alert_thresholds: Kept[Thresholds] = None
+
+
+class _RateLimitFields(_Body):
+    token_max_limit: Count | None = None
+    token_reset_duration: DurationText | None = None
+    request_max_limit: Count | None = None
+    request_reset_duration: DurationText | None = None
+
+
+def check_rate_limit(values: dict[str, Any]) -> None:
+    """Each limit needs its reset duration (after a merge, for updates)."""
+    for kind in ("token", "request"):
+        if values.get(f"{kind}_max_limit") is not None and not values.get(f"{kind}_reset_duration"):
+            raise ValidationFailed(
+                f"rate_limit.{kind}_reset_duration is required when {kind}_max_limit is set",
+                param=f"rate_limit.{kind}_reset_duration",
+            )
+
+
+class RateLimitCreate(_RateLimitFields):
+    """Token and request limits per window; each limit needs its reset duration."""
+
+    @model_validator(mode="after")
+    def _durations(self) -> RateLimitCreate:
+        check_rate_limit(self.given())
+        return self
+
+
+class RateLimitUpdate(_RateLimitFields):
+    """Fields merge into the existing rate limit; ``null`` removes that limit."""
+
+
+class CustomerCreate(_Body):
+    name: Name
+    budget: BudgetCreate | None = None
+    rate_limit: RateLimitCreate | None = None
+
+
+class CustomerUpdate(_Body):
+    name: Kept[Name] = None
+    budget: BudgetUpdate | None = None
+    rate_limit: RateLimitUpdate | None = None
+
+
+class TeamCreate(CustomerCreate):
+    customer_id: str | None = None
+
+
+class TeamUpdate(CustomerUpdate):
+    customer_id: str | None = None
+
+
+class VirtualKeyCreate(_Body):
+    name: Name
+    description: str | None = None
+    is_active: Annotated[bool, _or(lambda: True)] = True
+    expires_at: Timestamp | None = None
+    allowed_models: Names | None = None
+    allowed_providers: Names | None = None
+    max_parallel_requests: Parallel | None = None
+    team_id: str | None = None
+    customer_id: str | None = None
+    budget: BudgetCreate | None = None
+    rate_limit: RateLimitCreate | None = None
+
+
+class VirtualKeyUpdate(_Body):
+    name: Kept[Name] = None
+    description: str | None = None
+    is_active: Kept[bool] = None
+    expires_at: Timestamp | None = None
+    allowed_models: Names | None = None
+    allowed_providers: Names | None = None
+    max_parallel_requests: Parallel | None = None
+    team_id: str | None = None
+    customer_id: str | None = None
+    budget: BudgetUpdate | None = None
+    rate_limit: RateLimitUpdate | None = None
+
+
+class UsageReset(_Body):
+    """Exactly one of the three: whose counters to zero."""
+
+    virtual_key_id: str | None = None
+    team_id: str | None = None
+    customer_id: str | None = None
+
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    CustomerCreate,
+    CustomerUpdate,
+    TeamCreate,
+    TeamUpdate,
+    VirtualKeyCreate,
+    VirtualKeyUpdate,
+    UsageReset,
+)
+
+_REQUIRED_NAME = {
+    CustomerCreate: "Customer name is required",
+    TeamCreate: "Team name is required",
+    VirtualKeyCreate: "Virtual key name is required",
+}
+BOTH_ATTACHED = "VirtualKey cannot be attached to both Team and Customer"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, floats as ``Decimal``; ``InvalidJSON`` otherwise."""
+    if not raw.strip():
+        raise InvalidJSON("Invalid JSON: the request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidJSON(
+            f"Invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidJSON(f"Invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidJSON(f"Invalid JSON: the body must be a JSON object, got {json_type(data)}")
+    return data
+
+
+def _no_nul(data: Any) -> None:
+    """NUL cannot be stored in Postgres text; refuse it in any string, keys included.
+
+    Iterative: a body may nest as deep as the JSON decoder allows."""
+    pending: list[tuple[Any, str]] = [(data, "")]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValidationFailed(f"{where or 'body'} contains a NUL character", param=where)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                pending.append((key, where))
+                pending.append((item, f"{where}.{key}" if where else str(key)))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    """Validate a decoded body against ``model``; every problem is a 400 naming the field."""
+    _no_nul(data)
+    required = _REQUIRED_NAME.get(model)
+    if required is not None:
+        name = data.get("name")
+        if name is None or (isinstance(name, str) and not name.strip()):
+            raise ValidationFailed(required, param="name")
+    try:
+        body = model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise ValidationFailed(
+            "; ".join(_describe(error) for error in errors[:5]),
+            param=_location(errors[0]["loc"]) or None,
+        ) from None
+    if isinstance(body, VirtualKeyCreate | VirtualKeyUpdate) and (
+        body.team_id is not None and body.customer_id is not None
+    ):
+        raise ValidationFailed(BOTH_ATTACHED, param="team_id")
+    if isinstance(body, UsageReset):
+        given = [k for k, v in body.given().items() if v is not None]
+        if len(given) != 1:
+            raise ValidationFailed(
+                "give exactly one of virtual_key_id, team_id, customer_id", param="virtual_key_id"
+            )
+    return body
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    return parse(model, load_json(raw))
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "string_too_short": "must not be empty",
+    "too_long": "has too many items",
+}
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _describe(error: ErrorDetails) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        bound = "at least" if kind == "greater_than_equal" else "at most"
+        message = f"must be {bound} {ctx.get('ge', ctx.get('le'))}"
+    elif kind in _MESSAGES:
+        message = _MESSAGES[kind]
+        if kind.endswith("_type"):
+            message += f", got {json_type(error['input'])}"
+    else:
+        message = error["msg"][:1].lower() + error["msg"][1:]
+    where = _location(error["loc"])
+    if not where:
+        return message
+    # "budget.max_limit cannot be negative", but "budget.reset_duration: Invalid …".
+    return f"{where}: {message}" if message[:1].isupper() else f"{where} {message}"
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# --- responses ------------------------------------------------------------------------
+
+
+class UsageMeter(Protocol):
+    """Live counters (the admission engine, ``app.state.governance``); a window start of
+    ``None`` means no counter is loaded yet."""
+
+    def budget_usage(self, budget_id: str) -> tuple[Decimal, datetime | None]: ...
+
+    def rate_usage(
+        self, rate_limit_id: str
+    ) -> tuple[int, int, datetime | None, datetime | None]: ...
+
+
+def number_json(value: Decimal) -> orjson.Fragment:
+    """A ``Decimal`` as a raw JSON number, digit for digit (``1.0`` → ``1``)."""
+    return orjson.Fragment(format_usd(value).encode())
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _window_start(
+    duration: str | None,
+    anchor: datetime,
+    *,
+    calendar_aligned: bool = False,
+    timezone: str = "UTC",
+) -> datetime:
+    """Where the current window began, from the stored settings (no counter loaded)."""
+    if duration is None:
+        return anchor
+    window = window_at(
+        datetime.now(UTC),
+        parse_duration(duration),
+        anchor,
+        calendar_aligned=calendar_aligned,
+        tz=zone(timezone),
+    )
+    return window.start
+
+
+def budget_usage(budget: BudgetRow, meter: UsageMeter | None) -> tuple[Decimal, datetime]:
+    """Spend in the current window and its start; 0 when nothing is counted yet."""
+    spent, start = meter.budget_usage(budget.id) if meter is not None else (Decimal(0), None)
+    if start is None:
+        start = _window_start(
+            budget.reset_duration,
+            budget.last_reset,
+            calendar_aligned=budget.calendar_aligned,
+            timezone=budget.timezone,
+        )
+    return spent, start
+
+
+def rate_usage(
+    limit: RateLimitRow, meter: UsageMeter | None
+) -> tuple[int, int, datetime, datetime]:
+    """Tokens and requests in the current windows, and the windows' starts."""
+    tokens, requests, token_start, request_start = (
+        meter.rate_usage(limit.id) if meter is not None else (0, 0, None, None)
+    )
+    if token_start is None:
+        token_start = _window_start(limit.token_reset_duration, limit.token_last_reset)
+    if request_start is None:
+        request_start = _window_start(limit.request_reset_duration, limit.request_last_reset)
+    return tokens, requests, token_start, request_start
+
+
+def budget_json(budget: BudgetRow, meter: UsageMeter | None) -> dict[str, Any]:
+    spent, window_start = budget_usage(budget, meter)
+    return {
+        "id": budget.id,
+        "max_limit": number_json(budget.max_limit),
+        "reset_duration": budget.reset_duration,
+        "calendar_aligned": budget.calendar_aligned,
+        "timezone": budget.timezone,
+        "hard_limit_ratio": number_json(budget.hard_limit_ratio),
+        "alert_thresholds": [number_json(t) for t in budget.alert_thresholds],
+        "current_usage": number_json(spent),
+        "last_reset": rfc3339(window_start),
+        "created_at": rfc3339(budget.created_at),
+        "updated_at": rfc3339(budget.updated_at),
+    }
+
+
+def rate_limit_json(limit: RateLimitRow, meter: UsageMeter | None) -> dict[str, Any]:
+    tokens, requests, token_start, request_start = rate_usage(limit, meter)
+    body: dict[str, Any] = {"id": limit.id}
+    _put(body, "token_max_limit", limit.token_max_limit)
+    _put(body, "token_reset_duration", limit.token_reset_duration)
+    body["token_current_usage"] = tokens
+    body["token_last_reset"] = rfc3339(token_start)
+    _put(body, "request_max_limit", limit.request_max_limit)
+    _put(body, "request_reset_duration", limit.request_reset_duration)
+    body["request_current_usage"] = requests
+    body["request_last_reset"] = rfc3339(request_start)
+    body["created_at"] = rfc3339(limit.created_at)
+    body["updated_at"] = rfc3339(limit.updated_at)
+    return body
+
+
+def _put(body: dict[str, Any], name: str, value: Any) -> None:
+    """Bifrost omits unset optional fields rather than writing ``null``."""
+    if value is not None:
+        body[name] = value
+
+
+def _attach(
+    body: dict[str, Any],
+    budget: BudgetRow | None,
+    limit: RateLimitRow | None,
+    meter: UsageMeter | None,
+) -> None:
+    if budget is not None:
+        body["budget"] = budget_json(budget, meter)
+    if limit is not None:
+        body["rate_limit"] = rate_limit_json(limit, meter)
+
+
+def plain_customer_json(customer: CustomerRow) -> dict[str, Any]:
+    """A customer embedded one level down: ids, no nested objects."""
+    body: dict[str, Any] = {"id": customer.id, "name": customer.name}
+    _put(body, "budget_id", customer.budget_id)
+    _put(body, "rate_limit_id", customer.rate_limit_id)
+    body.update(teams=None, virtual_keys=None)
+    body["created_at"] = rfc3339(customer.created_at)
+    body["updated_at"] = rfc3339(customer.updated_at)
+    return body
+
+
+def plain_team_json(team: TeamRow) -> dict[str, Any]:
+    """A team embedded one level down: ids (``customer_id`` included), no nested objects."""
+    body: dict[str, Any] = {"id": team.id, "name": team.name}
+    _put(body, "customer_id", team.customer_id)
+    _put(body, "budget_id", team.budget_id)
+    _put(body, "rate_limit_id", team.rate_limit_id)
+    body["virtual_keys"] = None
+    body["created_at"] = rfc3339(team.created_at)
+    body["updated_at"] = rfc3339(team.updated_at)
+    return body
+
+
+def customer_json(view: CustomerView, meter: UsageMeter | None) -> dict[str, Any]:
+    body = plain_customer_json(view.customer)
+    _attach(body, view.budget, view.rate_limit, meter)
+    body["teams"] = [plain_team_json(team) for team in view.teams]
+    return _timestamps_last(body)
+
+
+def team_json(view: TeamView, meter: UsageMeter | None) -> dict[str, Any]:
+    body = plain_team_json(view.team)
+    if view.customer is not None:
+        body["customer"] = plain_customer_json(view.customer)
+    _attach(body, view.budget, view.rate_limit, meter)
+    return _timestamps_last(body)
+
+
+def key_json(view: KeyView, meter: UsageMeter | None) -> dict[str, Any]:
+    """A virtual key; ``value`` is the plaintext only right after creation, else the hint."""
+    key = view.key
+    body: dict[str, Any] = {"id": key.id, "name": key.name}
+    if key.description:
+        body["description"] = key.description
+    body["value"] = view.value if view.value is not None else key.key_hint
+    body["is_active"] = key.is_active
+    body["expires_at"] = rfc3339(key.expires_at)
+    body["allowed_models"] = _list_or_null(key.allowed_models)
+    body["allowed_providers"] = _list_or_null(key.allowed_providers)
+    body["max_parallel_requests"] = key.max_parallel_requests
+    _put(body, "team_id", key.team_id)
+    _put(body, "customer_id", key.customer_id)
+    _put(body, "budget_id", key.budget_id)
+    _put(body, "rate_limit_id", key.rate_limit_id)
+    if view.team is not None:
+        body["team"] = plain_team_json(view.team)
+    if view.customer is not None:
+        body["customer"] = plain_customer_json(view.customer)
+    _attach(body, view.budget, view.rate_limit, meter)
+    body["created_at"] = rfc3339(key.created_at)
+    body["updated_at"] = rfc3339(key.updated_at)
+    return body
+
+
+def _list_or_null(values: tuple[str, ...] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
+def _timestamps_last(body: dict[str, Any]) -> dict[str, Any]:
+    for name in ("created_at", "updated_at"):
+        body[name] = body.pop(name)
+    return body
+
+
+def key_usage_json(view: KeyView, meter: UsageMeter | None) -> dict[str, Any]:
+    """One key's counters for ``usage-stats``: budget spend and rate-limit usage."""
+    body: dict[str, Any] = {"virtual_key_id": view.key.id, "name": view.key.name}
+    if view.rate_limit is not None:
+        tokens, requests, token_start, request_start = rate_usage(view.rate_limit, meter)
+        body.update(
+            tokens_current_usage=tokens,
+            requests_current_usage=requests,
+            tokens_last_reset=rfc3339(token_start),
+            requests_last_reset=rfc3339(request_start),
+            token_max_limit=view.rate_limit.token_max_limit,
+            request_max_limit=view.rate_limit.request_max_limit,
+        )
+    else:
+        body.update(
+            tokens_current_usage=None,
+            requests_current_usage=None,
+            tokens_last_reset=None,
+            requests_last_reset=None,
+            token_max_limit=None,
+            request_max_limit=None,
+        )
+    if view.budget is not None:
+        spent, window_start = budget_usage(view.budget, meter)
+        body.update(
+            budget_current_usage=number_json(spent),
+            budget_max_limit=number_json(view.budget.max_limit),
+            budget_last_reset=rfc3339(window_start),
+        )
+    else:
+        body.update(budget_current_usage=None, budget_max_limit=None, budget_last_reset=None)
+    return body

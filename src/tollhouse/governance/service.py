@@ -1,0 +1,727 @@
+"""Governance CRUD: customers, teams and virtual keys with their budgets and rate limits.
+
+Every function takes an ``AsyncConnection`` and never a request; the admin routes and the
+CLI share them. The caller owns the transaction (one per request or command), so a
+request that fails half-way writes nothing::
+
+    async with engine.begin() as conn:
+        view = await create_key(conn, parse(VirtualKeyCreate, {"name": "ci"}))
+
+Every write bumps ``governance_state.version`` as its **first** statement: in the same
+transaction, so a replica (or a server beside the CLI) that sees the new version also
+sees the new rows; and first, so that on SQLite the transaction takes the write lock
+before it reads anything — concurrent writers then queue on the busy timeout instead of
+failing a read-to-write lock upgrade.
+
+A budget or rate-limit row belongs to the one entity that names it: replacing or
+deleting the entity's limit deletes the row. Deleting a team or customer detaches its
+children (they keep their own limits and lose the parent's), as the schema's
+``ON DELETE SET NULL`` does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import Row, Table, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tollhouse.errors import NotFound, ValidationFailed
+from tollhouse.governance.keys import generate_key
+from tollhouse.governance.models import (
+    budgets,
+    customers,
+    governance_state,
+    rate_limits,
+    teams,
+    virtual_keys,
+)
+from tollhouse.governance.schemas import (
+    DEFAULT_THRESHOLDS,
+    BudgetCreate,
+    BudgetUpdate,
+    CustomerCreate,
+    CustomerUpdate,
+    RateLimitCreate,
+    RateLimitUpdate,
+    TeamCreate,
+    TeamUpdate,
+    VirtualKeyCreate,
+    VirtualKeyUpdate,
+    check_rate_limit,
+)
+from tollhouse.money import format_usd
+
+R = TypeVar("R")
+
+CUSTOMER_NOT_FOUND = "Customer not found"
+TEAM_NOT_FOUND = "Team not found"
+KEY_NOT_FOUND = "Virtual key not found"
+_CHUNK = 500
+
+
+# --- rows and views -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRow:
+    id: str
+    max_limit: Decimal
+    reset_duration: str
+    calendar_aligned: bool
+    timezone: str
+    hard_limit_ratio: Decimal
+    alert_thresholds: tuple[Decimal, ...]
+    last_reset: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitRow:
+    id: str
+    token_max_limit: int | None
+    token_reset_duration: str | None
+    token_last_reset: datetime
+    request_max_limit: int | None
+    request_reset_duration: str | None
+    request_last_reset: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    id: str
+    name: str
+    budget_id: str | None
+    rate_limit_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRow:
+    id: str
+    name: str
+    customer_id: str | None
+    budget_id: str | None
+    rate_limit_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """A virtual key as stored, less its hash."""
+
+    id: str
+    name: str
+    description: str | None
+    key_hint: str
+    is_active: bool
+    expires_at: datetime | None
+    team_id: str | None
+    customer_id: str | None
+    budget_id: str | None
+    rate_limit_id: str | None
+    allowed_models: tuple[str, ...] | None
+    allowed_providers: tuple[str, ...] | None
+    max_parallel_requests: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerView:
+    customer: CustomerRow
+    budget: BudgetRow | None
+    rate_limit: RateLimitRow | None
+    teams: tuple[TeamRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TeamView:
+    team: TeamRow
+    customer: CustomerRow | None
+    budget: BudgetRow | None
+    rate_limit: RateLimitRow | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    key: KeyRow
+    team: TeamRow | None
+    customer: CustomerRow | None
+    budget: BudgetRow | None
+    rate_limit: RateLimitRow | None
+    value: str | None = None  # the plaintext, only in the view create_key returns
+
+
+def _from_row(cls: type[R], row: Row[Any], **converted: Any) -> R:
+    data = row._mapping
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    return cls(**{name: converted.get(name, data.get(name)) for name in names})
+
+
+def _budget(row: Row[Any]) -> BudgetRow:
+    thresholds = tuple(Decimal(str(t)) for t in row.alert_thresholds)
+    return _from_row(BudgetRow, row, alert_thresholds=thresholds)
+
+
+def _rate_limit(row: Row[Any]) -> RateLimitRow:
+    return _from_row(RateLimitRow, row)
+
+
+def _customer(row: Row[Any]) -> CustomerRow:
+    return _from_row(CustomerRow, row)
+
+
+def _team(row: Row[Any]) -> TeamRow:
+    return _from_row(TeamRow, row)
+
+
+def _key(row: Row[Any]) -> KeyRow:
+    return _from_row(
+        KeyRow,
+        row,
+        allowed_models=_tuple(row.allowed_models),
+        allowed_providers=_tuple(row.allowed_providers),
+    )
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
+
+
+# --- the change version ---------------------------------------------------------------
+
+
+async def bump_version(conn: AsyncConnection) -> None:
+    """Mark a governance change; call first in every write transaction (see above)."""
+    state = governance_state
+    result = await conn.execute(
+        update(state).where(state.c.id == 1).values(version=state.c.version + 1)
+    )
+    if result.rowcount == 0:
+        await conn.execute(insert(state).values(id=1, version=1))
+
+
+async def current_version(conn: AsyncConnection) -> int:
+    state = governance_state
+    version = await conn.scalar(select(state.c.version).where(state.c.id == 1))
+    return int(version or 0)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+async def _one(conn: AsyncConnection, table: Table, entity_id: str, missing: str) -> Row[Any]:
+    row = (await conn.execute(select(table).where(table.c.id == entity_id))).first()
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+async def _by_ids(
+    conn: AsyncConnection, table: Table, ids: Iterable[str | None], convert: Callable[..., R]
+) -> dict[str, R]:
+    wanted = sorted({i for i in ids if i is not None})
+    found: dict[str, R] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        for row in await conn.execute(select(table).where(table.c.id.in_(chunk))):
+            found[row.id] = convert(row)
+    return found
+
+
+async def _limits(
+    conn: AsyncConnection, owners: list[Any]
+) -> tuple[dict[str, BudgetRow], dict[str, RateLimitRow]]:
+    found_budgets = await _by_ids(conn, budgets, (o.budget_id for o in owners), _budget)
+    found_limits = await _by_ids(conn, rate_limits, (o.rate_limit_id for o in owners), _rate_limit)
+    return found_budgets, found_limits
+
+
+async def _customer_views(conn: AsyncConnection, rows: list[CustomerRow]) -> list[CustomerView]:
+    found_budgets, found_limits = await _limits(conn, rows)
+    children: dict[str, list[TeamRow]] = {row.id: [] for row in rows}
+    ids = list(children)
+    for start in range(0, len(ids), _CHUNK):
+        query = (
+            select(teams)
+            .where(teams.c.customer_id.in_(ids[start : start + _CHUNK]))
+            .order_by(teams.c.created_at, teams.c.id)
+        )
+        for team in await conn.execute(query):
+            children[team.customer_id].append(_team(team))
+    return [
+        CustomerView(
+            row,
+            found_budgets.get(row.budget_id or ""),
+            found_limits.get(row.rate_limit_id or ""),
+            tuple(children[row.id]),
+        )
+        for row in rows
+    ]
+
+
+async def _team_views(conn: AsyncConnection, rows: list[TeamRow]) -> list[TeamView]:
+    found_budgets, found_limits = await _limits(conn, rows)
+    parents = await _by_ids(conn, customers, (r.customer_id for r in rows), _customer)
+    return [
+        TeamView(
+            row,
+            parents.get(row.customer_id or ""),
+            found_budgets.get(row.budget_id or ""),
+            found_limits.get(row.rate_limit_id or ""),
+        )
+        for row in rows
+    ]
+
+
+async def _key_views(conn: AsyncConnection, rows: list[KeyRow]) -> list[KeyView]:
+    found_budgets, found_limits = await _limits(conn, rows)
+    found_teams = await _by_ids(conn, teams, (r.team_id for r in rows), _team)
+    found_customers = await _by_ids(conn, customers, (r.customer_id for r in rows), _customer)
+    return [
+        KeyView(
+            row,
+            found_teams.get(row.team_id or ""),
+            found_customers.get(row.customer_id or ""),
+            found_budgets.get(row.budget_id or ""),
+            found_limits.get(row.rate_limit_id or ""),
+        )
+        for row in rows
+    ]
+
+
+async def get_customer(conn: AsyncConnection, customer_id: str) -> CustomerView:
+    """One customer with its budget, rate limit and teams; ``NotFound`` if unknown."""
+    row = _customer(await _one(conn, customers, customer_id, CUSTOMER_NOT_FOUND))
+    return (await _customer_views(conn, [row]))[0]
+
+
+async def list_customers(conn: AsyncConnection) -> list[CustomerView]:
+    """Every customer, oldest first."""
+    query = select(customers).order_by(customers.c.created_at, customers.c.id)
+    rows = [_customer(row) for row in await conn.execute(query)]
+    return await _customer_views(conn, rows)
+
+
+async def get_team(conn: AsyncConnection, team_id: str) -> TeamView:
+    """One team with its customer, budget and rate limit; ``NotFound`` if unknown."""
+    row = _team(await _one(conn, teams, team_id, TEAM_NOT_FOUND))
+    return (await _team_views(conn, [row]))[0]
+
+
+async def list_teams(conn: AsyncConnection, *, customer_id: str | None = None) -> list[TeamView]:
+    """Every team, oldest first; only ``customer_id``'s when given (unknown: none)."""
+    query = select(teams).order_by(teams.c.created_at, teams.c.id)
+    if customer_id is not None:
+        query = query.where(teams.c.customer_id == customer_id)
+    rows = [_team(row) for row in await conn.execute(query)]
+    return await _team_views(conn, rows)
+
+
+async def get_key(conn: AsyncConnection, key_id: str) -> KeyView:
+    """One virtual key (by id, not by value) with its parents and limits."""
+    row = _key(await _one(conn, virtual_keys, key_id, KEY_NOT_FOUND))
+    return (await _key_views(conn, [row]))[0]
+
+
+async def list_keys(
+    conn: AsyncConnection, *, team_id: str | None = None, customer_id: str | None = None
+) -> list[KeyView]:
+    """Every virtual key, oldest first, optionally only a team's or a customer's."""
+    query = select(virtual_keys).order_by(virtual_keys.c.created_at, virtual_keys.c.id)
+    if team_id is not None:
+        query = query.where(virtual_keys.c.team_id == team_id)
+    if customer_id is not None:
+        query = query.where(virtual_keys.c.customer_id == customer_id)
+    rows = [_key(row) for row in await conn.execute(query)]
+    return await _key_views(conn, rows)
+
+
+# --- budgets and rate limits ----------------------------------------------------------
+
+
+def _budget_values(given: dict[str, Any]) -> dict[str, Any]:
+    values = dict(given)
+    for name in ("max_limit", "hard_limit_ratio"):
+        if name in values:  # canonical digits: 1E+11 → 100000000000, 12.50 → 12.5
+            values[name] = Decimal(format_usd(values[name]))
+    if "alert_thresholds" in values:
+        # Exact decimal strings: the JSON column would otherwise need floats.
+        values["alert_thresholds"] = [format_usd(t) for t in values["alert_thresholds"]]
+    return values
+
+
+async def _merge_budget(
+    conn: AsyncConnection,
+    current_id: str | None,
+    spec: BudgetCreate | BudgetUpdate | None,
+    now: datetime,
+) -> str | None:
+    """Apply ``spec`` to the owner's budget: ``None`` removes it, fields merge into an
+    existing one, and a missing one is created. Returns the owner's new ``budget_id``."""
+    if spec is None:
+        if current_id is not None:
+            await conn.execute(delete(budgets).where(budgets.c.id == current_id))
+        return None
+    patch = _budget_values(spec.given())
+    if current_id is not None:
+        if patch:
+            await conn.execute(
+                update(budgets).where(budgets.c.id == current_id).values(**patch, updated_at=now)
+            )
+        return current_id
+    missing = [name for name in ("max_limit", "reset_duration") if name not in patch]
+    if missing:
+        raise ValidationFailed(
+            "budget.max_limit and budget.reset_duration are both required to create a budget",
+            param=f"budget.{missing[0]}",
+        )
+    budget_id = _new_id()
+    values = {
+        "calendar_aligned": False,
+        "timezone": "UTC",
+        "hard_limit_ratio": Decimal(1),
+        "alert_thresholds": [format_usd(t) for t in DEFAULT_THRESHOLDS],
+        **patch,
+        "id": budget_id,
+        "last_reset": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await conn.execute(insert(budgets).values(**values))
+    return budget_id
+
+
+_RATE_FIELDS = (
+    "token_max_limit",
+    "token_reset_duration",
+    "request_max_limit",
+    "request_reset_duration",
+)
+
+
+async def _merge_rate_limit(
+    conn: AsyncConnection,
+    current_id: str | None,
+    spec: RateLimitCreate | RateLimitUpdate | None,
+    now: datetime,
+) -> str | None:
+    """As ``_merge_budget`` for rate limits; ``null`` in a field removes that limit."""
+    if spec is None:
+        if current_id is not None:
+            await conn.execute(delete(rate_limits).where(rate_limits.c.id == current_id))
+        return None
+    patch = spec.given()
+    current: dict[str, Any] = {}
+    if current_id is not None:
+        row = await _one(conn, rate_limits, current_id, "Rate limit not found")
+        current = {name: row._mapping[name] for name in _RATE_FIELDS}
+    check_rate_limit({**current, **patch})
+    if current_id is not None:
+        if patch:
+            await conn.execute(
+                update(rate_limits)
+                .where(rate_limits.c.id == current_id)
+                .values(**patch, updated_at=now)
+            )
+        return current_id
+    rate_limit_id = _new_id()
+    await conn.execute(
+        insert(rate_limits).values(
+            **patch,
+            id=rate_limit_id,
+            token_last_reset=now,
+            request_last_reset=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return rate_limit_id
+
+
+async def _merge_limits(
+    conn: AsyncConnection, owner: Any, given: dict[str, Any], values: dict[str, Any], now: datetime
+) -> None:
+    if "budget" in given:
+        values["budget_id"] = await _merge_budget(conn, owner.budget_id, given["budget"], now)
+    if "rate_limit" in given:
+        values["rate_limit_id"] = await _merge_rate_limit(
+            conn, owner.rate_limit_id, given["rate_limit"], now
+        )
+
+
+async def _delete_limits(conn: AsyncConnection, owner: Any) -> None:
+    if owner.budget_id is not None:
+        await conn.execute(delete(budgets).where(budgets.c.id == owner.budget_id))
+    if owner.rate_limit_id is not None:
+        await conn.execute(delete(rate_limits).where(rate_limits.c.id == owner.rate_limit_id))
+
+
+async def _require(conn: AsyncConnection, table: Table, entity_id: str, field: str) -> None:
+    """A referenced parent must exist: an unknown id is the client's error (400)."""
+    found = await conn.scalar(select(table.c.id).where(table.c.id == entity_id))
+    if found is None:
+        noun = "team" if table is teams else "customer"
+        raise ValidationFailed(f"{field} {entity_id!r} does not name a {noun}", param=field)
+
+
+# --- customers ------------------------------------------------------------------------
+
+
+async def create_customer(conn: AsyncConnection, body: CustomerCreate) -> CustomerView:
+    """Create a customer with its optional budget and rate limit."""
+    await bump_version(conn)
+    now, customer_id = _now(), _new_id()
+    await conn.execute(
+        insert(customers).values(
+            id=customer_id,
+            name=body.name,
+            budget_id=await _merge_budget(conn, None, body.budget, now),
+            rate_limit_id=await _merge_rate_limit(conn, None, body.rate_limit, now),
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return await get_customer(conn, customer_id)
+
+
+async def update_customer(
+    conn: AsyncConnection, customer_id: str, body: CustomerUpdate
+) -> CustomerView:
+    """Merge ``body`` into the customer (fields left out are unchanged)."""
+    await bump_version(conn)
+    row = await _one(conn, customers, customer_id, CUSTOMER_NOT_FOUND)
+    now, given = _now(), body.given()
+    values: dict[str, Any] = {"updated_at": now}
+    if "name" in given:
+        values["name"] = body.name
+    await _merge_limits(conn, row, given, values, now)
+    await conn.execute(update(customers).where(customers.c.id == customer_id).values(**values))
+    return await get_customer(conn, customer_id)
+
+
+async def delete_customer(conn: AsyncConnection, customer_id: str) -> None:
+    """Delete a customer and its limits; its teams and keys are detached, not deleted."""
+    await bump_version(conn)
+    row = await _one(conn, customers, customer_id, CUSTOMER_NOT_FOUND)
+    now = _now()
+    for child in (teams, virtual_keys):
+        await conn.execute(
+            update(child)
+            .where(child.c.customer_id == customer_id)
+            .values(customer_id=None, updated_at=now)
+        )
+    await conn.execute(delete(customers).where(customers.c.id == customer_id))
+    await _delete_limits(conn, row)
+
+
+# --- teams ----------------------------------------------------------------------------
+
+
+async def create_team(conn: AsyncConnection, body: TeamCreate) -> TeamView:
+    """Create a team, under a customer when ``customer_id`` is given (it must exist)."""
+    await bump_version(conn)
+    if body.customer_id is not None:
+        await _require(conn, customers, body.customer_id, "customer_id")
+    now, team_id = _now(), _new_id()
+    await conn.execute(
+        insert(teams).values(
+            id=team_id,
+            name=body.name,
+            customer_id=body.customer_id,
+            budget_id=await _merge_budget(conn, None, body.budget, now),
+            rate_limit_id=await _merge_rate_limit(conn, None, body.rate_limit, now),
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return await get_team(conn, team_id)
+
+
+async def update_team(conn: AsyncConnection, team_id: str, body: TeamUpdate) -> TeamView:
+    """Merge ``body`` into the team; ``customer_id: null`` detaches it from its customer."""
+    await bump_version(conn)
+    row = await _one(conn, teams, team_id, TEAM_NOT_FOUND)
+    now, given = _now(), body.given()
+    values: dict[str, Any] = {"updated_at": now}
+    if "name" in given:
+        values["name"] = body.name
+    if "customer_id" in given:
+        if body.customer_id is not None:
+            await _require(conn, customers, body.customer_id, "customer_id")
+        values["customer_id"] = body.customer_id
+    await _merge_limits(conn, row, given, values, now)
+    await conn.execute(update(teams).where(teams.c.id == team_id).values(**values))
+    return await get_team(conn, team_id)
+
+
+async def delete_team(conn: AsyncConnection, team_id: str) -> None:
+    """Delete a team and its limits; its keys are detached, not deleted."""
+    await bump_version(conn)
+    row = await _one(conn, teams, team_id, TEAM_NOT_FOUND)
+    await conn.execute(
+        update(virtual_keys)
+        .where(virtual_keys.c.team_id == team_id)
+        .values(team_id=None, updated_at=_now())
+    )
+    await conn.execute(delete(teams).where(teams.c.id == team_id))
+    await _delete_limits(conn, row)
+
+
+# --- virtual keys ---------------------------------------------------------------------
+
+
+async def create_key(conn: AsyncConnection, body: VirtualKeyCreate) -> KeyView:
+    """Create a virtual key; the returned view alone carries the plaintext ``value``."""
+    await bump_version(conn)
+    if body.team_id is not None:
+        await _require(conn, teams, body.team_id, "team_id")
+    if body.customer_id is not None:
+        await _require(conn, customers, body.customer_id, "customer_id")
+    now, key_id = _now(), _new_id()
+    value, key_hash, key_hint = generate_key()
+    await conn.execute(
+        insert(virtual_keys).values(
+            id=key_id,
+            name=body.name,
+            description=body.description or None,
+            key_hash=key_hash,
+            key_hint=key_hint,
+            is_active=body.is_active,
+            expires_at=body.expires_at,
+            team_id=body.team_id,
+            customer_id=body.customer_id,
+            budget_id=await _merge_budget(conn, None, body.budget, now),
+            rate_limit_id=await _merge_rate_limit(conn, None, body.rate_limit, now),
+            allowed_models=body.allowed_models,
+            allowed_providers=body.allowed_providers,
+            max_parallel_requests=body.max_parallel_requests,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    view = await get_key(conn, key_id)
+    return KeyView(view.key, view.team, view.customer, view.budget, view.rate_limit, value)
+
+
+_KEY_FIELDS = (
+    "name",
+    "is_active",
+    "expires_at",
+    "allowed_models",
+    "allowed_providers",
+    "max_parallel_requests",
+)
+
+
+async def update_key(conn: AsyncConnection, key_id: str, body: VirtualKeyUpdate) -> KeyView:
+    """Merge ``body`` into the key. Setting ``team_id`` clears ``customer_id`` and the
+    reverse; ``null`` clears a field that may be empty."""
+    await bump_version(conn)
+    row = await _one(conn, virtual_keys, key_id, KEY_NOT_FOUND)
+    now, given = _now(), body.given()
+    values: dict[str, Any] = {"updated_at": now}
+    values.update({name: given[name] for name in _KEY_FIELDS if name in given})
+    if "description" in given:
+        values["description"] = body.description or None
+    if "team_id" in given:
+        values["team_id"] = body.team_id
+        if body.team_id is not None:
+            await _require(conn, teams, body.team_id, "team_id")
+            values["customer_id"] = None
+    if "customer_id" in given:
+        values["customer_id"] = body.customer_id
+        if body.customer_id is not None:
+            await _require(conn, customers, body.customer_id, "customer_id")
+            values["team_id"] = None
+    await _merge_limits(conn, row, given, values, now)
+    await conn.execute(update(virtual_keys).where(virtual_keys.c.id == key_id).values(**values))
+    return await get_key(conn, key_id)
+
+
+async def delete_key(conn: AsyncConnection, key_id: str) -> None:
+    """Delete a virtual key and its limits; requests with it are refused at once."""
+    await bump_version(conn)
+    row = await _one(conn, virtual_keys, key_id, KEY_NOT_FOUND)
+    await conn.execute(delete(virtual_keys).where(virtual_keys.c.id == key_id))
+    await _delete_limits(conn, row)
+
+
+# --- usage and statistics -------------------------------------------------------------
+
+
+async def usage_targets(
+    conn: AsyncConnection,
+    *,
+    virtual_key_id: str | None = None,
+    team_id: str | None = None,
+    customer_id: str | None = None,
+) -> tuple[list[str], list[str]]:
+    """The budget ids and rate-limit ids of one entity (not its parents' or children's)."""
+    if virtual_key_id is not None:
+        row = await _one(conn, virtual_keys, virtual_key_id, KEY_NOT_FOUND)
+    elif team_id is not None:
+        row = await _one(conn, teams, team_id, TEAM_NOT_FOUND)
+    elif customer_id is not None:
+        row = await _one(conn, customers, customer_id, CUSTOMER_NOT_FOUND)
+    else:
+        raise ValidationFailed("give one of virtual_key_id, team_id, customer_id")
+    budget_ids = [row.budget_id] if row.budget_id is not None else []
+    rate_limit_ids = [row.rate_limit_id] if row.rate_limit_id is not None else []
+    return budget_ids, rate_limit_ids
+
+
+async def restart_windows(
+    conn: AsyncConnection, budget_ids: list[str], rate_limit_ids: list[str]
+) -> None:
+    """Start new windows now (``last_reset`` = now), so nothing before counts.
+
+    The admission engine does this itself on ``reset_usage``; this is for when no engine
+    runs in the process (the CLI).
+    """
+    await bump_version(conn)
+    now = _now()
+    if budget_ids:
+        await conn.execute(
+            update(budgets).where(budgets.c.id.in_(budget_ids)).values(last_reset=now)
+        )
+    if rate_limit_ids:
+        await conn.execute(
+            update(rate_limits)
+            .where(rate_limits.c.id.in_(rate_limit_ids))
+            .values(token_last_reset=now, request_last_reset=now)
+        )
+
+
+async def database_counts(conn: AsyncConnection) -> dict[str, int]:
+    """Row counts of the governance tables, and the change version."""
+    counts: dict[str, int] = {}
+    for name, table in (
+        ("virtual_keys_count", virtual_keys),
+        ("teams_count", teams),
+        ("customers_count", customers),
+        ("budgets_count", budgets),
+        ("rate_limits_count", rate_limits),
+    ):
+        counts[name] = int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+    counts["version"] = await current_version(conn)
+    return counts

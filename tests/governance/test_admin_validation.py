@@ -1,0 +1,135 @@
+"""Bad input on every governance write: always a 400 in the admin error shape, never a
+5xx, never a partial write."""
+
+from __future__ import annotations
+
+import pytest
+from tests.governance.admin_helpers import bad_request, counts, create, get
+
+MALFORMED = [
+    b"",
+    b"   ",
+    b"{",
+    b'{"name": "x",}',
+    b"[]",
+    b'["name"]',
+    b"null",
+    b"1",
+    b'"name"',
+    b"true",
+    b'{"name": NaN}',
+    b'{"name": "x", "budget": {"max_limit": Infinity, "reset_duration": "1h"}}',
+    b"\xff\xfe{",
+    b"[" * 100000,
+    b'{"name": "x", "budget": {"max_limit": 1' + b"0" * 5000 + b', "reset_duration": "1h"}}',
+    b'{"name": "x", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+]
+
+WRONG_TYPES = [
+    {"name": 123},
+    {"name": ["x"]},
+    {"name": True},
+    {"name": 12345, "budget": "not_an_object"},
+    {"name": "x", "is_active": "not_boolean"},
+    {"name": "x", "is_active": 1},
+    {"name": "x", "description": 5},
+    {"name": "x", "allowed_models": "gpt-4o"},
+    {"name": "x", "allowed_models": [1, 2]},
+    {"name": "x", "allowed_providers": {"openai": True}},
+    {"name": "x", "max_parallel_requests": True},
+    {"name": "x", "max_parallel_requests": 1.5},
+    {"name": "x", "max_parallel_requests": 0},
+    {"name": "x", "max_parallel_requests": "4"},
+    {"name": "x", "expires_at": 1767225600},
+    {"name": "x", "expires_at": "next tuesday"},
+    {"name": "x", "team_id": 7},
+    {"name": "x", "customer_id": ["a"]},
+    {"name": "x", "rate_limit": []},
+    {"name": "x", "expires_at": "0001-01-01T00:00:00+01:00"},
+    {"name": "x", "description": "nul \u0000 inside"},
+    {"name": "x", "allowed_models": ["gpt\u0000"]},
+    {"name": "nul \u0000"},
+]
+
+ENDPOINTS = [("POST", "/customers"), ("POST", "/teams"), ("POST", "/virtual-keys")]
+
+
+@pytest.mark.parametrize("body", MALFORMED, ids=range(len(MALFORMED)))
+async def test_malformed_json_is_a_400(gateway, body):
+    key = await create(gateway, "virtual-keys", name="k")
+    targets = [*ENDPOINTS, ("PUT", f"/virtual-keys/{key['id']}"), ("POST", "/usage-reset")]
+    for method, path in targets:
+        error = await bad_request(gateway, method, path, body)
+        assert error["code"] == "invalid_json"
+        assert error["error"].startswith("Invalid JSON")
+    assert (await counts(gateway))["virtual_keys_count"] == 1
+
+
+@pytest.mark.parametrize("body", WRONG_TYPES, ids=range(len(WRONG_TYPES)))
+async def test_wrong_types_are_a_400(gateway, body):
+    for method, path in ENDPOINTS:
+        if path != "/virtual-keys" and set(body) - {"name", "budget", "rate_limit"}:
+            continue
+        error = await bad_request(gateway, method, path, body)
+        assert error["code"] == "invalid_value"
+    assert set((await counts(gateway)).values()) == {0}
+
+
+@pytest.mark.parametrize("body", WRONG_TYPES[4:], ids=range(len(WRONG_TYPES) - 4))
+async def test_wrong_types_on_update_change_nothing(gateway, body):
+    key = await create(gateway, "virtual-keys", name="k", allowed_models=["m"])
+    before = await get(gateway, "virtual-keys", key["id"])
+    update = {k: v for k, v in body.items() if k != "name"} or body
+    await bad_request(gateway, "PUT", f"/virtual-keys/{key['id']}", update)
+    assert await get(gateway, "virtual-keys", key["id"]) == before
+
+
+async def test_error_names_the_field(gateway):
+    body = {"name": "x", "budget": {"max_limit": "10", "reset_duration": "1h"}}
+    error = await bad_request(gateway, "POST", "/customers", body)
+    assert error["error"] == "budget.max_limit must be a number, got string"
+    body = {"name": "x", "budget": {"max_limit": 1, "reset_duration": "1h",
+                                    "alert_thresholds": [0.5, True]}}  # fmt: skip
+    error = await bad_request(gateway, "POST", "/customers", body)
+    assert error["error"] == "budget.alert_thresholds[1] must be a number, got boolean"
+    error = await bad_request(gateway, "POST", "/teams", {"name": "x", "rate_limit": "fast"})
+    assert error["error"] == "rate_limit must be an object, got string"
+
+
+async def test_deep_but_decodable_nesting_is_a_400_not_a_crash(gateway):
+    nested = b"[" * 900 + b"]" * 900
+    body = b'{"name": "x", "deep": %s, "allowed_models": %s}' % (nested, nested)
+    error = await bad_request(gateway, "POST", "/virtual-keys", body)
+    assert error["error"] == "allowed_models[0] must be a string, got array"
+
+
+async def test_unknown_fields_are_ignored(gateway):
+    # As Bifrost does, so that clients of its later versions keep working.
+    key = await create(
+        gateway, "virtual-keys", name="k", provider_configs=[{"provider": "openai"}], extra=1
+    )
+    assert "provider_configs" not in key and "extra" not in key
+
+
+async def test_null_on_create_means_not_given(gateway):
+    key = await create(
+        gateway,
+        "virtual-keys",
+        name="k",
+        is_active=None,
+        description=None,
+        team_id=None,
+        customer_id=None,
+        budget=None,
+        rate_limit=None,
+        allowed_models=None,
+    )
+    assert key["is_active"] is True and key["allowed_models"] is None
+    assert "team_id" not in key and "budget" not in key
+
+
+async def test_unknown_route_and_method(gateway):
+    response = await gateway.get("/api/governance/nothing")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    response = await gateway.patch("/api/governance/customers/x", json={})
+    assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
