@@ -41,31 +41,41 @@ def test_db_upgrade_current_downgrade_upgrade(tollhouse: Tollhouse) -> None:
 
 def test_demo_runs_offline_and_prints_the_ledger(tollhouse: Tollhouse) -> None:
     # The demo starts its own dev upstream and gateway on free ports.
-    out = tollhouse.run("demo", timeout=90)
+    out = tollhouse.run("demo", timeout=120)
 
     assert "unpriced model refused:   400 model_not_priced" in out
-    table = out.split("What the ledger recorded", 1)[1]
+    assert re.search(r"request limit: +429 after \d+ more", out), out
+    assert re.search(r"team budget: +402 after \d+ requests", out), out
+    assert "Request rate limit reached for key 'notebook'" in out
+    assert "Budget exceeded for team 'research'" in out
+    table = out.split("What the ledger recorded", 1)[1].split("Spend per scope", 1)[0]
     header = next(line for line in table.splitlines() if line.startswith("endpoint"))
     assert header.split() == [
         "endpoint",
         "provider/model",
         "stream",
-        "status",
+        "requests",
         "prompt",
         "completion",
         "cost",
     ]
     rows = [line.split() for line in table.splitlines() if line.startswith(("chat", "embed"))]
-    assert [row[1] for row in rows] == [
-        "openai/gpt-4o-mini",
+    assert {row[1] for row in rows} == {
         "openai/gpt-4o-mini",
         "anthropic/claude-3-5-haiku-latest",
         "openai/text-embedding-3-small",
-    ]
+    }
+    total = Decimal(0)
     for row in rows:
-        assert row[3] == "200"
-        provider, model = row[1].split("/", 1)
-        assert Decimal(row[6]) == cost(provider, model, int(row[4]), int(row[5]))
+        total += Decimal(row[6])
+        if row[3] == "1":  # one request: its cost follows from its own tokens
+            provider, model = row[1].split("/", 1)
+            assert Decimal(row[6]) == cost(provider, model, int(row[4]), int(row[5]))
+    # Every request went through team 'research', whose spend is the ledger's total.
+    scopes = out.split("Spend per scope", 1)[1]
+    team = next(line.split() for line in scopes.splitlines() if line.startswith("team"))
+    assert Decimal(team[2]) == total
+    assert Decimal(team[2]) <= Decimal(team[3])
 
 
 def _table(out: str) -> dict[str, list[str]]:

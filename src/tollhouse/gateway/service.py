@@ -285,7 +285,13 @@ class Gateway:
     ) -> None:
         usage = outcome.usage
         if usage is None or (usage.completion_tokens == 0 and "content_bytes" in outcome.extra):
-            usage = _bounded_usage(body, outcome, usage)
+            cap = output_token_bound(
+                body, self._model_cap(target), self._settings.default_max_output_tokens
+            )
+            choices = body.get("n")
+            if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+                cap *= choices
+            usage = _bounded_usage(body, outcome, usage, cap)
         price = target.price
         cost = (
             price.cost(
@@ -349,14 +355,19 @@ class Gateway:
             m.unpriced.labels(provider, model).inc()
 
 
-def _bounded_usage(body: dict[str, Any], outcome: _Outcome, seen: Usage | None) -> Usage:
+def _bounded_usage(
+    body: dict[str, Any], outcome: _Outcome, seen: Usage | None, output_cap: int
+) -> Usage:
     """Usage when the provider sent none: the bounds of what was sent (DESIGN §4.5)."""
     if outcome.status == "error" and "content_bytes" not in outcome.extra:
         return Usage(prompt_tokens=0, completion_tokens=0)
     prompt = seen.prompt_tokens if seen and seen.prompt_tokens else prompt_token_bound(body)
+    # Bytes bound tokens from above, and so does the request's own output cap: the
+    # provider cannot have produced more than either, and the reservation assumed no more.
+    completion = min(int(outcome.extra.get("content_bytes", 0)), output_cap)
     return Usage(
         prompt_tokens=prompt,
-        completion_tokens=int(outcome.extra.get("content_bytes", 0)),
+        completion_tokens=completion,
         cached_tokens=seen.cached_tokens if seen else 0,
     )
 

@@ -111,6 +111,15 @@ class Governance:
             old, self.snapshot = self.snapshot, snapshot
             self._layouts = {}
             self._drop_changed_counters(old, snapshot)
+        await self.prime()
+
+    async def prime(self) -> None:
+        """Load every budget and rate-limit counter from the ledger, so that the admin
+        API shows spend after a restart before the scope's next request."""
+        for scope in list(self.snapshot.scopes.values()):
+            wanted = [k for k in _scope_counters(scope) if not self.meter.has(k)]
+            if wanted:
+                await self._ensure((scope,), wanted)
 
     # -- the request path -----------------------------------------------------------
 
@@ -176,7 +185,7 @@ class Governance:
         claims = self._claims(key, estimate)
         missing = [claim.key for claim in claims if not self.meter.has(claim.key)]
         if missing:
-            await self._ensure(key, missing)
+            await self._ensure(key.chain, missing, key)
         now = datetime.now(UTC)
         outcome = self.meter.reserve(claims, now)
         if isinstance(outcome, Refusal):
@@ -259,7 +268,9 @@ class Governance:
         amounts["budget"] = estimate.cost_nanos
         return [Claim(counter_key, amounts[counter_key[0]]) for counter_key in layout]
 
-    async def _ensure(self, key: KeyInfo, missing: list[CounterKey]) -> None:
+    async def _ensure(
+        self, chain: tuple[Scope, ...], missing: list[CounterKey], key: KeyInfo | None = None
+    ) -> None:
         """Create counters, rebuilding committed values from the ledger."""
         # Records still buffered must be in the ledger before it is summed.
         await self._recorder.flush()
@@ -268,26 +279,14 @@ class Governance:
             for counter_key in missing:
                 if self.meter.has(counter_key):
                     continue
-                counter = self._new_counter(key, counter_key)
+                counter = _new_counter(chain, counter_key, key)
                 window = counter.window.at(now) if counter.window is not None else None
                 if window is not None and counter.kind != "parallel":
                     counter.committed = await self._committed(conn, counter, window.start)
-                self.meter.load(counter_key, counter, window)
-
-    def _new_counter(self, key: KeyInfo, counter_key: CounterKey) -> Counter:
-        kind, ident = counter_key
-        if kind == "parallel":
-            return Counter("parallel", key.max_parallel or 0, None, key.scope)
-        for scope in key.chain:
-            if kind == "budget" and scope.budget is not None and scope.budget.id == ident:
-                return Counter("budget", scope.budget.limit_nanos, scope.budget.window, scope)
-            rate = scope.rate
-            if rate is not None and rate.id == ident:
-                if kind == "tokens" and rate.token_limit is not None:
-                    return Counter("tokens", rate.token_limit, rate.token_window, scope)
-                if kind == "requests" and rate.request_limit is not None:
-                    return Counter("requests", rate.request_limit, rate.request_window, scope)
-        raise KeyError(counter_key)
+                # Another request may have built this counter (and settled on it) while
+                # the sum was awaited: that one is current, this one is stale.
+                if not self.meter.has(counter_key):
+                    self.meter.load(counter_key, counter, window)
 
     async def _committed(self, conn: Any, counter: Counter, since: datetime) -> int:
         t = usage_records.c
@@ -463,6 +462,36 @@ class Governance:
                 await job()
             except Exception:  # a failed poll or sweep must not end the loop
                 log.exception("governance background job failed")
+
+
+def _new_counter(chain: tuple[Scope, ...], counter_key: CounterKey, key: KeyInfo | None) -> Counter:
+    kind, ident = counter_key
+    if kind == "parallel":
+        if key is None:
+            raise KeyError(counter_key)
+        return Counter("parallel", key.max_parallel or 0, None, key.scope)
+    for scope in chain:
+        if kind == "budget" and scope.budget is not None and scope.budget.id == ident:
+            return Counter("budget", scope.budget.limit_nanos, scope.budget.window, scope)
+        rate = scope.rate
+        if rate is not None and rate.id == ident:
+            if kind == "tokens" and rate.token_limit is not None:
+                return Counter("tokens", rate.token_limit, rate.token_window, scope)
+            if kind == "requests" and rate.request_limit is not None:
+                return Counter("requests", rate.request_limit, rate.request_window, scope)
+    raise KeyError(counter_key)
+
+
+def _scope_counters(scope: Scope) -> list[CounterKey]:
+    keys: list[CounterKey] = []
+    if scope.budget is not None:
+        keys.append(("budget", scope.budget.id))
+    if scope.rate is not None:
+        if scope.rate.request_limit is not None:
+            keys.append(("requests", scope.rate.id))
+        if scope.rate.token_limit is not None:
+            keys.append(("tokens", scope.rate.id))
+    return keys
 
 
 def _layout(key: KeyInfo) -> tuple[CounterKey, ...]:
