@@ -141,11 +141,9 @@ class Governance:
         if key is None:
             raise AuthenticationFailed("Invalid virtual key: no key matches the one sent.")
         if not key.is_active:
-            raise KeyInactive(f"Virtual key {key.scope.label} is inactive.")
+            raise KeyInactive(f"Virtual {key.scope.label} is inactive.")
         if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
-            raise KeyInactive(
-                f"Virtual key {key.scope.label} expired at {key.expires_at.isoformat()}."
-            )
+            raise KeyInactive(f"Virtual {key.scope.label} expired at {key.expires_at.isoformat()}.")
         return key
 
     def allowed_targets(
@@ -212,6 +210,17 @@ class Governance:
             "requests": 1,
         }
         self.meter.settle(reservation, actual, record.created_at)
+        # A counter created after this request reserved (a budget added mid-flight) was
+        # built from a ledger without this record: it must count the record too.
+        key = self.snapshot.keys_by_id.get(ctx.key_id or "")
+        layout = self._layout_of(key) if key is not None else ()
+        if key is not None and len(reservation.claims) < len(layout):
+            claimed = {claim.key for claim in reservation.claims}
+            for scope in key.chain:
+                for counter_key in _scope_counters(scope):
+                    if counter_key not in claimed:
+                        amount = actual.get(counter_key[0], 0)
+                        self.meter.commit(counter_key, amount, record.created_at)
 
     def release(self, ctx: RequestContext) -> None:
         if ctx.reservation is not None:
@@ -261,12 +270,16 @@ class Governance:
 
     def _claims(self, key: KeyInfo, estimate: Estimate) -> list[Claim]:
         """Claims in the order DESIGN §4 checks them: rates, parallel, then budgets."""
-        layout = self._layouts.get(key.scope.id)
-        if layout is None:
-            layout = self._layouts[key.scope.id] = _layout(key)
+        layout = self._layout_of(key)
         amounts = {"requests": 1, "parallel": 1, "tokens": estimate.tokens}
         amounts["budget"] = estimate.cost_nanos
         return [Claim(counter_key, amounts[counter_key[0]]) for counter_key in layout]
+
+    def _layout_of(self, key: KeyInfo) -> tuple[CounterKey, ...]:
+        layout = self._layouts.get(key.scope.id)
+        if layout is None:
+            layout = self._layouts[key.scope.id] = _layout(key)
+        return layout
 
     async def _ensure(
         self, chain: tuple[Scope, ...], missing: list[CounterKey], key: KeyInfo | None = None

@@ -131,6 +131,13 @@ class MemoryMeter:
             counter.committed += actual.get(claim.key[0], 0)
         self._close(reservation)
 
+    def commit(self, key: CounterKey, amount: int, now: datetime) -> None:
+        """Count consumption that no reservation of this counter covered."""
+        counter = self.counters.get(key)
+        if counter is not None:
+            counter.roll(now)
+            counter.committed += amount
+
     def release(self, reservation: Reservation) -> None:
         """Give the reservation back untouched (nothing was consumed)."""
         if reservation.open:
