@@ -157,7 +157,7 @@ def test_rolling_seconds_from_an_anchor_with_microseconds():
 
 # --- calendar-aligned ---------------------------------------------------------------------
 
-FAR_PAST = datetime(1980, 1, 1, tzinfo=UTC)  # an anchor before every window: no trimming
+FAR_PAST = datetime(1800, 1, 1, tzinfo=UTC)  # an anchor before every window: no trimming
 
 
 def calendar_window(now: datetime, duration: Duration, tz: ZoneInfo, anchor=FAR_PAST) -> Window:

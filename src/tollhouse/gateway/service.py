@@ -29,7 +29,7 @@ from tollhouse.gateway.translate import Usage
 from tollhouse.gateway.upstreams import Upstream, send_with_retries
 from tollhouse.ledger import UsageRecord, UsageRecorder
 from tollhouse.ledger.schemas import Status
-from tollhouse.money import ZERO
+from tollhouse.money import ZERO, to_nanos
 from tollhouse.ops.metrics import Metrics
 
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -339,20 +339,16 @@ class Gateway:
         cost: Decimal,
         latency_ms: float,
     ) -> None:
-        m = self._metrics
-        provider, model = target.provider, target.model
-        m.requests.labels(endpoint, provider, model, str(outcome.http_status)).inc()
-        m.latency.labels(endpoint).observe(latency_ms / 1000)
-        if usage.prompt_tokens:
-            m.tokens.labels(provider, model, "prompt").inc(usage.prompt_tokens)
-        if usage.completion_tokens:
-            m.tokens.labels(provider, model, "completion").inc(usage.completion_tokens)
-        if usage.cached_tokens:
-            m.tokens.labels(provider, model, "cached").inc(usage.cached_tokens)
-        if cost:
-            m.cost.labels(provider, model).inc(int(cost * 1_000_000_000))
-        if target.price is None:
-            m.unpriced.labels(provider, model).inc()
+        self._metrics.observe_request(
+            endpoint,
+            target.provider,
+            target.model,
+            outcome.http_status,
+            latency_ms / 1000,
+            (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+            to_nanos(cost),
+            target.price is not None,
+        )
 
 
 def _bounded_usage(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -50,6 +51,7 @@ from tollhouse.governance.store import KeyInfo, Scope, Snapshot, current_version
 from tollhouse.ledger.models import usage_records
 from tollhouse.ledger.schemas import UsageRecord
 from tollhouse.money import format_usd, from_nanos, to_nanos
+from tollhouse.pricing import ModelPrice
 
 log = logging.getLogger("tollhouse.governance")
 
@@ -240,10 +242,9 @@ class Governance:
             output *= max(int(choices or 1), 1)
             tokens = max(tokens, prompt + output)
             if price is not None:
-                # Per token, a price per 1M tokens in USD is price × 1000 nano-dollars.
-                input_price = max(price.input, price.cache_write_input or price.input)
-                nanos = (prompt * input_price + output * price.output) * 1000
-                cost = max(cost, math.ceil(nanos))
+                input_rate, output_rate = _pico_rates(price)
+                # pico-dollars → nano-dollars, rounded up: -(-x // n) is ceil(x / n).
+                cost = max(cost, -(-(prompt * input_rate + output * output_rate) // 1000))
         return Estimate(cost, tokens)
 
     def _headers_for(self, claims: list[Claim], now: datetime) -> dict[str, str]:
@@ -475,6 +476,17 @@ class Governance:
                 await job()
             except Exception:  # a failed poll or sweep must not end the loop
                 log.exception("governance background job failed")
+
+
+@functools.lru_cache(maxsize=4096)
+def _pico_rates(price: ModelPrice) -> tuple[int, int]:
+    """Worst-case input and output prices per token in pico-dollars (1e-12 USD), exact
+    integers for prices with up to six decimals per 1M tokens (rounded up beyond)."""
+    worst_input = max(price.input, price.cache_write_input or price.input)
+    return (
+        math.ceil(worst_input * 1_000_000),
+        math.ceil(price.output * 1_000_000),
+    )
 
 
 def _new_counter(chain: tuple[Scope, ...], counter_key: CounterKey, key: KeyInfo | None) -> Counter:

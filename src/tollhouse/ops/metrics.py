@@ -7,6 +7,8 @@ in nanos per series), and dividing by 1e9 in a query is the reader's business.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (
@@ -30,6 +32,7 @@ _LATENCY_BUCKETS = (
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -88,6 +91,43 @@ class Metrics:
         self.in_flight = Gauge(
             "tollhouse_requests_in_flight", "Inference requests being served.", registry=r
         )
+
+    def observe_request(
+        self,
+        endpoint: str,
+        provider: str,
+        model: str,
+        status: int,
+        seconds: float,
+        tokens: tuple[int, int, int],
+        cost_nanos: int,
+        priced: bool,
+    ) -> None:
+        """Count one finished inference request (prompt, completion, cached tokens)."""
+        key = (endpoint, provider, model, status)
+        children = self._children.get(key)
+        if children is None:
+            # ``labels()`` validates and hashes its arguments on every call; resolving the
+            # children once per label set keeps metrics off the hot path's profile.
+            children = self._children[key] = (
+                self.requests.labels(endpoint, provider, model, str(status)),
+                self.latency.labels(endpoint),
+                self.tokens.labels(provider, model, "prompt"),
+                self.tokens.labels(provider, model, "completion"),
+                self.tokens.labels(provider, model, "cached"),
+                self.cost.labels(provider, model),
+                self.unpriced.labels(provider, model),
+            )
+        requests, latency, prompt, completion, cached, cost, unpriced = children
+        requests.inc()
+        latency.observe(seconds)
+        for child, count in ((prompt, tokens[0]), (completion, tokens[1]), (cached, tokens[2])):
+            if count:
+                child.inc(count)
+        if cost_nanos:
+            cost.inc(cost_nanos)
+        if not priced:
+            unpriced.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
