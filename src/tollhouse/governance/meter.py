@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from tollhouse.governance.store import Scope, WindowSpec
 from tollhouse.governance.windows import Window
@@ -60,8 +60,8 @@ class Counter:
         return max(self.limit - self.committed - self.reserved, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: several are built per request.
     key: CounterKey
     amount: int
 
@@ -108,27 +108,33 @@ class MemoryMeter:
     def reserve(self, claims: Iterable[Claim], now: datetime) -> Reservation | Refusal:
         """Reserve every claim or none; claims are checked in the order given."""
         claims = tuple(claims)
-        for claim in claims:
-            counter = self.counters[claim.key]
-            counter.roll(now)
-            if counter.committed + counter.reserved + claim.amount > counter.limit:
-                return Refusal(counter, claim.amount)
-        for claim in claims:
-            self.counters[claim.key].reserved += claim.amount
+        counters = [self.counters[claim.key] for claim in claims]
+        for counter, (_, amount) in zip(counters, claims, strict=True):
+            end = counter.end
+            if end is None or not counter.start <= now < end:  # type: ignore[operator]
+                counter.roll(now)
+            if counter.committed + counter.reserved + amount > counter.limit:
+                return Refusal(counter, amount)
+        for counter, (_, amount) in zip(counters, claims, strict=True):
+            counter.reserved += amount
         reservation = Reservation(next(self._ids), claims, self.clock() + self.ttl_s)
         self.open[reservation.id] = reservation
         return reservation
 
     def settle(self, reservation: Reservation, actual: dict[Kind, int], now: datetime) -> None:
         """Replace the reservation by what was consumed (``actual`` per kind)."""
-        for claim in reservation.claims:
-            counter = self.counters.get(claim.key)
+        counters = self.counters
+        still_open = reservation.open
+        for key, amount in reservation.claims:
+            counter = counters.get(key)
             if counter is None:
                 continue
-            counter.roll(now)
-            if reservation.open:
-                counter.reserved -= claim.amount
-            counter.committed += actual.get(claim.key[0], 0)
+            end = counter.end
+            if end is None or not counter.start <= now < end:  # type: ignore[operator]
+                counter.roll(now)
+            if still_open:
+                counter.reserved -= amount
+            counter.committed += actual.get(key[0], 0)
         self._close(reservation)
 
     def commit(self, key: CounterKey, amount: int, now: datetime) -> None:
