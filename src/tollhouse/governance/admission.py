@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.config import Settings
@@ -46,7 +46,7 @@ from tollhouse.gateway.estimate import output_token_bound, prompt_token_bound
 from tollhouse.gateway.routing import Target
 from tollhouse.governance.keys import hash_key, key_from_headers
 from tollhouse.governance.meter import Claim, Counter, CounterKey, Kind, MemoryMeter, Refusal
-from tollhouse.governance.models import budgets, governance_state, rate_limits
+from tollhouse.governance.service import restart_windows
 from tollhouse.governance.store import KeyInfo, Scope, Snapshot, current_version, load_snapshot
 from tollhouse.ledger.models import usage_records
 from tollhouse.ledger.schemas import UsageRecord
@@ -372,22 +372,10 @@ class Governance:
 
     async def reset_usage(self, budget_ids: list[str], rate_limit_ids: list[str]) -> None:
         """Start the current windows afresh: the next request passes (``usage-reset``)."""
-        now = datetime.now(UTC)
         async with self._engine.begin() as conn:
-            if budget_ids:
-                await conn.execute(
-                    update(budgets).where(budgets.c.id.in_(budget_ids)).values(last_reset=now)
-                )
-            if rate_limit_ids:
-                await conn.execute(
-                    update(rate_limits)
-                    .where(rate_limits.c.id.in_(rate_limit_ids))
-                    .values(token_last_reset=now, request_last_reset=now)
-                )
-            await conn.execute(
-                update(governance_state).values(version=governance_state.c.version + 1)
-            )
+            await restart_windows(conn, budget_ids, rate_limit_ids)
         await self.reload()
+        now = datetime.now(UTC)
         for ident in budget_ids:
             self._reset(("budget", ident), now)
         for ident in rate_limit_ids:

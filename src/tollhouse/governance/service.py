@@ -55,6 +55,7 @@ from tollhouse.governance.schemas import (
     VirtualKeyUpdate,
     check_rate_limit,
 )
+from tollhouse.governance.store import current_version
 from tollhouse.money import format_usd
 
 R = TypeVar("R")
@@ -210,12 +211,6 @@ async def bump_version(conn: AsyncConnection) -> None:
     )
     if result.rowcount == 0:
         await conn.execute(insert(state).values(id=1, version=1))
-
-
-async def current_version(conn: AsyncConnection) -> int:
-    state = governance_state
-    version = await conn.scalar(select(state.c.version).where(state.c.id == 1))
-    return int(version or 0)
 
 
 def _now() -> datetime:
@@ -695,8 +690,8 @@ async def restart_windows(
 ) -> None:
     """Start new windows now (``last_reset`` = now), so nothing before counts.
 
-    The admission engine does this itself on ``reset_usage``; this is for when no engine
-    runs in the process (the CLI).
+    The admission engine's ``reset_usage`` calls this and then zeroes its counters; the
+    route calls it directly when no engine runs in the process.
     """
     await bump_version(conn)
     now = _now()
