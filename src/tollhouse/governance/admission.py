@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
-from collections.abc import Mapping
+import operator
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -45,13 +46,19 @@ from tollhouse.gateway.context import RequestContext
 from tollhouse.gateway.estimate import output_token_bound, prompt_token_bound
 from tollhouse.gateway.routing import Target
 from tollhouse.governance.keys import hash_key, key_from_headers
-from tollhouse.governance.meter import Claim, Counter, CounterKey, Kind, MemoryMeter, Refusal
+from tollhouse.governance.meter import (
+    Counter,
+    CounterKey,
+    Kind,
+    MemoryMeter,
+    Refusal,
+    from_micros,
+)
 from tollhouse.governance.service import restart_windows
 from tollhouse.governance.store import KeyInfo, Scope, Snapshot, current_version, load_snapshot
 from tollhouse.ledger.models import usage_records
 from tollhouse.ledger.schemas import UsageRecord
 from tollhouse.money import format_usd, from_nanos, to_nanos
-from tollhouse.pricing import ModelPrice
 
 log = logging.getLogger("tollhouse.governance")
 
@@ -70,6 +77,26 @@ class Estimate:
     tokens: int
 
 
+# A request's amounts by kind, in this order: (requests, tokens, parallel, budget).
+_KIND_INDEX: dict[Kind, int] = {"requests": 0, "tokens": 1, "parallel": 2, "budget": 3}
+_RATE_HEADERS = {
+    kind: tuple(f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset"))
+    for kind in ("requests", "tokens")
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What every request of one key claims, worked out once per key and snapshot."""
+
+    keys: tuple[CounterKey, ...]  # in the order DESIGN §4 checks them
+    key_set: frozenset[CounterKey]
+    pick: Callable[[tuple[int, int, int, int]], tuple[int, ...]]  # amounts by kind → per key
+    rates: tuple[tuple[str, tuple[CounterKey, ...]], ...]  # rate counters, for the headers
+    team_id: str | None
+    customer_id: str | None
+
+
 class Governance:
     def __init__(self, settings: Settings, engine: AsyncEngine, recorder: Any) -> None:
         self._settings = settings
@@ -79,7 +106,9 @@ class Governance:
         self.snapshot = Snapshot.empty()
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
-        self._layouts: dict[str, tuple[CounterKey, ...]] = {}
+        self._plans: dict[str, _Plan] = {}
+        # Presented key → its entry, for keys seen since the last reload: spares a hash.
+        self._by_value: dict[str, KeyInfo] = {}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -111,7 +140,8 @@ class Governance:
             async with self._engine.connect() as conn:
                 snapshot = await load_snapshot(conn)
             old, self.snapshot = self.snapshot, snapshot
-            self._layouts = {}
+            self._plans = {}
+            self._by_value = {}
             self._drop_changed_counters(old, snapshot)
         await self.prime()
 
@@ -135,13 +165,16 @@ class Governance:
                 "Missing virtual key: send a Tollhouse key (th-…) as `Authorization: Bearer`, "
                 "`x-api-key` or `x-bf-vk`.",
             )
-        if self.snapshot.version < 0:
-            raise StoreUnavailable(
-                "Governance data is not loaded yet (database unreachable); retry shortly."
-            )
-        key = self.snapshot.keys_by_hash.get(hash_key(value)) if value else None
+        key = self._by_value.get(value)
         if key is None:
-            raise AuthenticationFailed("Invalid virtual key: no key matches the one sent.")
+            if self.snapshot.version < 0:
+                raise StoreUnavailable(
+                    "Governance data is not loaded yet (database unreachable); retry shortly."
+                )
+            key = self.snapshot.keys_by_hash.get(hash_key(value)) if value else None
+            if key is None:
+                raise AuthenticationFailed("Invalid virtual key: no key matches the one sent.")
+            self._by_value[value] = key
         if not key.is_active:
             raise KeyInactive(f"Virtual {key.scope.label} is inactive.")
         if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
@@ -182,24 +215,23 @@ class Governance:
         """Reserve the worst case of ``body`` on every scope of ``key``; returns the
         ``x-ratelimit-*`` headers. Raises 429/402 without reserving anything."""
         estimate = self.estimate(body, targets)
-        claims = self._claims(key, estimate)
-        missing = [claim.key for claim in claims if not self.meter.has(claim.key)]
-        if missing:
+        plan = self._plan_of(key)
+        meter = self.meter
+        if not plan.key_set <= meter.counters.keys():
+            missing = [k for k in plan.keys if not meter.has(k)]
             await self._ensure(key.chain, missing, key)
-        now = datetime.now(UTC)
-        outcome = self.meter.reserve(claims, now)
+        now_us = time.time_ns() // 1000
+        amounts = plan.pick((1, estimate.tokens, 1, estimate.cost_nanos))
+        outcome = meter.reserve_all(plan.keys, amounts, now_us)
         if isinstance(outcome, Refusal):
-            error = self._refusal(outcome, estimate, now)
-            error.headers.update(self._headers_for(claims, now))
+            error = self._refusal(outcome, estimate, from_micros(now_us))
+            error.headers.update(self._headers_for(plan, now_us))
             raise error
         ctx.reservation = outcome
         ctx.key_id = key.scope.id
-        for scope in key.chain[1:]:
-            if scope.kind == "team":
-                ctx.team_id = scope.id
-            else:
-                ctx.customer_id = scope.id
-        return self._headers_for(claims, now)
+        ctx.team_id = plan.team_id
+        ctx.customer_id = plan.customer_id
+        return self._headers_for(plan, now_us)
 
     def settle(self, ctx: RequestContext, record: UsageRecord) -> None:
         reservation = ctx.reservation
@@ -214,10 +246,14 @@ class Governance:
         self.meter.settle(reservation, actual, record.created_at)
         # A counter created after this request reserved (a budget added mid-flight) was
         # built from a ledger without this record: it must count the record too.
-        key = self.snapshot.keys_by_id.get(ctx.key_id or "")
-        layout = self._layout_of(key) if key is not None else ()
-        if key is not None and len(reservation.claims) < len(layout):
-            claimed = {claim.key for claim in reservation.claims}
+        key_id = ctx.key_id or ""
+        plan = self._plans.get(key_id)
+        key = self.snapshot.keys_by_id.get(key_id) if plan is None else None
+        if plan is None and key is not None:
+            plan = self._plan_of(key)
+        if plan is not None and len(reservation.keys) < len(plan.keys):
+            key = self.snapshot.keys_by_id[key_id]
+            claimed = set(reservation.keys)
             for scope in key.chain:
                 for counter_key in _scope_counters(scope):
                     if counter_key not in claimed:
@@ -242,45 +278,39 @@ class Governance:
             output *= max(int(choices or 1), 1)
             tokens = max(tokens, prompt + output)
             if price is not None:
-                input_rate, output_rate = _pico_rates(price)
+                input_rate, output_rate = price.worst_pico_rates
                 # pico-dollars → nano-dollars, rounded up: -(-x // n) is ceil(x / n).
                 cost = max(cost, -(-(prompt * input_rate + output * output_rate) // 1000))
         return Estimate(cost, tokens)
 
-    def _headers_for(self, claims: list[Claim], now: datetime) -> dict[str, str]:
+    def _headers_for(self, plan: _Plan, now_us: int) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers from the tightest scope with each limit."""
-        tightest: dict[str, tuple[int, Counter]] = {}
-        counters = self.meter.counters
-        for claim in claims:
-            kind = claim.key[0]
-            if kind == "requests" or kind == "tokens":
-                counter = counters[claim.key]
-                left = counter.limit - counter.committed - counter.reserved
-                best = tightest.get(kind)
-                if best is None or left < best[0]:
-                    tightest[kind] = (left, counter)
         headers: dict[str, str] = {}
-        for name, (left, counter) in tightest.items():
-            headers[f"x-ratelimit-limit-{name}"] = str(counter.limit)
-            headers[f"x-ratelimit-remaining-{name}"] = str(max(left, 0))
-            if counter.end is not None:
-                headers[f"x-ratelimit-reset-{name}"] = _reset_text(counter.end, now)
+        if not plan.rates:
+            return headers
+        counters = self.meter.counters
+        for kind, keys in plan.rates:
+            tightest = counters[keys[0]]
+            left = tightest.limit - tightest.committed - tightest.reserved
+            for counter_key in keys[1:]:
+                counter = counters[counter_key]
+                remaining = counter.limit - counter.committed - counter.reserved
+                if remaining < left:
+                    tightest, left = counter, remaining
+            limit_name, remaining_name, reset_name = _RATE_HEADERS[kind]
+            headers[limit_name] = str(tightest.limit)
+            headers[remaining_name] = str(left if left > 0 else 0)
+            if tightest.end is not None:
+                headers[reset_name] = _reset_text(tightest.end_us - now_us)
         return headers
 
     # -- building claims --------------------------------------------------------------
 
-    def _claims(self, key: KeyInfo, estimate: Estimate) -> list[Claim]:
-        """Claims in the order DESIGN §4 checks them: rates, parallel, then budgets."""
-        layout = self._layout_of(key)
-        amounts = {"requests": 1, "parallel": 1, "tokens": estimate.tokens}
-        amounts["budget"] = estimate.cost_nanos
-        return [Claim(counter_key, amounts[counter_key[0]]) for counter_key in layout]
-
-    def _layout_of(self, key: KeyInfo) -> tuple[CounterKey, ...]:
-        layout = self._layouts.get(key.scope.id)
-        if layout is None:
-            layout = self._layouts[key.scope.id] = _layout(key)
-        return layout
+    def _plan_of(self, key: KeyInfo) -> _Plan:
+        plan = self._plans.get(key.scope.id)
+        if plan is None:
+            plan = self._plans[key.scope.id] = _plan(key)
+        return plan
 
     async def _ensure(
         self, chain: tuple[Scope, ...], missing: list[CounterKey], key: KeyInfo | None = None
@@ -442,6 +472,7 @@ class Governance:
                 elif spec is not None:
                     counter.limit, counter.window = spec
                     counter.start = counter.end = None
+                    counter.start_us = counter.end_us = 0
 
     async def _poll(self) -> None:
         if self.snapshot.version < 0:
@@ -464,17 +495,6 @@ class Governance:
                 await job()
             except Exception:  # a failed poll or sweep must not end the loop
                 log.exception("governance background job failed")
-
-
-@functools.lru_cache(maxsize=4096)
-def _pico_rates(price: ModelPrice) -> tuple[int, int]:
-    """Worst-case input and output prices per token in pico-dollars (1e-12 USD), exact
-    integers for prices with up to six decimals per 1M tokens (rounded up beyond)."""
-    worst_input = max(price.input, price.cache_write_input or price.input)
-    return (
-        math.ceil(worst_input * 1_000_000),
-        math.ceil(price.output * 1_000_000),
-    )
 
 
 def _new_counter(chain: tuple[Scope, ...], counter_key: CounterKey, key: KeyInfo | None) -> Counter:
@@ -507,8 +527,8 @@ def _scope_counters(scope: Scope) -> list[CounterKey]:
     return keys
 
 
-def _layout(key: KeyInfo) -> tuple[CounterKey, ...]:
-    """The counters a key's requests claim, in check order."""
+def _plan(key: KeyInfo) -> _Plan:
+    """The counters a key's requests claim, in check order: rates, parallel, budgets."""
     requests: list[CounterKey] = []
     tokens: list[CounterKey] = []
     money: list[CounterKey] = []
@@ -521,7 +541,27 @@ def _layout(key: KeyInfo) -> tuple[CounterKey, ...]:
         if scope.budget is not None:
             money.append(("budget", scope.budget.id))
     parallel: list[CounterKey] = [("parallel", key.scope.id)] if key.max_parallel else []
-    return (*requests, *tokens, *parallel, *money)
+    keys = (*requests, *tokens, *parallel, *money)
+    rates = tuple((kind, tuple(ks)) for kind, ks in (("requests", requests), ("tokens", tokens)))
+    ids = {scope.kind: scope.id for scope in key.chain[1:]}
+    return _Plan(
+        keys=keys,
+        key_set=frozenset(keys),
+        pick=_picker(tuple(_KIND_INDEX[k[0]] for k in keys)),
+        rates=tuple((kind, ks) for kind, ks in rates if ks),
+        team_id=ids.get("team"),
+        customer_id=ids.get("customer"),
+    )
+
+
+def _picker(indexes: tuple[int, ...]) -> Callable[[tuple[int, int, int, int]], tuple[int, ...]]:
+    """A function from amounts by kind to amounts per claimed counter."""
+    if len(indexes) >= 2:
+        return operator.itemgetter(*indexes)
+    if indexes:
+        (only,) = indexes
+        return lambda amounts: (amounts[only],)
+    return lambda amounts: ()
 
 
 def _collect_specs(scope: Scope, specs: dict[CounterKey, Any]) -> None:
@@ -541,12 +581,11 @@ def _retry_after(counter: Counter, now: datetime) -> int:
     return max(1, math.ceil((counter.end - now).total_seconds()))
 
 
-def _reset_text(end: datetime, now: datetime) -> str:
+def _reset_text(left_us: int) -> str:
     """OpenAI's reset form: ``1s``, ``6m0s``, ``1h2m3s``, ``20ms``."""
-    seconds = max((end - now).total_seconds(), 0.0)
-    if seconds < 1:
-        return f"{math.ceil(seconds * 1000)}ms"
-    whole = math.ceil(seconds)
+    if left_us < 1_000_000:
+        return f"{-(-max(left_us, 0) // 1000)}ms"
+    whole = -(-left_us // 1_000_000)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

@@ -37,15 +37,23 @@ def key_from_headers(headers: Mapping[str, str]) -> str | None:
     placeholder such as ``sk-anything`` must not be mistaken for a wrong virtual key
     (Bifrost does the same with its ``sk-bf-`` prefix).
     """
-    value = headers.get("x-bf-vk")
-    if value is not None:
-        return value.strip()
-    value = headers.get("x-api-key")
-    if value and value.strip().startswith(PREFIX):
-        return value.strip()
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, token = auth.partition(" ")
+    # One pass over the headers: a Mapping lookup of an absent header raises and catches
+    # a KeyError inside Starlette's ``Headers.get``, three times per request otherwise.
+    bifrost = api_key = authorization = None
+    for name, value in headers.items():
+        name = name.lower()
+        if name == "authorization":
+            authorization = value if authorization is None else authorization
+        elif name == "x-api-key":
+            api_key = value if api_key is None else api_key
+        elif name == "x-bf-vk":
+            bifrost = value if bifrost is None else bifrost
+    if bifrost is not None:
+        return bifrost.strip()
+    if api_key and api_key.strip().startswith(PREFIX):
+        return api_key.strip()
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() == "bearer" and token.startswith(PREFIX):
             return token

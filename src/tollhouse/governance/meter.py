@@ -22,7 +22,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, NamedTuple
 
 from tollhouse.governance.store import Scope, WindowSpec
@@ -30,6 +30,24 @@ from tollhouse.governance.windows import Window
 
 Kind = Literal["budget", "tokens", "requests", "parallel"]
 CounterKey = tuple[Kind, str]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_ALWAYS = (-(2**62), 2**62)  # the bounds of a counter without a window
+
+
+def micros(moment: datetime) -> int:
+    """``moment`` in integer microseconds since the epoch, exactly.
+
+    The request path compares these instead of datetimes: two aware datetimes in
+    different tzinfo objects (window bounds carry the budget's ``ZoneInfo``) compare
+    ten times slower than two integers.
+    """
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
 
 
 @dataclass(slots=True)
@@ -42,18 +60,26 @@ class Counter:
     reserved: int = 0
     start: datetime | None = None
     end: datetime | None = None
+    # The window again, in epoch microseconds; [0, 0) until the first roll.
+    start_us: int = 0
+    end_us: int = 0
 
     def roll(self, now: datetime) -> None:
         """Move to the window containing ``now``; a new window starts with nothing spent."""
-        end = self.end
-        if end is not None and now < end and now >= self.start:  # type: ignore[operator]
-            return
         if self.window is None:
+            self.start_us, self.end_us = _ALWAYS
+            return
+        now_us = micros(now)
+        if self.start_us <= now_us < self.end_us:
             return
         current = self.window.at(now)
         if self.start is not None and current.start != self.start:
             self.committed = 0
-        self.start, self.end = current.start, current.end
+        self.set_window(current.start, current.end)
+
+    def set_window(self, start: datetime, end: datetime) -> None:
+        self.start, self.end = start, end
+        self.start_us, self.end_us = micros(start), micros(end)
 
     @property
     def remaining(self) -> int:
@@ -61,7 +87,6 @@ class Counter:
 
 
 class Claim(NamedTuple):
-    # A NamedTuple, not a frozen dataclass: several are built per request.
     key: CounterKey
     amount: int
 
@@ -69,9 +94,14 @@ class Claim(NamedTuple):
 @dataclass(slots=True)
 class Reservation:
     id: int
-    claims: tuple[Claim, ...]
+    keys: tuple[CounterKey, ...]
+    amounts: tuple[int, ...]
     expires: float
     open: bool = True
+
+    @property
+    def claims(self) -> tuple[Claim, ...]:
+        return tuple(map(Claim, self.keys, self.amounts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,22 +132,31 @@ class MemoryMeter:
         if old is not None:
             counter.reserved = old.reserved
         if window is not None:
-            counter.start, counter.end = window.start, window.end
+            counter.set_window(window.start, window.end)
+        elif counter.window is None:
+            counter.start_us, counter.end_us = _ALWAYS
         self.counters[key] = counter
 
     def reserve(self, claims: Iterable[Claim], now: datetime) -> Reservation | Refusal:
         """Reserve every claim or none; claims are checked in the order given."""
-        claims = tuple(claims)
-        counters = [self.counters[claim.key] for claim in claims]
-        for counter, (_, amount) in zip(counters, claims, strict=True):
-            end = counter.end
-            if end is None or not counter.start <= now < end:  # type: ignore[operator]
-                counter.roll(now)
+        pairs = tuple(claims)
+        keys = tuple(c[0] for c in pairs)
+        return self.reserve_all(keys, tuple(c[1] for c in pairs), micros(now))
+
+    def reserve_all(
+        self, keys: tuple[CounterKey, ...], amounts: tuple[int, ...], now_us: int
+    ) -> Reservation | Refusal:
+        """``reserve`` with the claims as two parallel tuples and the time in epoch
+        microseconds (the request path's form)."""
+        counters = [self.counters[key] for key in keys]
+        for counter, amount in zip(counters, amounts, strict=True):
+            if not counter.start_us <= now_us < counter.end_us:
+                counter.roll(from_micros(now_us))
             if counter.committed + counter.reserved + amount > counter.limit:
                 return Refusal(counter, amount)
-        for counter, (_, amount) in zip(counters, claims, strict=True):
+        for counter, amount in zip(counters, amounts, strict=True):
             counter.reserved += amount
-        reservation = Reservation(next(self._ids), claims, self.clock() + self.ttl_s)
+        reservation = Reservation(next(self._ids), keys, amounts, self.clock() + self.ttl_s)
         self.open[reservation.id] = reservation
         return reservation
 
@@ -125,12 +164,12 @@ class MemoryMeter:
         """Replace the reservation by what was consumed (``actual`` per kind)."""
         counters = self.counters
         still_open = reservation.open
-        for key, amount in reservation.claims:
+        now_us = micros(now)
+        for key, amount in zip(reservation.keys, reservation.amounts, strict=True):
             counter = counters.get(key)
             if counter is None:
                 continue
-            end = counter.end
-            if end is None or not counter.start <= now < end:  # type: ignore[operator]
+            if not counter.start_us <= now_us < counter.end_us:
                 counter.roll(now)
             if still_open:
                 counter.reserved -= amount
@@ -147,10 +186,10 @@ class MemoryMeter:
     def release(self, reservation: Reservation) -> None:
         """Give the reservation back untouched (nothing was consumed)."""
         if reservation.open:
-            for claim in reservation.claims:
-                counter = self.counters.get(claim.key)
+            for key, amount in zip(reservation.keys, reservation.amounts, strict=True):
+                counter = self.counters.get(key)
                 if counter is not None:
-                    counter.reserved -= claim.amount
+                    counter.reserved -= amount
         self._close(reservation)
 
     def sweep(self, now: datetime) -> int:
@@ -169,7 +208,7 @@ class MemoryMeter:
         if counter is not None:
             counter.committed = 0
             if window is not None:
-                counter.start, counter.end = window.start, window.end
+                counter.set_window(window.start, window.end)
 
     def _close(self, reservation: Reservation) -> None:
         reservation.open = False

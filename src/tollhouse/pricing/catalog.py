@@ -7,7 +7,8 @@ pages they were taken from, and operators override them in configuration.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from importlib import resources
@@ -29,6 +30,16 @@ class ModelPrice:
     max_output_tokens: int | None = None
     context_window: int | None = None
     cache_write_input: Decimal | None = None
+    # Worst-case input and output price per token in pico-dollars (1e-12 USD): exact
+    # integers for prices with up to six decimals per 1M tokens (rounded up beyond).
+    # Admission multiplies these by token bounds on every request, so they are computed
+    # once here rather than from Decimals each time.
+    worst_pico_rates: tuple[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        worst_input = max(self.input, self.cache_write_input or self.input)
+        rates = (math.ceil(worst_input * 1_000_000), math.ceil(self.output * 1_000_000))
+        object.__setattr__(self, "worst_pico_rates", rates)
 
     def cost(
         self,
