@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from tests.redis_server import RedisServer
 from tests.support import LiveServer, upstream_env
 
 from tollhouse.app import create_app
@@ -84,3 +85,21 @@ async def gateway(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 def live_gateway(settings: Settings) -> Iterator[LiveServer]:
     with LiveServer(settings) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One ``redis-server`` per test session (per xdist worker)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url

@@ -128,7 +128,7 @@ def create_app(settings: Settings) -> Starlette:
             await upstream.start()
         state.engine, state.recorder = engine, recorder
         state.redis = _redis_client(settings)
-        governance = Governance(settings, engine, recorder)
+        governance = Governance(settings, engine, recorder, redis=state.redis)
         await governance.start()
         state.governance = governance
         state.gateway = Gateway(
@@ -178,4 +178,11 @@ def _redis_client(settings: Settings) -> Any:
         raise ConfigError(
             "redis_url is set but the redis client is not installed: pip install 'tollhouse[redis]'"
         ) from None
-    return redis.from_url(settings.redis_url)
+    # Retries are the meter's (``governance/shared.py``), which knows its calls are
+    # idempotent.
+    return redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+    )

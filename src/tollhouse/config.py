@@ -137,6 +137,9 @@ class Settings(_Frozen):
         description="SQLAlchemy async URL: SQLite (embedded) or postgresql+asyncpg://.",
     )
     redis_url: str | None = Field(default=None, description="Redis URL for shared counters.")
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, description="Redis connect and command timeout, seconds."
+    )
     admin_key: SecretStr | None = Field(
         default=None,
         description="Bearer token for /api/*. Unset: admin API answers loopback clients only.",

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -51,8 +51,12 @@ from tollhouse.governance.meter import (
     CounterKey,
     Kind,
     MemoryMeter,
+    MeterUnreachable,
+    Missing,
     Refusal,
+    SharedReservation,
     from_micros,
+    micros,
 )
 from tollhouse.governance.service import restart_windows
 from tollhouse.governance.store import KeyInfo, Scope, Snapshot, current_version, load_snapshot
@@ -60,7 +64,13 @@ from tollhouse.ledger.models import usage_records
 from tollhouse.ledger.schemas import UsageRecord
 from tollhouse.money import format_usd, from_nanos, to_nanos
 
+if TYPE_CHECKING:
+    from tollhouse.governance.shared import RedisMeter
+
 log = logging.getLogger("tollhouse.governance")
+
+# Records this recent may still be on their way to the ledger when a counter is built.
+REBUILD_MARGIN_US = 5_000_000
 
 _OWNER_COLUMN = {
     "key": usage_records.c.key_id,
@@ -98,11 +108,20 @@ class _Plan:
 
 
 class Governance:
-    def __init__(self, settings: Settings, engine: AsyncEngine, recorder: Any) -> None:
+    def __init__(
+        self, settings: Settings, engine: AsyncEngine, recorder: Any, redis: Any = None
+    ) -> None:
         self._settings = settings
         self._engine = engine
         self._recorder = recorder
-        self.meter = MemoryMeter(ttl_s=settings.request_timeout_s + 60)
+        ttl_s = settings.request_timeout_s + 60
+        # Embedded: the meter. Scaled out: the mirror of what Redis last reported.
+        self.meter = MemoryMeter(ttl_s=ttl_s)
+        self.shared: RedisMeter | None = None
+        if redis is not None:
+            from tollhouse.governance.shared import RedisMeter  # the optional redis extra
+
+            self.shared = RedisMeter(redis, ttl_s=ttl_s)
         self.snapshot = Snapshot.empty()
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -113,6 +132,11 @@ class Governance:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.shared is not None:
+            try:
+                await self.shared.start()
+            except Exception as exc:
+                log.error("Redis meter not ready", extra={"error": repr(exc)})
         try:
             await self.reload()
         except Exception as exc:
@@ -133,6 +157,8 @@ class Governance:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self.shared is not None:
+            await self.shared.stop(timeout_s=self._settings.shutdown_timeout_s)
 
     async def reload(self) -> None:
         """Read the whole snapshot again (after an admin write, or a version change)."""
@@ -152,6 +178,20 @@ class Governance:
             wanted = [k for k in _scope_counters(scope) if not self.meter.has(k)]
             if wanted:
                 await self._ensure((scope,), wanted)
+        if self.shared is not None:
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Scaled out: read every counter from Redis (rebuilding those it lacks), so that
+        admin views show what all replicas spent."""
+        if self.shared is None:
+            return
+        for scope in list(self.snapshot.scopes.values()):
+            pairs = [(k, self.meter.counters[k]) for k in _scope_counters(scope)]
+            missing = await self.shared.read([p for p in pairs if p[0] in self.meter.counters])
+            if missing:
+                await self._rebuild(missing)
+                await self.shared.read(pairs)
 
     # -- the request path -----------------------------------------------------------
 
@@ -216,6 +256,8 @@ class Governance:
         ``x-ratelimit-*`` headers. Raises 429/402 without reserving anything."""
         estimate = self.estimate(body, targets)
         plan = self._plan_of(key)
+        if self.shared is not None:
+            return await self._admit_shared(ctx, key, plan, estimate)
         meter = self.meter
         if not plan.key_set <= meter.counters.keys():
             missing = [k for k in plan.keys if not meter.has(k)]
@@ -233,6 +275,101 @@ class Governance:
         ctx.customer_id = plan.customer_id
         return self._headers_for(plan, now_us)
 
+    async def _admit_shared(
+        self, ctx: RequestContext, key: KeyInfo, plan: _Plan, estimate: Estimate
+    ) -> dict[str, str]:
+        """``admit`` on the shared meter: one Redis call checks and reserves everything."""
+        shared, counters = self.shared, self.meter.counters
+        assert shared is not None
+        if not plan.key_set <= counters.keys():
+            # Mirror counters: the limit and the window; values come from Redis.
+            for counter_key in plan.keys:
+                if counter_key not in counters:
+                    counter = _new_counter(key.chain, counter_key, key)
+                    self.meter.load(counter_key, counter, None)
+        now_us = time.time_ns() // 1000
+        pairs = []
+        for counter_key in plan.keys:
+            counter = counters[counter_key]
+            if not counter.start_us <= now_us < counter.end_us:
+                counter.roll(from_micros(now_us))
+            pairs.append((counter_key, counter))
+        amounts = plan.pick((1, estimate.tokens, 1, estimate.cost_nanos))
+        for _ in range(3):
+            try:
+                outcome = await shared.reserve(ctx.request_id, pairs, amounts, now_us)
+            except MeterUnreachable as exc:
+                raise StoreUnavailable(
+                    f"Budgets and limits cannot be checked: Redis is unreachable ({exc})."
+                ) from None
+            if not isinstance(outcome, Missing):
+                break
+            await self._rebuild(list(outcome.keys))
+        else:
+            raise StoreUnavailable("Counters could not be rebuilt in Redis; retry shortly.")
+        if isinstance(outcome, tuple):
+            _, counter, amount = outcome
+            error = self._refusal(Refusal(counter, amount), estimate, from_micros(now_us))
+            error.headers.update(self._headers_for(plan, now_us))
+            raise error
+        ctx.reservation = outcome
+        ctx.key_id = key.scope.id
+        ctx.team_id = plan.team_id
+        ctx.customer_id = plan.customer_id
+        return self._headers_for(plan, now_us)
+
+    async def _rebuild(self, keys: list[CounterKey]) -> None:
+        """Build counters Redis lacks from the ledger (first use, or Redis lost its data).
+
+        The sum covers every record of the window in the ledger; records created in the
+        last ``REBUILD_MARGIN_US`` are named, so that their settles, which may still be on
+        their way, are not counted twice. Older records are all in the ledger by then
+        (they are written within one flush interval) and their settles are ignored.
+        """
+        shared = self.shared
+        assert shared is not None
+        await self._recorder.flush()
+        now = datetime.now(UTC)
+        cut_us = micros(now) - REBUILD_MARGIN_US
+        async with self._engine.connect() as conn:
+            for counter_key in keys:
+                counter = self.meter.counters.get(counter_key)
+                if counter is None:
+                    continue
+                if counter.window is None:
+                    await shared.load(counter_key, 0, cut_us, (0, 0), [])
+                    continue
+                window = counter.window.at(now)
+                start_us = micros(window.start)
+                committed, counted = await self._ledger_since(conn, counter, window.start, cut_us)
+                span = (start_us, micros(window.end))
+                await shared.load(counter_key, committed, cut_us, span, counted)
+
+    async def _ledger_since(
+        self, conn: Any, counter: Counter, start: datetime, cut_us: int
+    ) -> tuple[int, list[str]]:
+        """What the ledger holds for ``counter`` since ``start``, and the ids of records
+        created at or after ``cut_us``."""
+        t = usage_records.c
+        owner = _OWNER_COLUMN[counter.scope.kind]
+        cut = max(from_micros(cut_us), start)
+        before = await self._committed(conn, counter, start, until=cut)
+        rows = await conn.execute(
+            select(t.id, t.cost, t.prompt_tokens, t.completion_tokens).where(
+                owner == counter.scope.id, t.created_at >= cut
+            )
+        )
+        total, ids = before, []
+        for row in rows:
+            ids.append(row.id)
+            if counter.kind == "budget":
+                total += to_nanos(row.cost)
+            elif counter.kind == "tokens":
+                total += row.prompt_tokens + row.completion_tokens
+            else:
+                total += 1
+        return total, ids
+
     def settle(self, ctx: RequestContext, record: UsageRecord) -> None:
         reservation = ctx.reservation
         if reservation is None:
@@ -243,6 +380,9 @@ class Governance:
             "tokens": record.prompt_tokens + record.completion_tokens,
             "requests": 1,
         }
+        if isinstance(reservation, SharedReservation):
+            self._settle_shared(reservation, actual, micros(record.created_at))
+            return
         self.meter.settle(reservation, actual, record.created_at)
         # A counter created after this request reserved (a budget added mid-flight) was
         # built from a ledger without this record: it must count the record too.
@@ -261,9 +401,30 @@ class Governance:
                         self.meter.commit(counter_key, amount, record.created_at)
 
     def release(self, ctx: RequestContext) -> None:
-        if ctx.reservation is not None:
-            self.meter.release(ctx.reservation)
-            ctx.reservation = None
+        reservation = ctx.reservation
+        if reservation is None:
+            return
+        ctx.reservation = None
+        if isinstance(reservation, SharedReservation):
+            self._settle_shared(reservation, {}, time.time_ns() // 1000)
+        else:
+            self.meter.release(reservation)
+
+    def _settle_shared(
+        self, reservation: SharedReservation, actual: dict[Kind, int], created_us: int
+    ) -> None:
+        assert self.shared is not None
+        windows = []
+        for counter_key in reservation.keys:
+            counter = self.meter.counters.get(counter_key)
+            if counter is None or counter.window is None:
+                windows.append((0, 0))
+            elif counter.start_us <= created_us < counter.end_us:
+                windows.append((counter.start_us, counter.end_us))
+            else:
+                window = counter.window.at(from_micros(created_us))
+                windows.append((micros(window.start), micros(window.end)))
+        self.shared.settle(reservation, actual, tuple(windows), created_us)
 
     def estimate(self, body: dict[str, Any], targets: tuple[Target, ...]) -> Estimate:
         """Worst-case cost and tokens over every target the request may reach."""
@@ -332,7 +493,9 @@ class Governance:
                 if not self.meter.has(counter_key):
                     self.meter.load(counter_key, counter, window)
 
-    async def _committed(self, conn: Any, counter: Counter, since: datetime) -> int:
+    async def _committed(
+        self, conn: Any, counter: Counter, since: datetime, until: datetime | None = None
+    ) -> int:
         t = usage_records.c
         measure: Any = {
             "budget": func.coalesce(func.sum(t.cost), 0),
@@ -341,6 +504,8 @@ class Governance:
         }[counter.kind]
         owner = _OWNER_COLUMN[counter.scope.kind]
         query = select(measure).where(owner == counter.scope.id, t.created_at >= since)
+        if until is not None:
+            query = query.where(t.created_at < until)
         value = (await conn.execute(query)).scalar_one()
         if counter.kind == "budget":
             return to_nanos(Decimal(value))
@@ -411,6 +576,13 @@ class Governance:
         for ident in rate_limit_ids:
             self._reset(("tokens", ident), now)
             self._reset(("requests", ident), now)
+        if self.shared is not None:
+            keys: list[CounterKey] = [("budget", i) for i in budget_ids]
+            keys += [(kind, i) for i in rate_limit_ids for kind in ("tokens", "requests")]
+            for counter_key in keys:
+                counter = self.meter.counters.get(counter_key)
+                if counter is not None and counter.window is not None:
+                    await self.shared.reset([counter_key], (counter.start_us, counter.end_us))
 
     def counters(self) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
@@ -484,6 +656,11 @@ class Governance:
             await self.reload()
 
     async def _sweep(self) -> None:
+        if self.shared is not None:
+            expired = await self.shared.sweep(time.time_ns() // 1_000_000)
+            if expired:
+                log.warning("reservations expired without settling", extra={"count": expired})
+            return
         expired = self.meter.sweep(datetime.now(UTC))
         if expired:
             log.warning("reservations expired without settling", extra={"count": expired})

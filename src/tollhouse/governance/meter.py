@@ -81,6 +81,10 @@ class Counter:
         self.start, self.end = start, end
         self.start_us, self.end_us = micros(start), micros(end)
 
+    def set_window_us(self, start_us: int, end_us: int) -> None:
+        self.start, self.end = from_micros(start_us), from_micros(end_us)
+        self.start_us, self.end_us = start_us, end_us
+
     @property
     def remaining(self) -> int:
         return max(self.limit - self.committed - self.reserved, 0)
@@ -110,6 +114,28 @@ class Refusal:
 
     counter: Counter
     amount: int
+
+
+@dataclass(slots=True)
+class SharedReservation:
+    """A reservation held in Redis, named by the request id."""
+
+    id: str
+    keys: tuple[CounterKey, ...]
+    amounts: tuple[int, ...]
+    generations: tuple[str, ...]  # of each counter when reserved
+    reserved: bool = True  # False: admitted by the fallback meter while Redis was away
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """Counters Redis does not have (first use, or Redis lost its data)."""
+
+    keys: tuple[CounterKey, ...]
+
+
+class MeterUnreachable(Exception):
+    """The shared meter (Redis) did not answer."""
 
 
 @dataclass(slots=True)

@@ -67,8 +67,12 @@ def _governance(request: Request) -> Any:
     return getattr(request.app.state, "governance", None)
 
 
-def _meter(request: Request) -> UsageMeter | None:
-    meter: UsageMeter | None = _governance(request)
+async def _meter(request: Request) -> UsageMeter | None:
+    """Usage as every replica sees it (scaled out, read from Redis first)."""
+    governance = _governance(request)
+    if governance is not None:
+        await governance.refresh()
+    meter: UsageMeter | None = governance
     return meter
 
 
@@ -104,7 +108,7 @@ def crud_routes(entity: _Entity) -> list[Route]:
         filters = {name: request.query_params.get(name) or None for name in entity.filters}
         async with _engine(request).connect() as conn:
             views = await entity.list(conn, **filters)
-        meter = _meter(request)
+        meter = await _meter(request)
         return _json({plural: [entity.to_json(v, meter) for v in views], "count": len(views)})
 
     async def create(request: Request) -> Response:
@@ -113,12 +117,14 @@ def crud_routes(entity: _Entity) -> list[Route]:
             view = await entity.create(conn, body)
         await _changed(request)
         message = f"{entity.label} created successfully"
-        return _json({"message": message, entity.name: entity.to_json(view, _meter(request))}, 201)
+        return _json(
+            {"message": message, entity.name: entity.to_json(view, await _meter(request))}, 201
+        )
 
     async def get(request: Request) -> Response:
         async with _engine(request).connect() as conn:
             view = await entity.get(conn, request.path_params["id"])
-        return _json({entity.name: entity.to_json(view, _meter(request))})
+        return _json({entity.name: entity.to_json(view, await _meter(request))})
 
     async def put(request: Request) -> Response:
         body = parse_body(entity.update_model, await request.body())
@@ -126,7 +132,7 @@ def crud_routes(entity: _Entity) -> list[Route]:
             view = await entity.update(conn, request.path_params["id"], body)
         await _changed(request)
         message = f"{entity.label} updated successfully"
-        return _json({"message": message, entity.name: entity.to_json(view, _meter(request))})
+        return _json({"message": message, entity.name: entity.to_json(view, await _meter(request))})
 
     async def remove(request: Request) -> Response:
         async with _engine(request).begin() as conn:
@@ -189,7 +195,7 @@ VIRTUAL_KEYS = _Entity(
 async def usage_stats(request: Request) -> Response:
     """Budget spend and rate-limit counters per key (one key with ``?virtual_key_id=``)."""
     key_id = request.query_params.get("virtual_key_id") or None
-    meter = _meter(request)
+    meter = await _meter(request)
     async with _engine(request).connect() as conn:
         if key_id is not None:
             view = await service.get_key(conn, key_id)
@@ -233,6 +239,7 @@ async def debug_stats(request: Request) -> Response:
 
 
 async def debug_counters(request: Request) -> Response:
+    await _meter(request)
     governance = _governance(request)
     counters = list(governance.counters()) if governance is not None else []
     return _json({"counters": counters, "count": len(counters), "timestamp": _timestamp()})

@@ -1,0 +1,161 @@
+"""The shared meter (Redis) with two replicas in one process: the guarantees of DESIGN §4
+hold across them, and counters survive Redis losing its data.
+
+Two complete apps share one database and one real ``redis-server``; every burst is
+spread over both. Settles reach Redis from a background task, so each check first waits
+for both replicas' queues to drain (``quiet``), then reads counters through the admin
+API, which reads Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from tests.governance.fixtures import (
+    assert_counters_match_ledger,
+    chat,
+    create_customer,
+    create_key,
+    create_team,
+    records,
+    running,
+    scenario,
+    usd,
+    worst_case_nanos,
+)
+
+Replica = tuple[Starlette, httpx.AsyncClient]
+
+
+@pytest.fixture
+def settings(make_settings, redis_url):
+    return make_settings(allow_anonymous=False, redis_url=redis_url)
+
+
+@contextlib.asynccontextmanager
+async def replicas(settings: Any, n: int = 2) -> AsyncIterator[list[Replica]]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(running(settings)) for _ in range(n)]
+
+
+async def quiet(group: list[Replica]) -> None:
+    """Every settle sent to Redis and every record in the ledger, on every replica."""
+    for _ in range(500):
+        if all(app.state.governance.shared.pending == 0 for app, _ in group):
+            break
+        await asyncio.sleep(0.01)
+    for app, _ in group:
+        await app.state.recorder.flush()
+        assert app.state.governance.shared.pending == 0
+
+
+async def spread(group: list[Replica], value: str, n: int, **body: Any) -> list[httpx.Response]:
+    calls = (chat(group[i % len(group)][1], value, **body) for i in range(n))
+    return list(await asyncio.gather(*calls))
+
+
+def statuses(responses: list[httpx.Response]) -> Counter[int]:
+    return Counter(r.status_code for r in responses)
+
+
+async def test_two_replicas_never_overspend(settings, upstream):
+    async with replicas(settings) as group:
+        app, client = group[0]
+        customer = await create_customer(client, budget={"max_limit": 1000, "reset_duration": "1d"})
+        team = await create_team(client, customer_id=customer["id"])
+        max_limit = usd(5 * worst_case_nanos())
+        budget = {"max_limit": max_limit, "reset_duration": "1d"}
+        key, value = await create_key(client, team_id=team["id"], budget=budget)
+        await group[1][0].state.governance.reload()
+        scenario(upstream, latency_ms=40, count=200)
+
+        responses = await spread(group, value, 200)
+
+        seen = statuses(responses)
+        assert set(seen) <= {200, 402}, seen
+        assert seen[200] >= 5
+        await quiet(group)
+        for _, other in group:
+            rows = await assert_counters_match_ledger(other, app, "virtual-keys", key["id"])
+            spent = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
+            assert spent <= max_limit
+            assert len(rows) == seen[200]
+        await assert_counters_match_ledger(client, app, "customers", customer["id"])
+
+
+@pytest.mark.parametrize("scope", ["key", "team", "customer"])
+async def test_request_limit_is_exact_across_replicas(settings, upstream, scope):
+    rate = {"request_max_limit": 10, "request_reset_duration": "1h"}
+    async with replicas(settings) as group:
+        app, client = group[0]
+        customer = await create_customer(
+            client, **({"rate_limit": rate} if scope == "customer" else {})
+        )
+        team = await create_team(
+            client, customer_id=customer["id"], **({"rate_limit": rate} if scope == "team" else {})
+        )
+        key, value = await create_key(
+            client, team_id=team["id"], **({"rate_limit": rate} if scope == "key" else {})
+        )
+        await group[1][0].state.governance.reload()
+        scenario(upstream, latency_ms=30, count=50)
+
+        responses = await spread(group, value, 50)
+
+        assert statuses(responses) == {200: 10, 429: 40}
+        await quiet(group)
+        assert len(await records(client, app)) == 10
+
+
+async def test_counters_are_rebuilt_when_redis_loses_its_data(settings, upstream, redis_server):
+    async with replicas(settings) as group:
+        app, client = group[0]
+        budget = {"max_limit": 1000, "reset_duration": "1d"}
+        rate = {"request_max_limit": 10_000, "request_reset_duration": "1d"}
+        rate |= {"token_max_limit": 10**9, "token_reset_duration": "1d"}
+        key, value = await create_key(client, budget=budget, rate_limit=rate)
+        await group[1][0].state.governance.reload()
+        assert statuses(await spread(group, value, 30)) == {200: 30}
+        await quiet(group)
+
+        # In flight while Redis forgets everything: their settles land on rebuilt counters.
+        scenario(upstream, latency_ms=150, count=20)
+        in_flight = asyncio.ensure_future(spread(group, value, 20))
+        await asyncio.sleep(0.05)
+        redis_server.flush()
+        after = await spread(group, value, 20)
+        assert statuses(await in_flight) == {200: 20}
+        assert statuses(after) == {200: 20}
+
+        await quiet(group)
+        for _, other in group:
+            rows = await assert_counters_match_ledger(other, app, "virtual-keys", key["id"])
+            assert len(rows) == 70
+
+
+async def test_redis_restarted_empty_is_rebuilt_from_the_ledger(settings, upstream, redis_server):
+    async with replicas(settings, n=1) as group:
+        app, client = group[0]
+        key, value = await create_key(
+            client, rate_limit={"request_max_limit": 12, "request_reset_duration": "1h"}
+        )
+        assert statuses(await spread(group, value, 8)) == {200: 8}
+        await quiet(group)
+        redis_server.stop()
+        refused = await chat(client, value)
+        assert refused.status_code == 503, refused.text
+        assert "Redis" in refused.json()["error"]["message"]
+        redis_server.start()
+        # The ledger says 8 of 12 were used this hour: 4 more pass, then the limit holds.
+        again = await spread(group, value, 10)
+        assert statuses(again) == {200: 4, 429: 6}, [r.text for r in again]
+        await quiet(group)
+        await assert_counters_match_ledger(client, app, "virtual-keys", key["id"])
