@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from tests.postgres_server import pg_url, postgres_server
 from tests.redis_server import RedisServer
 from tests.support import LiveServer, upstream_env
 
@@ -26,6 +27,7 @@ from tollhouse.config import Settings, load_settings
 from tollhouse.devupstream import BackgroundServer, DevUpstreamOptions
 
 SettingsFactory = Callable[..., Settings]
+__all__ = ["pg_url", "postgres_server"]  # fixtures every test directory may use
 
 
 @pytest.fixture(scope="session")

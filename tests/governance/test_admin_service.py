@@ -12,9 +12,6 @@ import orjson
 import pytest
 from sqlalchemy import delete, select, text
 
-# The Postgres server fixtures of tests/db, so these tests run on both databases.
-from tests.db.conftest import pg_url, postgres_server  # noqa: F401
-
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
 from tollhouse.errors import InvalidJSON, NotFound, ValidationFailed

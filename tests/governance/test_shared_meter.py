@@ -1,5 +1,5 @@
 """The shared meter (Redis) with two replicas in one process: the guarantees of DESIGN §4
-hold across them, and counters survive Redis losing its data.
+hold across them, and counters survive Redis losing its data. On SQLite and Postgres.
 
 Two complete apps share one database and one real ``redis-server``; every burst is
 spread over both. Settles reach Redis from a background task, so each check first waits
@@ -35,9 +35,14 @@ from tests.governance.fixtures import (
 Replica = tuple[Starlette, httpx.AsyncClient]
 
 
-@pytest.fixture
-def settings(make_settings, redis_url):
-    return make_settings(allow_anonymous=False, redis_url=redis_url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request, make_settings, redis_url):
+    """Redis with either database: the scaled-out mode is Postgres, but one replica on
+    SQLite with Redis is allowed too."""
+    database = {}
+    if request.param == "postgresql":
+        database["database_url"] = request.getfixturevalue("pg_url")
+    return make_settings(allow_anonymous=False, redis_url=redis_url, **database)
 
 
 @contextlib.asynccontextmanager

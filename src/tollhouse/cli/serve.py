@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from types import FrameType
 
 import click
@@ -11,6 +12,7 @@ from starlette.applications import Starlette
 from tollhouse.admin.auth import is_loopback
 from tollhouse.app import create_app
 from tollhouse.cli.options import config_option, settings_from
+from tollhouse.cli.workers import run_workers
 from tollhouse.config import Settings
 from tollhouse.ops.logging import configure_logging
 
@@ -26,11 +28,6 @@ def check_startup(settings: Settings) -> None:
         raise click.ClickException(
             f"--workers {settings.workers} needs shared state: set TOLLHOUSE_DATABASE_URL to "
             "postgresql+asyncpg://… and TOLLHOUSE_REDIS_URL to redis://…, or run one worker."
-        )
-    if settings.workers > 1:
-        raise click.ClickException(
-            "multiple workers in one process group are not supported yet: run one "
-            "`tollhouse serve` per replica behind a load balancer"
         )
 
 
@@ -62,6 +59,14 @@ def serve(config_file: str | None, host: str | None, port: int | None, workers: 
     settings = settings_from(config_file, host=host, port=port, workers=workers)
     check_startup(settings)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        run_workers(settings, serve_one)
+    else:
+        serve_one(settings)
+
+
+def serve_one(settings: Settings, sock: socket.socket | None = None) -> None:
+    """One gateway process; on ``sock`` when a supervisor bound it already."""
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -75,4 +80,4 @@ def serve(config_file: str | None, host: str | None, port: int | None, workers: 
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None,
         backlog=4096,
     )
-    GatewayServer(config, app).run()
+    GatewayServer(config, app).run(sockets=[sock] if sock is not None else None)
