@@ -8,8 +8,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-_PREFIX = "req_" + os.urandom(8).hex()
+_PREFIX = ""
 _SEQUENCE = itertools.count(1)
+
+
+def _reseed() -> None:
+    """A new prefix for this process; forked workers must not share their parent's, or
+    their request ids (the ledger's primary key and the Redis reservation names) collide."""
+    global _PREFIX, _SEQUENCE
+    _PREFIX = "req_" + os.urandom(8).hex()
+    _SEQUENCE = itertools.count(1)
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
 
 
 def new_request_id() -> str:
