@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from tests.postgres_server import pg_url, postgres_server
+from tests.postgres_server import pg_url, postgres_server, private_postgres
 from tests.redis_server import RedisServer
 from tests.support import LiveServer, upstream_env
 
@@ -27,7 +27,7 @@ from tollhouse.config import Settings, load_settings
 from tollhouse.devupstream import BackgroundServer, DevUpstreamOptions
 
 SettingsFactory = Callable[..., Settings]
-__all__ = ["pg_url", "postgres_server"]  # fixtures every test directory may use
+__all__ = ["pg_url", "postgres_server", "private_postgres"]  # fixtures every test directory may use
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +58,7 @@ def make_settings(tmp_path: Path, upstream: BackgroundServer) -> SettingsFactory
         # Gateway tests run without keys; governance tests turn this off explicitly.
         overrides.setdefault("allow_anonymous", True)
         overrides.setdefault("ledger_flush_interval_ms", 10)
+        overrides.setdefault("spool_dir", str(tmp_path / "spool"))
         return load_settings(env=env, **overrides)
 
     return factory

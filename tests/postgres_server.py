@@ -10,6 +10,7 @@ run as root. Without the binaries the tests are skipped with the reason, except 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
@@ -65,8 +66,44 @@ def _server_user() -> str | None:
     _unavailable("running as root and no unprivileged user (postgres, nobody) to run Postgres")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@dataclass
+class PostgresCluster:
+    """One initdb'd data directory and its server, which a test may stop and start."""
+
+    user: str | None
+    base: Path
+    port: int
+    # The shared test server trades durability for speed; an outage test needs commits
+    # that survive a crash of the server (the OS keeps its page cache: fsync stays off).
+    durable: bool = False
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def server(self) -> PostgresServer:
+        return PostgresServer("127.0.0.1", self.port, "postgres")
+
+    def start(self) -> None:
+        commit = "on" if self.durable else "off"
+        options = (
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit={commit} -c full_page_writes=off -c max_connections=100"
+        )
+        log = self.base / "postgres.log"
+        argv = ["pg_ctl", "-D", str(self.data), "-l", str(log), "-o", options, "-w", "start"]
+        started = _run_as(self.user, *argv)
+        if started.returncode != 0:
+            text = log.read_text() if log.exists() else ""
+            pytest.fail(f"pg_ctl start failed:\n{started.stdout}\n{started.stderr}\n{text}")
+
+    def stop(self, mode: str = "immediate") -> None:
+        _run_as(self.user, "pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@contextlib.contextmanager
+def postgres_cluster(*, durable: bool = False) -> Iterator[PostgresCluster]:
     missing = [b for b in ("initdb", "pg_ctl", "postgres") if shutil.which(b) is None]
     if missing:
         _unavailable(f"PostgreSQL binaries not on PATH: {', '.join(missing)}")
@@ -78,29 +115,34 @@ def postgres_server() -> Iterator[PostgresServer]:
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(base, entry.pw_uid, entry.pw_gid)
-    data, log = base / "data", base / "postgres.log"
     init = _run_as(
-        user, "initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+        user, "initdb", "-D", str(base / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8",
         "--locale=C", "--no-sync",
     )  # fmt: skip
     if init.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         pytest.fail(f"initdb failed:\n{init.stdout}\n{init.stderr}")
-    port = _free_port()
-    options = (
-        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-    )
-    start = _run_as(user, "pg_ctl", "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
-    if start.returncode != 0:
-        text = log.read_text() if log.exists() else ""
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"pg_ctl start failed:\n{start.stdout}\n{start.stderr}\n{text}")
+    cluster = PostgresCluster(user, base, _free_port(), durable)
     try:
-        yield PostgresServer("127.0.0.1", port, "postgres")
+        cluster.start()
+        yield cluster
     finally:
-        _run_as(user, "pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with postgres_cluster() as cluster:
+        yield cluster.server
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A Postgres server of this test's own, to stop and start (outage tests)."""
+    with postgres_cluster(durable=True) as cluster:
+        _admin_sql(cluster.server, 'CREATE DATABASE "tollhouse"')
+        yield cluster
 
 
 def _admin_sql(server: PostgresServer, sql: str) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ from tollhouse.governance.admission import Governance
 from tollhouse.governance.routes import routes as governance_routes
 from tollhouse.ledger import UsageRecorder
 from tollhouse.ledger.routes import routes as ledger_routes
+from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
 from tollhouse.ops.routes import routes as ops_routes
 from tollhouse.pricing import load_catalog
@@ -119,6 +121,7 @@ def create_app(settings: Settings) -> Starlette:
             metrics,
             batch_size=settings.ledger_batch_size,
             flush_interval_ms=settings.ledger_flush_interval_ms,
+            spool=Spool(Path(settings.spool_dir)),
         )
         await recorder.start()
         upstreams = {

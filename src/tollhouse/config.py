@@ -185,6 +185,26 @@ class Settings(_Frozen):
     upstream_pool_size: int = Field(
         default=512, ge=1, description="Pooled upstream connections per provider."
     )
+    database_pool_size: int = Field(
+        default=10, ge=1, description="Postgres: connections kept open per process."
+    )
+    database_max_overflow: int = Field(
+        default=20, ge=0, description="Postgres: extra connections opened under load."
+    )
+    database_pool_timeout_s: float = Field(
+        default=5.0, gt=0, description="Postgres: wait for a free pooled connection, seconds."
+    )
+    database_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Postgres: connect timeout, seconds."
+    )
+    database_statement_timeout_ms: int = Field(
+        default=10_000, ge=0, description="Postgres: statement_timeout (0: none)."
+    )
+    spool_dir: str = Field(
+        default="tollhouse-spool",
+        description="Directory (relative to the working directory) where usage records "
+        "wait on disk while the database is unavailable.",
+    )
     ledger_batch_size: int = Field(
         default=500, ge=1, description="Usage records written per database round trip."
     )

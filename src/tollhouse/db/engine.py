@@ -31,7 +31,21 @@ def create_engine(settings: Settings) -> AsyncEngine:
         if "+asyncpg" not in url:
             url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
             url = url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return create_async_engine(
+            url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout_s,
+            pool_pre_ping=True,
+            connect_args={
+                "timeout": settings.database_connect_timeout_s,
+                # Server-side bound on every statement: a stuck query fails (and the
+                # ledger spools) instead of holding a pooled connection forever.
+                "server_settings": {
+                    "statement_timeout": str(settings.database_statement_timeout_ms)
+                },
+            },
+        )
     raise ConfigError(
         f"unsupported database_url {redact_url(url)!r}: use sqlite+aiosqlite:///PATH "
         "or postgresql+asyncpg://USER@HOST/DB"

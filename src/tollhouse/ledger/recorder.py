@@ -2,9 +2,11 @@
 
 ``add`` is synchronous and O(1): the request path appends to a buffer and moves on. One
 background task writes the buffer in batches (``ledger_batch_size`` rows per round trip,
-at most ``ledger_flush_interval_ms`` after a record arrives). A failed write keeps its
-rows and retries with backoff, so a database hiccup delays records and never drops them;
-``stop`` writes everything still buffered, which is what makes SIGTERM lossless.
+at most ``ledger_flush_interval_ms`` after a record arrives). A batch the database does
+not take goes to the spool on local disk (``spool.py``) and is replayed, in order and
+exactly once, when the database is back; without a spool (tests of the bare recorder) it
+stays buffered and is retried. ``stop`` writes or spools everything still buffered,
+which is what makes SIGTERM lossless.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.ledger.models import usage_records
 from tollhouse.ledger.schemas import UsageRecord
+from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
 
 log = logging.getLogger("tollhouse.ledger")
@@ -38,8 +41,10 @@ class UsageRecorder:
         *,
         batch_size: int = 500,
         flush_interval_ms: int = 100,
+        spool: Spool | None = None,
     ) -> None:
         self._engine = engine
+        self.spool = spool
         self._metrics = metrics
         self._batch_size = batch_size
         self._interval = flush_interval_ms / 1000
@@ -50,6 +55,8 @@ class UsageRecorder:
         self._lock = asyncio.Lock()
         self._deadline: float | None = None
         self.written = 0
+        self.spooled = 0
+        self.database_ok = True
 
     @property
     def pending(self) -> int:
@@ -79,10 +86,19 @@ class UsageRecorder:
             await self._task
             self._task = None
 
+    @property
+    def degraded(self) -> bool:
+        """Records wait on disk for the database."""
+        return self.spool is not None and self.spool.pending
+
     async def flush(self) -> None:
-        """Write everything buffered now (tests and shutdown use this)."""
+        """Write everything buffered now, and replay the spool if the database takes it
+        (tests and shutdown use this)."""
         while self._buffer:
             await self._write_batch()
+        if self.degraded:
+            with contextlib.suppress(Exception):
+                await self._replay()
 
     async def _run(self) -> None:
         delay = 0.0
@@ -94,23 +110,31 @@ class UsageRecorder:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval)
                 self._wake.clear()
-            if not self._buffer:
-                if self._stopping:
-                    return
-                continue
             try:
-                await self._write_batch()
+                while self._buffer:
+                    await self._write_batch()
+                if self.degraded:
+                    await self._replay()
                 delay = 0.0
             except Exception as exc:
-                # The rows stay buffered; the next pass retries them.
+                # Unspooled rows stay buffered and spooled ones on disk; retried next pass.
                 delay = min(_RETRY_MAX_S, delay * 2 or 0.05)
+                self.database_ok = False
                 self._metrics.ledger_write_failures.inc()
                 log.error(
                     "usage write failed; retrying",
                     extra={"pending": len(self._buffer), "error": repr(exc)},
                 )
-                if self._stopping and self._deadline is not None and loop.time() > self._deadline:
-                    self._give_up()
+            if self._stopping:
+                # Spooled records are on disk already: the next start replays them, so a
+                # stop does not wait for the database to come back.
+                done = not self._buffer
+                late = self._deadline is not None and loop.time() > self._deadline
+                if done or late:
+                    if self._buffer:
+                        self._give_up()
+                    if self.spool is not None:
+                        self.spool.close()  # what is left is adopted by the next start
                     return
 
     def _give_up(self) -> None:
@@ -123,24 +147,67 @@ class UsageRecorder:
         async with self._lock:
             count = min(self._batch_size, len(self._buffer))
             rows = [self._buffer[i].row() for i in range(count)]
-            try:
-                await self._insert(rows)
-            except (DataError, IntegrityError):
-                # One bad row must not hold the ledger hostage: write the batch row by
-                # row, and set aside (log in full, count) the rows the database refuses.
-                for row in rows:
-                    try:
-                        await self._insert([row])
-                    except (DataError, IntegrityError) as exc:
-                        self._metrics.ledger_records_rejected.inc()
-                        log.error(
-                            "usage record refused by the database",
-                            extra={"record": row, "error": repr(exc)},
-                        )
+            spool = self.spool
+            if spool is not None and spool.pending:
+                # Behind what already waits: the ledger receives records in order.
+                spool.own.append(rows)
+                self._spooled(count)
+            else:
+                try:
+                    await self._insert_checked(rows)
+                    self.written += count
+                    self.database_ok = True
+                    self._metrics.ledger_records_written.inc(count)
+                except Exception as exc:
+                    if spool is None:
+                        raise
+                    self.database_ok = False
+                    spool.own.append(rows)
+                    self._spooled(count)
+                    log.warning(
+                        "database unavailable: usage records spooled to disk",
+                        extra={"count": count, "error": repr(exc)},
+                    )
             for _ in range(count):
                 self._buffer.popleft()
-            self.written += count
-            self._metrics.ledger_records_written.inc(count)
+
+    def _spooled(self, count: int) -> None:
+        self.spooled += count
+        self._metrics.ledger_records_spooled.inc(count)
+
+    async def _replay(self) -> None:
+        """Insert spooled records, oldest first; raises when the database still refuses."""
+        assert self.spool is not None
+        async with self._lock:
+            for spool_file in list(self.spool.files()):
+                while spool_file.pending:
+                    rows, offset = spool_file.read(self._batch_size)
+                    if not rows:
+                        log.error("torn spool line dropped", extra={"file": str(spool_file.path)})
+                        spool_file.consumed(spool_file.path.stat().st_size)
+                        break
+                    await self._insert_checked(rows)
+                    spool_file.consumed(offset)
+                    self.written += len(rows)
+                    self._metrics.ledger_records_written.inc(len(rows))
+                self.spool.finished(spool_file)
+            self.database_ok = True
+
+    async def _insert_checked(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            await self._insert(rows)
+        except (DataError, IntegrityError):
+            # One bad row must not hold the ledger hostage: write the batch row by
+            # row, and set aside (log in full, count) the rows the database refuses.
+            for row in rows:
+                try:
+                    await self._insert([row])
+                except (DataError, IntegrityError) as exc:
+                    self._metrics.ledger_records_rejected.inc()
+                    log.error(
+                        "usage record refused by the database",
+                        extra={"record": row, "error": repr(exc)},
+                    )
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

@@ -80,6 +80,11 @@ class Metrics:
             "Usage records the database refused (logged in full at ERROR).",
             registry=r,
         )
+        self.ledger_records_spooled = Counter(
+            "tollhouse_usage_records_spooled",
+            "Usage records spooled to local disk while the database was unavailable.",
+            registry=r,
+        )
         self.ledger_write_failures = Counter(
             "tollhouse_usage_write_failures",
             "Failed ledger batch writes (records are kept and retried).",

@@ -34,7 +34,18 @@ async def readyz(request: Request) -> Response:
         return _json({"status": "draining"}, 503)
     if not getattr(state, "ready", False):
         return _json({"status": "starting"}, 503)
-    return _json({"status": "ready", "usage_records_pending": state.recorder.pending})
+    recorder = state.recorder
+    if recorder.degraded:
+        # Still serving (records wait on disk), so still ready: a load balancer must not
+        # take every replica out because the database is away.
+        return _json(
+            {
+                "status": "degraded",
+                "reason": "database unavailable: usage records are spooled to disk",
+                "usage_records_pending": recorder.pending,
+            }
+        )
+    return _json({"status": "ready", "usage_records_pending": recorder.pending})
 
 
 async def health(request: Request) -> Response:
