@@ -126,3 +126,63 @@ def services(root: Path | None = None) -> Iterator[Services]:
     finally:
         if root is None:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def run_cluster(replicas: int, worker_args: list[str]) -> int:
+    """``scripts/cluster``: the stack and ``replicas`` gateways, until interrupted."""
+    import signal
+    import sys
+
+    root = Path(tempfile.mkdtemp(prefix="tollhouse-cluster-"))
+    root.chmod(0o755)  # Postgres may run as another user below it
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with services(root / "stack") as stack:
+            print(f"database  {stack.database_url}\nredis     {stack.redis_url}", flush=True)
+            env = {**os.environ, "TOLLHOUSE_DATABASE_URL": stack.database_url}
+            env["TOLLHOUSE_REDIS_URL"] = stack.redis_url
+            for number in range(replicas):
+                port = free_port()
+                workdir = root / f"replica-{number}"
+                workdir.mkdir()
+                argv = [sys.executable, "-m", "tollhouse", "serve", "--port", str(port)]
+                env["TOLLHOUSE_SPOOL_DIR"] = str(workdir / "spool")
+                procs.append(subprocess.Popen([*argv, *worker_args], env=env, cwd=workdir))
+                print(f"replica {number} http://127.0.0.1:{port}", flush=True)
+                # One at a time: the first applies the migrations the others find done.
+                _wait_ready(port, procs[-1])
+            print("ready; Ctrl-C stops everything", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevStackError(f"replica on port {port} exited with {proc.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2),
+        ):
+            return
+        time.sleep(0.1)
+    raise DevStackError(f"replica on port {port} not ready within 60 s")
+
+
+if __name__ == "__main__":
+    import sys
+
+    count = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
+    rest = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1].isdigit() else sys.argv[1:]
+    sys.exit(run_cluster(count, rest))
