@@ -131,7 +131,7 @@ def create_app(settings: Settings) -> Starlette:
             await upstream.start()
         state.engine, state.recorder = engine, recorder
         state.redis = _redis_client(settings)
-        governance = Governance(settings, engine, recorder, redis=state.redis)
+        governance = Governance(settings, engine, recorder, redis=state.redis, metrics=metrics)
         await governance.start()
         state.governance = governance
         state.gateway = Gateway(

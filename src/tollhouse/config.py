@@ -137,6 +137,11 @@ class Settings(_Frozen):
         description="SQLAlchemy async URL: SQLite (embedded) or postgresql+asyncpg://.",
     )
     redis_url: str | None = Field(default=None, description="Redis URL for shared counters.")
+    on_meter_failure: Literal["open", "closed"] = Field(
+        default="closed",
+        description="When Redis is unreachable, for keys and teams that do not say: "
+        "closed refuses with 503, open admits on the replica's local meter.",
+    )
     redis_timeout_s: float = Field(
         default=2.0, gt=0, description="Redis connect and command timeout, seconds."
     )

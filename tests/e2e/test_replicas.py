@@ -28,6 +28,7 @@ from .helpers import HELLO, wait_for
 pytestmark = pytest.mark.e2e
 
 MAX_TOKENS = 8
+failures: list[str] = []  # bodies of 5xx answers in the last spread(), for assertions
 
 
 def shared_env(tollhouse: Tollhouse, upstream: str, pg_url: str, redis_url: str) -> dict[str, str]:
@@ -83,6 +84,7 @@ def known_everywhere(urls: list[str], value: str) -> None:
 async def spread(urls: list[str], value: str, n: int) -> list[int]:
     body = {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": MAX_TOKENS}
     headers = {"authorization": f"Bearer {value}"}
+    failures.clear()
     connector = aiohttp.TCPConnector(limit=150)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=60)
@@ -91,7 +93,9 @@ async def spread(urls: list[str], value: str, n: int) -> list[int]:
         async def one(i: int) -> int:
             url = urls[i % len(urls)] + "/v1/chat/completions"
             async with session.post(url, json=body, headers=headers) as response:
-                await response.read()
+                text = await response.text()
+                if response.status >= 500:
+                    failures.append(text[:300])
                 return response.status
 
         return list(await asyncio.gather(*(one(i) for i in range(n))))
@@ -158,7 +162,7 @@ def test_workers_flag_serves_and_stops_cleanly(tollhouse, pg_url, redis_url):
     known_everywhere([url], value)
 
     statuses = Counter(asyncio.run(spread([url], value, 200)))
-    assert statuses == {200: 200}
+    assert statuses == {200: 200}, failures
     counters_match_ledger([url], key["virtual_key"]["id"])
     process: Process = tollhouse.started[-1]
     pids = _children(process.proc.pid)

@@ -164,3 +164,89 @@ async def test_redis_restarted_empty_is_rebuilt_from_the_ledger(settings, upstre
         assert statuses(again) == {200: 4, 429: 6}, [r.text for r in again]
         await quiet(group)
         await assert_counters_match_ledger(client, app, "virtual-keys", key["id"])
+
+
+# --- Redis unreachable: keys fail closed (503) or open (local meter, merged back) --------
+
+
+async def fallback_admissions(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("tollhouse_meter_fallback_admissions_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def two_keys(client: httpx.AsyncClient) -> tuple[dict, str, dict, str]:
+    rate = {"request_max_limit": 1000, "request_reset_duration": "1h"}
+    budget = {"max_limit": 10, "reset_duration": "1d"}
+    opened, open_value = await create_key(
+        client, name="open", on_meter_failure="open", budget=budget, rate_limit=rate
+    )
+    closed, closed_value = await create_key(client, name="closed", budget=budget, rate_limit=rate)
+    assert opened["on_meter_failure"] == "open"
+    assert closed["on_meter_failure"] is None  # the operator default: closed
+    return opened, open_value, closed, closed_value
+
+
+async def test_redis_down_fails_closed_or_open_and_merges_back(settings, upstream, redis_server):
+    async with replicas(settings, n=1) as group:
+        app, client = group[0]
+        opened, open_value, closed, closed_value = await two_keys(client)
+        assert statuses(await spread(group, open_value, 5)) == {200: 5}
+        await quiet(group)
+        redis_server.stop()
+
+        closed_refused = await chat(client, closed_value)
+        assert closed_refused.status_code == 503
+        assert "fails closed" in closed_refused.json()["error"]["message"]
+        assert statuses(await spread(group, open_value, 6)) == {200: 6}
+        assert await fallback_admissions(client) == 6
+
+        redis_server.start()  # empty: the counters are rebuilt and the fallback merged
+        assert statuses(await spread(group, open_value, 4)) == {200: 4}
+        await quiet(group)
+        rows = await assert_counters_match_ledger(client, app, "virtual-keys", opened["id"])
+        assert len(rows) == 15
+
+
+async def test_a_paused_redis_gets_the_fallback_usage_exactly_once(
+    make_settings, redis_url, redis_server, upstream
+):
+    settings = make_settings(allow_anonymous=False, redis_url=redis_url, redis_timeout_s=0.3)
+    async with replicas(settings, n=1) as group:
+        app, client = group[0]
+        opened, open_value, _, _ = await two_keys(client)
+        assert statuses(await spread(group, open_value, 3)) == {200: 3}
+        await quiet(group)
+        with redis_server.client() as admin_client:
+            admin_client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        # Redis keeps its data but answers nothing for 1.5 s: these time out and fail open.
+        assert statuses(await spread(group, open_value, 4)) == {200: 4}
+        assert await fallback_admissions(client) == 4
+        await asyncio.sleep(1.6)
+        await quiet(group)
+        rows = await assert_counters_match_ledger(client, app, "virtual-keys", opened["id"])
+        assert len(rows) == 7
+
+
+async def test_on_meter_failure_is_validated_merged_and_inherited(settings, upstream):
+    async with replicas(settings, n=1) as group:
+        app, client = group[0]
+        bad = await client.post(
+            "/api/governance/virtual-keys", json={"name": "k", "on_meter_failure": "maybe"}
+        )
+        assert bad.status_code == 400, bad.text
+        team = await create_team(client, on_meter_failure="open")
+        assert team["on_meter_failure"] == "open"
+        key, _ = await create_key(client, team_id=team["id"])
+        assert key["on_meter_failure"] is None
+        info = app.state.governance.snapshot.keys_by_id[key["id"]]
+        assert info.on_meter_failure == "open"  # inherited from the team
+        response = await client.put(
+            f"/api/governance/virtual-keys/{key['id']}", json={"on_meter_failure": "closed"}
+        )
+        assert response.json()["virtual_key"]["on_meter_failure"] == "closed"
+        assert app.state.governance.snapshot.keys_by_id[key["id"]].on_meter_failure == "closed"
+        response = await client.put(f"/api/governance/teams/{team['id']}", json={})
+        assert response.json()["team"]["on_meter_failure"] == "open"  # {} changes nothing

@@ -95,6 +95,15 @@ _RATE_HEADERS = {
 }
 
 
+@dataclass(slots=True)
+class Fallback:
+    """A request admitted on this replica's local meter while Redis was unreachable: its
+    local reservation, and the settle that merges its usage into Redis once it is back."""
+
+    local: Any  # meter.Reservation
+    shared: SharedReservation
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What every request of one key claims, worked out once per key and snapshot."""
@@ -109,11 +118,17 @@ class _Plan:
 
 class Governance:
     def __init__(
-        self, settings: Settings, engine: AsyncEngine, recorder: Any, redis: Any = None
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        recorder: Any,
+        redis: Any = None,
+        metrics: Any = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._recorder = recorder
+        self._metrics = metrics
         ttl_s = settings.request_timeout_s + 60
         # Embedded: the meter. Scaled out: the mirror of what Redis last reported.
         self.meter = MemoryMeter(ttl_s=ttl_s)
@@ -299,8 +314,11 @@ class Governance:
             try:
                 outcome = await shared.reserve(ctx.request_id, pairs, amounts, now_us)
             except MeterUnreachable as exc:
+                if (key.on_meter_failure or self._settings.on_meter_failure) == "open":
+                    return self._admit_fallback(ctx, key, plan, estimate, amounts, now_us, exc)
                 raise StoreUnavailable(
-                    f"Budgets and limits cannot be checked: Redis is unreachable ({exc})."
+                    f"Budgets and limits cannot be checked: Redis is unreachable ({exc}); "
+                    f"virtual {key.scope.label} fails closed (on_meter_failure)."
                 ) from None
             if not isinstance(outcome, Missing):
                 break
@@ -313,6 +331,38 @@ class Governance:
             error.headers.update(self._headers_for(plan, now_us))
             raise error
         ctx.reservation = outcome
+        ctx.key_id = key.scope.id
+        ctx.team_id = plan.team_id
+        ctx.customer_id = plan.customer_id
+        return self._headers_for(plan, now_us)
+
+    def _admit_fallback(
+        self,
+        ctx: RequestContext,
+        key: KeyInfo,
+        plan: _Plan,
+        estimate: Estimate,
+        amounts: tuple[int, ...],
+        now_us: int,
+        error: Exception,
+    ) -> dict[str, str]:
+        """Redis is away and the key fails open: admit against this replica's local meter
+        (the last values Redis reported plus what this replica admitted since). Its usage
+        is merged into Redis, exactly once, when Redis answers again."""
+        outcome = self.meter.reserve_all(plan.keys, amounts, now_us)
+        if isinstance(outcome, Refusal):
+            refusal = self._refusal(outcome, estimate, from_micros(now_us))
+            refusal.headers.update(self._headers_for(plan, now_us))
+            raise refusal
+        if self._metrics is not None:
+            self._metrics.meter_fallback_admissions.inc()
+        log.warning(
+            "admitted on the local meter: Redis unreachable",
+            extra={"request_id": ctx.request_id, "key_id": key.scope.id, "error": str(error)},
+        )
+        unknown = ("",) * len(plan.keys)
+        shared = SharedReservation(ctx.request_id, plan.keys, amounts, unknown, reserved=False)
+        ctx.reservation = Fallback(outcome, shared)
         ctx.key_id = key.scope.id
         ctx.team_id = plan.team_id
         ctx.customer_id = plan.customer_id
@@ -383,6 +433,10 @@ class Governance:
         if isinstance(reservation, SharedReservation):
             self._settle_shared(reservation, actual, micros(record.created_at))
             return
+        if isinstance(reservation, Fallback):
+            self.meter.settle(reservation.local, actual, record.created_at)
+            self._settle_shared(reservation.shared, actual, micros(record.created_at))
+            return
         self.meter.settle(reservation, actual, record.created_at)
         # A counter created after this request reserved (a budget added mid-flight) was
         # built from a ledger without this record: it must count the record too.
@@ -407,6 +461,8 @@ class Governance:
         ctx.reservation = None
         if isinstance(reservation, SharedReservation):
             self._settle_shared(reservation, {}, time.time_ns() // 1000)
+        elif isinstance(reservation, Fallback):
+            self.meter.release(reservation.local)  # nothing consumed: nothing to merge
         else:
             self.meter.release(reservation)
 

@@ -149,7 +149,9 @@ local function settle(keys, args)
   for i = 1, n do
     local base = 5 + (i - 1) * 4
     local actual, start, finish = args[base + 1], args[base + 2], args[base + 3]
-    if actual ~= "0" and (fresh or redis.call("HGET", keys[i], "g") ~= args[base + 4]) then
+    local generation = args[base + 4]
+    local rebuilt = generation ~= "" and redis.call("HGET", keys[i], "g") ~= generation
+    if actual ~= "0" and (fresh or rebuilt) then
       local key = keys[i]
       local cut = redis.call("HGET", key, "cut")
       if not cut then

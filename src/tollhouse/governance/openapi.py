@@ -84,9 +84,23 @@ CUSTOMER_REF = obj(
     {"id": STR, "name": STR, **_LIMIT_IDS, "teams": NULL, "virtual_keys": NULL, **_STAMPS},
     optional=("budget_id", "rate_limit_id"),
 )
+_METER_FAILURE = {
+    "type": "string",
+    "enum": ["open", "closed"],
+    "description": "when Redis is unreachable: admit on the replica's local meter (open) "
+    "or refuse with 503 (closed); absent or null: the operator's default",
+}
 TEAM_REF = obj(
-    {"id": STR, "name": STR, "customer_id": STR, **_LIMIT_IDS, "virtual_keys": NULL, **_STAMPS},
-    optional=("customer_id", "budget_id", "rate_limit_id"),
+    {
+        "id": STR,
+        "name": STR,
+        "customer_id": STR,
+        **_LIMIT_IDS,
+        "on_meter_failure": _METER_FAILURE,
+        "virtual_keys": NULL,
+        **_STAMPS,
+    },
+    optional=("customer_id", "budget_id", "rate_limit_id", "on_meter_failure"),
 )
 CUSTOMER = obj(
     {
@@ -106,12 +120,21 @@ TEAM = obj(
         "name": STR,
         "customer_id": STR,
         **_LIMIT_IDS,
+        "on_meter_failure": _METER_FAILURE,
         "virtual_keys": NULL,
         "customer": ref("CustomerRef"),
         **_LIMITS,
         **_STAMPS,
     },
-    optional=("customer_id", "budget_id", "rate_limit_id", "customer", "budget", "rate_limit"),
+    optional=(
+        "customer_id",
+        "budget_id",
+        "rate_limit_id",
+        "on_meter_failure",
+        "customer",
+        "budget",
+        "rate_limit",
+    ),
 )
 _NAMES = nullable({"type": "array", "items": STR})
 VIRTUAL_KEY = obj(
@@ -129,6 +152,7 @@ VIRTUAL_KEY = obj(
         "allowed_models": {**_NAMES, "description": "null: every model"},
         "allowed_providers": {**_NAMES, "description": "null: every provider"},
         "max_parallel_requests": nullable(INT),
+        "on_meter_failure": nullable(_METER_FAILURE),
         "team_id": STR,
         "customer_id": STR,
         **_LIMIT_IDS,

@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
 import orjson
 from pydantic import (
@@ -187,6 +187,9 @@ Threshold = Annotated[
 ]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Parallel = Annotated[int, Field(ge=1, le=2**31 - 1)]
+# When the shared meter (Redis) cannot be reached: refuse (closed) or admit on this
+# replica's local meter and merge back later (open). docs/deployment.md.
+MeterFailure = Literal["open", "closed"]
 DurationText = Annotated[
     str,
     AfterValidator(_duration),
@@ -306,10 +309,12 @@ class CustomerUpdate(_Body):
 
 class TeamCreate(CustomerCreate):
     customer_id: str | None = None
+    on_meter_failure: MeterFailure | None = None
 
 
 class TeamUpdate(CustomerUpdate):
     customer_id: str | None = None
+    on_meter_failure: MeterFailure | None = None
 
 
 class VirtualKeyCreate(_Body):
@@ -320,6 +325,7 @@ class VirtualKeyCreate(_Body):
     allowed_models: Names | None = None
     allowed_providers: Names | None = None
     max_parallel_requests: Parallel | None = None
+    on_meter_failure: MeterFailure | None = None
     team_id: str | None = None
     customer_id: str | None = None
     budget: BudgetCreate | None = None
@@ -334,6 +340,7 @@ class VirtualKeyUpdate(_Body):
     allowed_models: Names | None = None
     allowed_providers: Names | None = None
     max_parallel_requests: Parallel | None = None
+    on_meter_failure: MeterFailure | None = None
     team_id: str | None = None
     customer_id: str | None = None
     budget: BudgetUpdate | None = None
@@ -636,6 +643,7 @@ def plain_team_json(team: TeamRow) -> dict[str, Any]:
     _put(body, "customer_id", team.customer_id)
     _put(body, "budget_id", team.budget_id)
     _put(body, "rate_limit_id", team.rate_limit_id)
+    _put(body, "on_meter_failure", team.on_meter_failure)
     body["virtual_keys"] = None
     body["created_at"] = rfc3339(team.created_at)
     body["updated_at"] = rfc3339(team.updated_at)
@@ -669,6 +677,7 @@ def key_json(view: KeyView, meter: UsageMeter | None) -> dict[str, Any]:
     body["allowed_models"] = _list_or_null(key.allowed_models)
     body["allowed_providers"] = _list_or_null(key.allowed_providers)
     body["max_parallel_requests"] = key.max_parallel_requests
+    body["on_meter_failure"] = key.on_meter_failure
     _put(body, "team_id", key.team_id)
     _put(body, "customer_id", key.customer_id)
     _put(body, "budget_id", key.budget_id)

@@ -113,6 +113,7 @@ class TeamRow:
     customer_id: str | None
     budget_id: str | None
     rate_limit_id: str | None
+    on_meter_failure: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -134,6 +135,7 @@ class KeyRow:
     allowed_models: tuple[str, ...] | None
     allowed_providers: tuple[str, ...] | None
     max_parallel_requests: int | None
+    on_meter_failure: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -545,6 +547,7 @@ async def create_team(conn: AsyncConnection, body: TeamCreate) -> TeamView:
             customer_id=body.customer_id,
             budget_id=await _merge_budget(conn, None, body.budget, now),
             rate_limit_id=await _merge_rate_limit(conn, None, body.rate_limit, now),
+            on_meter_failure=body.on_meter_failure,
             created_at=now,
             updated_at=now,
         )
@@ -560,6 +563,8 @@ async def update_team(conn: AsyncConnection, team_id: str, body: TeamUpdate) -> 
     values: dict[str, Any] = {"updated_at": now}
     if "name" in given:
         values["name"] = body.name
+    if "on_meter_failure" in given:
+        values["on_meter_failure"] = body.on_meter_failure
     if "customer_id" in given:
         if body.customer_id is not None:
             await _require(conn, customers, body.customer_id, "customer_id")
@@ -610,6 +615,7 @@ async def create_key(conn: AsyncConnection, body: VirtualKeyCreate) -> KeyView:
             allowed_models=body.allowed_models,
             allowed_providers=body.allowed_providers,
             max_parallel_requests=body.max_parallel_requests,
+            on_meter_failure=body.on_meter_failure,
             created_at=now,
             updated_at=now,
         )
@@ -625,6 +631,7 @@ _KEY_FIELDS = (
     "allowed_models",
     "allowed_providers",
     "max_parallel_requests",
+    "on_meter_failure",
 )
 
 

@@ -92,6 +92,7 @@ class KeyInfo:
     allowed_providers: frozenset[str] | None
     max_parallel: int | None
     chain: tuple[Scope, ...]  # the key, then its team, then the customer above them
+    on_meter_failure: str | None = None  # the key's, else its team's; None: the default
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,11 @@ async def load_snapshot(conn: AsyncConnection) -> Snapshot:
     for row in customer_rows.values():
         scopes[("customer", row.id)] = scope("customer", row)
     team_parent: dict[str, str | None] = {}
+    team_failure: dict[str, str | None] = {}
     for row in await conn.execute(select(teams)):
         scopes[("team", row.id)] = scope("team", row)
         team_parent[row.id] = row.customer_id
+        team_failure[row.id] = row.on_meter_failure
     by_hash: dict[str, KeyInfo] = {}
     by_id: dict[str, KeyInfo] = {}
     for row in await conn.execute(select(virtual_keys)):
@@ -156,6 +159,7 @@ async def load_snapshot(conn: AsyncConnection) -> Snapshot:
             ),
             max_parallel=row.max_parallel_requests,
             chain=tuple(chain),
+            on_meter_failure=row.on_meter_failure or team_failure.get(row.team_id or ""),
         )
         by_hash[row.key_hash] = info
         by_id[row.id] = info

@@ -85,6 +85,12 @@ class Metrics:
             "Usage records spooled to local disk while the database was unavailable.",
             registry=r,
         )
+        self.meter_fallback_admissions = Counter(
+            "tollhouse_meter_fallback_admissions",
+            "Requests admitted on a replica's local meter while Redis was unreachable "
+            "(keys and teams with on_meter_failure: open).",
+            registry=r,
+        )
         self.ledger_write_failures = Counter(
             "tollhouse_usage_write_failures",
             "Failed ledger batch writes (records are kept and retried).",
