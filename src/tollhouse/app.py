@@ -182,10 +182,14 @@ def _redis_client(settings: Settings) -> Any:
             "redis_url is set but the redis client is not installed: pip install 'tollhouse[redis]'"
         ) from None
     # Retries are the meter's (``governance/shared.py``), which knows its calls are
-    # idempotent.
-    return redis.from_url(
+    # idempotent. A blocking pool: past its size, a request waits (up to the timeout) for
+    # a connection instead of failing with "Too many connections".
+    pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         health_check_interval=30,
     )
+    return redis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it

@@ -142,6 +142,9 @@ class Settings(_Frozen):
         description="When Redis is unreachable, for keys and teams that do not say: "
         "closed refuses with 503, open admits on the replica's local meter.",
     )
+    redis_max_connections: int = Field(
+        default=64, ge=1, description="Redis connections per process (requests beyond wait)."
+    )
     redis_timeout_s: float = Field(
         default=2.0, gt=0, description="Redis connect and command timeout, seconds."
     )
