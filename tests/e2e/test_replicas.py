@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -181,3 +182,93 @@ def _children(pid: int) -> list[int]:
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/status") as handle:
         return next(line for line in handle if line.startswith("State:")).lower()
+
+
+async def _spread_while(urls: list[str], value: str, n: int, action, after: int) -> list[int]:
+    """``spread``, running ``action`` (in a thread) once ``after`` requests finished."""
+    body = {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": MAX_TOKENS}
+    headers = {"authorization": f"Bearer {value}"}
+    finished = 0
+    fired: list[asyncio.Task[None]] = []
+    connector = aiohttp.TCPConnector(limit=50)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
+
+        async def one(i: int) -> int:
+            nonlocal finished
+            url = urls[i % len(urls)] + "/v1/chat/completions"
+            try:
+                async with session.post(url, json=body, headers=headers) as response:
+                    await response.read()
+                    status = response.status
+            except aiohttp.ClientError:
+                status = 0  # the replica was gone: no answer, so nothing to record
+            finished += 1
+            if finished == after:
+                fired.append(asyncio.create_task(asyncio.to_thread(action)))
+            return status
+
+        statuses = list(await asyncio.gather(*(one(i) for i in range(n))))
+        for task in fired:
+            await task
+    return statuses
+
+
+def test_sigterm_a_replica_mid_load_loses_no_record(tollhouse, pg_url, redis_url):
+    upstream = tollhouse.dev_upstream("--latency-ms", "20")
+    env = shared_env(tollhouse, upstream, pg_url, redis_url)
+    urls = [start_replica(tollhouse, env, f"replica-{i}") for i in range(3)]
+    key = admin(
+        urls[0], "virtual-keys", {"name": "k", "budget": {"max_limit": 10, "reset_duration": "1d"}}
+    )
+    value, key_id = key["virtual_key"]["value"], key["virtual_key"]["id"]
+    known_everywhere(urls, value)
+    victim = tollhouse.started[1]  # replica-0 (started[0] is the dev upstream)
+
+    statuses = asyncio.run(
+        _spread_while(urls, value, 300, lambda: victim.proc.send_signal(signal.SIGTERM), 100)
+    )
+
+    assert victim.proc.wait(timeout=30) == 0, victim.output()
+    ok = statuses.count(200)
+    assert ok >= 200, Counter(statuses)
+    assert set(statuses) <= {200, 0}, Counter(statuses)
+    survivors = urls[1:]
+    wait_for(lambda: len(ledger(survivors[0], key_id)) == ok, timeout=10, what="every 200 recorded")
+    counters_match_ledger(survivors, key_id)
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_redis_killed_mid_load_and_restarted_empty(
+    tollhouse, pg_url, redis_url, redis_server, mode
+):
+    upstream = tollhouse.dev_upstream("--latency-ms", "20")
+    env = shared_env(tollhouse, upstream, pg_url, redis_url)
+    urls = [start_replica(tollhouse, env, f"replica-{i}") for i in range(2)]
+    body = {
+        "name": "k",
+        "on_meter_failure": mode,
+        "budget": {"max_limit": 10, "reset_duration": "1d"},
+    }
+    body["rate_limit"] = {"request_max_limit": 10_000, "request_reset_duration": "1h"}
+    key = admin(urls[0], "virtual-keys", body)
+    value, key_id = key["virtual_key"]["value"], key["virtual_key"]["id"]
+    known_everywhere(urls, value)
+
+    def outage() -> None:
+        redis_server.stop()
+        time.sleep(0.5)
+        redis_server.start()
+
+    statuses = Counter(asyncio.run(_spread_while(urls, value, 300, outage, 60)))
+
+    if mode == "closed":
+        assert set(statuses) <= {200, 503} and statuses[503] > 0, statuses
+    else:
+        assert statuses == {200: 300}, statuses
+    wait_for(
+        lambda: len(ledger(urls[0], key_id)) == statuses[200], timeout=10, what="every 200 recorded"
+    )
+    # Rebuilt from the ledger, fallback usage merged once: counters = ledger on both.
+    counters_match_ledger(urls, key_id)
