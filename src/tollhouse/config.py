@@ -208,6 +208,12 @@ class Settings(_Frozen):
     database_statement_timeout_ms: int = Field(
         default=10_000, ge=0, description="Postgres: statement_timeout (0: none)."
     )
+    durability: Literal["batched", "strict"] = Field(
+        default="batched",
+        description="batched: records are written every ledger_flush_interval_ms "
+        "(SIGKILL loses at most that much); strict: a response ends only once its record "
+        "is in the ledger or spooled to disk.",
+    )
     spool_dir: str = Field(
         default="tollhouse-spool",
         description="Directory (relative to the working directory) where usage records "

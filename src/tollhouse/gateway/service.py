@@ -157,7 +157,9 @@ class Gateway:
             raise UpstreamError(outcome.error) from None
         finally:
             resp.release()
-        self._record(endpoint, body, target, ctx, outcome, streamed=False)
+        durable = self._record(endpoint, body, target, ctx, outcome, streamed=False)
+        if durable is not None:
+            await durable  # durability: strict answers only once the record is safe
         return Reply(resp.status, headers, body=payload)
 
     def models(self, headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -232,6 +234,7 @@ class Gateway:
     ) -> AsyncIterator[bytes]:
         outcome = _Outcome(upstream_id=_upstream_id(resp))
         decoder = sse.SSEDecoder()
+        recorded = False
         try:
             async for chunk in resp.content.iter_any():
                 for event in decoder.feed(chunk):
@@ -245,6 +248,12 @@ class Gateway:
             tail = relay.finish()
             if tail:
                 yield tail
+            if self._settings.durability == "strict":
+                # The response's end (not its last event) waits for the record.
+                recorded = True
+                durable = self._finish_stream(endpoint, body, target, ctx, outcome, relay)
+                if durable is not None:
+                    await durable
         except asyncio.CancelledError:
             outcome.status, outcome.http_status = "cancelled", 499
             outcome.error = "client disconnected"
@@ -261,11 +270,23 @@ class Gateway:
             # Closing (not releasing) drops the connection, which cancels the upstream
             # generation when the client has gone.
             resp.close()
-            outcome.usage = relay.usage
-            if outcome.usage is None or outcome.usage.completion_tokens == 0:
-                outcome.extra["content_bytes"] = relay.content_bytes
-            self._record(endpoint, body, target, ctx, outcome, streamed=True)
+            if not recorded:
+                self._finish_stream(endpoint, body, target, ctx, outcome, relay)
             self._metrics.in_flight.dec()
+
+    def _finish_stream(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        target: Target,
+        ctx: RequestContext,
+        outcome: _Outcome,
+        relay: StreamRelay,
+    ) -> asyncio.Future[None] | None:
+        outcome.usage = relay.usage
+        if outcome.usage is None or outcome.usage.completion_tokens == 0:
+            outcome.extra["content_bytes"] = relay.content_bytes
+        return self._record(endpoint, body, target, ctx, outcome, streamed=True)
 
     def _upstream_failed(self, provider: str, kind: str) -> None:
         self._metrics.upstream_errors.labels(provider, kind).inc()
@@ -282,7 +303,9 @@ class Gateway:
         outcome: _Outcome,
         *,
         streamed: bool,
-    ) -> None:
+    ) -> asyncio.Future[None] | None:
+        """Settle and record; with ``durability: strict``, the future of the record
+        being written (or spooled) for the caller to await."""
         usage = outcome.usage
         if usage is None or (usage.completion_tokens == 0 and "content_bytes" in outcome.extra):
             cap = output_token_bound(
@@ -327,8 +350,13 @@ class Gateway:
         )
         # Settle with the very record the ledger stores: counters and ledger agree.
         self._admission.settle(ctx, record)
-        self._recorder.add(record)
+        durable = None
+        if self._settings.durability == "strict":
+            durable = self._recorder.add_durable(record)
+        else:
+            self._recorder.add(record)
         self._observe(endpoint, target, outcome, usage, cost, latency)
+        return durable
 
     def _observe(
         self,

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollhouse.errors import StoreUnavailable
 from tollhouse.ledger.models import usage_records
 from tollhouse.ledger.schemas import UsageRecord
 from tollhouse.ledger.spool import Spool
@@ -57,6 +58,8 @@ class UsageRecorder:
         self.written = 0
         self.spooled = 0
         self.database_ok = True
+        # durability: strict — requests waiting for their record to be safe, by id.
+        self._waiters: dict[str, asyncio.Future[None]] = {}
 
     @property
     def pending(self) -> int:
@@ -67,6 +70,15 @@ class UsageRecorder:
         self._buffer.append(record)
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
+
+    def add_durable(self, record: UsageRecord) -> asyncio.Future[None]:
+        """Queue one record; the future resolves once it is in the ledger or spooled to
+        disk (``durability: strict``). Written at once, batched with its neighbours."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[record.id] = future
+        self._buffer.append(record)
+        self._wake.set()
+        return future
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tollhouse-usage-recorder")
@@ -106,7 +118,7 @@ class UsageRecorder:
         while True:
             if delay:
                 await asyncio.sleep(delay)
-            elif not self._stopping and len(self._buffer) < self._batch_size:
+            elif not self._stopping and len(self._buffer) < self._batch_size and not self._waiters:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval)
                 self._wake.clear()
@@ -140,6 +152,9 @@ class UsageRecorder:
     def _give_up(self) -> None:
         for record in self._buffer:
             log.error("usage record not written", extra={"record": record.row()})
+            waiter = self._waiters.pop(record.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(StoreUnavailable("usage record could not be written"))
         self._buffer.clear()
 
     async def _write_batch(self) -> None:
@@ -169,7 +184,11 @@ class UsageRecorder:
                         extra={"count": count, "error": repr(exc)},
                     )
             for _ in range(count):
-                self._buffer.popleft()
+                record = self._buffer.popleft()
+                if self._waiters:
+                    waiter = self._waiters.pop(record.id, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
 
     def _spooled(self, count: int) -> None:
         self.spooled += count

@@ -1,0 +1,81 @@
+"""SIGKILL under load: what is lost is bounded, and nothing at all with durability strict.
+
+A real ``tollhouse serve`` on SQLite takes 300 concurrent requests and is killed with
+SIGKILL (no shutdown of any kind) after a third have been answered. Every 200 a client
+received is then looked up in the ledger file. In ``strict`` mode each response ends only
+after its record is written, so none may be missing; in the default ``batched`` mode the
+missing ones are at most the records of one flush interval plus the requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import aiohttp
+import pytest
+
+from .conftest import Tollhouse
+from .helpers import HELLO, sqlite_query
+
+pytestmark = pytest.mark.e2e
+
+TOTAL = 300
+CONNECTIONS = 50
+
+
+async def _load_and_kill(url: str, pid: int) -> list[str]:
+    """The request ids of every 200 answered before and after the kill."""
+    answered: list[str] = []
+    body = {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 4}
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+    ) as session:
+
+        async def one(i: int) -> None:
+            try:
+                async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                    await response.read()  # a 200 counts only once its body arrived whole
+                    if response.status == 200:
+                        answered.append(response.headers["x-request-id"])
+            except (aiohttp.ClientError, TimeoutError):
+                return
+            if len(answered) == TOTAL // 3:
+                os.kill(pid, signal.SIGKILL)
+
+        await asyncio.gather(*(one(i) for i in range(TOTAL)))
+    return answered
+
+
+def _run(tollhouse: Tollhouse, durability: str) -> tuple[list[str], set[str]]:
+    upstream = tollhouse.dev_upstream("--latency-ms", "10")
+    env = tollhouse.env(upstream, TOLLHOUSE_DURABILITY=durability)
+    from tollhouse.cli.processes import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = tollhouse.start("gateway", ["serve", "--port", str(port)], env, url + "/readyz")
+    answered = asyncio.run(_load_and_kill(url, process.proc.pid))
+    assert process.proc.wait(timeout=10) == -signal.SIGKILL
+    recorded = {row[0] for row in sqlite_query(tollhouse.database, "SELECT id FROM usage_records")}
+    return answered, recorded
+
+
+def test_strict_durability_loses_nothing_to_sigkill(tollhouse: Tollhouse) -> None:
+    answered, recorded = _run(tollhouse, "strict")
+    assert len(answered) >= TOTAL // 3
+    missing = [rid for rid in answered if rid not in recorded]
+    assert missing == [], f"{len(missing)} answered requests have no record"
+
+
+def test_batched_durability_loses_at_most_a_flush_to_sigkill(tollhouse: Tollhouse) -> None:
+    answered, recorded = _run(tollhouse, "batched")
+    missing = [rid for rid in answered if rid not in recorded]
+    # The documented bound (docs/deployment.md): records made in the last flush interval
+    # (20 ms) and the batch being written when the process died. At this load (50
+    # connections, about 1,000 requests/s) that is a few dozen; twice the connections
+    # leaves room for a slow CI machine.
+    assert len(missing) <= 2 * CONNECTIONS, f"{len(missing)} of {len(answered)} answered lost"
+    print(f"batched: {len(missing)} of {len(answered)} answered requests lost to SIGKILL")
