@@ -69,6 +69,14 @@ def settings(make_settings: SettingsFactory) -> Settings:
     return make_settings()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_stores(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings overrides that run a test on SQLite, then again on Postgres."""
+    if request.param == "postgresql":
+        return {"database_url": str(request.getfixturevalue("pg_url"))}
+    return {}
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[Starlette]:
     application = create_app(settings)

@@ -40,8 +40,8 @@ from tests.governance.fixtures import (
 
 
 @pytest.fixture
-def settings(make_settings):
-    return make_settings(allow_anonymous=False)
+def settings(make_settings, both_stores):
+    return make_settings(allow_anonymous=False, **both_stores)
 
 
 def error_of(response, status: int, code: str) -> str:

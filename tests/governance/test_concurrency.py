@@ -1,5 +1,5 @@
 """The acceptance tests of DESIGN §4: hundreds of parallel requests, zero overspend,
-exact request limits, and the concurrency cap, on SQLite.
+exact request limits, and the concurrency cap, on SQLite and on Postgres.
 
 Requests run concurrently through the in-process app (``asyncio.gather``): the gateway
 awaits the real dev upstream over loopback, and a queued ``latency_ms`` scenario keeps
@@ -42,8 +42,8 @@ BIG_RATE = {"request_max_limit": 100_000, "request_reset_duration": "1d"}
 
 
 @pytest.fixture
-def settings(make_settings):
-    return make_settings(allow_anonymous=False)
+def settings(make_settings, both_stores):
+    return make_settings(allow_anonymous=False, **both_stores)
 
 
 async def burst(client: httpx.AsyncClient, value: str, n: int, **body) -> list[httpx.Response]:

@@ -35,14 +35,11 @@ from tests.governance.fixtures import (
 Replica = tuple[Starlette, httpx.AsyncClient]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request, make_settings, redis_url):
+@pytest.fixture
+def settings(make_settings, redis_url, both_stores):
     """Redis with either database: the scaled-out mode is Postgres, but one replica on
     SQLite with Redis is allowed too."""
-    database = {}
-    if request.param == "postgresql":
-        database["database_url"] = request.getfixturevalue("pg_url")
-    return make_settings(allow_anonymous=False, redis_url=redis_url, **database)
+    return make_settings(allow_anonymous=False, redis_url=redis_url, **both_stores)
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,5 @@
-"""Ledger fixtures: a migrated SQLite database in tmp_path and a record factory."""
+"""Ledger fixtures: a migrated database — SQLite in tmp_path, then a fresh Postgres
+database — and a record factory. Every test that uses ``engine`` runs on both."""
 
 from __future__ import annotations
 
@@ -39,8 +40,25 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return sqlite_url
+
+
 @pytest.fixture
-async def engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+async def engine(ledger_url: str) -> AsyncIterator[AsyncEngine]:
+    settings = load_settings(env={"TOLLHOUSE_CONFIG": "/dev/null"}, database_url=ledger_url)
+    engine = create_engine(settings)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def sqlite_ledger(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    """The migrated SQLite database alone, for what only SQLite does."""
     settings = load_settings(env={"TOLLHOUSE_CONFIG": "/dev/null"}, database_url=sqlite_url)
     engine = create_engine(settings)
     await upgrade(engine)

@@ -189,9 +189,10 @@ async def test_failed_writes_keep_records_and_retry(engine, make_record):
         await recorder.stop()
 
 
-async def test_sqlite_stores_cost_as_integer_nanos(engine, make_record):
+async def test_sqlite_stores_cost_as_integer_nanos(sqlite_ledger, make_record):
     from decimal import Decimal
 
+    engine = sqlite_ledger  # SQLite's storage class; Postgres's NUMERIC: tests/db/test_types.py
     recorder = recorder_for(engine)
     recorder.add(make_record(id="a", cost=Decimal("0.000000001")))
     recorder.add(make_record(id="b", cost=Decimal("9000000000.123456789")))
