@@ -272,3 +272,33 @@ def test_redis_killed_mid_load_and_restarted_empty(
     )
     # Rebuilt from the ledger, fallback usage merged once: counters = ledger on both.
     counters_match_ledger(urls, key_id)
+
+
+def test_postgres_stopped_mid_load_loses_no_record(tollhouse, private_postgres, redis_url):
+    upstream = tollhouse.dev_upstream("--latency-ms", "10")
+    database = private_postgres.server.url("tollhouse")
+    env = shared_env(tollhouse, upstream, database, redis_url)
+    env["TOLLHOUSE_DATABASE_CONNECT_TIMEOUT_S"] = "1"
+    urls = [start_replica(tollhouse, env, f"replica-{i}") for i in range(2)]
+    key = admin(
+        urls[0], "virtual-keys", {"name": "k", "budget": {"max_limit": 10, "reset_duration": "1d"}}
+    )
+    value, key_id = key["virtual_key"]["value"], key["virtual_key"]["id"]
+    known_everywhere(urls, value)
+
+    def outage() -> None:
+        private_postgres.stop()  # immediate: a crash
+        wait_for(lambda: _status(urls[0]) == "degraded", timeout=10, what="readyz degraded")
+        time.sleep(0.5)
+        private_postgres.start()
+
+    statuses = Counter(asyncio.run(_spread_while(urls, value, 300, outage, 50)))
+
+    assert statuses == {200: 300}, statuses
+    wait_for(lambda: all(_status(url) == "ready" for url in urls), timeout=20, what="ready")
+    wait_for(lambda: len(ledger(urls[0], key_id)) == 300, timeout=20, what="300 records")
+    counters_match_ledger(urls, key_id)
+
+
+def _status(url: str) -> str:
+    return str(httpx.get(f"{url}/readyz", timeout=5).json()["status"])
