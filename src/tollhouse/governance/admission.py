@@ -20,9 +20,8 @@ import asyncio
 import contextlib
 import logging
 import math
-import operator
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -58,6 +57,14 @@ from tollhouse.governance.meter import (
     from_micros,
     micros,
 )
+from tollhouse.governance.plans import (
+    RATE_HEADERS,
+    Plan,
+    collect_specs,
+    new_counter,
+    plan_for,
+    scope_counters,
+)
 from tollhouse.governance.service import restart_windows
 from tollhouse.governance.store import KeyInfo, Scope, Snapshot, current_version, load_snapshot
 from tollhouse.ledger.models import usage_records
@@ -87,14 +94,6 @@ class Estimate:
     tokens: int
 
 
-# A request's amounts by kind, in this order: (requests, tokens, parallel, budget).
-_KIND_INDEX: dict[Kind, int] = {"requests": 0, "tokens": 1, "parallel": 2, "budget": 3}
-_RATE_HEADERS = {
-    kind: tuple(f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset"))
-    for kind in ("requests", "tokens")
-}
-
-
 @dataclass(slots=True)
 class Fallback:
     """A request admitted on this replica's local meter while Redis was unreachable: its
@@ -102,18 +101,6 @@ class Fallback:
 
     local: Any  # meter.Reservation
     shared: SharedReservation
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What every request of one key claims, worked out once per key and snapshot."""
-
-    keys: tuple[CounterKey, ...]  # in the order DESIGN §4 checks them
-    key_set: frozenset[CounterKey]
-    pick: Callable[[tuple[int, int, int, int]], tuple[int, ...]]  # amounts by kind → per key
-    rates: tuple[tuple[str, tuple[CounterKey, ...]], ...]  # rate counters, for the headers
-    team_id: str | None
-    customer_id: str | None
 
 
 class Governance:
@@ -140,7 +127,7 @@ class Governance:
         self.snapshot = Snapshot.empty()
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
-        self._plans: dict[str, _Plan] = {}
+        self._plans: dict[str, Plan] = {}
         # Presented key → its entry, for keys seen since the last reload: spares a hash.
         self._by_value: dict[str, KeyInfo] = {}
 
@@ -190,7 +177,7 @@ class Governance:
         """Load every budget and rate-limit counter from the ledger, so that the admin
         API shows spend after a restart before the scope's next request."""
         for scope in list(self.snapshot.scopes.values()):
-            wanted = [k for k in _scope_counters(scope) if not self.meter.has(k)]
+            wanted = [k for k in scope_counters(scope) if not self.meter.has(k)]
             if wanted:
                 await self._ensure((scope,), wanted)
         if self.shared is not None:
@@ -202,7 +189,7 @@ class Governance:
         if self.shared is None:
             return
         for scope in list(self.snapshot.scopes.values()):
-            pairs = [(k, self.meter.counters[k]) for k in _scope_counters(scope)]
+            pairs = [(k, self.meter.counters[k]) for k in scope_counters(scope)]
             missing = await self.shared.read([p for p in pairs if p[0] in self.meter.counters])
             if missing:
                 await self._rebuild(missing)
@@ -291,7 +278,7 @@ class Governance:
         return self._headers_for(plan, now_us)
 
     async def _admit_shared(
-        self, ctx: RequestContext, key: KeyInfo, plan: _Plan, estimate: Estimate
+        self, ctx: RequestContext, key: KeyInfo, plan: Plan, estimate: Estimate
     ) -> dict[str, str]:
         """``admit`` on the shared meter: one Redis call checks and reserves everything."""
         shared, counters = self.shared, self.meter.counters
@@ -300,7 +287,7 @@ class Governance:
             # Mirror counters: the limit and the window; values come from Redis.
             for counter_key in plan.keys:
                 if counter_key not in counters:
-                    counter = _new_counter(key.chain, counter_key, key)
+                    counter = new_counter(key.chain, counter_key, key)
                     self.meter.load(counter_key, counter, None)
         now_us = time.time_ns() // 1000
         pairs = []
@@ -340,7 +327,7 @@ class Governance:
         self,
         ctx: RequestContext,
         key: KeyInfo,
-        plan: _Plan,
+        plan: Plan,
         estimate: Estimate,
         amounts: tuple[int, ...],
         now_us: int,
@@ -449,7 +436,7 @@ class Governance:
             key = self.snapshot.keys_by_id[key_id]
             claimed = set(reservation.keys)
             for scope in key.chain:
-                for counter_key in _scope_counters(scope):
+                for counter_key in scope_counters(scope):
                     if counter_key not in claimed:
                         amount = actual.get(counter_key[0], 0)
                         self.meter.commit(counter_key, amount, record.created_at)
@@ -500,7 +487,7 @@ class Governance:
                 cost = max(cost, -(-(prompt * input_rate + output * output_rate) // 1000))
         return Estimate(cost, tokens)
 
-    def _headers_for(self, plan: _Plan, now_us: int) -> dict[str, str]:
+    def _headers_for(self, plan: Plan, now_us: int) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers from the tightest scope with each limit."""
         headers: dict[str, str] = {}
         if not plan.rates:
@@ -514,7 +501,7 @@ class Governance:
                 remaining = counter.limit - counter.committed - counter.reserved
                 if remaining < left:
                     tightest, left = counter, remaining
-            limit_name, remaining_name, reset_name = _RATE_HEADERS[kind]
+            limit_name, remaining_name, reset_name = RATE_HEADERS[kind]
             headers[limit_name] = str(tightest.limit)
             headers[remaining_name] = str(left if left > 0 else 0)
             if tightest.end is not None:
@@ -523,10 +510,10 @@ class Governance:
 
     # -- building claims --------------------------------------------------------------
 
-    def _plan_of(self, key: KeyInfo) -> _Plan:
+    def _plan_of(self, key: KeyInfo) -> Plan:
         plan = self._plans.get(key.scope.id)
         if plan is None:
-            plan = self._plans[key.scope.id] = _plan(key)
+            plan = self._plans[key.scope.id] = plan_for(key)
         return plan
 
     async def _ensure(
@@ -540,7 +527,7 @@ class Governance:
             for counter_key in missing:
                 if self.meter.has(counter_key):
                     continue
-                counter = _new_counter(chain, counter_key, key)
+                counter = new_counter(chain, counter_key, key)
                 window = counter.window.at(now) if counter.window is not None else None
                 if window is not None and counter.kind != "parallel":
                     counter.committed = await self._committed(conn, counter, window.start)
@@ -686,7 +673,7 @@ class Governance:
         """Counters whose limit or window changed are rebuilt on next use."""
         specs: dict[CounterKey, Any] = {}
         for scope in new.scopes.values():
-            _collect_specs(scope, specs)
+            collect_specs(scope, specs)
         for key_id, info in new.keys_by_id.items():
             specs[("parallel", key_id)] = info.max_parallel
         for counter_key, counter in list(self.meter.counters.items()):
@@ -728,84 +715,6 @@ class Governance:
                 await job()
             except Exception:  # a failed poll or sweep must not end the loop
                 log.exception("governance background job failed")
-
-
-def _new_counter(chain: tuple[Scope, ...], counter_key: CounterKey, key: KeyInfo | None) -> Counter:
-    kind, ident = counter_key
-    if kind == "parallel":
-        if key is None:
-            raise KeyError(counter_key)
-        return Counter("parallel", key.max_parallel or 0, None, key.scope)
-    for scope in chain:
-        if kind == "budget" and scope.budget is not None and scope.budget.id == ident:
-            return Counter("budget", scope.budget.limit_nanos, scope.budget.window, scope)
-        rate = scope.rate
-        if rate is not None and rate.id == ident:
-            if kind == "tokens" and rate.token_limit is not None:
-                return Counter("tokens", rate.token_limit, rate.token_window, scope)
-            if kind == "requests" and rate.request_limit is not None:
-                return Counter("requests", rate.request_limit, rate.request_window, scope)
-    raise KeyError(counter_key)
-
-
-def _scope_counters(scope: Scope) -> list[CounterKey]:
-    keys: list[CounterKey] = []
-    if scope.budget is not None:
-        keys.append(("budget", scope.budget.id))
-    if scope.rate is not None:
-        if scope.rate.request_limit is not None:
-            keys.append(("requests", scope.rate.id))
-        if scope.rate.token_limit is not None:
-            keys.append(("tokens", scope.rate.id))
-    return keys
-
-
-def _plan(key: KeyInfo) -> _Plan:
-    """The counters a key's requests claim, in check order: rates, parallel, budgets."""
-    requests: list[CounterKey] = []
-    tokens: list[CounterKey] = []
-    money: list[CounterKey] = []
-    for scope in key.chain:
-        rate = scope.rate
-        if rate is not None and rate.request_limit is not None:
-            requests.append(("requests", rate.id))
-        if rate is not None and rate.token_limit is not None:
-            tokens.append(("tokens", rate.id))
-        if scope.budget is not None:
-            money.append(("budget", scope.budget.id))
-    parallel: list[CounterKey] = [("parallel", key.scope.id)] if key.max_parallel else []
-    keys = (*requests, *tokens, *parallel, *money)
-    rates = tuple((kind, tuple(ks)) for kind, ks in (("requests", requests), ("tokens", tokens)))
-    ids = {scope.kind: scope.id for scope in key.chain[1:]}
-    return _Plan(
-        keys=keys,
-        key_set=frozenset(keys),
-        pick=_picker(tuple(_KIND_INDEX[k[0]] for k in keys)),
-        rates=tuple((kind, ks) for kind, ks in rates if ks),
-        team_id=ids.get("team"),
-        customer_id=ids.get("customer"),
-    )
-
-
-def _picker(indexes: tuple[int, ...]) -> Callable[[tuple[int, int, int, int]], tuple[int, ...]]:
-    """A function from amounts by kind to amounts per claimed counter."""
-    if len(indexes) >= 2:
-        return operator.itemgetter(*indexes)
-    if indexes:
-        (only,) = indexes
-        return lambda amounts: (amounts[only],)
-    return lambda amounts: ()
-
-
-def _collect_specs(scope: Scope, specs: dict[CounterKey, Any]) -> None:
-    if scope.budget is not None:
-        specs[("budget", scope.budget.id)] = (scope.budget.limit_nanos, scope.budget.window)
-    rate = scope.rate
-    if rate is not None:
-        if rate.token_limit is not None:
-            specs[("tokens", rate.id)] = (rate.token_limit, rate.token_window)
-        if rate.request_limit is not None:
-            specs[("requests", rate.id)] = (rate.request_limit, rate.request_window)
 
 
 def _retry_after(counter: Counter, now: datetime) -> int:
