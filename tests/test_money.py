@@ -7,7 +7,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tollhouse.money import (
@@ -254,6 +254,7 @@ def test_format_usd_examples(amount, text):
     st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**15), max_value=10**15)
     | st.decimals(allow_nan=False, allow_infinity=False, places=9, min_value=-1, max_value=1)
 )
+@example(Decimal("999999999999999.9999999999999999999995446168616094132006229681"))  # 64 digits
 def test_format_usd_never_uses_exponent_and_is_exact(amount):
     text = format_usd(amount)
     assert "E" not in text and "e" not in text

@@ -77,5 +77,8 @@ def token_cost(
 
 def format_usd(amount: Decimal) -> str:
     """``Decimal`` as a plain string without exponent and without trailing zeros."""
-    text = format(amount.normalize(context=_CTX), "f")
+    # normalize() rounds to its context's precision: give it every digit, so that only
+    # trailing zeros go (a fixed precision rounded amounts with more significant digits).
+    exact = Context(prec=max(len(amount.as_tuple().digits), 1))
+    text = format(amount.normalize(context=exact), "f")
     return text if text != "-0" else "0"
