@@ -153,7 +153,9 @@ class Settings(_Frozen):
         description="Bearer token for /api/*. Unset: admin API answers loopback clients only.",
     )
     secret_key: SecretStr | None = Field(
-        default=None, description="Key that encrypts stored secrets (webhook and SMTP secrets)."
+        default=None,
+        description="Keys that encrypt stored secrets (webhook and SMTP secrets): any "
+        "strings, comma-separated, newest first; the first encrypts, all decrypt.",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     log_format: Literal["json", "text"] = Field(default="json", description="Log line format.")
