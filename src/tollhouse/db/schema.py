@@ -21,7 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Every domain package with tables; imported so autogenerate sees them all.
-_MODEL_MODULES = ("tollhouse.ledger.models", "tollhouse.governance.models")
+_MODEL_MODULES = (
+    "tollhouse.ledger.models",
+    "tollhouse.governance.models",
+    "tollhouse.alerts.models",
+)
 
 
 def import_all_models() -> None:

@@ -36,6 +36,7 @@ budgets = Table(
     Column("timezone", String(64), nullable=False, default="UTC"),
     Column("hard_limit_ratio", ExactDecimal(), nullable=False),
     Column("alert_thresholds", JSON, nullable=False),
+    Column("alert_channels", JSON),  # channel ids; NULL: the default channels
     Column("last_reset", UTCDateTime(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
