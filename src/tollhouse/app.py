@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Router
 
 from tollhouse.admin.auth import require_admin
+from tollhouse.alerts.service import AlertService
 from tollhouse.config import Settings
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
@@ -132,6 +133,9 @@ def create_app(settings: Settings) -> Starlette:
         state.engine, state.recorder = engine, recorder
         state.redis = _redis_client(settings)
         governance = Governance(settings, engine, recorder, redis=state.redis, metrics=metrics)
+        alerts = AlertService(engine)
+        await alerts.start()
+        governance.alerts = state.alerts = alerts
         await governance.start()
         state.governance = governance
         state.gateway = Gateway(
@@ -149,6 +153,7 @@ def create_app(settings: Settings) -> Starlette:
             for upstream in upstreams.values():
                 await upstream.close()
             await governance.stop()
+            await alerts.stop(timeout_s=settings.shutdown_timeout_s)
             await recorder.stop(timeout_s=settings.shutdown_timeout_s)
             if state.redis is not None:
                 await state.redis.aclose()

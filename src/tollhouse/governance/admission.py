@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollhouse.alerts.events import BudgetAlert
+from tollhouse.alerts.thresholds import crossed, exhausted, projected_exhaustion
 from tollhouse.config import Settings
 from tollhouse.errors import (
     AuthenticationFailed,
@@ -72,6 +74,7 @@ from tollhouse.ledger.schemas import UsageRecord
 from tollhouse.money import format_usd, from_nanos, to_nanos
 
 if TYPE_CHECKING:
+    from tollhouse.alerts.service import AlertService
     from tollhouse.governance.shared import RedisMeter
 
 log = logging.getLogger("tollhouse.governance")
@@ -119,6 +122,7 @@ class Governance:
         ttl_s = settings.request_timeout_s + 60
         # Embedded: the meter. Scaled out: the mirror of what Redis last reported.
         self.meter = MemoryMeter(ttl_s=ttl_s)
+        self.alerts: AlertService | None = None  # set by the app: threshold events
         self.shared: RedisMeter | None = None
         if redis is not None:
             from tollhouse.governance.shared import RedisMeter  # the optional redis extra
@@ -268,6 +272,8 @@ class Governance:
         amounts = plan.pick((1, estimate.tokens, 1, estimate.cost_nanos))
         outcome = meter.reserve_all(plan.keys, amounts, now_us)
         if isinstance(outcome, Refusal):
+            if outcome.counter.kind == "budget":
+                self._refused_alert(outcome.counter, key, plan, ctx)
             error = self._refusal(outcome, estimate, from_micros(now_us))
             error.headers.update(self._headers_for(plan, now_us))
             raise error
@@ -314,6 +320,8 @@ class Governance:
             raise StoreUnavailable("Counters could not be rebuilt in Redis; retry shortly.")
         if isinstance(outcome, tuple):
             _, counter, amount = outcome
+            if counter.kind == "budget":
+                self._refused_alert(counter, key, plan, ctx)
             error = self._refusal(Refusal(counter, amount), estimate, from_micros(now_us))
             error.headers.update(self._headers_for(plan, now_us))
             raise error
@@ -424,7 +432,18 @@ class Governance:
             self.meter.settle(reservation.local, actual, record.created_at)
             self._settle_shared(reservation.shared, actual, micros(record.created_at))
             return
+        alerts = self.alerts
+        if alerts is not None and actual["budget"]:
+            before = [
+                (counter, counter.committed, counter.start_us)
+                for counter_key in reservation.keys
+                if counter_key[0] == "budget" and (counter := self.meter.counters.get(counter_key))
+            ]
         self.meter.settle(reservation, actual, record.created_at)
+        if alerts is not None and actual["budget"]:
+            for counter, committed, start_us in before:
+                spent_before = committed if counter.start_us == start_us else 0
+                self._crossings(counter, spent_before, counter.committed, ctx, refused=False)
         # A counter created after this request reserved (a budget added mid-flight) was
         # built from a ledger without this record: it must count the record too.
         key_id = ctx.key_id or ""
@@ -553,6 +572,54 @@ class Governance:
         if counter.kind == "budget":
             return to_nanos(Decimal(value))
         return int(value)
+
+    # -- alerts -------------------------------------------------------------------------
+
+    def _refused_alert(
+        self, counter: Counter, key: KeyInfo, plan: Plan, ctx: RequestContext
+    ) -> None:
+        """A budget that refuses a request has reached 100 %, whatever it settled."""
+        if self.alerts is not None:
+            ctx.key_id, ctx.team_id, ctx.customer_id = key.scope.id, plan.team_id, plan.customer_id
+            self._crossings(counter, counter.committed, counter.committed, ctx, refused=True)
+
+    def _crossings(
+        self, counter: Counter, before: int, after: int, ctx: RequestContext, *, refused: bool
+    ) -> None:
+        """Tell the alert writer about every threshold of ``counter``'s budget that a
+        settle from ``before`` to ``after`` nano-dollars crossed (or a refusal reached)."""
+        alerts, spec = self.alerts, counter.scope.budget
+        if alerts is None or spec is None or counter.start is None or counter.end is None:
+            return
+        if refused:
+            reached = exhausted(spec.alert_thresholds)
+        else:
+            reached = crossed(spec.alert_thresholds, spec.max_limit, before, after)
+        if not reached:
+            return
+        now = datetime.now(UTC)
+        spend = from_nanos(after)
+        projected = projected_exhaustion(spend, spec.max_limit, counter.start, counter.end, now)
+        for threshold in reached:
+            alerts.notice(
+                BudgetAlert(
+                    budget_id=spec.id,
+                    scope_kind=counter.scope.kind,
+                    scope_id=counter.scope.id,
+                    scope_name=counter.scope.name,
+                    threshold=threshold,
+                    spend=spend,
+                    max_limit=spec.max_limit,
+                    window_start=counter.start,
+                    window_end=counter.end,
+                    refused=refused,
+                    projected=projected,
+                    channel_ids=spec.alert_channels,
+                    key_id=ctx.key_id,
+                    team_id=ctx.team_id,
+                    customer_id=ctx.customer_id,
+                )
+            )
 
     # -- refusals -----------------------------------------------------------------------
 

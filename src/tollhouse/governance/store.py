@@ -51,6 +51,7 @@ class BudgetSpec:
     hard_limit_ratio: Decimal
     window: WindowSpec
     alert_thresholds: tuple[Decimal, ...]
+    alert_channels: tuple[str, ...] | None = None  # None: the default channels
 
     @property
     def limit_nanos(self) -> int:
@@ -178,6 +179,7 @@ def _budget(row: Any) -> BudgetSpec:
             zone(row.timezone or "UTC"),
         ),
         alert_thresholds=tuple(Decimal(str(t)) for t in row.alert_thresholds or ()),
+        alert_channels=None if row.alert_channels is None else tuple(row.alert_channels),
     )
 
 

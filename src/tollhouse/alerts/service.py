@@ -1,0 +1,99 @@
+"""The alert writer: threshold crossings noticed on the request path, written off it.
+
+``notice`` is synchronous and O(1), called where a settle or a refusal shows a budget
+reaching a threshold. A background task writes the events (``events.record``: once per
+dedup key across every replica) with their outbox deliveries. A process remembers the
+keys it has written so that a flood of refusals does not become a flood of inserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollhouse.alerts.events import BudgetAlert, record
+
+log = logging.getLogger("tollhouse.alerts")
+
+_SEEN_MAX = 10_000
+
+
+class AlertService:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._queue: deque[BudgetAlert] = deque()
+        self._seen: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.written = 0
+        # Notified when new deliveries are waiting (the dispatcher's cue to look now).
+        self.on_written: asyncio.Event = asyncio.Event()
+
+    def notice(self, alert: BudgetAlert) -> None:
+        key = alert.dedup_key
+        if key in self._seen:
+            return
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()  # only an optimisation: the database deduplicates
+        self._seen.add(key)
+        self._queue.append(alert)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tollhouse-alert-writer")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                log.error("alert events not written", extra={"count": len(self._queue)})
+
+    async def flush(self) -> None:
+        while self._queue:
+            await self._write()
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._write()
+                delay = 0.05
+            except Exception as exc:  # the database is away: keep them and retry
+                log.warning("alert events not written; retrying", extra={"error": repr(exc)})
+                if self._stopping and delay >= 1:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _write(self) -> None:
+        batch = list(self._queue)
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            for alert in batch:
+                if await record(conn, alert, now) is not None:
+                    self.written += 1
+        for _ in batch:
+            self._queue.popleft()
+        self.on_written.set()
