@@ -17,8 +17,10 @@ from starlette.responses import Response
 from starlette.routing import Mount, Router
 
 from tollhouse.admin.auth import require_admin
+from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
 from tollhouse.config import Settings
+from tollhouse.crypto import SecretBox
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
 from tollhouse.errors import (
@@ -136,6 +138,11 @@ def create_app(settings: Settings) -> Starlette:
         alerts = AlertService(engine)
         await alerts.start()
         governance.alerts = state.alerts = alerts
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        state.secret_box = SecretBox.from_setting(secret)
+        dispatcher = Dispatcher(engine, settings, state.secret_box, wake=alerts.on_written)
+        await dispatcher.start()
+        state.dispatcher = dispatcher
         await governance.start()
         state.governance = governance
         state.gateway = Gateway(
@@ -154,6 +161,7 @@ def create_app(settings: Settings) -> Starlette:
                 await upstream.close()
             await governance.stop()
             await alerts.stop(timeout_s=settings.shutdown_timeout_s)
+            await dispatcher.stop()
             await recorder.stop(timeout_s=settings.shutdown_timeout_s)
             if state.redis is not None:
                 await state.redis.aclose()

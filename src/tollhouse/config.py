@@ -210,6 +210,21 @@ class Settings(_Frozen):
     database_statement_timeout_ms: int = Field(
         default=10_000, ge=0, description="Postgres: statement_timeout (0: none)."
     )
+    alert_max_attempts: int = Field(
+        default=6, ge=1, description="Attempts per alert delivery before it is marked failed."
+    )
+    alert_retry_base_s: float = Field(
+        default=2.0, ge=0, description="Alert retry backoff: first cap, doubled each attempt."
+    )
+    alert_retry_max_s: float = Field(
+        default=300.0, ge=0, description="Alert retry backoff: largest wait, seconds."
+    )
+    alert_send_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one alert send (HTTP or SMTP), seconds."
+    )
+    alert_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the dispatcher looks for due deliveries."
+    )
     durability: Literal["batched", "strict"] = Field(
         default="batched",
         description="batched: records are written every ledger_flush_interval_ms "

@@ -31,6 +31,7 @@ class AlertService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._lock = asyncio.Lock()
         self.written = 0
         # Notified when new deliveries are waiting (the dispatcher's cue to look now).
         self.on_written: asyncio.Event = asyncio.Event()
@@ -88,12 +89,16 @@ class AlertService:
                 delay = min(delay * 2, 5.0)
 
     async def _write(self) -> None:
-        batch = list(self._queue)
-        now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            for alert in batch:
-                if await record(conn, alert, now) is not None:
-                    self.written += 1
-        for _ in batch:
-            self._queue.popleft()
+        # One writer at a time: ``flush`` may run beside the background task.
+        async with self._lock:
+            batch = list(self._queue)
+            if not batch:
+                return
+            now = datetime.now(UTC)
+            async with self._engine.begin() as conn:
+                for alert in batch:
+                    if await record(conn, alert, now) is not None:
+                        self.written += 1
+            for _ in batch:
+                self._queue.popleft()
         self.on_written.set()

@@ -1,0 +1,187 @@
+"""The dispatcher: sends what the outbox holds, retries, and logs every attempt.
+
+A pass claims the deliveries that are due (an UPDATE that moves ``next_attempt_at`` a
+lease ahead, conditional on the value it read: two replicas never claim the same one),
+sends them concurrently with a timeout each, then records the attempt and either marks
+the delivery sent, schedules the next attempt (exponential backoff with full jitter), or
+gives up after ``alert_max_attempts``. It runs beside the gateway in embedded mode and
+as ``tollhouse worker`` when scaled out; nothing here is on a request's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollhouse.alerts.channels import Channel, Outcome, send
+from tollhouse.alerts.models import (
+    alert_attempts,
+    alert_deliveries,
+    alert_events,
+    notification_channels,
+)
+from tollhouse.config import Settings
+from tollhouse.crypto import SecretBox
+
+log = logging.getLogger("tollhouse.alerts")
+
+_BATCH = 50
+_CONCURRENCY = 16
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        box: SecretBox | None,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._box = box
+        self._wake = wake or asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.sent = 0
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self._run(), name="tollhouse-alert-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.run_once():
+                    pass
+            except Exception:  # the database is away: try again on the next pass
+                log.exception("alert dispatch pass failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.alert_poll_interval_s)
+
+    async def run_once(self) -> int:
+        """One pass over the due deliveries; returns how many were attempted."""
+        claimed = await self._claim(datetime.now(UTC))
+        if not claimed:
+            return 0
+        assert self._session is not None
+        limit = asyncio.Semaphore(_CONCURRENCY)
+
+        async def attempt(row: Any) -> tuple[Any, Outcome, float]:
+            async with limit:
+                started = time.monotonic()
+                outcome = await self._send(row)
+                return row, outcome, (time.monotonic() - started) * 1000
+
+        results = await asyncio.gather(*(attempt(row) for row in claimed))
+        await self._record(results)
+        return len(results)
+
+    async def _claim(self, now: datetime) -> list[Any]:
+        d, e, c = alert_deliveries.c, alert_events.c, notification_channels.c
+        query = (
+            select(
+                d.id,
+                d.attempts,
+                d.next_attempt_at,
+                d.channel_id,
+                e.payload,
+                c.name,
+                c.type,
+                c.config,
+                c.secret,
+            )  # fmt: skip
+            .join(alert_events, e.id == d.event_id)
+            .outerjoin(notification_channels, c.id == d.channel_id)
+            .where(d.status == "pending", d.next_attempt_at <= now)
+            .order_by(d.next_attempt_at)
+            .limit(_BATCH)
+        )
+        lease = now + timedelta(seconds=self._settings.alert_send_timeout_s * 3 + 5)
+        claimed = []
+        async with self._engine.begin() as conn:
+            for row in (await conn.execute(query)).all():
+                moved = await conn.execute(
+                    update(alert_deliveries)
+                    .where(d.id == row.id, d.next_attempt_at == row.next_attempt_at)
+                    .values(next_attempt_at=lease)
+                )
+                if moved.rowcount == 1:
+                    claimed.append(row)
+        return claimed
+
+    async def _send(self, row: Any) -> Outcome:
+        if row.type is None:
+            return Outcome(ok=False, error="channel deleted")
+        secret = None
+        if row.secret is not None:
+            if self._box is None:
+                return Outcome(ok=False, error="TOLLHOUSE_SECRET_KEY is not set: secret unreadable")
+            try:
+                secret = self._box.decrypt(row.secret)
+            except Exception as exc:
+                return Outcome(ok=False, error=str(exc))
+        channel = Channel(row.channel_id, row.name, row.type, dict(row.config or {}), secret)
+        assert self._session is not None
+        return await send(
+            channel, dict(row.payload), self._session, self._settings.alert_send_timeout_s
+        )
+
+    async def _record(self, results: list[tuple[Any, Outcome, float]]) -> None:
+        now = datetime.now(UTC)
+        settings = self._settings
+        async with self._engine.begin() as conn:
+            for row, outcome, took_ms in results:
+                number = row.attempts + 1
+                await conn.execute(
+                    insert(alert_attempts).values(
+                        delivery_id=row.id,
+                        attempt=number,
+                        at=now,
+                        ok=outcome.ok,
+                        status_code=outcome.status_code,
+                        error=outcome.error or ("preview logged" if outcome.preview else None),
+                        duration_ms=round(took_ms, 3),
+                    )
+                )
+                values: dict[str, Any] = {"attempts": number, "last_error": outcome.error}
+                if outcome.ok:
+                    values.update(status="sent", sent_at=now)
+                    self.sent += 1
+                elif number >= settings.alert_max_attempts:
+                    values["status"] = "failed"
+                    log.error(
+                        "alert delivery failed for good",
+                        extra={"delivery_id": row.id, "attempts": number, "error": outcome.error},
+                    )
+                else:
+                    values["next_attempt_at"] = now + timedelta(seconds=self._backoff(number))
+                await conn.execute(
+                    update(alert_deliveries).where(alert_deliveries.c.id == row.id).values(**values)
+                )
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base × 2^(attempt-1))]."""
+        cap = min(
+            self._settings.alert_retry_max_s,
+            self._settings.alert_retry_base_s * 2 ** (attempt - 1),
+        )
+        return random.uniform(0, cap)

@@ -1,0 +1,132 @@
+"""What an alert says: email (text and HTML, warning and critical) and Slack blocks.
+
+Templates use ``string.Template.substitute``, which raises on any variable it is not
+given, and every value is checked to be present before rendering; values are escaped in
+the HTML body. The figures come from the event payload, exact as stored.
+"""
+
+from __future__ import annotations
+
+import html
+from string import Template
+from typing import Any
+
+_SUBJECT = {
+    "warning": Template("[Tollhouse] $scope_label reached $percentage % of its budget"),
+    "critical": Template("[Tollhouse] CRITICAL: $scope_label reached its budget"),
+}
+
+_TEXT = Template(
+    """$headline
+
+Spend:      $spend USD
+Budget:     $max_budget USD ($percentage % threshold)
+Window:     $window_start to $window_end
+Runs out:   $projected
+Scope:      $scope_kind $scope_name ($scope_id)
+Event id:   $event_id
+
+$event_message
+"""
+)
+
+_HTML = Template(
+    """<!doctype html>
+<html><body style="font-family: sans-serif">
+<h2 style="color: $color">$headline</h2>
+<table cellpadding="4">
+<tr><th align="left">Spend</th><td>$spend USD</td></tr>
+<tr><th align="left">Budget</th><td>$max_budget USD ($percentage % threshold)</td></tr>
+<tr><th align="left">Window</th><td>$window_start to $window_end</td></tr>
+<tr><th align="left">Runs out</th><td>$projected</td></tr>
+<tr><th align="left">Scope</th><td>$scope_kind $scope_name ($scope_id)</td></tr>
+<tr><th align="left">Event id</th><td>$event_id</td></tr>
+</table>
+<p>$event_message</p>
+</body></html>
+"""
+)
+
+_REQUIRED = (
+    "spend",
+    "max_budget",
+    "percentage",
+    "window_start",
+    "window_end",
+    "event_id",
+    "event_message",
+    "level",
+    "scope",
+)
+
+
+def variables(payload: dict[str, Any]) -> dict[str, str]:
+    """Every template variable, from the payload; raises when one is missing."""
+    absent = [name for name in _REQUIRED if payload.get(name) in (None, "")]
+    if absent:
+        raise ValueError(f"alert payload lacks {', '.join(absent)}")
+    scope = payload["scope"]
+    level = str(payload["level"])
+    label = f"{scope['kind']} '{scope['name']}'"
+    headline = (
+        f"{label} reached its budget"
+        if level == "critical"
+        else f"{label} reached {payload['percentage']} % of its budget"
+    )
+    return {
+        "scope_label": label,
+        "scope_kind": str(scope["kind"]),
+        "scope_name": str(scope["name"]),
+        "scope_id": str(scope["id"]),
+        "headline": headline,
+        "spend": str(payload["spend"]),
+        "max_budget": str(payload["max_budget"]),
+        "percentage": str(payload["percentage"]),
+        "window_start": str(payload["window_start"]),
+        "window_end": str(payload["window_end"]),
+        "projected": str(payload.get("projected_exceeded_date") or "not before the window resets"),
+        "event_id": str(payload["event_id"]),
+        "event_message": str(payload["event_message"]),
+        "color": "#b00020" if level == "critical" else "#b26a00",
+    }
+
+
+def render_email(payload: dict[str, Any]) -> tuple[str, str, str]:
+    """``(subject, text, html)``."""
+    values = variables(payload)
+    level = "critical" if payload["level"] == "critical" else "warning"
+    subject = _SUBJECT[level].substitute(values)
+    text = _TEXT.substitute(values)
+    escaped = {k: html.escape(v) for k, v in values.items()}
+    return subject, text, _HTML.substitute(escaped)
+
+
+def render_slack(payload: dict[str, Any]) -> dict[str, Any]:
+    """An incoming-webhook message: a fallback ``text`` and formatted blocks."""
+    v = variables(payload)
+    icon = ":red_circle:" if payload["level"] == "critical" else ":large_orange_circle:"
+    fields = [
+        ("Spend", f"{v['spend']} USD"),
+        ("Budget", f"{v['max_budget']} USD ({v['percentage']} %)"),
+        ("Window", f"{v['window_start']} → {v['window_end']}"),
+        ("Runs out", v["projected"]),
+    ]
+    return {
+        "text": f"{icon} {v['headline']}",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": v["headline"][:150]}},
+            {
+                "type": "section",
+                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{val}"} for k, val in fields],
+            },
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"{v['scope_kind']} `{v['scope_id']}` · event `{v['event_id']}`",
+                    }
+                ],
+            },
+        ],
+    }
