@@ -737,13 +737,21 @@ class Governance:
         return None
 
     def _drop_changed_counters(self, old: Snapshot, new: Snapshot) -> None:
-        """Counters whose limit or window changed are rebuilt on next use."""
+        """Counters whose limit or window changed are rebuilt on next use; the others
+        take the new snapshot's scope (names, alert thresholds and channels)."""
         specs: dict[CounterKey, Any] = {}
+        owners: dict[CounterKey, Scope] = {}
         for scope in new.scopes.values():
             collect_specs(scope, specs)
+            for counter_key in scope_counters(scope):
+                owners[counter_key] = scope
         for key_id, info in new.keys_by_id.items():
             specs[("parallel", key_id)] = info.max_parallel
+            owners[("parallel", key_id)] = info.scope
         for counter_key, counter in list(self.meter.counters.items()):
+            owner = owners.get(counter_key)
+            if owner is not None:
+                counter.scope = owner
             spec = specs.get(counter_key)
             if spec is None or spec != (counter.limit, counter.window):
                 if counter.kind == "parallel" and spec is not None:
