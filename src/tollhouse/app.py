@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Router
 
 from tollhouse.admin.auth import require_admin
+from tollhouse.alerts.api import routes as alert_routes
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
 from tollhouse.config import Settings
@@ -111,7 +112,7 @@ def create_app(settings: Settings) -> Starlette:
     """Build the service for ``settings``; resources open in the lifespan."""
     catalog = load_catalog()
     metrics = Metrics()
-    admin = _AdminAPI(settings, Router(routes=[*ledger_routes, *governance_routes]))
+    admin = _AdminAPI(settings, Router(routes=[*ledger_routes, *governance_routes, *alert_routes]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

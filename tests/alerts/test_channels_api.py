@@ -1,0 +1,109 @@
+"""``/api/notification-channels`` and ``/api/alerts``: CRUD, write-only secrets, checks."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from tests.alerts.receivers import HttpReceiver
+
+from tollhouse.alerts.models import notification_channels
+
+API = "/api/notification-channels"
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings(secret_key="channels-test-key")
+
+
+async def create(gateway, body, status=201):
+    response = await gateway.post(API, json=body)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+async def test_crud_with_a_write_only_secret(app, gateway):
+    made = await create(
+        gateway,
+        {
+            "name": "ops",
+            "type": "webhook",
+            "config": {"url": "http://127.0.0.1:9/h"},
+            "secret": "s3",
+        },
+    )
+    channel = made["notification_channel"]
+    assert channel["has_secret"] is True and "secret" not in channel
+    async with app.state.engine.connect() as conn:
+        stored = (await conn.execute(select(notification_channels.c.secret))).scalar_one()
+    assert "s3" not in stored and app.state.secret_box.decrypt(stored) == "s3"
+
+    listed = (await gateway.get(API)).json()
+    assert listed["count"] == 1 and "secret" not in listed["notification_channels"][0]
+    updated = (await gateway.put(f"{API}/{channel['id']}", json={"is_default": True})).json()
+    assert updated["notification_channel"]["is_default"] is True
+    assert updated["notification_channel"]["has_secret"] is True  # untouched by the merge
+    cleared = (await gateway.put(f"{API}/{channel['id']}", json={"secret": None})).json()
+    assert cleared["notification_channel"]["has_secret"] is False
+    assert (await gateway.delete(f"{API}/{channel['id']}")).status_code == 200
+    assert (await gateway.get(f"{API}/{channel['id']}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"type": "webhook", "config": {"url": "http://x/h"}}, "name"),
+        ({"name": "n", "type": "pager", "config": {}}, "type"),
+        ({"name": "n", "type": "webhook", "config": {"url": "ftp://x"}}, "config"),
+        ({"name": "n", "type": "slack", "config": {}}, "config"),
+        ({"name": "n", "type": "email", "config": {"to": []}}, "config"),
+        (
+            {
+                "name": "n",
+                "type": "email",
+                "config": {"to": ["a@b"], "tls": True, "starttls": True},
+            },
+            "config",
+        ),
+        ({"name": "n", "type": "email", "config": {"to": ["a@b"], "port": 70000}}, "config"),
+        ({"name": "n", "type": "webhook", "config": "x"}, "config"),
+    ],
+)
+async def test_bad_channels_are_400_naming_the_field(gateway, body, param):
+    response = await gateway.post(API, json=body)
+    assert response.status_code == 400, response.text
+    assert param in response.json()["error"], response.json()
+
+
+async def test_a_secret_without_a_secret_key_is_refused(make_settings):
+    from tests.governance.fixtures import running
+
+    async with running(make_settings()) as (_, client):
+        body = {"name": "n", "type": "webhook", "config": {"url": "http://x/h"}, "secret": "s"}
+        response = await client.post(API, json=body)
+    assert response.status_code == 400 and "TOLLHOUSE_SECRET_KEY" in response.text
+
+
+async def test_test_send_reaches_the_receiver_signed(gateway):
+    receiver = await HttpReceiver(secret="whsec").start()
+    try:
+        body = {
+            "name": "hook",
+            "type": "webhook",
+            "config": {"url": receiver.url},
+            "secret": "whsec",
+        }
+        channel = (await create(gateway, body))["notification_channel"]
+        result = (await gateway.post(f"{API}/{channel['id']}/test")).json()
+        assert result["ok"] is True and result["status_code"] == 200
+        assert receiver.verified == 1
+    finally:
+        await receiver.stop()
+
+
+async def test_unknown_ids_are_404(gateway):
+    assert (await gateway.get(f"{API}/nope")).status_code == 404
+    assert (await gateway.put(f"{API}/nope", json={})).status_code == 404
+    assert (await gateway.post(f"{API}/nope/test")).status_code == 404
+    assert (await gateway.get("/api/alerts/nope/deliveries")).status_code == 404
+    assert (await gateway.get("/api/alerts")).json() == {"alerts": [], "count": 0, "total": 0}
