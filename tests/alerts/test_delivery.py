@@ -9,12 +9,11 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from tests.alerts.receivers import HttpReceiver, SmtpReceiver
 from tests.governance.fixtures import chat, create_key, usd, worst_case_nanos
 
 from tollhouse.alerts.models import alert_attempts, alert_deliveries, notification_channels
-from tollhouse.governance.models import budgets, virtual_keys
 
 SECRET = "whsec_delivery"
 
@@ -54,18 +53,7 @@ async def add_channel(app, kind: str, config: dict, secret: str | None = None) -
 
 async def key_alerting_to(app, gateway, channel_ids: list[str], worst_cases: int = 4):
     budget = {"max_limit": usd(worst_cases * worst_case_nanos()), "reset_duration": "1d"}
-    key, value = await create_key(gateway, budget=budget)
-    async with app.state.engine.begin() as conn:
-        budget_id = (
-            await conn.execute(
-                select(virtual_keys.c.budget_id).where(virtual_keys.c.id == key["id"])
-            )
-        ).scalar_one()
-        await conn.execute(
-            update(budgets).where(budgets.c.id == budget_id).values(alert_channels=channel_ids)
-        )
-    await app.state.governance.reload()
-    return key, value
+    return await create_key(gateway, budget={**budget, "alert_channels": channel_ids})
 
 
 async def until(check, limit_s: float = 10.0) -> None:

@@ -67,9 +67,10 @@ async def test_budget_defaults_and_usage(gateway, kind):
     assert b["hard_limit_ratio"] == 1
     assert b["alert_thresholds"] == [Decimal("0.8"), 1]
     assert b["current_usage"] == 0 and b["last_reset"] is not None
+    assert b["alert_channels"] is None  # the default channels
     assert set(b) == {"id", "max_limit", "reset_duration", "calendar_aligned", "timezone",
-                      "hard_limit_ratio", "alert_thresholds", "current_usage", "last_reset",
-                      "created_at", "updated_at"}  # fmt: skip
+                      "hard_limit_ratio", "alert_thresholds", "alert_channels",
+                      "current_usage", "last_reset", "created_at", "updated_at"}  # fmt: skip
 
 
 async def test_budget_options(gateway, kind):
@@ -79,7 +80,9 @@ async def test_budget_options(gateway, kind):
         "hard_limit_ratio": Decimal("1.10"),
         "alert_thresholds": [Decimal("0.5"), Decimal("0.9"), Decimal("1.2")],
     }
+    options["alert_channels"] = ["ch-1", "ch-2", "ch-1"]
     b = (await create(gateway, kind, name="n", budget=budget(100, "1M", **options)))["budget"]
+    assert b["alert_channels"] == ["ch-1", "ch-2"]  # in order, once each
     assert b["calendar_aligned"] is True and b["timezone"] == "Europe/Paris"
     assert b["hard_limit_ratio"] == Decimal("1.1")
     assert b["alert_thresholds"] == options["alert_thresholds"]

@@ -53,6 +53,10 @@ BUDGET = obj(
         "timezone": STR,
         "hard_limit_ratio": NUM,
         "alert_thresholds": {"type": "array", "items": NUM},
+        "alert_channels": {
+            **nullable({"type": "array", "items": STR}),
+            "description": "notification channel ids; null: the default channels",
+        },
         "current_usage": {**USD, "description": "spend in the current window (USD)"},
         "last_reset": {**TIME, "description": "start of the current window"},
         **_STAMPS,

@@ -251,6 +251,7 @@ class BudgetCreate(_Body):
     alert_thresholds: Annotated[Thresholds, _or(_thresholds)] = Field(
         default_factory=_thresholds, json_schema_extra={"default": [0.8, 1.0]}
     )
+    alert_channels: list[Name] | None = None  # channel ids; null: the default channels
 
 
 class BudgetUpdate(_Body):
@@ -263,6 +264,7 @@ class BudgetUpdate(_Body):
     timezone: Kept[Timezone] = None
     hard_limit_ratio: Kept[Ratio] = None
     alert_thresholds: Kept[Thresholds] = None
+    alert_channels: list[Name] | None = None
 
 
 class _RateLimitFields(_Body):
@@ -585,6 +587,7 @@ def budget_json(budget: BudgetRow, meter: UsageMeter | None) -> dict[str, Any]:
         "timezone": budget.timezone,
         "hard_limit_ratio": number_json(budget.hard_limit_ratio),
         "alert_thresholds": [number_json(t) for t in budget.alert_thresholds],
+        "alert_channels": None if budget.alert_channels is None else list(budget.alert_channels),
         "current_usage": number_json(spent),
         "last_reset": rfc3339(window_start),
         "created_at": rfc3339(budget.created_at),

@@ -78,6 +78,7 @@ class BudgetRow:
     timezone: str
     hard_limit_ratio: Decimal
     alert_thresholds: tuple[Decimal, ...]
+    alert_channels: tuple[str, ...] | None
     last_reset: datetime
     created_at: datetime
     updated_at: datetime
@@ -174,7 +175,8 @@ def _from_row(cls: type[R], row: Row[Any], **converted: Any) -> R:
 
 def _budget(row: Row[Any]) -> BudgetRow:
     thresholds = tuple(Decimal(str(t)) for t in row.alert_thresholds)
-    return _from_row(BudgetRow, row, alert_thresholds=thresholds)
+    channels = None if row.alert_channels is None else tuple(row.alert_channels)
+    return _from_row(BudgetRow, row, alert_thresholds=thresholds, alert_channels=channels)
 
 
 def _rate_limit(row: Row[Any]) -> RateLimitRow:
@@ -364,6 +366,8 @@ def _budget_values(given: dict[str, Any]) -> dict[str, Any]:
     if "alert_thresholds" in values:
         # Exact decimal strings: the JSON column would otherwise need floats.
         values["alert_thresholds"] = [format_usd(t) for t in values["alert_thresholds"]]
+    if values.get("alert_channels") is not None:
+        values["alert_channels"] = list(dict.fromkeys(values["alert_channels"]))
     return values
 
 
