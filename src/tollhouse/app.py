@@ -14,11 +14,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Router
+from starlette.routing import Mount, Route, Router
 
 from tollhouse.admin.auth import require_admin
 from tollhouse.alerts.api import routes as alert_routes
 from tollhouse.alerts.dispatcher import Dispatcher
+from tollhouse.alerts.inbound import budget_webhook
 from tollhouse.alerts.service import AlertService
 from tollhouse.config import Settings
 from tollhouse.crypto import SecretBox
@@ -170,7 +171,13 @@ def create_app(settings: Settings) -> Starlette:
             log.info("stopped", extra={"usage_records_written": recorder.written})
 
     app = Starlette(
-        routes=[*gateway_routes, *ops_routes, Mount("/api", app=admin)],
+        routes=[
+            *gateway_routes,
+            *ops_routes,
+            # Signed by its sender instead of the admin key, so outside the admin mount.
+            Route("/api/webhooks/budget", budget_webhook, methods=["POST"]),
+            Mount("/api", app=admin),
+        ],
         lifespan=lifespan,
         exception_handlers={
             TollhouseError: _tollhouse_error,

@@ -210,6 +210,10 @@ class Settings(_Frozen):
     database_statement_timeout_ms: int = Field(
         default=10_000, ge=0, description="Postgres: statement_timeout (0: none)."
     )
+    inbound_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret that signs POST /api/webhooks/budget (unset: endpoint off).",
+    )
     alert_max_attempts: int = Field(
         default=6, ge=1, description="Attempts per alert delivery before it is marked failed."
     )

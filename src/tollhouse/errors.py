@@ -9,6 +9,7 @@
     │   ├── ValidationFailed           400 invalid_value
     │   └── ModelNotPriced             400 model_not_priced
     ├── AuthenticationFailed           401 authentication_error
+    │   └── SignatureInvalid           401 invalid_signature
     ├── PaymentRequired                402 insufficient_quota
     │   └── BudgetExceeded             402 budget_exceeded
     ├── PermissionDenied               403 permission_error
@@ -17,6 +18,7 @@
     ├── NotFound                       404 not_found_error
     │   └── ModelNotFound              404 model_not_found
     ├── MethodNotAllowed               405 method_not_allowed
+    ├── UnprocessableEvent             422 invalid_event
     ├── RateLimited                    429 rate_limit_error
     │   └── ParallelLimited            429 parallel_limit_exceeded
     ├── UpstreamError                  502 api_error (or the upstream's own 4xx/429)
@@ -42,6 +44,7 @@ _ANTHROPIC_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "request_too_large",
+    422: "invalid_request_error",
     429: "rate_limit_error",
     503: "overloaded_error",
     529: "overloaded_error",
@@ -104,6 +107,12 @@ class AuthenticationFailed(TollhouseError):
     code = "invalid_api_key"
 
 
+class SignatureInvalid(AuthenticationFailed):
+    """A signed webhook whose signature is missing, malformed, stale or wrong."""
+
+    code = "invalid_signature"
+
+
 class PaymentRequired(TollhouseError):
     status = 402
     type = "insufficient_quota"
@@ -149,6 +158,14 @@ class MethodNotAllowed(TollhouseError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class UnprocessableEvent(TollhouseError):
+    """Well-formed JSON that is not a valid event (the message names the field)."""
+
+    status = 422
+    type = "invalid_request_error"
+    code = "invalid_event"
 
 
 class RateLimited(TollhouseError):

@@ -88,7 +88,7 @@ async def send(
         return await asyncio.wait_for(
             asyncio.to_thread(_email, channel, payload, timeout_s), timeout_s + 1
         )
-    except (aiohttp.ClientError, TimeoutError, OSError, smtplib.SMTPException) as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError, smtplib.SMTPException, ValueError) as exc:
         return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
 
 

@@ -1,0 +1,145 @@
+"""``POST /api/webhooks/budget``: budget events from other meters (a LiteLLM proxy…).
+
+The body is LiteLLM's budget-webhook payload as is (``spend``, ``max_budget``,
+``event``, ``event_group``, ``event_message``, ``token``, ``team_id``, …), signed with
+the operator's ``inbound_webhook_secret`` in ``Tollhouse-Signature`` (the scheme of
+``signing.py``), which is this endpoint's only credential — it sits outside the admin
+key. Answers: 401 bad, missing or stale signature; 400 malformed JSON; 422 a schema
+error naming the field; 200 stored in the alert history (once: a repeat of the same
+event is acknowledged and not stored again) and routed to the default channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tollhouse.alerts.events import enqueue
+from tollhouse.alerts.models import alert_events
+from tollhouse.alerts.signing import HEADER, SignatureError, verify
+from tollhouse.errors import InvalidJSON, ServiceUnavailable, SignatureInvalid, UnprocessableEvent
+from tollhouse.governance.routes import _json
+from tollhouse.money import format_usd
+
+
+class InboundBudgetEvent(BaseModel):
+    """LiteLLM's ``WebhookEvent``; unknown fields are kept in the stored payload."""
+
+    model_config = ConfigDict(extra="allow", strict=False)
+
+    spend: Decimal
+    max_budget: Decimal | None = None
+    soft_budget: Decimal | None = None
+    token: str | None = None
+    customer_id: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    team_alias: str | None = None
+    user_email: str | None = None
+    key_alias: str | None = None
+    projected_exceeded_date: str | None = None
+    projected_spend: Decimal | None = None
+    event: Literal[
+        "budget_crossed",
+        "soft_budget_crossed",
+        "threshold_crossed",
+        "projected_limit_exceeded",
+        "key_created",
+        "internal_user_created",
+        "spend_tracked",
+    ]
+    event_group: Literal["internal_user", "user", "key", "team", "proxy", "customer", "end_user"]
+    event_message: str = Field(min_length=1)
+
+
+async def budget_webhook(request: Request) -> Response:
+    settings = request.app.state.settings
+    secret = settings.inbound_webhook_secret
+    if secret is None:
+        raise ServiceUnavailable(
+            "inbound budget webhooks are off: set TOLLHOUSE_INBOUND_WEBHOOK_SECRET"
+        )
+    raw = await request.body()
+    try:
+        verify(request.headers.get(HEADER), raw, secret.get_secret_value())
+    except SignatureError as exc:
+        raise SignatureInvalid(str(exc)) from None
+    try:
+        data = json.loads(raw, parse_float=Decimal)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"Invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidJSON("Invalid JSON: the body must be a JSON object")
+    try:
+        event = InboundBudgetEvent.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise UnprocessableEvent(f"{field}: {first['msg']}", param=field) from None
+
+    # The sender's event id when it sends one; else the event itself is its identity.
+    dedup = request.headers.get("Tollhouse-Event-Id") or hashlib.sha256(raw).hexdigest()
+    now, event_id = datetime.now(UTC), str(uuid.uuid4())
+    stored = {k: format_usd(v) if isinstance(v, Decimal) else v for k, v in data.items()}
+    percentage = format_usd(event.spend * 100 / event.max_budget) if event.max_budget else "unknown"
+    # What our channels' templates read, from the sender's fields.
+    stored.update(
+        event_id=event_id,
+        source="inbound",
+        level=_level(event.event),
+        percentage=percentage,
+        max_budget=format_usd(event.max_budget) if event.max_budget is not None else "unknown",
+        window_start="unknown",
+        window_end="unknown",
+        scope={
+            "kind": event.event_group,
+            "id": event.token or event.team_id or event.customer_id or event.user_id or "unknown",
+            "name": event.key_alias or event.team_alias or event.user_email or "unknown",
+        },
+    )
+    critical = event.event == "budget_crossed"
+    insert_ignoring = pg_insert if _dialect(request) == "postgresql" else sqlite_insert
+    statement = (
+        insert_ignoring(alert_events)
+        .values(
+            id=event_id,
+            dedup_key=f"inbound:{dedup}"[:200],
+            source="inbound",
+            event=event.event,
+            level="critical" if critical else "warning",
+            scope_kind=event.event_group,
+            scope_id=event.token or event.team_id or event.customer_id or event.user_id,
+            scope_name=event.key_alias or event.team_alias,
+            spend=event.spend,
+            max_limit=event.max_budget,
+            payload=stored,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+    )
+    async with request.app.state.engine.begin() as conn:
+        inserted = (await conn.execute(statement)).rowcount == 1
+        if inserted:
+            await enqueue(conn, event_id, None, now)
+    if inserted:
+        request.app.state.alerts.on_written.set()
+        return _json({"status": "stored", "id": event_id})
+    return _json({"status": "duplicate"})
+
+
+def _level(event: str) -> str:
+    return "critical" if event == "budget_crossed" else "warning"
+
+
+def _dialect(request: Request) -> str:
+    return str(request.app.state.engine.dialect.name)
