@@ -55,3 +55,36 @@ async def test_a_budget_that_refuses_reports_100_percent_once(app, gateway, upst
     seen = await events(app)
     assert ("budget_crossed", Decimal(1), True) in seen
     assert [t for _, t, _ in seen].count(Decimal(1)) == 1
+
+
+async def test_two_replicas_on_redis_alert_once_each(
+    make_settings, both_stores, redis_url, upstream
+):
+    import contextlib
+
+    from tests.governance.fixtures import running
+
+    settings = make_settings(allow_anonymous=False, redis_url=redis_url, **both_stores)
+    async with contextlib.AsyncExitStack() as stack:
+        group = [await stack.enter_async_context(running(settings)) for _ in range(2)]
+        app, client = group[0]
+        budget = {"max_limit": usd(20 * worst_case_nanos()), "reset_duration": "1d"}
+        _, value = await create_key(client, budget=budget)
+        await group[1][0].state.governance.reload()
+        scenario(upstream, latency_ms=20, count=200)
+
+        calls = (chat(group[i % 2][1], value) for i in range(200))
+        responses = await asyncio.gather(*calls)
+
+        assert {r.status_code for r in responses} == {200, 402}
+        for replica, _ in group:
+            for _ in range(200):  # settles reach Redis, then the alert writers run
+                if replica.state.governance.shared.pending == 0:
+                    break
+                await asyncio.sleep(0.01)
+            await replica.state.alerts.flush()
+        seen = await events(app)
+    assert [(e, t) for e, t, _ in seen] == [
+        ("budget_crossed", Decimal(1)),
+        ("threshold_crossed", Decimal("0.8")),
+    ]

@@ -426,11 +426,11 @@ class Governance:
             "requests": 1,
         }
         if isinstance(reservation, SharedReservation):
-            self._settle_shared(reservation, actual, micros(record.created_at))
+            self._settle_shared(reservation, actual, micros(record.created_at), ctx)
             return
         if isinstance(reservation, Fallback):
             self.meter.settle(reservation.local, actual, record.created_at)
-            self._settle_shared(reservation.shared, actual, micros(record.created_at))
+            self._settle_shared(reservation.shared, actual, micros(record.created_at), ctx)
             return
         alerts = self.alerts
         if alerts is not None and actual["budget"]:
@@ -473,7 +473,11 @@ class Governance:
             self.meter.release(reservation)
 
     def _settle_shared(
-        self, reservation: SharedReservation, actual: dict[Kind, int], created_us: int
+        self,
+        reservation: SharedReservation,
+        actual: dict[Kind, int],
+        created_us: int,
+        ctx: RequestContext | None = None,
     ) -> None:
         assert self.shared is not None
         windows = []
@@ -486,7 +490,18 @@ class Governance:
             else:
                 window = counter.window.at(from_micros(created_us))
                 windows.append((micros(window.start), micros(window.end)))
-        self.shared.settle(reservation, actual, tuple(windows), created_us)
+        on_committed = None
+        spent = actual.get("budget", 0)
+        if self.alerts is not None and ctx is not None and spent:
+            ids = RequestContext(ctx.request_id, 0.0, ctx.key_id, ctx.team_id, ctx.customer_id)
+
+            def on_committed(after: list[int | None]) -> None:
+                for counter_key, value in zip(reservation.keys, after, strict=True):
+                    counter = self.meter.counters.get(counter_key)
+                    if counter_key[0] == "budget" and value is not None and counter is not None:
+                        self._crossings(counter, value - spent, value, ids, refused=False)
+
+        self.shared.settle(reservation, actual, tuple(windows), created_us, on_committed)
 
     def estimate(self, body: dict[str, Any], targets: tuple[Target, ...]) -> Estimate:
         """Worst-case cost and tokens over every target the request may reach."""

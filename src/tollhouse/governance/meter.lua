@@ -133,6 +133,8 @@ end
 -- start_us, end_us, and the generation it was reserved on. Releases the reservation and
 -- commits the actual amounts. Settles are retried after errors: one applied already is
 -- skipped, unless the counter was rebuilt since (Redis lost it, and the settle with it).
+-- Returns {applied (1 or 0), then per counter its committed value after this settle
+-- committed to it, or "" (the alert thresholds crossed are worked out from these)}.
 local function settle(keys, args)
   local n, rid, created = tonumber(args[1]), args[2], args[3]
   local p = prefix_of(keys[1])
@@ -146,7 +148,9 @@ local function settle(keys, args)
     local done = p .. "done:" .. rid
     fresh = redis.call("SET", done, "1", "NX", "PX", args[4]) ~= false
   end
+  local after = {}
   for i = 1, n do
+    after[i] = ""
     local base = 5 + (i - 1) * 4
     local actual, start, finish = args[base + 1], args[base + 2], args[base + 3]
     local generation = args[base + 4]
@@ -163,14 +167,16 @@ local function settle(keys, args)
         local s = redis.call("HGET", key, "s")
         if tonumber(start) > tonumber(s) then
           redis.call("HSET", key, "c", actual, "s", start, "e", finish)
+          after[i] = actual
         elseif tonumber(start) == tonumber(s) then
-          redis.call("HINCRBY", key, "c", actual)
+          after[i] = tostring(redis.call("HINCRBY", key, "c", actual))
         end
         -- An older window than the stored one is over: nothing left to count in it.
       end
     end
   end
-  return fresh and 1 or 0
+  table.insert(after, 1, fresh and 1 or 0)
+  return after
 end
 
 -- KEYS: counter key. ARGV: committed (ledger sum of records created before cut and

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -47,12 +48,17 @@ def redis_key(key: CounterKey) -> str:
     return f"{PREFIX}c:{key[0]}:{key[1]}"
 
 
+# Called with each counter's committed value after a settle (None: not committed to).
+Committed = Callable[[list[int | None]], None]
+
+
 @dataclass(slots=True)
 class _Settle:
     reservation: SharedReservation
     actual: tuple[int, ...]
     windows: tuple[tuple[int, int], ...]
     created_us: int
+    on_committed: Committed | None = None
 
 
 class RedisMeter:
@@ -127,10 +133,12 @@ class RedisMeter:
         actual: dict[Kind, int],
         windows: tuple[tuple[int, int], ...],
         created_us: int,
+        on_committed: Committed | None = None,
     ) -> None:
-        """Queue the settle; never blocks."""
+        """Queue the settle; never blocks. ``on_committed`` hears, once it landed, what
+        each counter holds after it."""
         amounts = tuple(actual.get(key[0], 0) for key in reservation.keys)
-        self._queue.append(_Settle(reservation, amounts, windows, created_us))
+        self._queue.append(_Settle(reservation, amounts, windows, created_us, on_committed))
         if len(self._queue) == 1:
             self._wake.set()
 
@@ -240,6 +248,12 @@ class RedisMeter:
             replies = await pipe.execute(raise_on_error=False)
         for item, reply in zip(batch, replies, strict=True):
             if not isinstance(reply, ResponseError):
+                if item.on_committed is not None and isinstance(reply, list) and reply[0]:
+                    values = [int(v) if v not in (b"", "") else None for v in reply[1:]]
+                    try:
+                        item.on_committed(values)
+                    except Exception:  # an alert must never hold settles back
+                        log.exception("settle callback failed")
                 continue
             if "Function not found" in str(reply):
                 await self.install()
