@@ -61,3 +61,17 @@ def test_any_of_several_signatures_is_enough_during_a_secret_rotation():
     new = sign(SECRET, body, NOW)
     assert verify(f"{new},{old}", body, SECRET, now=NOW) == NOW
     assert verify(f"t={NOW},{old}", body, "old", now=NOW) == NOW
+
+
+def test_the_receiver_code_in_the_docs_accepts_ours_and_refuses_a_change():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "alerts.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(code, namespace)  # the snippet a receiver would copy
+    body = b'{"event":"threshold_crossed","spend":80}'
+    header = sign(SECRET, body)
+    assert namespace["verify"](header, body, SECRET) is True
+    assert namespace["verify"](header, body + b" ", SECRET) is False
+    assert namespace["verify"](sign(SECRET, body, NOW - 3600), body, SECRET) is False

@@ -143,7 +143,8 @@ def create_app(settings: Settings) -> Starlette:
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         state.secret_box = SecretBox.from_setting(secret)
         dispatcher = Dispatcher(engine, settings, state.secret_box, wake=alerts.on_written)
-        await dispatcher.start()
+        if settings.alert_dispatch_in_process:
+            await dispatcher.start()
         state.dispatcher = dispatcher
         await governance.start()
         state.governance = governance

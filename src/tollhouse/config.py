@@ -214,6 +214,11 @@ class Settings(_Frozen):
         default=None,
         description="HMAC secret that signs POST /api/webhooks/budget (unset: endpoint off).",
     )
+    alert_dispatch_in_process: bool = Field(
+        default=True,
+        description="Send alert deliveries from the gateway process (false: only from "
+        "`tollhouse worker`).",
+    )
     alert_max_attempts: int = Field(
         default=6, ge=1, description="Attempts per alert delivery before it is marked failed."
     )

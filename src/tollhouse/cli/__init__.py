@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tollhouse.cli.alerts import secrets, worker
 from tollhouse.cli.db import db
 from tollhouse.cli.demo import demo
 from tollhouse.cli.devupstream import dev_upstream
@@ -18,7 +19,7 @@ def main() -> None:
     """Tollhouse: an AI gateway where every unit of consumption is metered and budgeted."""
 
 
-for command in (serve, db, usage, dev_upstream, demo, customers, teams, keys):
+for command in (serve, db, usage, dev_upstream, demo, customers, teams, keys, secrets, worker):
     main.add_command(command)
 
 __all__ = ["main"]
