@@ -2,7 +2,8 @@
 
 A pass claims the deliveries that are due (an UPDATE that moves ``next_attempt_at`` a
 lease ahead, conditional on the value it read: two replicas never claim the same one),
-sends them concurrently with a timeout each, then records the attempt and either marks
+sends each in its own task with a timeout (a hanging channel holds one of
+``_CONCURRENCY`` slots, nothing else), then records the attempt and either marks
 the delivery sent, schedules the next attempt (exponential backoff with full jitter), or
 gives up after ``alert_max_attempts``. It runs beside the gateway in embedded mode and
 as ``tollhouse worker`` when scaled out; nothing here is on a request's path.
@@ -35,7 +36,7 @@ from tollhouse.crypto import SecretBox
 log = logging.getLogger("tollhouse.alerts")
 
 _BATCH = 50
-_CONCURRENCY = 16
+_CONCURRENCY = 32  # sends in flight per process
 
 
 class Dispatcher:
@@ -52,6 +53,7 @@ class Dispatcher:
         self._wake = wake or asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
         self.sent = 0
 
     async def start(self) -> None:
@@ -63,14 +65,17 @@ class Dispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
     async def _run(self) -> None:
         while True:
             try:
-                while await self.run_once():
-                    pass
+                await self.run_once()
             except Exception:  # the database is away: try again on the next pass
                 log.exception("alert dispatch pass failed")
             self._wake.clear()
@@ -78,24 +83,40 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), self._settings.alert_poll_interval_s)
 
     async def run_once(self) -> int:
-        """One pass over the due deliveries; returns how many were attempted."""
-        claimed = await self._claim(datetime.now(UTC))
-        if not claimed:
+        """Start sending the due deliveries there is room for; returns how many.
+
+        Each send runs as its own task (its attempt is recorded when it ends), so a
+        channel that hangs until its timeout holds one slot, not the whole dispatcher.
+        """
+        room = _CONCURRENCY - len(self._inflight)
+        if room <= 0:
             return 0
-        assert self._session is not None
-        limit = asyncio.Semaphore(_CONCURRENCY)
+        claimed = await self._claim(datetime.now(UTC), room)
+        for row in claimed:
+            task = asyncio.create_task(self._attempt(row))
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claimed)
 
-        async def attempt(row: Any) -> tuple[Any, Outcome, float]:
-            async with limit:
-                started = time.monotonic()
-                outcome = await self._send(row)
-                return row, outcome, (time.monotonic() - started) * 1000
+    async def drain(self) -> None:
+        """Wait for every send in flight (tests)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
-        results = await asyncio.gather(*(attempt(row) for row in claimed))
-        await self._record(results)
-        return len(results)
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()  # a slot is free: look for more
 
-    async def _claim(self, now: datetime) -> list[Any]:
+    async def _attempt(self, row: Any) -> None:
+        started = time.monotonic()
+        outcome = await self._send(row)
+        took_ms = (time.monotonic() - started) * 1000
+        try:
+            await self._record([(row, outcome, took_ms)])
+        except Exception:  # the claim's lease expires and the send is retried
+            log.exception("alert attempt not recorded")
+
+    async def _claim(self, now: datetime, room: int) -> list[Any]:
         d, e, c = alert_deliveries.c, alert_events.c, notification_channels.c
         query = (
             select(
@@ -113,7 +134,7 @@ class Dispatcher:
             .outerjoin(notification_channels, c.id == d.channel_id)
             .where(d.status == "pending", d.next_attempt_at <= now)
             .order_by(d.next_attempt_at)
-            .limit(_BATCH)
+            .limit(min(room, _BATCH))
         )
         lease = now + timedelta(seconds=self._settings.alert_send_timeout_s * 3 + 5)
         claimed = []
