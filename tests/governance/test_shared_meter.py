@@ -247,3 +247,17 @@ async def test_on_meter_failure_is_validated_merged_and_inherited(settings, upst
         assert app.state.governance.snapshot.keys_by_id[key["id"]].on_meter_failure == "closed"
         response = await client.put(f"/api/governance/teams/{team['id']}", json={})
         assert response.json()["team"]["on_meter_failure"] == "open"  # {} changes nothing
+
+
+async def test_a_key_without_limits_needs_no_redis(settings, upstream, redis_server):
+    async with replicas(settings, n=1) as group:
+        app, client = group[0]
+        key, value = await create_key(client)
+        assert (await chat(client, value)).status_code == 200
+        redis_server.stop()
+        try:
+            assert (await chat(client, value)).status_code == 200  # nothing to check
+        finally:
+            redis_server.start()
+        rows = await records(client, app)
+        assert [r["key_id"] for r in rows] == [key["id"], key["id"]]

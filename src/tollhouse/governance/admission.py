@@ -289,6 +289,12 @@ class Governance:
         """``admit`` on the shared meter: one Redis call checks and reserves everything."""
         shared, counters = self.shared, self.meter.counters
         assert shared is not None
+        if not plan.keys:
+            # A key without any limit: nothing to reserve, so no Redis round trip.
+            ctx.key_id = key.scope.id
+            ctx.team_id = plan.team_id
+            ctx.customer_id = plan.customer_id
+            return {}
         if not plan.key_set <= counters.keys():
             # Mirror counters: the limit and the window; values come from Redis.
             for counter_key in plan.keys:
