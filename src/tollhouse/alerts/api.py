@@ -29,15 +29,15 @@ from tollhouse.alerts.models import (
 )
 from tollhouse.crypto import require_box
 from tollhouse.errors import NotFound, ValidationFailed
-from tollhouse.governance.routes import _json
-from tollhouse.governance.schemas import _Body, parse, parse_body, rfc3339
+from tollhouse.governance.routes import json_response
+from tollhouse.governance.schemas import Body, parse, parse_body, rfc3339
 
 NOT_FOUND = "Notification channel not found"
 Url = Annotated[StrictStr, Field(pattern=r"^https?://\S+$")]
 Text = Annotated[StrictStr, Field(min_length=1)]
 
 
-class EmailConfig(_Body):
+class EmailConfig(Body):
     host: Text | None = None
     port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     starttls: StrictBool = False
@@ -53,22 +53,22 @@ class EmailConfig(_Body):
         return self
 
 
-class SlackConfig(_Body):
+class SlackConfig(Body):
     webhook_url: Url
 
 
-class WebhookConfig(_Body):
+class WebhookConfig(Body):
     url: Url
 
 
-_CONFIGS: dict[str, type[_Body]] = {
+_CONFIGS: dict[str, type[Body]] = {
     "email": EmailConfig,
     "slack": SlackConfig,
     "webhook": WebhookConfig,
 }
 
 
-class ChannelCreate(_Body):
+class ChannelCreate(Body):
     name: Text
     type: Literal["email", "slack", "webhook"]
     config: dict[str, Any]
@@ -76,7 +76,7 @@ class ChannelCreate(_Body):
     is_default: StrictBool = False
 
 
-class ChannelUpdate(_Body):
+class ChannelUpdate(Body):
     name: Text | None = None
     config: dict[str, Any] | None = None
     secret: StrictStr | None = None
@@ -119,7 +119,7 @@ async def list_channels(request: Request) -> Response:
         query = select(notification_channels).order_by(notification_channels.c.created_at)
         rows = (await conn.execute(query)).all()
     items = [channel_json(r) for r in rows]
-    return _json({"notification_channels": items, "count": len(items)})
+    return json_response({"notification_channels": items, "count": len(items)})
 
 
 async def create_channel(request: Request) -> Response:
@@ -142,13 +142,13 @@ async def create_channel(request: Request) -> Response:
         )
         row = await _get(conn, channel_id)
     message = "Notification channel created successfully"
-    return _json({"message": message, "notification_channel": channel_json(row)}, 201)
+    return json_response({"message": message, "notification_channel": channel_json(row)}, 201)
 
 
 async def get_channel(request: Request) -> Response:
     async with request.app.state.engine.connect() as conn:
         row = await _get(conn, request.path_params["id"])
-    return _json({"notification_channel": channel_json(row)})
+    return json_response({"notification_channel": channel_json(row)})
 
 
 async def update_channel(request: Request) -> Response:
@@ -171,7 +171,7 @@ async def update_channel(request: Request) -> Response:
         await conn.execute(update(table).where(table.c.id == channel_id).values(**values))
         row = await _get(conn, channel_id)
     message = "Notification channel updated successfully"
-    return _json({"message": message, "notification_channel": channel_json(row)})
+    return json_response({"message": message, "notification_channel": channel_json(row)})
 
 
 async def delete_channel(request: Request) -> Response:
@@ -180,7 +180,7 @@ async def delete_channel(request: Request) -> Response:
         await _get(conn, channel_id)
         table = notification_channels
         await conn.execute(delete(table).where(table.c.id == channel_id))
-    return _json({"message": "Notification channel deleted successfully"})
+    return json_response({"message": "Notification channel deleted successfully"})
 
 
 async def test_channel(request: Request) -> Response:
@@ -208,7 +208,7 @@ async def test_channel(request: Request) -> Response:
     }
     async with aiohttp.ClientSession() as session:
         outcome = await send(channel, sample, session, state.settings.alert_send_timeout_s)
-    return _json(
+    return json_response(
         {
             "ok": outcome.ok,
             "status_code": outcome.status_code,
@@ -245,7 +245,9 @@ async def list_alerts(request: Request) -> Response:
         query = select(alert_events).order_by(e.created_at.desc(), e.id).limit(int(limit))
         rows = (await conn.execute(query)).all()
         total = (await conn.execute(select(func.count()).select_from(alert_events))).scalar()
-    return _json({"alerts": [event_json(r) for r in rows], "count": len(rows), "total": total})
+    return json_response(
+        {"alerts": [event_json(r) for r in rows], "count": len(rows), "total": total}
+    )
 
 
 async def list_deliveries(request: Request) -> Response:
@@ -293,7 +295,7 @@ async def list_deliveries(request: Request) -> Response:
         }
         for row in deliveries
     ]
-    return _json({"deliveries": items, "count": len(items)})
+    return json_response({"deliveries": items, "count": len(items)})
 
 
 routes = [

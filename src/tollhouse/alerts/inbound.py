@@ -28,7 +28,7 @@ from tollhouse.alerts.events import enqueue
 from tollhouse.alerts.models import alert_events
 from tollhouse.alerts.signing import HEADER, SignatureError, verify
 from tollhouse.errors import InvalidJSON, ServiceUnavailable, SignatureInvalid, UnprocessableEvent
-from tollhouse.governance.routes import _json
+from tollhouse.governance.routes import json_response
 from tollhouse.money import format_usd
 
 
@@ -133,8 +133,8 @@ async def budget_webhook(request: Request) -> Response:
             await enqueue(conn, event_id, None, now)
     if inserted:
         request.app.state.alerts.on_written.set()
-        return _json({"status": "stored", "id": event_id})
-    return _json({"status": "duplicate"})
+        return json_response({"status": "stored", "id": event_id})
+    return json_response({"status": "duplicate"})
 
 
 def _level(event: str) -> str:

@@ -230,7 +230,9 @@ Thresholds = Annotated[list[Threshold], Field(max_length=20)]
 # --- request bodies -------------------------------------------------------------------
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
+    """An admin API body: strict types, unknown fields ignored, ``given()`` for merges."""
+
     model_config = ConfigDict(strict=True, extra="ignore")
 
     def given(self) -> dict[str, Any]:
@@ -238,7 +240,7 @@ class _Body(BaseModel):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class BudgetCreate(_Body):
+class BudgetCreate(Body):
     """A budget: spend in a window may reach ``max_limit × hard_limit_ratio``."""
 
     max_limit: USD
@@ -254,7 +256,7 @@ class BudgetCreate(_Body):
     alert_channels: list[Name] | None = None  # channel ids; null: the default channels
 
 
-class BudgetUpdate(_Body):
+class BudgetUpdate(Body):
     """Fields merge into the existing budget; a missing budget is created (it then
     needs ``max_limit`` and ``reset_duration``)."""
 
@@ -267,7 +269,7 @@ class BudgetUpdate(_Body):
     alert_channels: list[Name] | None = None
 
 
-class _RateLimitFields(_Body):
+class _RateLimitFields(Body):
     token_max_limit: Count | None = None
     token_reset_duration: DurationText | None = None
     request_max_limit: Count | None = None
@@ -297,13 +299,13 @@ class RateLimitUpdate(_RateLimitFields):
     """Fields merge into the existing rate limit; ``null`` removes that limit."""
 
 
-class CustomerCreate(_Body):
+class CustomerCreate(Body):
     name: Name
     budget: BudgetCreate | None = None
     rate_limit: RateLimitCreate | None = None
 
 
-class CustomerUpdate(_Body):
+class CustomerUpdate(Body):
     name: Kept[Name] = None
     budget: BudgetUpdate | None = None
     rate_limit: RateLimitUpdate | None = None
@@ -319,7 +321,7 @@ class TeamUpdate(CustomerUpdate):
     on_meter_failure: MeterFailure | None = None
 
 
-class VirtualKeyCreate(_Body):
+class VirtualKeyCreate(Body):
     name: Name
     description: str | None = None
     is_active: Annotated[bool, _or(lambda: True)] = True
@@ -334,7 +336,7 @@ class VirtualKeyCreate(_Body):
     rate_limit: RateLimitCreate | None = None
 
 
-class VirtualKeyUpdate(_Body):
+class VirtualKeyUpdate(Body):
     name: Kept[Name] = None
     description: str | None = None
     is_active: Kept[bool] = None
@@ -349,7 +351,7 @@ class VirtualKeyUpdate(_Body):
     rate_limit: RateLimitUpdate | None = None
 
 
-class UsageReset(_Body):
+class UsageReset(Body):
     """Exactly one of the three: whose counters to zero."""
 
     virtual_key_id: str | None = None
