@@ -110,7 +110,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """The session's Redis, emptied for this test."""
-    if redis_server.process is None or redis_server.process.poll() is not None:
+    if not redis_server.running:
         redis_server.start()
     redis_server.flush()
     return redis_server.url

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -46,6 +46,131 @@ def _run_as(user: str | None, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
+def missing_postgres() -> str | None:
+    """Why Postgres cannot be started here, or ``None`` when it can."""
+    absent = [b for b in ("initdb", "pg_ctl", "postgres", "psql") if shutil.which(b) is None]
+    if absent:
+        return f"PostgreSQL binaries not on PATH: {', '.join(absent)}"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "running as root without runuser to drop privileges for Postgres"
+    return None
+
+
+@dataclass
+class PostgresCluster:
+    """One ``initdb``'d data directory and its server on a free port; stop and start it
+    at will (outage tests do). ``durable=False`` trades crash safety for speed."""
+
+    base: Path
+    durable: bool = True
+    port: int = field(default_factory=free_port)
+    user: str | None = field(default_factory=_server_user)
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    def url(self, database: str, driver: str = "postgresql+asyncpg") -> str:
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def init(self) -> None:
+        reason = missing_postgres()
+        if reason:
+            raise DevStackError(reason)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.base.chmod(0o755)
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.base, entry.pw_uid, entry.pw_gid)
+        init = _run_as(
+            self.user, "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
+            "-E", "UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        if init.returncode != 0:
+            raise DevStackError(f"initdb failed: {init.stdout}{init.stderr}")
+
+    def start(self) -> None:
+        # fsync stays off even when durable: a server crash keeps the OS page cache.
+        commit = "on" if self.durable else "off"
+        options = (
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit={commit} -c full_page_writes=off -c max_connections=200"
+        )
+        log = self.base / "postgres.log"
+        argv = ["pg_ctl", "-D", str(self.data), "-l", str(log), "-o", options, "-w", "start"]
+        started = _run_as(self.user, *argv)
+        if started.returncode != 0:
+            text = log.read_text() if log.exists() else ""
+            raise DevStackError(f"pg_ctl start failed: {started.stderr}\n{text}")
+
+    def stop(self, mode: str = "immediate") -> None:
+        _run_as(self.user, "pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def sql(self, statement: str) -> None:
+        """One statement on the ``postgres`` database (``CREATE DATABASE …``)."""
+        argv = ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        done = _run_as(self.user, *argv, "-v", "ON_ERROR_STOP=1", "-c", statement)
+        if done.returncode != 0:
+            raise DevStackError(f"{statement!r} failed: {done.stderr}")
+
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+
+@contextlib.contextmanager
+def postgres(base: Path) -> Iterator[PostgresCluster]:
+    """A PostgreSQL server with a ``tollhouse`` database, stopped at the end."""
+    cluster = PostgresCluster(base)
+    cluster.init()
+    cluster.start()
+    try:
+        cluster.sql("CREATE DATABASE tollhouse")
+        yield cluster
+    finally:
+        cluster.stop("fast")
+
+
+class RedisProcess:
+    """A ``redis-server`` without persistence on a free port: a restart comes back empty."""
+
+    def __init__(self, base: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise DevStackError("redis-server not on PATH (apt-get install -y redis-server)")
+        self.binary, self.base, self.port = binary, base, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(self.base)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise DevStackError("redis-server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGKILL: nothing is saved, as in a crash."""
+        if self.running and self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
 @dataclass(frozen=True)
 class Services:
     database_url: str
@@ -54,76 +179,20 @@ class Services:
 
 
 @contextlib.contextmanager
-def postgres(base: Path) -> Iterator[str]:
-    """A PostgreSQL server with a ``tollhouse`` database; yields its asyncpg URL."""
-    missing = [b for b in ("initdb", "pg_ctl", "postgres", "psql") if shutil.which(b) is None]
-    if missing:
-        raise DevStackError(f"PostgreSQL binaries not on PATH: {', '.join(missing)}")
-    user = _server_user()
-    base.mkdir(parents=True, exist_ok=True)
-    base.chmod(0o755)
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        os.chown(base, entry.pw_uid, entry.pw_gid)
-    data, log, port = base / "data", base / "postgres.log", free_port()
-    init = _run_as(user, "initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
-    if init.returncode != 0:
-        raise DevStackError(f"initdb failed: {init.stderr}")
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=200"
-    started = _run_as(user, "pg_ctl", "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
-    if started.returncode != 0:
-        raise DevStackError(f"pg_ctl start failed: {started.stderr}\n{log.read_text()}")
-    try:
-        created = _run_as(
-            user, "psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c",
-            "CREATE DATABASE tollhouse",
-        )  # fmt: skip
-        if created.returncode != 0:
-            raise DevStackError(f"CREATE DATABASE failed: {created.stderr}")
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/tollhouse"
-    finally:
-        _run_as(user, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
-
-
-@contextlib.contextmanager
-def redis(base: Path) -> Iterator[str]:
-    """A ``redis-server`` without persistence; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise DevStackError("redis-server not on PATH (apt-get install -y redis-server)")
-    base.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    argv += ["--appendonly", "no", "--dir", str(base)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise DevStackError("redis-server did not start")
-            time.sleep(0.02)
-        (base / "redis.pid").write_text(str(proc.pid))
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextlib.contextmanager
 def services(root: Path | None = None) -> Iterator[Services]:
     """Postgres and Redis together, under ``root`` (a new temporary directory if None)."""
     base = root or Path(tempfile.mkdtemp(prefix="tollhouse-stack-"))
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)  # Postgres may run as another user: it must reach its directory
+    redis = RedisProcess(base / "redis")
     try:
-        with postgres(base / "postgres") as database_url, redis(base / "redis") as redis_url:
-            postmaster = (base / "postgres" / "data" / "postmaster.pid").read_text().split()[0]
-            redis_pid = (base / "redis" / "redis.pid").read_text()
-            yield Services(database_url, redis_url, (int(postmaster), int(redis_pid)))
+        with postgres(base / "postgres") as cluster:
+            redis.start()
+            assert redis.process is not None
+            pids = (cluster.postmaster_pid, redis.process.pid)
+            yield Services(cluster.url("tollhouse"), redis.url, pids)
     finally:
+        redis.stop()
         if root is None:
             shutil.rmtree(base, ignore_errors=True)
 

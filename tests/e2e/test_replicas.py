@@ -276,7 +276,7 @@ def test_redis_killed_mid_load_and_restarted_empty(
 
 def test_postgres_stopped_mid_load_loses_no_record(tollhouse, private_postgres, redis_url):
     upstream = tollhouse.dev_upstream("--latency-ms", "10")
-    database = private_postgres.server.url("tollhouse")
+    database = private_postgres.url("tollhouse")
     env = shared_env(tollhouse, upstream, database, redis_url)
     env["TOLLHOUSE_DATABASE_CONNECT_TIMEOUT_S"] = "1"
     urls = [start_replica(tollhouse, env, f"replica-{i}") for i in range(2)]

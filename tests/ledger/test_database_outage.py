@@ -21,14 +21,13 @@ from tollhouse.ledger.spool import Spool
 
 @pytest.fixture
 def settings(make_settings, private_postgres):
-    url = private_postgres.server.url("tollhouse")
+    url = private_postgres.url("tollhouse")
     return make_settings(database_url=url, database_connect_timeout_s=1.0)
 
 
 async def ledger_ids(private_postgres) -> list[str]:
-    server = private_postgres.server
     conn = await asyncpg.connect(
-        host=server.host, port=server.port, user=server.user, database="tollhouse"
+        host="127.0.0.1", port=private_postgres.port, user="postgres", database="tollhouse"
     )
     try:
         rows = await conn.fetch("SELECT id FROM usage_records ORDER BY created_at, id")
