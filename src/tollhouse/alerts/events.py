@@ -22,12 +22,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.alerts.models import alert_deliveries, alert_events, notification_channels
 from tollhouse.alerts.thresholds import FULL
+from tollhouse.db import insert_ignoring
 from tollhouse.money import format_usd
 
 
@@ -101,34 +100,35 @@ def payload(alert: BudgetAlert, event_id: str, now: datetime) -> dict[str, Any]:
     }
 
 
+async def insert_event(conn: AsyncConnection, **values: Any) -> bool:
+    """Store an event unless one with its ``dedup_key`` exists; ``True`` when stored."""
+    statement = insert_ignoring(alert_events, conn.dialect.name, "dedup_key").values(**values)
+    return bool((await conn.execute(statement)).rowcount == 1)
+
+
 async def record(conn: AsyncConnection, alert: BudgetAlert, now: datetime) -> str | None:
     """Write the event and its deliveries; ``None`` when another writer had it already."""
     event_id = str(uuid.uuid4())
-    insert_ignoring = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert_ignoring(alert_events)
-        .values(
-            id=event_id,
-            dedup_key=alert.dedup_key,
-            source="tollhouse",
-            event=alert.event,
-            level=alert.level,
-            budget_id=alert.budget_id,
-            scope_kind=alert.scope_kind,
-            scope_id=alert.scope_id,
-            scope_name=alert.scope_name,
-            threshold=alert.threshold,
-            spend=alert.spend,
-            max_limit=alert.max_limit,
-            window_start=alert.window_start,
-            window_end=alert.window_end,
-            payload=_json_safe(payload(alert, event_id, now)),
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
+    stored = await insert_event(
+        conn,
+        id=event_id,
+        dedup_key=alert.dedup_key,
+        source="tollhouse",
+        event=alert.event,
+        level=alert.level,
+        budget_id=alert.budget_id,
+        scope_kind=alert.scope_kind,
+        scope_id=alert.scope_id,
+        scope_name=alert.scope_name,
+        threshold=alert.threshold,
+        spend=alert.spend,
+        max_limit=alert.max_limit,
+        window_start=alert.window_start,
+        window_end=alert.window_end,
+        payload=_json_safe(payload(alert, event_id, now)),
+        created_at=now,
     )
-    result = await conn.execute(statement)
-    if result.rowcount == 0:
+    if not stored:
         return None
     await enqueue(conn, event_id, alert.channel_ids, now)
     return event_id

@@ -19,13 +19,10 @@ from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tollhouse.alerts.events import enqueue
-from tollhouse.alerts.models import alert_events
+from tollhouse.alerts.events import enqueue, insert_event
 from tollhouse.alerts.signing import HEADER, SignatureError, verify
 from tollhouse.errors import InvalidJSON, ServiceUnavailable, SignatureInvalid, UnprocessableEvent
 from tollhouse.governance.routes import json_response
@@ -92,6 +89,7 @@ async def budget_webhook(request: Request) -> Response:
     now, event_id = datetime.now(UTC), str(uuid.uuid4())
     stored = {k: format_usd(v) if isinstance(v, Decimal) else v for k, v in data.items()}
     percentage = format_usd(event.spend * 100 / event.max_budget) if event.max_budget else "unknown"
+    scope_id = event.token or event.team_id or event.customer_id or event.user_id
     # What our channels' templates read, from the sender's fields.
     stored.update(
         event_id=event_id,
@@ -103,32 +101,26 @@ async def budget_webhook(request: Request) -> Response:
         window_end="unknown",
         scope={
             "kind": event.event_group,
-            "id": event.token or event.team_id or event.customer_id or event.user_id or "unknown",
+            "id": scope_id or "unknown",
             "name": event.key_alias or event.team_alias or event.user_email or "unknown",
         },
     )
-    critical = event.event == "budget_crossed"
-    insert_ignoring = pg_insert if _dialect(request) == "postgresql" else sqlite_insert
-    statement = (
-        insert_ignoring(alert_events)
-        .values(
+    async with request.app.state.engine.begin() as conn:
+        inserted = await insert_event(
+            conn,
             id=event_id,
             dedup_key=f"inbound:{dedup}"[:200],
             source="inbound",
             event=event.event,
-            level="critical" if critical else "warning",
+            level=_level(event.event),
             scope_kind=event.event_group,
-            scope_id=event.token or event.team_id or event.customer_id or event.user_id,
+            scope_id=scope_id,
             scope_name=event.key_alias or event.team_alias,
             spend=event.spend,
             max_limit=event.max_budget,
             payload=stored,
             created_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-    )
-    async with request.app.state.engine.begin() as conn:
-        inserted = (await conn.execute(statement)).rowcount == 1
         if inserted:
             await enqueue(conn, event_id, None, now)
     if inserted:
@@ -139,7 +131,3 @@ async def budget_webhook(request: Request) -> Response:
 
 def _level(event: str) -> str:
     return "critical" if event == "budget_crossed" else "warning"
-
-
-def _dialect(request: Request) -> str:
-    return str(request.app.state.engine.dialect.name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tollhouse.db.engine import create_engine, ping
+from tollhouse.db.engine import create_engine, insert_ignoring, ping
 from tollhouse.db.meta import metadata
 
-__all__ = ["create_engine", "metadata", "ping"]
+__all__ = ["create_engine", "insert_ignoring", "metadata", "ping"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Insert, Table, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tollhouse.config import Settings, redact_url
@@ -67,3 +69,10 @@ async def ping(engine: AsyncEngine) -> None:
     """One round trip; raises when the database cannot answer."""
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+def insert_ignoring(table: Table, dialect: str, *unique: str) -> Insert:
+    """``INSERT … ON CONFLICT (unique) DO NOTHING`` on SQLite or Postgres: a retried or
+    concurrent write of the same row is skipped, never doubled."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(unique))

@@ -58,9 +58,6 @@ def json_response(body: dict[str, Any], status: int = 200) -> Response:
     return Response(content, status, media_type="application/json")
 
 
-_json = json_response
-
-
 def _engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
@@ -113,7 +110,9 @@ def crud_routes(entity: _Entity) -> list[Route]:
         async with _engine(request).connect() as conn:
             views = await entity.list(conn, **filters)
         meter = await _meter(request)
-        return _json({plural: [entity.to_json(v, meter) for v in views], "count": len(views)})
+        return json_response(
+            {plural: [entity.to_json(v, meter) for v in views], "count": len(views)}
+        )
 
     async def create(request: Request) -> Response:
         body = parse_body(entity.create_model, await request.body())
@@ -121,14 +120,14 @@ def crud_routes(entity: _Entity) -> list[Route]:
             view = await entity.create(conn, body)
         await _changed(request)
         message = f"{entity.label} created successfully"
-        return _json(
+        return json_response(
             {"message": message, entity.name: entity.to_json(view, await _meter(request))}, 201
         )
 
     async def get(request: Request) -> Response:
         async with _engine(request).connect() as conn:
             view = await entity.get(conn, request.path_params["id"])
-        return _json({entity.name: entity.to_json(view, await _meter(request))})
+        return json_response({entity.name: entity.to_json(view, await _meter(request))})
 
     async def put(request: Request) -> Response:
         body = parse_body(entity.update_model, await request.body())
@@ -136,13 +135,15 @@ def crud_routes(entity: _Entity) -> list[Route]:
             view = await entity.update(conn, request.path_params["id"], body)
         await _changed(request)
         message = f"{entity.label} updated successfully"
-        return _json({"message": message, entity.name: entity.to_json(view, await _meter(request))})
+        return json_response(
+            {"message": message, entity.name: entity.to_json(view, await _meter(request))}
+        )
 
     async def remove(request: Request) -> Response:
         async with _engine(request).begin() as conn:
             await entity.delete(conn, request.path_params["id"])
         await _changed(request)
-        return _json({"message": f"{entity.label} deleted successfully"})
+        return json_response({"message": f"{entity.label} deleted successfully"})
 
     return [
         Route(base, list_all, methods=["GET"], name=f"list_{plural}"),
@@ -203,9 +204,11 @@ async def usage_stats(request: Request) -> Response:
     async with _engine(request).connect() as conn:
         if key_id is not None:
             view = await service.get_key(conn, key_id)
-            return _json({"virtual_key_id": key_id, "usage_stats": key_usage_json(view, meter)})
+            return json_response(
+                {"virtual_key_id": key_id, "usage_stats": key_usage_json(view, meter)}
+            )
         views = await service.list_keys(conn)
-    return _json({"usage_stats": [key_usage_json(v, meter) for v in views]})
+    return json_response({"usage_stats": [key_usage_json(v, meter) for v in views]})
 
 
 async def usage_reset(request: Request) -> Response:
@@ -224,7 +227,7 @@ async def usage_reset(request: Request) -> Response:
     else:
         async with _engine(request).begin() as conn:
             await service.restart_windows(conn, budget_ids, rate_limit_ids)
-    return _json({"message": "Usage reset successfully"})
+    return json_response({"message": "Usage reset successfully"})
 
 
 def _timestamp() -> str | None:
@@ -239,14 +242,16 @@ async def debug_stats(request: Request) -> Response:
         "loaded": governance is not None,
         "counters_count": len(governance.counters()) if governance is not None else 0,
     }
-    return _json({"plugin_stats": plugin, "database_stats": counts, "timestamp": _timestamp()})
+    return json_response(
+        {"plugin_stats": plugin, "database_stats": counts, "timestamp": _timestamp()}
+    )
 
 
 async def debug_counters(request: Request) -> Response:
     await _meter(request)
     governance = _governance(request)
     counters = list(governance.counters()) if governance is not None else []
-    return _json({"counters": counters, "count": len(counters), "timestamp": _timestamp()})
+    return json_response({"counters": counters, "count": len(counters), "timestamp": _timestamp()})
 
 
 async def debug_health(request: Request) -> Response:
@@ -257,11 +262,11 @@ async def debug_health(request: Request) -> Response:
         database = {"status": "unhealthy", "error": "Database connection failed"}
     status = database["status"]
     body = {"status": status, "timestamp": _timestamp(), "checks": {"database": database}}
-    return _json(body, 200 if status == "healthy" else 503)
+    return json_response(body, 200 if status == "healthy" else 503)
 
 
 async def openapi(request: Request) -> Response:
-    return _json(document())
+    return json_response(document())
 
 
 routes = [

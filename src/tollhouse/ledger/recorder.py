@@ -17,12 +17,10 @@ import logging
 from collections import deque
 from typing import Any
 
-from sqlalchemy import Insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollhouse.db import insert_ignoring
 from tollhouse.errors import StoreUnavailable
 from tollhouse.ledger.models import usage_records
 from tollhouse.ledger.schemas import UsageRecord
@@ -232,10 +230,4 @@ class UsageRecorder:
         if not rows:
             return
         async with self._engine.begin() as conn:
-            await conn.execute(_insert_ignoring_duplicates(conn.dialect.name), rows)
-
-
-def _insert_ignoring_duplicates(dialect: str) -> Insert:
-    """An insert that skips ids already written, so a retried batch is never doubled."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(usage_records).on_conflict_do_nothing(index_elements=["id"])
+            await conn.execute(insert_ignoring(usage_records, conn.dialect.name, "id"), rows)
