@@ -1,8 +1,9 @@
 """The alert writer: threshold crossings noticed on the request path, written off it.
 
-``notice`` is synchronous and O(1), called where a settle or a refusal shows a budget
-reaching a threshold. A background task writes the events (``events.record``: once per
-dedup key across every replica) with their outbox deliveries. A process remembers the
+``budget_reached`` (and ``notice``) are synchronous and cheap, called where a settle or
+a refusal shows a budget reaching a threshold. A background task writes the events
+(``events.record``: once per dedup key across every replica) with their outbox
+deliveries. A process remembers the
 keys it has written so that a flood of refusals does not become a flood of inserts.
 """
 
@@ -17,6 +18,9 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.alerts.events import BudgetAlert, record
+from tollhouse.alerts.thresholds import crossed, exhausted, projected_exhaustion
+from tollhouse.governance.meter import Counter
+from tollhouse.money import from_nanos
 
 log = logging.getLogger("tollhouse.alerts")
 
@@ -35,6 +39,52 @@ class AlertService:
         self.written = 0
         # Notified when new deliveries are waiting (the dispatcher's cue to look now).
         self.on_written: asyncio.Event = asyncio.Event()
+
+    def budget_reached(
+        self,
+        counter: Counter,
+        before: int,
+        after: int,
+        ids: tuple[str | None, str | None, str | None],
+        *,
+        refused: bool,
+    ) -> None:
+        """Notice every threshold of ``counter``'s budget that a settle from ``before``
+        to ``after`` nano-dollars crossed, or that a refusal reached. ``ids`` are the
+        request's key, team and customer ids."""
+        spec = counter.scope.budget
+        if spec is None or counter.start is None or counter.end is None:
+            return
+        if refused:
+            reached = exhausted(spec.alert_thresholds)
+        else:
+            reached = crossed(spec.alert_thresholds, spec.max_limit, before, after)
+        if not reached:
+            return
+        spend = from_nanos(after)
+        now = datetime.now(UTC)
+        projected = projected_exhaustion(spend, spec.max_limit, counter.start, counter.end, now)
+        key_id, team_id, customer_id = ids
+        for threshold in reached:
+            self.notice(
+                BudgetAlert(
+                    budget_id=spec.id,
+                    scope_kind=counter.scope.kind,
+                    scope_id=counter.scope.id,
+                    scope_name=counter.scope.name,
+                    threshold=threshold,
+                    spend=spend,
+                    max_limit=spec.max_limit,
+                    window_start=counter.start,
+                    window_end=counter.end,
+                    refused=refused,
+                    projected=projected,
+                    channel_ids=spec.alert_channels,
+                    key_id=key_id,
+                    team_id=team_id,
+                    customer_id=customer_id,
+                )
+            )
 
     def notice(self, alert: BudgetAlert) -> None:
         key = alert.dedup_key

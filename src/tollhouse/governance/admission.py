@@ -30,8 +30,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tollhouse.alerts.events import BudgetAlert
-from tollhouse.alerts.thresholds import crossed, exhausted, projected_exhaustion
 from tollhouse.config import Settings
 from tollhouse.errors import (
     AuthenticationFailed,
@@ -273,7 +271,7 @@ class Governance:
         outcome = meter.reserve_all(plan.keys, amounts, now_us)
         if isinstance(outcome, Refusal):
             if outcome.counter.kind == "budget":
-                self._refused_alert(outcome.counter, key, plan, ctx)
+                self._refused_alert(outcome.counter, key, plan)
             error = self._refusal(outcome, estimate, from_micros(now_us))
             error.headers.update(self._headers_for(plan, now_us))
             raise error
@@ -327,7 +325,7 @@ class Governance:
         if isinstance(outcome, tuple):
             _, counter, amount = outcome
             if counter.kind == "budget":
-                self._refused_alert(counter, key, plan, ctx)
+                self._refused_alert(counter, key, plan)
             error = self._refusal(Refusal(counter, amount), estimate, from_micros(now_us))
             error.headers.update(self._headers_for(plan, now_us))
             raise error
@@ -447,9 +445,10 @@ class Governance:
             ]
         self.meter.settle(reservation, actual, record.created_at)
         if alerts is not None and actual["budget"]:
+            ids = (ctx.key_id, ctx.team_id, ctx.customer_id)
             for counter, committed, start_us in before:
                 spent_before = committed if counter.start_us == start_us else 0
-                self._crossings(counter, spent_before, counter.committed, ctx, refused=False)
+                alerts.budget_reached(counter, spent_before, counter.committed, ids, refused=False)
         # A counter created after this request reserved (a budget added mid-flight) was
         # built from a ledger without this record: it must count the record too.
         key_id = ctx.key_id or ""
@@ -497,15 +496,15 @@ class Governance:
                 window = counter.window.at(from_micros(created_us))
                 windows.append((micros(window.start), micros(window.end)))
         on_committed = None
-        spent = actual.get("budget", 0)
-        if self.alerts is not None and ctx is not None and spent:
-            ids = RequestContext(ctx.request_id, 0.0, ctx.key_id, ctx.team_id, ctx.customer_id)
+        spent, alerts = actual.get("budget", 0), self.alerts
+        if alerts is not None and ctx is not None and spent:
+            ids = (ctx.key_id, ctx.team_id, ctx.customer_id)
 
             def on_committed(after: list[int | None]) -> None:
                 for counter_key, value in zip(reservation.keys, after, strict=True):
                     counter = self.meter.counters.get(counter_key)
                     if counter_key[0] == "budget" and value is not None and counter is not None:
-                        self._crossings(counter, value - spent, value, ids, refused=False)
+                        alerts.budget_reached(counter, value - spent, value, ids, refused=False)
 
         self.shared.settle(reservation, actual, tuple(windows), created_us, on_committed)
 
@@ -596,51 +595,12 @@ class Governance:
 
     # -- alerts -------------------------------------------------------------------------
 
-    def _refused_alert(
-        self, counter: Counter, key: KeyInfo, plan: Plan, ctx: RequestContext
-    ) -> None:
+    def _refused_alert(self, counter: Counter, key: KeyInfo, plan: Plan) -> None:
         """A budget that refuses a request has reached 100 %, whatever it settled."""
         if self.alerts is not None:
-            ctx.key_id, ctx.team_id, ctx.customer_id = key.scope.id, plan.team_id, plan.customer_id
-            self._crossings(counter, counter.committed, counter.committed, ctx, refused=True)
-
-    def _crossings(
-        self, counter: Counter, before: int, after: int, ctx: RequestContext, *, refused: bool
-    ) -> None:
-        """Tell the alert writer about every threshold of ``counter``'s budget that a
-        settle from ``before`` to ``after`` nano-dollars crossed (or a refusal reached)."""
-        alerts, spec = self.alerts, counter.scope.budget
-        if alerts is None or spec is None or counter.start is None or counter.end is None:
-            return
-        if refused:
-            reached = exhausted(spec.alert_thresholds)
-        else:
-            reached = crossed(spec.alert_thresholds, spec.max_limit, before, after)
-        if not reached:
-            return
-        now = datetime.now(UTC)
-        spend = from_nanos(after)
-        projected = projected_exhaustion(spend, spec.max_limit, counter.start, counter.end, now)
-        for threshold in reached:
-            alerts.notice(
-                BudgetAlert(
-                    budget_id=spec.id,
-                    scope_kind=counter.scope.kind,
-                    scope_id=counter.scope.id,
-                    scope_name=counter.scope.name,
-                    threshold=threshold,
-                    spend=spend,
-                    max_limit=spec.max_limit,
-                    window_start=counter.start,
-                    window_end=counter.end,
-                    refused=refused,
-                    projected=projected,
-                    channel_ids=spec.alert_channels,
-                    key_id=ctx.key_id,
-                    team_id=ctx.team_id,
-                    customer_id=ctx.customer_id,
-                )
-            )
+            spent = counter.committed
+            ids = (key.scope.id, plan.team_id, plan.customer_id)
+            self.alerts.budget_reached(counter, spent, spent, ids, refused=True)
 
     # -- refusals -----------------------------------------------------------------------
 
