@@ -54,7 +54,6 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self.sent = 0
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
@@ -186,7 +185,6 @@ class Dispatcher:
                 values: dict[str, Any] = {"attempts": number, "last_error": outcome.error}
                 if outcome.ok:
                     values.update(status="sent", sent_at=now)
-                    self.sent += 1
                 elif number >= settings.alert_max_attempts:
                     values["status"] = "failed"
                     log.error(

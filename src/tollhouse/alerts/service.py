@@ -10,15 +10,14 @@ keys it has written so that a flood of refusals does not become a flood of inser
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.alerts.events import BudgetAlert, record
 from tollhouse.alerts.thresholds import crossed, exhausted, projected_exhaustion
+from tollhouse.background import BatchQueue
 from tollhouse.governance.meter import Counter
 from tollhouse.money import from_nanos
 
@@ -30,12 +29,15 @@ _SEEN_MAX = 10_000
 class AlertService:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._queue: deque[BudgetAlert] = deque()
+        self._queue: BatchQueue[BudgetAlert] = BatchQueue(
+            self._write,
+            name="tollhouse-alert-writer",
+            what="alert events",
+            batch=500,
+            retry=(Exception,),  # the database is away: keep them and retry
+            max_delay_s=5.0,
+        )
         self._seen: set[str] = set()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._lock = asyncio.Lock()
         self.written = 0
         # Notified when new deliveries are waiting (the dispatcher's cue to look now).
         self.on_written: asyncio.Event = asyncio.Event()
@@ -93,62 +95,25 @@ class AlertService:
         if len(self._seen) >= _SEEN_MAX:
             self._seen.clear()  # only an optimisation: the database deduplicates
         self._seen.add(key)
-        self._queue.append(alert)
-        self._wake.set()
+        self._queue.put(alert)
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return self._queue.pending
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="tollhouse-alert-writer")
+        await self._queue.start()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-                log.error("alert events not written", extra={"count": len(self._queue)})
+        await self._queue.stop(timeout_s)
 
     async def flush(self) -> None:
-        while self._queue:
-            await self._write()
+        await self._queue.flush()
 
-    async def _run(self) -> None:
-        delay = 0.05
-        while True:
-            if not self._queue:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                await self._write()
-                delay = 0.05
-            except Exception as exc:  # the database is away: keep them and retry
-                log.warning("alert events not written; retrying", extra={"error": repr(exc)})
-                if self._stopping and delay >= 1:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _write(self) -> None:
-        # One writer at a time: ``flush`` may run beside the background task.
-        async with self._lock:
-            batch = list(self._queue)
-            if not batch:
-                return
-            now = datetime.now(UTC)
-            async with self._engine.begin() as conn:
-                for alert in batch:
-                    if await record(conn, alert, now) is not None:
-                        self.written += 1
-            for _ in batch:
-                self._queue.popleft()
+    async def _write(self, batch: list[BudgetAlert]) -> None:
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            for alert in batch:
+                if await record(conn, alert, now) is not None:
+                    self.written += 1
         self.on_written.set()

@@ -14,10 +14,8 @@ a settle lands, its reservation still holds capacity: late, never early.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -27,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from tollhouse.background import BatchQueue
 from tollhouse.governance.meter import (
     Counter,
     CounterKey,
@@ -65,38 +64,31 @@ class RedisMeter:
     def __init__(self, client: Redis, *, ttl_s: float, settle_batch: int = 256) -> None:
         self.client = client
         self._ttl_ms = int(ttl_s * 1000)
-        self._batch = settle_batch
-        self._queue: deque[_Settle] = deque()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self.settled = 0
+        self._queue: BatchQueue[_Settle] = BatchQueue(
+            self._send,
+            name="tollhouse-settler",
+            what="settles",
+            batch=settle_batch,
+            retry=(RedisError, OSError),  # kept and sent again: each settle is idempotent
+            max_delay_s=2.0,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.install()
-        self._task = asyncio.create_task(self._run(), name="tollhouse-settler")
+        await self._queue.start()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Send every queued settle (bounded by ``timeout_s``), then stop."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-                log.error("settles not sent to Redis", extra={"count": len(self._queue)})
+        await self._queue.stop(timeout_s)
 
     async def install(self) -> None:
         await self.client.function_load(_LIBRARY, replace=True)
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return self._queue.pending
 
     # -- the request path ---------------------------------------------------------------
 
@@ -138,9 +130,7 @@ class RedisMeter:
         """Queue the settle; never blocks. ``on_committed`` hears, once it landed, what
         each counter holds after it."""
         amounts = tuple(actual.get(key[0], 0) for key in reservation.keys)
-        self._queue.append(_Settle(reservation, amounts, windows, created_us, on_committed))
-        if len(self._queue) == 1:
-            self._wake.set()
+        self._queue.put(_Settle(reservation, amounts, windows, created_us, on_committed))
 
     # -- rebuilding and reading ---------------------------------------------------------
 
@@ -208,31 +198,6 @@ class RedisMeter:
             except (RedisError, OSError) as exc:
                 raise MeterUnreachable(str(exc) or type(exc).__name__) from exc
         raise AssertionError("unreachable")
-
-    async def _run(self) -> None:
-        delay = 0.05
-        while True:
-            if not self._queue:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
-            try:
-                await self._send(batch)
-            except (RedisError, OSError) as exc:
-                if self._stopping and delay > 1:
-                    log.error("Redis unreachable at shutdown", extra={"error": repr(exc)})
-                    return
-                log.warning("settles not sent; retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.05
-            for _ in batch:
-                self._queue.popleft()
-            self.settled += len(batch)
 
     async def _send(self, batch: list[_Settle]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
