@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -33,13 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h
 import servers
 
-SCENARIOS = {"c1": (1, 1), "c32": (2, 32)}  # name: (wrk threads, connections)
+SCENARIOS = h.SCENARIOS
 TARGET_ADDED_P50_MS = 0.6  # Tollhouse adds at most this much p50 latency at c1
 TARGET_RPS_RATIO = 10.0  # and serves at least this many times LiteLLM's requests/s at c32
 TARGET_GOV_ADDED_P50_MS = 0.8  # with governance on (key + team + customer), added p50 at c1
 TARGET_GOV_COST = 0.15  # and governance on costs at most this share of c32 throughput
-QUIET_CPUS = 0.10  # other processes using more CPU than this make a run disturbed
-REDOS = 10  # disturbed runs are measured again, at most twice each and this often in all
+QUIET_CPUS = h.QUIET_CPUS
 
 Targets = dict[str, tuple[str, str]]  # name: (base URL, bearer key)
 
@@ -135,56 +133,16 @@ def measure(
     args: argparse.Namespace, targets: Targets, cpus: dict[str, Any], procs: h.Processes
 ) -> dict[str, Any]:
     """Every run of every scenario: {scenario: {target: [wrk result, ...]}}."""
-    raw: dict[str, Any] = {}
-    redos_left = REDOS
-    for scenario, (threads, conns) in SCENARIOS.items():
-        seconds = args.c1_seconds if scenario == "c1" else args.c32_seconds
-        load = {"threads": threads, "connections": conns, "cpus": cpus["load"]}
-        raw[scenario] = {name: [] for name in targets}
-        for url, key in targets.values():
-            h.run_wrk(url, seconds=args.warmup_seconds, api_key=key, **load)
-        for run in range(args.runs):
-            names = list(targets)  # rotated, so no target always follows the same one
-            names = names[run % len(names) :] + names[: run % len(names)]
-            for name in names:
-                url, key = targets[name]
-                for attempt in range(3):
-                    meter = h.CpuMeter(procs.pgids())
-                    r = h.run_wrk(url, seconds=seconds, api_key=key, **load)
-                    r["foreign_cpus"], r["redone"] = round(meter.foreign_cpus(), 3), attempt
-                    if r["foreign_cpus"] <= QUIET_CPUS or attempt == 2 or redos_left == 0:
-                        break
-                    redos_left -= 1
-                    print(f"  {scenario:>3} run {run + 1} {name}: disturbed, once more", flush=True)
-                    time.sleep(2)
-                raw[scenario][name].append(r)
-                lat, errors = r["latency_us"], sum(r["errors"].values())
-                print(
-                    f"  {scenario:>3} run {run + 1}/{args.runs} {name:<9} {r['rps']:9.0f} req/s"
-                    f"  p50 {lat['p50'] / 1000:7.3f} ms  p99 {lat['p99'] / 1000:7.3f} ms"
-                    f"  errors {errors}  others' cpu {r['foreign_cpus']:.2f}",
-                    flush=True,
-                )
-    return raw
+    seconds = {"c1": args.c1_seconds, "c32": args.c32_seconds}
+    return h.measure_targets(
+        targets, runs=args.runs, seconds=seconds, warmup_s=args.warmup_seconds,
+        cpus=cpus, procs=procs,
+    )  # fmt: skip
 
 
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     """Medians over the runs, the added latency and the throughput ratio."""
-    med = statistics.median
-    out: dict[str, Any] = {}
-    for scenario, per_target in raw.items():
-        out[scenario] = {
-            name: {
-                "rps": med(r["rps"] for r in runs),
-                "p50_ms": med(r["latency_us"]["p50"] for r in runs) / 1000,
-                "p90_ms": med(r["latency_us"]["p90"] for r in runs) / 1000,
-                "p99_ms": med(r["latency_us"]["p99"] for r in runs) / 1000,
-                "errors": sum(sum(r["errors"].values()) for r in runs),
-                "requests": sum(r["requests"] for r in runs),
-                "foreign_cpus_max": max(r["foreign_cpus"] for r in runs),
-            }
-            for name, runs in per_target.items()
-        }
+    out: dict[str, Any] = h.medians(raw)
     c1, c32 = out["c1"], out["c32"]
     derived: dict[str, Any] = {}
     for name in ("tollhouse", "tollhouse-gov", "litellm"):

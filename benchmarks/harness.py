@@ -14,6 +14,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import time
 import urllib.error
@@ -261,4 +262,73 @@ def machine_info(nginx: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "wrk": version(["wrk", "-v"]),
         "nginx": version([nginx, "-v"]),
+    }
+
+
+SCENARIOS = {"c1": (1, 1), "c32": (2, 32)}  # name: (wrk threads, connections)
+QUIET_CPUS = 0.10  # other processes using more CPU than this make a run disturbed
+REDOS = 10  # disturbed runs are measured again, at most twice each and this often in all
+
+
+def measure_targets(
+    targets: dict[str, tuple[str, str]],
+    *,
+    runs: int,
+    seconds: dict[str, float],
+    warmup_s: float,
+    cpus: dict[str, Any],
+    procs: Processes,
+) -> dict[str, Any]:
+    """Every run of every scenario, {scenario: {target: [wrk result, ...]}}: targets take
+    turns within each run (rotated, so none always follows the same one), and a run that
+    other processes disturbed is measured again."""
+    raw: dict[str, Any] = {}
+    redos_left = REDOS
+    for scenario, (threads, conns) in SCENARIOS.items():
+        load = {"threads": threads, "connections": conns, "cpus": cpus["load"]}
+        raw[scenario] = {name: [] for name in targets}
+        for url, key in targets.values():
+            run_wrk(url, seconds=warmup_s, api_key=key, **load)
+        for run in range(runs):
+            names = list(targets)
+            names = names[run % len(names) :] + names[: run % len(names)]
+            for name in names:
+                url, key = targets[name]
+                for attempt in range(3):
+                    meter = CpuMeter(procs.pgids())
+                    r = run_wrk(url, seconds=seconds[scenario], api_key=key, **load)
+                    r["foreign_cpus"], r["redone"] = round(meter.foreign_cpus(), 3), attempt
+                    if r["foreign_cpus"] <= QUIET_CPUS or attempt == 2 or redos_left == 0:
+                        break
+                    redos_left -= 1
+                    print(f"  {scenario:>3} run {run + 1} {name}: disturbed, once more", flush=True)
+                    time.sleep(2)
+                raw[scenario][name].append(r)
+                lat, errors = r["latency_us"], sum(r["errors"].values())
+                print(
+                    f"  {scenario:>3} run {run + 1}/{runs} {name:<9} {r['rps']:9.0f} req/s"
+                    f"  p50 {lat['p50'] / 1000:7.3f} ms  p99 {lat['p99'] / 1000:7.3f} ms"
+                    f"  errors {errors}  others' cpu {r['foreign_cpus']:.2f}",
+                    flush=True,
+                )
+    return raw
+
+
+def medians(raw: dict[str, Any]) -> dict[str, Any]:
+    """{scenario: {target: medians over the runs}}."""
+    med = statistics.median
+    return {
+        scenario: {
+            name: {
+                "rps": med(r["rps"] for r in runs),
+                "p50_ms": med(r["latency_us"]["p50"] for r in runs) / 1000,
+                "p90_ms": med(r["latency_us"]["p90"] for r in runs) / 1000,
+                "p99_ms": med(r["latency_us"]["p99"] for r in runs) / 1000,
+                "errors": sum(sum(r["errors"].values()) for r in runs),
+                "requests": sum(r["requests"] for r in runs),
+                "foreign_cpus_max": max(r["foreign_cpus"] for r in runs),
+            }
+            for name, runs in per_target.items()
+        }
+        for scenario, per_target in raw.items()
     }

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import servers
 
 from tollhouse.devstack import services
 
-SCENARIOS = {"c1": (1, 1), "c32": (2, 32)}
+SCENARIOS = h.SCENARIOS
 TARGET_ADDED_P50_MS = 1.0
 
 
@@ -103,43 +102,8 @@ def start_targets(procs: h.Processes, workdir: Path, stack: Any, cpus: dict[str,
     return targets
 
 
-def measure(args: argparse.Namespace, targets: dict, cpus: dict[str, Any]) -> dict[str, Any]:
-    raw: dict[str, Any] = {}
-    for scenario, (threads, conns) in SCENARIOS.items():
-        load = {"threads": threads, "connections": conns, "cpus": cpus["load"]}
-        raw[scenario] = {name: [] for name in targets}
-        for url, key in targets.values():
-            h.run_wrk(url, seconds=1, api_key=key, **load)
-        for run in range(args.runs):
-            names = list(targets)
-            names = names[run % len(names) :] + names[: run % len(names)]
-            for name in names:
-                url, key = targets[name]
-                r = h.run_wrk(url, seconds=args.seconds, api_key=key, **load)
-                raw[scenario][name].append(r)
-                lat, errors = r["latency_us"], sum(r["errors"].values())
-                print(
-                    f"  {scenario:>3} run {run + 1}/{args.runs} {name:<9} {r['rps']:8.0f} req/s"
-                    f"  p50 {lat['p50'] / 1000:7.3f} ms  p99 {lat['p99'] / 1000:7.3f} ms"
-                    f"  errors {errors}",
-                    flush=True,
-                )
-    return raw
-
-
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
-    med = statistics.median
-    out: dict[str, Any] = {}
-    for scenario, per_target in raw.items():
-        out[scenario] = {
-            name: {
-                "rps": med(r["rps"] for r in runs),
-                "p50_ms": med(r["latency_us"]["p50"] for r in runs) / 1000,
-                "p99_ms": med(r["latency_us"]["p99"] for r in runs) / 1000,
-                "errors": sum(sum(r["errors"].values()) for r in runs),
-            }
-            for name, runs in per_target.items()
-        }
+    out: dict[str, Any] = h.medians(raw)
     c1 = out["c1"]
     out["added_p50_ms"] = {
         name: round(c1[name]["p50_ms"] - c1["embedded"]["p50_ms"], 3) for name in c1
@@ -168,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
             try:
                 targets = start_targets(procs, workdir, stack, cpus)
-                raw = measure(args, targets, cpus)
+                raw = h.measure_targets(
+                    targets, runs=args.runs, seconds={"c1": args.seconds, "c32": args.seconds},
+                    warmup_s=1.0, cpus=cpus, procs=procs,
+                )  # fmt: skip
             finally:
                 procs.stop_all()
     summary = summarize(raw)

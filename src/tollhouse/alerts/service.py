@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.alerts.events import BudgetAlert, record
-from tollhouse.alerts.thresholds import crossed, exhausted, projected_exhaustion
+from tollhouse.alerts.thresholds import crossed_marks, exhausted, projected_exhaustion
 from tollhouse.background import BatchQueue
 from tollhouse.governance.meter import Counter
 from tollhouse.money import from_nanos
@@ -60,7 +60,7 @@ class AlertService:
         if refused:
             reached = exhausted(spec.alert_thresholds)
         else:
-            reached = crossed(spec.alert_thresholds, spec.max_limit, before, after)
+            reached = crossed_marks(spec.alert_marks, before, after)
         if not reached:
             return
         spend = from_nanos(after)

@@ -9,6 +9,7 @@ stopped short (its worst case no longer fits): ``exhausted`` says so.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -22,13 +23,26 @@ def mark(threshold: Decimal, max_limit: Decimal) -> Decimal:
     return threshold * max_limit * NANOS_PER_USD
 
 
+Marks = tuple[tuple[Decimal, int], ...]
+
+
+def marks(thresholds: tuple[Decimal, ...], max_limit: Decimal) -> Marks:
+    """``(threshold, whole nano-dollars at which it is reached)``, in order. Spend is a
+    whole number of nano-dollars, so reaching ``mark`` means reaching its ceiling:
+    computed once per budget, the request path then compares integers."""
+    return tuple((t, math.ceil(mark(t, max_limit))) for t in sorted(set(thresholds)))
+
+
+def crossed_marks(budget_marks: Marks, before: int, after: int) -> list[Decimal]:
+    """The thresholds a settle from ``before`` to ``after`` nano-dollars crossed."""
+    return [t for t, at in budget_marks if before < at <= after]
+
+
 def crossed(
     thresholds: tuple[Decimal, ...], max_limit: Decimal, before: int, after: int
 ) -> list[Decimal]:
     """The thresholds a settle from ``before`` to ``after`` nano-dollars crossed."""
-    if after <= before:
-        return []
-    return [t for t in sorted(set(thresholds)) if before < mark(t, max_limit) <= after]
+    return crossed_marks(marks(thresholds, max_limit), before, after)
 
 
 def exhausted(thresholds: tuple[Decimal, ...]) -> list[Decimal]:

@@ -8,7 +8,7 @@ within one poll interval).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Literal
@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tollhouse.alerts.thresholds import Marks, marks
 from tollhouse.governance.models import (
     budgets,
     customers,
@@ -52,6 +53,12 @@ class BudgetSpec:
     window: WindowSpec
     alert_thresholds: tuple[Decimal, ...]
     alert_channels: tuple[str, ...] | None = None  # None: the default channels
+    # Each threshold with the whole nano-dollars that reach it, worked out once here
+    # because every settle of the budget compares against them.
+    alert_marks: Marks = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alert_marks", marks(self.alert_thresholds, self.max_limit))
 
     @property
     def limit_nanos(self) -> int:
