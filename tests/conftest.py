@@ -88,7 +88,7 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
 async def gateway(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the in-process gateway, as a loopback client (admin API open)."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://tollhouse") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         yield client
 
 

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 
 from tollhouse.app import create_app
 from tollhouse.config import Settings
+from tollhouse.web.server import server_config
 
 
 def upstream_env(url: str) -> dict[str, str]:
@@ -40,14 +41,9 @@ class LiveServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.app,
-            loop="asyncio",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=5,
+        # The production configuration (limits, protocol), on the test's own loop.
+        config = server_config(
+            settings, self.app, loop="asyncio", access_log=False, timeout_graceful_shutdown=5
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -390,13 +390,13 @@ def test_models_routes_from_file(config_file, load):
 
 # --- secrets --------------------------------------------------------------------------
 
-SECRETS = ("sk-openai-SECRET", "sk-ant-SECRET", "admin-SECRET", "fernet-SECRET")
+SECRETS = ("sk-openai-SECRET", "sk-ant-SECRET", "admin-SECRET-0123456789abcdefghijklmnop", "fernet-SECRET-0123456789abcdefghijklmnop")
 
 
 def _secret_settings(config_file, load) -> Settings:
     path = config_file(
-        "admin_key: admin-SECRET\n"
-        "secret_key: fernet-SECRET\n"
+        "admin_key: admin-SECRET-0123456789abcdefghijklmnop\n"
+        "secret_key: fernet-SECRET-0123456789abcdefghijklmnop\n"
         "providers:\n"
         "  local:\n"
         "    base_url: http://127.0.0.1:1/v1\n"
@@ -416,16 +416,16 @@ def test_secrets_never_in_repr_or_str(config_file, load):
             assert secret not in text
     # ... while still usable by the code that needs them.
     assert settings.admin_key is not None
-    assert settings.admin_key.get_secret_value() == "admin-SECRET"
+    assert settings.admin_key.get_secret_value() == "admin-SECRET-0123456789abcdefghijklmnop"
     assert settings.providers["local"].api_key is not None
     assert settings.providers["local"].api_key.get_secret_value() == "sk-local-SECRET"
 
 
 def test_secret_not_echoed_in_config_errors(config_file, load):
-    path = config_file("admin_key: admin-SECRET\nport: nope\n")
+    path = config_file("admin_key: admin-SECRET-0123456789abcdefghijklmnop\nport: nope\n")
     with pytest.raises(ConfigError) as info:
         load(path)
-    assert "admin-SECRET" not in str(info.value)
+    assert "admin-SECRET-0123456789abcdefghijklmnop" not in str(info.value)
 
 
 def test_database_password_never_in_repr_or_str(load):

@@ -12,11 +12,13 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Mount, Route, Router, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tollhouse.admin.auth import require_admin
+from tollhouse.admin.auth import FailureThrottle, require_admin
 from tollhouse.alerts.api import routes as alert_routes
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.inbound import budget_webhook
@@ -44,8 +46,9 @@ from tollhouse.ledger import UsageRecorder
 from tollhouse.ledger.routes import routes as ledger_routes
 from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
-from tollhouse.ops.routes import routes as ops_routes
+from tollhouse.ops.routes import operator_endpoints, probe_routes
 from tollhouse.pricing import load_catalog
+from tollhouse.web.guard import EdgeGuard, body_unread
 
 log = logging.getLogger("tollhouse")
 
@@ -63,6 +66,9 @@ def error_response(request: Request, exc: TollhouseError) -> Response:
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         headers["x-request-id"] = request_id
+    if body_unread(request.scope):
+        # Refused before its body was read (401, 413…): close rather than read the rest.
+        headers["connection"] = "close"
     return Response(orjson.dumps(body), exc.status_code, headers, media_type="application/json")
 
 
@@ -86,34 +92,54 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(request, error)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody is left to read this; answering keeps it out of the error log.
+    return error_response(request, BadRequest("the client closed the connection"))
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
     return error_response(request, TollhouseError("internal error; the server logged the cause"))
 
 
-class _AdminAPI:
-    """``/api/*``: admin-authenticated before any route runs."""
+class _AdminGate:
+    """Admin-authenticated before the wrapped app runs (``/api/*``, operator endpoints)."""
 
-    def __init__(self, settings: Settings, app: Router) -> None:
+    def __init__(self, settings: Settings, throttle: FailureThrottle, app: ASGIApp) -> None:
         self._settings = settings
+        self._throttle = throttle
         self._app = app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             request = Request(scope, receive)
             try:
-                require_admin(request, self._settings)
+                require_admin(request, self._settings, self._throttle)
             except TollhouseError as exc:
                 await error_response(request, exc)(scope, receive, send)
                 return
         await self._app(scope, receive, send)
 
 
+def _ops_routes(settings: Settings, throttle: FailureThrottle) -> list[Route]:
+    routes = list(probe_routes)
+    for path, endpoint in operator_endpoints.items():
+        if settings.ops_public:
+            routes.append(Route(path, endpoint, methods=["GET"]))
+        else:
+            gated = _AdminGate(settings, throttle, request_response(endpoint))
+            routes.append(Route(path, gated, methods=["GET"]))
+    return routes
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the service for ``settings``; resources open in the lifespan."""
     catalog = load_catalog()
     metrics = Metrics()
-    admin = _AdminAPI(settings, Router(routes=[*ledger_routes, *governance_routes, *alert_routes]))
+    throttle = FailureThrottle(settings.admin_failures_per_minute)
+    admin = _AdminGate(
+        settings, throttle, Router(routes=[*ledger_routes, *governance_routes, *alert_routes])
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -174,19 +200,26 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             *gateway_routes,
-            *ops_routes,
+            *_ops_routes(settings, throttle),
             # Signed by its sender instead of the admin key, so outside the admin mount.
             Route("/api/webhooks/budget", budget_webhook, methods=["POST"]),
             Mount("/api", app=admin),
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(
+                EdgeGuard, max_body_bytes=settings.max_request_body_bytes, respond=error_response
+            )
+        ],
         exception_handlers={
             TollhouseError: _tollhouse_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _server_error,
         },
     )
     app.state.settings = settings
+    app.state.auth_throttle = throttle
     app.state.metrics = metrics
     app.state.catalog = catalog
     return app

@@ -13,6 +13,7 @@ dev-upstream`` is a complete offline set-up.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from decimal import Decimal
@@ -36,6 +37,10 @@ ENV_PREFIX = "TOLLHOUSE_"
 DEFAULT_CONFIG_FILE = "tollhouse.yaml"
 
 ProviderType = Literal["openai", "anthropic"]
+
+# Shortest admin key and webhook secret accepted: guessing 32 random characters is out of
+# reach, and the length check catches a value cut short by quoting or a stray comma.
+MIN_SECRET_LENGTH = 32
 
 # Base URLs of the presets a provider entry may name instead of spelling its URL out.
 PRESETS: dict[str, tuple[ProviderType, str]] = {
@@ -150,7 +155,44 @@ class Settings(_Frozen):
     )
     admin_key: SecretStr | None = Field(
         default=None,
-        description="Bearer token for /api/*. Unset: admin API answers loopback clients only.",
+        description="Bearer token for /api/*, at least 32 characters. Unset: the admin API "
+        "answers loopback clients only, and `serve` binds loopback only.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated IPs or networks of reverse proxies whose "
+        "X-Forwarded-For/-Proto headers are believed (empty: such headers are ignored).",
+    )
+    ops_public: bool = Field(
+        default=False,
+        description="Serve /metrics and /health to anyone (false: they need the admin key, "
+        "or a loopback client when none is set). /healthz and /readyz are always open.",
+    )
+    max_request_body_mb: float = Field(
+        default=32, gt=0, description="Largest request body accepted (413 beyond), MB."
+    )
+    max_json_depth: int = Field(
+        default=128, ge=8, le=250, description="Deepest JSON nesting accepted in a body (400)."
+    )
+    max_header_kb: int = Field(
+        default=64, ge=8, description="Largest request line plus headers accepted (431), KB."
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time a client has to send a request's headers."
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="Time a client has to send a request's body."
+    )
+    max_connections: int = Field(
+        default=2048,
+        ge=1,
+        description="Open connections and requests per process; beyond, new requests get 503.",
+    )
+    admin_failures_per_minute: int = Field(
+        default=20,
+        ge=1,
+        description="Failed admin-key or webhook-signature checks per client address per "
+        "minute; beyond, that address gets 429 until the minute is over.",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -264,6 +306,38 @@ class Settings(_Frozen):
         default_factory=dict, description="Price overrides keyed `provider/model`."
     )
 
+    @field_validator("admin_key", "inbound_webhook_secret", "secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        # An empty value is a mistake (``TOLLHOUSE_ADMIN_KEY=`` in a compose file), never
+        # "no key": for the admin key it would open the admin API to an empty bearer token.
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if info.field_name != "secret_key" and len(secret) < MIN_SECRET_LENGTH:
+            shown = "empty" if not secret else f"{len(secret)} characters"
+            raise ValueError(
+                f"is {shown}; unset it, or use at least {MIN_SECRET_LENGTH} random characters "
+                '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
+        if not secret.strip():
+            raise ValueError("is empty; unset it or set a value")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in proxy_list(value):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an IP address or network") from None
+        return value
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        return int(self.max_request_body_mb * 1024 * 1024)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -313,6 +387,11 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def proxy_list(value: str) -> list[str]:
+    """The entries of ``trusted_proxies``."""
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def redact_url(url: str) -> str:

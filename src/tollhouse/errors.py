@@ -18,9 +18,14 @@
     ├── NotFound                       404 not_found_error
     │   └── ModelNotFound              404 model_not_found
     ├── MethodNotAllowed               405 method_not_allowed
+    ├── RequestTimeout                 408 request_timeout
+    ├── PayloadTooLarge                413 payload_too_large
+    ├── UnsupportedMediaType           415 unsupported_media_type
+    ├── MisdirectedRequest             421 misdirected_request
     ├── UnprocessableEvent             422 invalid_event
     ├── RateLimited                    429 rate_limit_error
-    │   └── ParallelLimited            429 parallel_limit_exceeded
+    │   ├── ParallelLimited            429 parallel_limit_exceeded
+    │   └── TooManyFailures            429 too_many_failures
     ├── UpstreamError                  502 api_error (or the upstream's own 4xx/429)
     │   └── UpstreamTimeout            504 timeout
     └── ServiceUnavailable             503 service_unavailable
@@ -43,7 +48,10 @@ _ANTHROPIC_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "request_too_large",
+    415: "invalid_request_error",
+    421: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "overloaded_error",
@@ -160,6 +168,38 @@ class MethodNotAllowed(TollhouseError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(TollhouseError):
+    """The client did not send the whole body within ``body_timeout_s``."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class PayloadTooLarge(TollhouseError):
+    """The body is larger than ``max_request_body_mb``; refused before it is read."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(TollhouseError):
+    """A write to the keyless (loopback) admin API without ``Content-Type: application/json``."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class MisdirectedRequest(TollhouseError):
+    """The keyless admin API asked for under a ``Host`` that is not loopback (DNS rebinding)."""
+
+    status = 421
+    type = "invalid_request_error"
+    code = "misdirected_request"
+
+
 class UnprocessableEvent(TollhouseError):
     """Well-formed JSON that is not a valid event (the message names the field)."""
 
@@ -176,6 +216,12 @@ class RateLimited(TollhouseError):
 
 class ParallelLimited(RateLimited):
     code = "parallel_limit_exceeded"
+
+
+class TooManyFailures(RateLimited):
+    """Too many failed admin-key or signature checks from one address: wait and retry."""
+
+    code = "too_many_failures"
 
 
 class UpstreamError(TollhouseError):

@@ -13,7 +13,7 @@ from tollhouse.alerts.models import alert_deliveries, alert_events
 from tollhouse.alerts.signing import sign
 
 URL = "/api/webhooks/budget"
-SECRET = "inbound-secret"
+SECRET = "inbound-secret-0123456789abcdefghijkl"
 LITELLM_EVENT = {
     "spend": 98.5,
     "max_budget": 100,

@@ -29,7 +29,7 @@ def test_non_loopback_host_without_admin_key_is_refused(host):
 
 
 def test_non_loopback_host_with_admin_key_is_fine():
-    check_startup(settings(host="0.0.0.0", admin_key="k"))
+    check_startup(settings(host="0.0.0.0", admin_key="k" * 32))
 
 
 def test_several_workers_on_sqlite_are_refused():
@@ -71,7 +71,7 @@ def test_serve_command_refuses_workers_on_sqlite(invoke):
 
 def test_serve_command_reads_the_admin_key_from_env(invoke):
     result = invoke("serve", "--workers", "2", env={"TOLLHOUSE_HOST": "0.0.0.0",
-                                                    "TOLLHOUSE_ADMIN_KEY": "k"})  # fmt: skip
+                                                    "TOLLHOUSE_ADMIN_KEY": "k" * 32})  # fmt: skip
     # The host check passed (an admin key is set); the workers check refused.
     assert result.exit_code == 1
     assert "--workers 2" in result.output

@@ -108,7 +108,7 @@ async def test_gateway_on_postgres_end_to_end(pg_url, upstream, make_settings):
     app = create_app(make_settings(database_url=pg_url))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             sent = []
             for _ in range(3):
                 response = await client.post(

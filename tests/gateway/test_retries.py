@@ -43,7 +43,7 @@ async def running(settings) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://tollhouse") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             yield c, app
 
 

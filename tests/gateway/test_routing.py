@@ -242,6 +242,6 @@ async def test_v1_models_lists_routes(make_settings):
     app = create_app(make_settings(models=[{"name": "smart", "targets": ["openai/gpt-4o-mini"]}]))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             body = (await client.get("/v1/models")).json()
     assert {"id": "smart", "object": "model", "created": 0, "owned_by": "tollhouse"} in body["data"]

@@ -77,7 +77,7 @@ async def _record(make_settings, base_url: str, path: str):
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             response = await client.post(path, json=BODY)
             await flushed(app)
             listed = await client.get("/api/usage")

@@ -174,7 +174,7 @@ async def running(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.As
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://tollhouse") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield application, client
 
 

@@ -215,7 +215,7 @@ async def test_the_api_on_postgres(make_settings, request):
     app = create_app(make_settings(database_url=request.getfixturevalue("pg_url")))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             api = "/api/governance"
             body = (
                 b'{"name": "c", "budget": {"max_limit": 9223372036854775807, '

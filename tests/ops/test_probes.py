@@ -18,7 +18,7 @@ HI = [{"role": "user", "content": "hi"}]
 async def running(app) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://tollhouse") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             yield c
 
 
@@ -51,7 +51,7 @@ async def test_readyz_counts_pending_records(make_settings):
 async def test_readyz_before_start_and_after_stop(make_settings):
     app = create_app(make_settings())
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://tollhouse") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         before = await client.get("/readyz")
         assert (before.status_code, before.json()) == (503, {"status": "starting"})
         async with app.router.lifespan_context(app):

@@ -4,9 +4,11 @@ The body is LiteLLM's budget-webhook payload as is (``spend``, ``max_budget``,
 ``event``, ``event_group``, ``event_message``, ``token``, ``team_id``, …), signed with
 the operator's ``inbound_webhook_secret`` in ``Tollhouse-Signature`` (the scheme of
 ``signing.py``), which is this endpoint's only credential — it sits outside the admin
-key. Answers: 401 bad, missing or stale signature; 400 malformed JSON; 422 a schema
-error naming the field; 200 stored in the alert history (once: a repeat of the same
-event is acknowledged and not stored again) and routed to the default channels.
+key. The header is checked before the body is read. Answers: 401 bad, missing or
+stale signature (429 past ``admin_failures_per_minute`` failures from one address);
+400 malformed JSON; 422 a schema error naming the field; 200 stored in the alert
+history (once: a repeat of the same event is acknowledged and not stored again) and
+routed to the default channels.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tollhouse.admin.auth import client_address
 from tollhouse.alerts.events import enqueue, insert_event
-from tollhouse.alerts.signing import HEADER, SignatureError, verify
+from tollhouse.alerts.signing import HEADER, SignatureError, check, parse_header
 from tollhouse.errors import InvalidJSON, ServiceUnavailable, SignatureInvalid, UnprocessableEvent
 from tollhouse.governance.routes import json_response
 from tollhouse.money import format_usd
+from tollhouse.web.bodies import read_body
 
 
 class InboundBudgetEvent(BaseModel):
@@ -60,21 +64,27 @@ class InboundBudgetEvent(BaseModel):
 
 
 async def budget_webhook(request: Request) -> Response:
-    settings = request.app.state.settings
-    secret = settings.inbound_webhook_secret
+    state = request.app.state
+    secret = state.settings.inbound_webhook_secret
     if secret is None:
         raise ServiceUnavailable(
             "inbound budget webhooks are off: set TOLLHOUSE_INBOUND_WEBHOOK_SECRET"
         )
-    raw = await request.body()
+    # The header is checked before the body is read: an unsigned or stale request costs
+    # no more than its headers. Failures count against the sender's address.
+    client = client_address(request)
+    state.auth_throttle.check(client)
     try:
-        verify(request.headers.get(HEADER), raw, secret.get_secret_value())
+        parsed = parse_header(request.headers.get(HEADER))
+        raw = await read_body(request)
+        check(parsed, raw, secret.get_secret_value())
     except SignatureError as exc:
+        state.auth_throttle.failed(client)
         raise SignatureInvalid(str(exc)) from None
     try:
         data = json.loads(raw, parse_float=Decimal)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"Invalid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, too deep
+        raise InvalidJSON(f"Invalid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise InvalidJSON("Invalid JSON: the body must be a JSON object")
     try:
@@ -84,8 +94,9 @@ async def budget_webhook(request: Request) -> Response:
         field = ".".join(str(p) for p in first["loc"]) or "body"
         raise UnprocessableEvent(f"{field}: {first['msg']}", param=field) from None
 
-    # The sender's event id when it sends one; else the event itself is its identity.
-    dedup = request.headers.get("Tollhouse-Event-Id") or hashlib.sha256(raw).hexdigest()
+    # The signed body is the event's identity: a ``Tollhouse-Event-Id`` header is not
+    # covered by the signature, so a replay with a new id would be stored again.
+    dedup = hashlib.sha256(raw).hexdigest()
     now, event_id = datetime.now(UTC), str(uuid.uuid4())
     stored = {k: format_usd(v) if isinstance(v, Decimal) else v for k, v in data.items()}
     percentage = format_usd(event.spend * 100 / event.max_budget) if event.max_budget else "unknown"

@@ -15,6 +15,7 @@ from tollhouse.cli.options import config_option, settings_from
 from tollhouse.cli.workers import run_workers
 from tollhouse.config import Settings
 from tollhouse.ops.logging import configure_logging
+from tollhouse.web.server import server_config
 
 
 def check_startup(settings: Settings) -> None:
@@ -68,16 +69,5 @@ def serve(config_file: str | None, host: str | None, port: int | None, workers: 
 def serve_one(settings: Settings, sock: socket.socket | None = None) -> None:
     """One gateway process; on ``sock`` when a supervisor bound it already."""
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=settings.access_log,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None,
-        backlog=4096,
-    )
-    GatewayServer(config, app).run(sockets=[sock] if sock is not None else None)
+    sockets = [sock] if sock is not None else None
+    GatewayServer(server_config(settings, app), app).run(sockets=sockets)

@@ -10,21 +10,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from tollhouse.errors import InvalidJSON
 from tollhouse.gateway.context import RequestContext
 from tollhouse.gateway.service import Gateway, Reply
 from tollhouse.gateway.streaming import EventStreamResponse
-
-
-async def read_json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidJSON("request body must be a JSON object")
-    return body
+from tollhouse.web.bodies import read_json_object
 
 
 def _respond(reply: Reply) -> ASGIApp:
@@ -35,11 +24,13 @@ def _respond(reply: Reply) -> ASGIApp:
 
 def _endpoint(name: str) -> Any:
     async def handler(request: Request) -> ASGIApp:
-        body = await read_json_object(request)
         gateway: Gateway = request.app.state.gateway
+        # The key is checked from the headers before a byte of the body is read.
+        key = gateway.authenticate(request.headers)
+        body = await read_json_object(request)
         ctx = RequestContext()
         request.state.request_id = ctx.request_id
-        return _respond(await gateway.handle(name, body, ctx, request.headers))
+        return _respond(await gateway.handle(name, body, ctx, key))
 
     handler.__name__ = f"{name}_endpoint"
     return handler

@@ -87,18 +87,23 @@ class Gateway:
         self._metrics = metrics
         self._admission = admission
 
+    def authenticate(self, headers: Mapping[str, str]) -> Any:
+        """The caller's key (``None`` when anonymous use is allowed and none was sent)."""
+        return self._admission.authenticate(headers)
+
     async def handle(
         self,
         endpoint: str,
         body: dict[str, Any],
         ctx: RequestContext,
-        headers: Mapping[str, str],
+        key: Any,
     ) -> Reply:
-        """Serve one inference request; raises ``TollhouseError`` before any byte is sent."""
+        """Serve one request of ``key`` (from ``authenticate``); raises ``TollhouseError``
+        before any byte is sent."""
         in_flight = self._metrics.in_flight
         in_flight.inc()
         try:
-            reply = await self._handle(endpoint, body, ctx, headers)
+            reply = await self._handle(endpoint, body, ctx, key)
         except BaseException:
             in_flight.dec()
             # Nothing was recorded, so nothing was consumed: give the reservation back.
@@ -114,9 +119,8 @@ class Gateway:
         endpoint: str,
         body: dict[str, Any],
         ctx: RequestContext,
-        request_headers: Mapping[str, str],
+        key: Any,
     ) -> Reply:
-        key = self._admission.authenticate(request_headers)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a string", param="model")

@@ -2,7 +2,8 @@
 
 ``/healthz`` is liveness (the process answers). ``/readyz`` is readiness (migrations
 applied, ledger writer running, not draining for shutdown). ``/health`` checks the
-dependencies themselves: the database and, when configured, Redis.
+dependencies themselves: the database and, when configured, Redis. ``/health`` and
+``/metrics`` answer whoever may use the admin API unless ``ops_public`` is set.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-routes = [
-    Route("/health", health, methods=["GET"]),
+# Load balancers probe these without credentials; they tell nothing about the inside.
+probe_routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
 ]
+# These show dependencies, models, keys' traffic: admin-only unless ``ops_public``.
+operator_endpoints = {"/health": health, "/metrics": metrics}
