@@ -390,7 +390,12 @@ def test_models_routes_from_file(config_file, load):
 
 # --- secrets --------------------------------------------------------------------------
 
-SECRETS = ("sk-openai-SECRET", "sk-ant-SECRET", "admin-SECRET-0123456789abcdefghijklmnop", "fernet-SECRET-0123456789abcdefghijklmnop")
+SECRETS = (
+    "sk-openai-SECRET",
+    "sk-ant-SECRET",
+    "admin-SECRET-0123456789abcdefghijklmnop",
+    "fernet-SECRET-0123456789abcdefghijklmnop",
+)
 
 
 def _secret_settings(config_file, load) -> Settings:
@@ -447,3 +452,36 @@ def test_credential_headers_never_in_repr_or_str(load):
     provider = settings.providers["azure"]
     for text in (repr(settings), str(settings), repr(provider), str(provider)):
         assert "az-SECRET" not in text
+
+
+# --- safe defaults for secrets -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["TOLLHOUSE_ADMIN_KEY", "TOLLHOUSE_INBOUND_WEBHOOK_SECRET"])
+@pytest.mark.parametrize("value", ["", " ", "short", "x" * 31])
+def test_an_empty_or_short_admin_key_or_webhook_secret_is_an_error(load, name, value):
+    with pytest.raises(ConfigError) as info:
+        load(env={name: value})
+    message = str(info.value)
+    assert "at least 32" in message or "empty" in message
+    assert value.strip() == "" or value not in message
+
+
+def test_an_empty_secret_key_is_an_error(load):
+    with pytest.raises(ConfigError, match="secret_key"):
+        load(env={"TOLLHOUSE_SECRET_KEY": ""})
+
+
+def test_a_32_character_admin_key_is_accepted(load):
+    settings = load(env={"TOLLHOUSE_ADMIN_KEY": "k" * 32})
+    assert settings.admin_key is not None
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1", "10.0.0.0/8, 192.168.1.1", "::1", ""])
+def test_trusted_proxies_take_addresses_and_networks(load, value):
+    assert load(env={"TOLLHOUSE_TRUSTED_PROXIES": value}).trusted_proxies == value
+
+
+def test_trusted_proxies_refuse_what_is_not_an_address(load):
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load(env={"TOLLHOUSE_TRUSTED_PROXIES": "10.0.0.1, proxy.example"})

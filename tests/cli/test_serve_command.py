@@ -81,3 +81,9 @@ def test_serve_command_missing_config(invoke, tmp_path):
     result = invoke("serve", config_file=tmp_path / "nope.yaml")
     assert result.exit_code == 1
     assert "cannot read config file" in result.output
+
+
+def test_serve_refuses_an_empty_admin_key(invoke):
+    result = invoke("serve", "--host", "0.0.0.0", env={"TOLLHOUSE_ADMIN_KEY": ""})
+    assert result.exit_code != 0
+    assert "admin_key" in result.output and "empty" in result.output

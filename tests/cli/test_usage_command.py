@@ -103,7 +103,8 @@ def test_usage_after_real_requests(invoke, config, db_path, upstream):
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            base = "http://127.0.0.1"
+            async with httpx.AsyncClient(transport=transport, base_url=base) as client:
                 for model in ("gpt-4o-mini", "gpt-4o-mini", "claude-haiku-4-5"):
                     response = await client.post(
                         "/v1/chat/completions",
