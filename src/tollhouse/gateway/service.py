@@ -9,7 +9,7 @@ client leaving — which cancels the upstream request).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from tollhouse.gateway.context import RequestContext
 from tollhouse.gateway.estimate import output_token_bound, prompt_token_bound
 from tollhouse.gateway.exchanges import EXCHANGES, Exchange, StreamRelay
 from tollhouse.gateway.routing import Router, Target
+from tollhouse.gateway.streaming import ClosingStream
 from tollhouse.gateway.translate import Usage
 from tollhouse.gateway.upstreams import Upstream, send_with_retries
 from tollhouse.ledger import UsageRecord, UsageRecorder
@@ -54,6 +55,30 @@ class _Outcome:
     http_status: int = 200
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Live:
+    """One stream being relayed, until ``Gateway._end_stream`` has ended it.
+
+    The relay generator's ``finally`` ends it; so does ``ClosingStream.aclose`` when the
+    response failed before asking for a first chunk (the generator never started, so its
+    ``finally`` never runs).
+    """
+
+    resp: aiohttp.ClientResponse
+    relay: StreamRelay
+    endpoint: str
+    body: dict[str, Any]
+    target: Target
+    ctx: RequestContext
+    outcome: _Outcome = field(default_factory=_Outcome)
+    completed: bool = False  # the provider's stream ended (well or badly)
+    recorded: bool = False
+    ended: bool = False
+
+    def __post_init__(self) -> None:
+        self.outcome.upstream_id = _upstream_id(self.resp)
 
 
 class Admission(Protocol):
@@ -134,7 +159,8 @@ class Gateway:
         resp, target, exchange = await self._open(endpoint, body, targets, ctx, stream)
         headers = {"x-request-id": ctx.request_id, "x-tollhouse-target": target.label, **limits}
         if stream:
-            chunks = self._relay(resp, exchange.relay(body), endpoint, body, target, ctx)
+            live = _Live(resp, exchange.relay(body), endpoint, body, target, ctx)
+            chunks = ClosingStream(self._relay(live), partial(self._end_stream, live))
             headers.update(_STREAM_HEADERS)
             return Reply(200, headers, stream=chunks, media_type="text/event-stream")
         outcome = _Outcome(upstream_id=_upstream_id(resp))
@@ -223,18 +249,10 @@ class Gateway:
         self._record(endpoint, body, targets[-1], ctx, outcome, streamed=stream)
         raise last
 
-    async def _relay(
-        self,
-        resp: aiohttp.ClientResponse,
-        relay: StreamRelay,
-        endpoint: str,
-        body: dict[str, Any],
-        target: Target,
-        ctx: RequestContext,
-    ) -> AsyncIterator[bytes]:
-        outcome = _Outcome(upstream_id=_upstream_id(resp))
+    async def _relay(self, live: _Live) -> AsyncGenerator[bytes, None]:
+        """The client's bytes of one stream; ``_end_stream`` settles it (see ``_Live``)."""
+        resp, relay, outcome = live.resp, live.relay, live.outcome
         decoder = sse.SSEDecoder()
-        recorded = False
         try:
             async for chunk in resp.content.iter_any():
                 for event in decoder.feed(chunk):
@@ -248,10 +266,10 @@ class Gateway:
             tail = relay.finish()
             if tail:
                 yield tail
+            live.completed = True
             if self._settings.durability == "strict":
                 # The response's end (not its last event) waits for the record.
-                recorded = True
-                durable = self._finish_stream(endpoint, body, target, ctx, outcome, relay)
+                durable = self._finish_stream(live)
                 if durable is not None:
                     await durable
         except asyncio.CancelledError:
@@ -262,31 +280,41 @@ class Gateway:
             error = (
                 exc
                 if isinstance(exc, TollhouseError)
-                else UpstreamError(f"provider {target.provider} stream broke: {exc!r}")
+                else UpstreamError(f"provider {live.target.provider} stream broke: {exc!r}")
             )
             outcome.status, outcome.http_status, outcome.error = "error", 502, error.message
+            live.completed = True
             yield relay.error(error)
         finally:
-            # Closing (not releasing) drops the connection, which cancels the upstream
-            # generation when the client has gone.
-            resp.close()
-            if not recorded:
-                self._finish_stream(endpoint, body, target, ctx, outcome, relay)
+            self._end_stream(live)
+
+    def _end_stream(self, live: _Live) -> None:
+        """Close the upstream, record and settle, and leave the in-flight gauge: once,
+        whether the relay finished, failed, was closed mid-way or never started."""
+        if live.ended:
+            return
+        live.ended = True
+        # Closing (not releasing) drops the connection, which cancels the upstream
+        # generation when the client has gone.
+        live.resp.close()
+        try:
+            if not live.recorded:
+                outcome = live.outcome
+                if outcome.status == "success" and not live.completed:
+                    # Closed before its end (or before its first byte): the client left.
+                    outcome.status, outcome.http_status = "cancelled", 499
+                    outcome.error = "client disconnected"
+                self._finish_stream(live)
+        finally:
             self._metrics.in_flight.dec()
 
-    def _finish_stream(
-        self,
-        endpoint: str,
-        body: dict[str, Any],
-        target: Target,
-        ctx: RequestContext,
-        outcome: _Outcome,
-        relay: StreamRelay,
-    ) -> asyncio.Future[None] | None:
+    def _finish_stream(self, live: _Live) -> asyncio.Future[None] | None:
+        live.recorded = True
+        outcome, relay = live.outcome, live.relay
         outcome.usage = relay.usage
         if outcome.usage is None or outcome.usage.completion_tokens == 0:
             outcome.extra["content_bytes"] = relay.content_bytes
-        return self._record(endpoint, body, target, ctx, outcome, streamed=True)
+        return self._record(live.endpoint, live.body, live.target, live.ctx, outcome, streamed=True)
 
     def _upstream_failed(self, provider: str, kind: str) -> None:
         self._metrics.upstream_errors.labels(provider, kind).inc()
