@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -19,11 +19,23 @@ from typing import Any, Protocol
 import aiohttp
 
 from tollhouse.config import Settings
-from tollhouse.errors import BadRequest, TollhouseError, UpstreamError, UpstreamTimeout
+from tollhouse.errors import (
+    BadRequest,
+    ModelNotAllowed,
+    TollhouseError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from tollhouse.gateway import sse
 from tollhouse.gateway.context import RequestContext
-from tollhouse.gateway.estimate import output_token_bound, prompt_token_bound
+from tollhouse.gateway.estimate import choices, output_token_bound, prompt_token_bound
 from tollhouse.gateway.exchanges import EXCHANGES, Exchange, StreamRelay
+from tollhouse.gateway.passthrough import (
+    check_request,
+    dearest_price,
+    fallback_models,
+    fallback_targets,
+)
 from tollhouse.gateway.routing import Router, Target
 from tollhouse.gateway.streaming import ClosingStream
 from tollhouse.gateway.translate import Usage
@@ -142,9 +154,7 @@ class Gateway:
         request_headers: Mapping[str, str],
     ) -> Reply:
         key = self._admission.authenticate(request_headers)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("`model` is required and must be a string", param="model")
+        model = check_request(endpoint, body)
         stream = body.get("stream") is True
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
@@ -155,8 +165,14 @@ class Gateway:
         limits: dict[str, str] = {}
         if key is not None:
             targets = self._admission.allowed_targets(key, model, targets)
-            limits = await self._admission.admit(ctx, key, body, targets)
+        fallbacks = self._fallbacks(key, body, targets)
+        if key is not None:
+            limits = await self._admission.admit(ctx, key, body, targets + fallbacks)
         resp, target, exchange = await self._open(endpoint, body, targets, ctx, stream)
+        if fallbacks:
+            # The provider may have served any entry of `models`: charge the dearest.
+            prices = [t.price for t in (target, *fallbacks) if t.provider == target.provider]
+            target = replace(target, price=dearest_price(prices))
         headers = {"x-request-id": ctx.request_id, "x-tollhouse-target": target.label, **limits}
         if stream:
             live = _Live(resp, exchange.relay(body), endpoint, body, target, ctx)
@@ -187,6 +203,29 @@ class Gateway:
         if durable is not None:
             await durable  # durability: strict answers only once the record is safe
         return Reply(resp.status, headers, body=payload)
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    def _fallbacks(
+        self, key: Any, body: dict[str, Any], targets: tuple[Target, ...]
+    ) -> tuple[Target, ...]:
+        """OpenRouter's ``models`` entries as targets: each priced, and allowed for ``key``
+        as if it had been asked for by name (the provider may route to any of them)."""
+        models = fallback_models(body)
+        if not models:
+            return ()
+        providers = tuple(t.provider for t in targets)
+        pairs = fallback_targets(models, providers, self._router.target)
+        if key is not None:
+            for param, target in pairs:
+                try:
+                    # By label: a bare entry must not match a route of the same name.
+                    self._admission.allowed_targets(key, target.label, (target,))
+                except ModelNotAllowed as exc:
+                    raise ModelNotAllowed(f"`{param}`: {exc.message}", param=param) from None
+        return tuple(target for _, target in pairs)
 
     def models(self, headers: Mapping[str, str]) -> list[tuple[str, str]]:
         """``(id, owner)`` of every model the caller's key may name."""
@@ -339,10 +378,8 @@ class Gateway:
             cap = output_token_bound(
                 body, self._model_cap(target), self._settings.default_max_output_tokens
             )
-            choices = body.get("n")
-            if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
-                cap *= choices
-            usage = _bounded_usage(body, outcome, usage, cap)
+            # The same bound admission reserved (``Governance.estimate``).
+            usage = _bounded_usage(body, outcome, usage, cap * choices(body))
         price = target.price
         cost = (
             price.cost(
