@@ -109,14 +109,19 @@ def test_prompt_bound_covers_the_live_dev_upstream(upstream, messages):
 # --- output bound ---------------------------------------------------------------------
 
 
-def test_output_bound_takes_max_completion_tokens_first():
+def test_output_bound_takes_the_largest_cap_given():
+    # Providers differ in which cap they honour (an older OpenAI-compatible server may
+    # know only `max_tokens`): reserving for the smaller one would let the larger escape.
     body = {"max_completion_tokens": 7, "max_tokens": 100, "max_output_tokens": 1000}
-    assert output_token_bound(body, 50, 4096) == 7
+    assert output_token_bound(body, 50, 4096) == 1000
+    assert output_token_bound({"max_completion_tokens": 7, "max_tokens": 100}, 50, 4096) == 100
+    assert output_token_bound({"max_completion_tokens": 700, "max_tokens": 100}, 50, 4096) == 700
 
 
-def test_output_bound_takes_max_tokens_next():
-    assert output_token_bound({"max_tokens": 100, "max_output_tokens": 1000}, 50, 4096) == 100
+def test_output_bound_takes_any_one_cap():
+    assert output_token_bound({"max_tokens": 100}, 50, 4096) == 100
     assert output_token_bound({"max_output_tokens": 1000}, 50, 4096) == 1000
+    assert output_token_bound({"max_completion_tokens": 3}, 50, 4096) == 3
 
 
 @pytest.mark.parametrize("bad", [0, -5, "10", 1.5, True, False, None, [3]])

@@ -3,8 +3,12 @@
 A byte-level BPE token is at least one byte, so the UTF-8 length of everything a
 request sends bounds its prompt tokens from above; each message adds a few tokens of
 framing. The output bound is ``max_tokens`` (or ``max_completion_tokens``) or the
-model's default cap. These bounds drive the reservation of DESIGN §4 and the charge for
-a stream that ends without provider usage.
+model's default cap, times ``n`` choices. These bounds drive the reservation of DESIGN §4
+and the charge for a stream that ends without provider usage; admission and the settle
+side both read them from here, so the two always agree.
+
+``gateway.passthrough.check_request`` has refused malformed ``n`` and output caps (and
+caps above 2^24 tokens) before any of this runs.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from typing import Any
 # templates of the major providers with room to spare.
 PER_MESSAGE_OVERHEAD = 8
 PER_REQUEST_OVERHEAD = 8
+# Reservations are int64 everywhere (SQLite, Redis, counters): an estimate saturates
+# here rather than overflow. Any budget is at most this, so a saturated estimate can
+# only be admitted by a budget it would fill entirely.
+MAX_ESTIMATE = 2**63 - 1
 
 
 def text_bytes(value: Any) -> int:
@@ -50,9 +58,20 @@ def prompt_token_bound(body: dict[str, Any]) -> int:
 
 
 def output_token_bound(body: dict[str, Any], model_cap: int | None, default_cap: int) -> int:
-    """Upper bound on output tokens: the request's own cap, else the model's."""
+    """Upper bound on output tokens of one choice: the request's own cap, else the model's.
+
+    With several caps set, the largest: providers differ in which one they honour.
+    """
+    bound = 0
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return model_cap or default_cap
+        if type(value) is int and value > bound:
+            bound = value
+    return bound or model_cap or default_cap
+
+
+def choices(body: dict[str, Any]) -> int:
+    """How many choices the provider generates (OpenAI's ``n``), each up to the output
+    bound; the prompt is billed once."""
+    n = body.get("n")
+    return n if type(n) is int and n > 1 else 1

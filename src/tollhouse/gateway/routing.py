@@ -10,6 +10,9 @@ Resolution order (documented in docs/providers.md):
 
 Every target must have a price, or belong to a provider (or deployment) where the
 operator allowed unpriced use: an unknown price is never free.
+
+Resolutions are cached, at most ``CACHE_LIMIT`` of them: with unpriced use allowed,
+clients choose the names, so the oldest entry makes way for a new one.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from tollhouse.config import ProviderConfig, Settings
 from tollhouse.errors import ModelNotFound, ModelNotPriced
 from tollhouse.pricing import Catalog, ModelPrice
 
-_CACHE_LIMIT = 4096
+CACHE_LIMIT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +53,21 @@ class Router:
             return cached
         pairs = self._pairs(requested)
         targets = tuple(self._priced(provider, model) for provider, model in pairs)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[requested] = targets
+        cache = self._cache
+        if len(cache) >= CACHE_LIMIT:
+            # Dicts keep insertion order: this drops the oldest, in O(1). Clearing the
+            # whole cache instead would let a stream of new names evict every route.
+            del cache[next(iter(cache))]
+        cache[requested] = targets
         return targets
+
+    def target(self, provider: str, model: str) -> Target:
+        """``model`` served by the configured ``provider``, priced (or ``ModelNotPriced``)."""
+        return self._priced(provider, model)
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
 
     def provider_config(self, name: str) -> ProviderConfig:
         return self._settings.providers[name]

@@ -9,8 +9,8 @@ client leaving — which cancels the upstream request).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -19,12 +19,25 @@ from typing import Any, Protocol
 import aiohttp
 
 from tollhouse.config import Settings
-from tollhouse.errors import BadRequest, TollhouseError, UpstreamError, UpstreamTimeout
+from tollhouse.errors import (
+    BadRequest,
+    ModelNotAllowed,
+    TollhouseError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from tollhouse.gateway import sse
 from tollhouse.gateway.context import RequestContext
-from tollhouse.gateway.estimate import output_token_bound, prompt_token_bound
+from tollhouse.gateway.estimate import choices, output_token_bound, prompt_token_bound
 from tollhouse.gateway.exchanges import EXCHANGES, Exchange, StreamRelay
+from tollhouse.gateway.passthrough import (
+    check_request,
+    dearest_price,
+    fallback_models,
+    fallback_targets,
+)
 from tollhouse.gateway.routing import Router, Target
+from tollhouse.gateway.streaming import ClosingStream
 from tollhouse.gateway.translate import Usage
 from tollhouse.gateway.upstreams import Upstream, send_with_retries
 from tollhouse.ledger import UsageRecord, UsageRecorder
@@ -54,6 +67,30 @@ class _Outcome:
     http_status: int = 200
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Live:
+    """One stream being relayed, until ``Gateway._end_stream`` has ended it.
+
+    The relay generator's ``finally`` ends it; so does ``ClosingStream.aclose`` when the
+    response failed before asking for a first chunk (the generator never started, so its
+    ``finally`` never runs).
+    """
+
+    resp: aiohttp.ClientResponse
+    relay: StreamRelay
+    endpoint: str
+    body: dict[str, Any]
+    target: Target
+    ctx: RequestContext
+    outcome: _Outcome = field(default_factory=_Outcome)
+    completed: bool = False  # the provider's stream ended (well or badly)
+    recorded: bool = False
+    ended: bool = False
+
+    def __post_init__(self) -> None:
+        self.outcome.upstream_id = _upstream_id(self.resp)
 
 
 class Admission(Protocol):
@@ -121,9 +158,7 @@ class Gateway:
         ctx: RequestContext,
         key: Any,
     ) -> Reply:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("`model` is required and must be a string", param="model")
+        model = check_request(endpoint, body)
         stream = body.get("stream") is True
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
@@ -134,11 +169,18 @@ class Gateway:
         limits: dict[str, str] = {}
         if key is not None:
             targets = self._admission.allowed_targets(key, model, targets)
-            limits = await self._admission.admit(ctx, key, body, targets)
+        fallbacks = self._fallbacks(key, body, targets)
+        if key is not None:
+            limits = await self._admission.admit(ctx, key, body, targets + fallbacks)
         resp, target, exchange = await self._open(endpoint, body, targets, ctx, stream)
+        if fallbacks:
+            # The provider may have served any entry of `models`: charge the dearest.
+            prices = [t.price for t in (target, *fallbacks) if t.provider == target.provider]
+            target = replace(target, price=dearest_price(prices))
         headers = {"x-request-id": ctx.request_id, "x-tollhouse-target": target.label, **limits}
         if stream:
-            chunks = self._relay(resp, exchange.relay(body), endpoint, body, target, ctx)
+            live = _Live(resp, exchange.relay(body), endpoint, body, target, ctx)
+            chunks = ClosingStream(self._relay(live), partial(self._end_stream, live))
             headers.update(_STREAM_HEADERS)
             return Reply(200, headers, stream=chunks, media_type="text/event-stream")
         outcome = _Outcome(upstream_id=_upstream_id(resp))
@@ -165,6 +207,29 @@ class Gateway:
         if durable is not None:
             await durable  # durability: strict answers only once the record is safe
         return Reply(resp.status, headers, body=payload)
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    def _fallbacks(
+        self, key: Any, body: dict[str, Any], targets: tuple[Target, ...]
+    ) -> tuple[Target, ...]:
+        """OpenRouter's ``models`` entries as targets: each priced, and allowed for ``key``
+        as if it had been asked for by name (the provider may route to any of them)."""
+        models = fallback_models(body)
+        if not models:
+            return ()
+        providers = tuple(t.provider for t in targets)
+        pairs = fallback_targets(models, providers, self._router.target)
+        if key is not None:
+            for param, target in pairs:
+                try:
+                    # By label: a bare entry must not match a route of the same name.
+                    self._admission.allowed_targets(key, target.label, (target,))
+                except ModelNotAllowed as exc:
+                    raise ModelNotAllowed(f"`{param}`: {exc.message}", param=param) from None
+        return tuple(target for _, target in pairs)
 
     def models(self, headers: Mapping[str, str]) -> list[tuple[str, str]]:
         """``(id, owner)`` of every model the caller's key may name."""
@@ -227,18 +292,10 @@ class Gateway:
         self._record(endpoint, body, targets[-1], ctx, outcome, streamed=stream)
         raise last
 
-    async def _relay(
-        self,
-        resp: aiohttp.ClientResponse,
-        relay: StreamRelay,
-        endpoint: str,
-        body: dict[str, Any],
-        target: Target,
-        ctx: RequestContext,
-    ) -> AsyncIterator[bytes]:
-        outcome = _Outcome(upstream_id=_upstream_id(resp))
+    async def _relay(self, live: _Live) -> AsyncGenerator[bytes, None]:
+        """The client's bytes of one stream; ``_end_stream`` settles it (see ``_Live``)."""
+        resp, relay, outcome = live.resp, live.relay, live.outcome
         decoder = sse.SSEDecoder()
-        recorded = False
         try:
             async for chunk in resp.content.iter_any():
                 for event in decoder.feed(chunk):
@@ -252,10 +309,10 @@ class Gateway:
             tail = relay.finish()
             if tail:
                 yield tail
+            live.completed = True
             if self._settings.durability == "strict":
                 # The response's end (not its last event) waits for the record.
-                recorded = True
-                durable = self._finish_stream(endpoint, body, target, ctx, outcome, relay)
+                durable = self._finish_stream(live)
                 if durable is not None:
                     await durable
         except asyncio.CancelledError:
@@ -266,31 +323,41 @@ class Gateway:
             error = (
                 exc
                 if isinstance(exc, TollhouseError)
-                else UpstreamError(f"provider {target.provider} stream broke: {exc!r}")
+                else UpstreamError(f"provider {live.target.provider} stream broke: {exc!r}")
             )
             outcome.status, outcome.http_status, outcome.error = "error", 502, error.message
+            live.completed = True
             yield relay.error(error)
         finally:
-            # Closing (not releasing) drops the connection, which cancels the upstream
-            # generation when the client has gone.
-            resp.close()
-            if not recorded:
-                self._finish_stream(endpoint, body, target, ctx, outcome, relay)
+            self._end_stream(live)
+
+    def _end_stream(self, live: _Live) -> None:
+        """Close the upstream, record and settle, and leave the in-flight gauge: once,
+        whether the relay finished, failed, was closed mid-way or never started."""
+        if live.ended:
+            return
+        live.ended = True
+        # Closing (not releasing) drops the connection, which cancels the upstream
+        # generation when the client has gone.
+        live.resp.close()
+        try:
+            if not live.recorded:
+                outcome = live.outcome
+                if outcome.status == "success" and not live.completed:
+                    # Closed before its end (or before its first byte): the client left.
+                    outcome.status, outcome.http_status = "cancelled", 499
+                    outcome.error = "client disconnected"
+                self._finish_stream(live)
+        finally:
             self._metrics.in_flight.dec()
 
-    def _finish_stream(
-        self,
-        endpoint: str,
-        body: dict[str, Any],
-        target: Target,
-        ctx: RequestContext,
-        outcome: _Outcome,
-        relay: StreamRelay,
-    ) -> asyncio.Future[None] | None:
+    def _finish_stream(self, live: _Live) -> asyncio.Future[None] | None:
+        live.recorded = True
+        outcome, relay = live.outcome, live.relay
         outcome.usage = relay.usage
         if outcome.usage is None or outcome.usage.completion_tokens == 0:
             outcome.extra["content_bytes"] = relay.content_bytes
-        return self._record(endpoint, body, target, ctx, outcome, streamed=True)
+        return self._record(live.endpoint, live.body, live.target, live.ctx, outcome, streamed=True)
 
     def _upstream_failed(self, provider: str, kind: str) -> None:
         self._metrics.upstream_errors.labels(provider, kind).inc()
@@ -315,10 +382,8 @@ class Gateway:
             cap = output_token_bound(
                 body, self._model_cap(target), self._settings.default_max_output_tokens
             )
-            choices = body.get("n")
-            if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
-                cap *= choices
-            usage = _bounded_usage(body, outcome, usage, cap)
+            # The same bound admission reserved (``Governance.estimate``).
+            usage = _bounded_usage(body, outcome, usage, cap * choices(body))
         price = target.price
         cost = (
             price.cost(

@@ -5,6 +5,10 @@ One ``aiohttp`` session per provider keeps a pool of keep-alive connections
 with exponential backoff and full jitter, honouring a short ``Retry-After``; it never
 retries once a response has started streaming to the client, because it returns before
 that happens and the caller owns the stream from then on.
+
+Redirects are never followed: providers do not redirect API calls, and aiohttp would
+carry custom credential headers (``x-api-key``, ``api-key``) to the new host. A 3xx is
+an upstream error (502) naming where the provider pointed.
 """
 
 from __future__ import annotations
@@ -73,7 +77,9 @@ class Upstream:
             raise UpstreamError(f"provider {self.name} is not started")
         timeout = self._stream_timeout if stream else self._plain_timeout
         try:
-            return await self._session.post(self.url(path), data=payload, timeout=timeout)
+            return await self._session.post(
+                self.url(path), data=payload, timeout=timeout, allow_redirects=False
+            )
         except TimeoutError:
             raise UpstreamTimeout(f"provider {self.name} did not answer in time") from None
         except aiohttp.ClientError as exc:
@@ -119,6 +125,17 @@ async def error_from(resp: aiohttp.ClientResponse, provider: str) -> UpstreamErr
     )
 
 
+def redirected(resp: aiohttp.ClientResponse, provider: str) -> UpstreamError:
+    """A provider's 3xx as a 502: not followed, and not retried (it would say the same)."""
+    location = resp.headers.get("location", "")[:200] or "nowhere"
+    resp.release()
+    return UpstreamError(
+        f"provider {provider} answered {resp.status}, a redirect to {location}; Tollhouse "
+        "does not follow provider redirects (they would carry its credentials to another "
+        "host): check the provider's base_url"
+    )
+
+
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -149,8 +166,11 @@ async def send_with_retries(
             if attempt >= settings.max_retries:
                 raise
         else:
-            if resp.status < 400:
+            if resp.status < 300:
                 return resp
+            if resp.status < 400:
+                on_failure(str(resp.status))
+                raise redirected(resp, upstream.name)
             error = await error_from(resp, upstream.name)
             on_failure(str(resp.status))
             if resp.status not in RETRYABLE or attempt >= settings.max_retries:

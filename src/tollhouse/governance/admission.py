@@ -42,7 +42,7 @@ from tollhouse.errors import (
     TollhouseError,
 )
 from tollhouse.gateway.context import RequestContext
-from tollhouse.gateway.estimate import output_token_bound, prompt_token_bound
+from tollhouse.gateway.estimate import MAX_ESTIMATE, choices, output_token_bound, prompt_token_bound
 from tollhouse.gateway.routing import Target
 from tollhouse.governance.keys import hash_key, key_from_headers
 from tollhouse.governance.meter import (
@@ -511,20 +511,19 @@ class Governance:
     def estimate(self, body: dict[str, Any], targets: tuple[Target, ...]) -> Estimate:
         """Worst-case cost and tokens over every target the request may reach."""
         prompt = prompt_token_bound(body)
-        choices = body.get("n") if isinstance(body.get("n"), int) else 1
+        n = choices(body)
         cost = 0
         tokens = 0
         for target in targets:
             price = target.price
             cap = price.max_output_tokens if price else None
-            output = output_token_bound(body, cap, self._settings.default_max_output_tokens)
-            output *= max(int(choices or 1), 1)
+            output = output_token_bound(body, cap, self._settings.default_max_output_tokens) * n
             tokens = max(tokens, prompt + output)
             if price is not None:
                 input_rate, output_rate = price.worst_pico_rates
                 # pico-dollars → nano-dollars, rounded up: -(-x // n) is ceil(x / n).
                 cost = max(cost, -(-(prompt * input_rate + output * output_rate) // 1000))
-        return Estimate(cost, tokens)
+        return Estimate(min(cost, MAX_ESTIMATE), min(tokens, MAX_ESTIMATE))
 
     def _headers_for(self, plan: Plan, now_us: int) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers from the tightest scope with each limit."""

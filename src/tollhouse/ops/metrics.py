@@ -3,6 +3,11 @@
 Money is exported as integer nano-dollars (``tollhouse_cost_nanodollars_total``):
 Prometheus stores float64, which is exact for integers below 2^53 (about 9 million USD
 in nanos per series), and dividing by 1e9 in a query is the reader's business.
+
+Label values stay a bounded set: priced models come from the catalog and the
+configuration, but unpriced ones (``allow_unpriced``) are named by clients. The first
+``UNPRICED_MODEL_LABELS`` distinct unpriced models keep their own ``model`` label; later
+ones are counted under ``model="_other"`` (with their provider).
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+UNPRICED_MODEL_LABELS = 100
+OTHER_MODEL = "_other"
 
 _LATENCY_BUCKETS = (
     0.001,
@@ -33,6 +41,7 @@ _LATENCY_BUCKETS = (
 class Metrics:
     def __init__(self) -> None:
         self._children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
+        self._unpriced_models: set[tuple[str, str]] = set()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -115,6 +124,8 @@ class Metrics:
         priced: bool,
     ) -> None:
         """Count one finished inference request (prompt, completion, cached tokens)."""
+        if not priced:
+            model = self._unpriced_label(provider, model)
         key = (endpoint, provider, model, status)
         children = self._children.get(key)
         if children is None:
@@ -139,6 +150,16 @@ class Metrics:
             cost.inc(cost_nanos)
         if not priced:
             unpriced.inc()
+
+    def _unpriced_label(self, provider: str, model: str) -> str:
+        """``model``, or ``OTHER_MODEL`` once ``UNPRICED_MODEL_LABELS`` others are in use."""
+        seen = self._unpriced_models
+        if (provider, model) in seen:
+            return model
+        if len(seen) < UNPRICED_MODEL_LABELS:
+            seen.add((provider, model))
+            return model
+        return OTHER_MODEL
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
