@@ -317,3 +317,44 @@ async def test_unpriced_model_names_keep_metrics_and_router_cache_bounded(make_s
         await client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HI})
         text = (await client.get("/metrics")).text
         assert "gpt-4o-mini" in {s["model"] for s in _series(text, "tollhouse_requests_total")}
+
+
+# --- output priced above text ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"modalities": "audio"}, "modalities"),
+        ({"service_tier": "priority"}, "service_tier"),
+        ({"service_tier": 3}, "service_tier"),
+    ],
+)
+async def test_output_billed_above_text_prices_is_refused(gateway, upstream, extra, param):
+    body = {"model": "gpt-4o-mini", "messages": HI, **extra}
+    refused(await gateway.post(CHAT, json=body), param)
+    assert reached(upstream) == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"modalities": ["text"]},
+        {"service_tier": "auto"},
+        {"service_tier": "default"},
+        {"service_tier": "flex"},
+    ],
+)
+async def test_text_output_and_standard_tiers_pass(gateway, extra):
+    body = {"model": "gpt-4o-mini", "messages": HI, **extra}
+    response = await gateway.post(CHAT, json=body)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("tier", ["auto", "standard_only"])
+async def test_anthropic_service_tiers_pass(gateway, tier):
+    body = {"model": "claude-haiku-4-5", "messages": HI, "max_tokens": 8, "service_tier": tier}
+    response = await gateway.post(MESSAGES, json=body)
+    assert response.status_code == 200, response.text

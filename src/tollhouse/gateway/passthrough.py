@@ -15,7 +15,9 @@ the field (docs/providers.md, "What is passed through"):
   its own (``fallback_targets``), ``route`` only as ``"fallback"`` beside it;
 - fields the provider bills per use and Tollhouse cannot price (``plugins``,
   ``web_search_options``, Anthropic's ``mcp_servers`` and ``container``, and server
-  tools in ``tools``): refused.
+  tools in ``tools``): refused;
+- output billed above the catalog's text prices (``audio``, ``modalities`` other than
+  ``["text"]``, OpenAI's ``service_tier: "priority"``): refused.
 
 ``check_request`` runs on every request before routing: dict lookups on the parsed
 body, and a walk of ``tools`` only when there is one.
@@ -44,9 +46,13 @@ _UNPRICEABLE = {
     "web_search_options": "web search is billed per call",
     "mcp_servers": "MCP servers are called by the provider on the key's behalf",
     "container": "code-execution containers are billed by the hour",
+    "audio": "audio output is billed per audio token, above text prices,",
 }
 # Only these need a closer look; most requests have none of them.
-_SPECIAL = frozenset({"models", "route", "tools", *_UNPRICEABLE})
+_SPECIAL = frozenset({"models", "route", "tools", "modalities", "service_tier", *_UNPRICEABLE})
+# Tiers billed at the catalog's prices or below (OpenAI's flex is cheaper; Anthropic's
+# two tiers cost the same). OpenAI's "priority" costs more and is refused.
+_STANDARD_TIERS = frozenset({"auto", "default", "flex", "standard_only"})
 
 # Anthropic tools the client runs itself (the provider only bills their tokens); every
 # other typed tool runs on Anthropic's servers, billed per use, and is refused.
@@ -155,6 +161,7 @@ def _check_special(endpoint: str, body: dict[str, Any]) -> None:
                 param=field,
             )
     _check_fallbacks(body)
+    _check_output_kind(body)
     tools = body.get("tools")
     if isinstance(tools, list):
         _check_tools(endpoint, tools)
@@ -179,6 +186,25 @@ def _check_fallbacks(body: dict[str, Any]) -> None:
         if not isinstance(name, str) or not name:
             raise BadRequest(f"`{param}` must be a model name", param=param)
         check_model_name(name, param)
+
+
+def _check_output_kind(body: dict[str, Any]) -> None:
+    modalities = body.get("modalities")
+    if modalities is not None and (
+        not isinstance(modalities, list) or any(m != "text" for m in modalities)
+    ):
+        raise BadRequest(
+            '`modalities` is accepted only as ["text"]: audio output is billed per audio '
+            "token, above text prices, at a price Tollhouse does not know",
+            param="modalities",
+        )
+    tier = body.get("service_tier")
+    if tier is not None and tier not in _STANDARD_TIERS:
+        raise BadRequest(
+            f"`service_tier` {_show(tier)} is not accepted: only tiers billed at standard "
+            f"prices ({', '.join(sorted(_STANDARD_TIERS))}) can be reserved and charged",
+            param="service_tier",
+        )
 
 
 def _check_tools(endpoint: str, tools: list[Any]) -> None:
