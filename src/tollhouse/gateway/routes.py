@@ -25,11 +25,11 @@ def _respond(reply: Reply) -> ASGIApp:
 def _endpoint(name: str) -> Any:
     async def handler(request: Request) -> ASGIApp:
         gateway: Gateway = request.app.state.gateway
+        ctx = RequestContext()
+        request.state.request_id = ctx.request_id
         # The key is checked from the headers before a byte of the body is read.
         key = gateway.authenticate(request.headers)
         body = await read_json_object(request)
-        ctx = RequestContext()
-        request.state.request_id = ctx.request_id
         return _respond(await gateway.handle(name, body, ctx, key))
 
     handler.__name__ = f"{name}_endpoint"
