@@ -571,6 +571,29 @@ def webhook_body_cases() -> list[Case]:
     return [Case(f"webhook {name}", "POST", WEBHOOK, raw) for name, raw in bodies.items()]
 
 
+CHANNELS = "/api/notification-channels"
+# Notification channels are not in the OpenAPI document, so schemathesis cannot reach
+# them: their create body goes through the corpus instead.
+CHANNEL_BODY: dict[str, Any] = {
+    "name": "ops",
+    "type": "email",
+    "config": {"host": "127.0.0.1", "port": 25, "from": "a@example.com", "to": ["b@example.com"]},
+    "secret": "s3",
+    "is_default": False,
+}
+
+
+def channel_field_cases() -> dict[str, list[Case]]:
+    groups: dict[str, list[Case]] = {}
+    for field_path in field_paths(CHANNEL_BODY):
+        label = f"channel {dotted(field_path)}"
+        groups[label] = [
+            Case(f"{label}={value}", "POST", CHANNELS, replaced(CHANNEL_BODY, field_path, raw))
+            for value, raw in HOSTILE_VALUES.items()
+        ]
+    return groups
+
+
 # Signature headers, each sent with a valid event (``None``: the header left out).
 WEBHOOK_SIGNATURES: dict[str, str | bytes | None] = {
     "missing": None,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.fuzz.shapes import response_problems
+from tests.fuzz.shapes import PROTOCOL_REFUSAL, response_problems
 from tests.support import LiveServer, upstream_env
 
 from tollhouse.config import Settings, load_settings
@@ -101,7 +101,12 @@ class Gateway:
             exc = record.exc_info[1]
             frames = traceback.extract_tb(record.exc_info[2])
             ours = [f for f in frames if "/tollhouse/" in f.filename] or frames
-            where = ", ".join(f"{_short(f.filename)}:{f.lineno} ({f.name})" for f in ours[-4:])
+            # The innermost frames (where it raised), after the outermost of ours below
+            # the app's own wrappers (where the request entered).
+            inner = [i for i, f in enumerate(ours) if not f.filename.endswith("tollhouse/app.py")]
+            picked = sorted({*inner[:1], *range(max(len(ours) - 3, 0), len(ours))})
+            shown = [ours[i] for i in picked]
+            where = " > ".join(f"{_short(f.filename)}:{f.lineno} ({f.name})" for f in shown)
             out.append(f"{type(exc).__name__}: {str(exc)[:200]} at {where}")
         return "\n".join(out)
 
@@ -116,7 +121,8 @@ def running_gateway(
 ) -> Iterator[Gateway]:
     """A gateway under uvicorn, seeded with customers, teams, keys and channels."""
     errors = _ErrorLog()
-    loggers = [logging.getLogger("tollhouse"), logging.getLogger("uvicorn.error")]
+    # `app._server_error` logs every unhandled error here, before the 500 goes out.
+    loggers = [logging.getLogger("tollhouse")]
     for logger in loggers:
         logger.addHandler(errors)
     try:
@@ -209,12 +215,14 @@ def raw_request(
     body: bytes | None = None,
     *,
     head: bytes | None = None,
+    half_close: bool = False,
     timeout: float = 30,
 ) -> RawResponse | None:
     """Write one request to a socket byte for byte; read the answer (``None``: none came).
 
     ``head`` replaces the whole request head (request line and headers) when given, for
-    framing no client library would produce (a lying ``Content-Length``…).
+    framing no client library would produce (a lying ``Content-Length``…);
+    ``half_close`` shuts the sending side after the body, as a client that gave up would.
     """
     if head is None:
         lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"host: 127.0.0.1"]
@@ -229,13 +237,20 @@ def raw_request(
         # The server may answer (413…) and close before it has read everything.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head + (body or b""))
-        response = http.client.HTTPResponse(sock, method=method)
-        try:
-            response.begin()
-        except (http.client.RemoteDisconnected, ConnectionResetError):
-            return None
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        return read_response(sock, method)
+
+
+def read_response(sock: socket.socket, method: str) -> RawResponse | None:
+    """The answer on ``sock`` (``None``: the server closed, or said nothing in time)."""
+    response = http.client.HTTPResponse(sock, method=method)
+    try:
+        response.begin()
         content = response.read()
-        return RawResponse(response.status, response.headers, content)
+    except (http.client.RemoteDisconnected, ConnectionResetError, TimeoutError):
+        return None
+    return RawResponse(response.status, response.headers, content)
 
 
 def verdict(
@@ -247,14 +262,16 @@ def verdict(
     content_type: str = "",
     content: bytes = b"",
     expect: frozenset[int] | None = None,
+    method: str = "GET",
 ) -> list[str]:
     """What is wrong with the answer to one case, each line naming the case."""
     problems = []
     if status is None:
         problems.append("no response")
     else:
-        problems += response_problems(path, status, content_type, content)
-        if expect is not None and status not in expect:
+        problems += response_problems(path, status, content_type, content, method)
+        refused_by_protocol = (status, content) == PROTOCOL_REFUSAL
+        if expect is not None and status not in expect and not refused_by_protocol:
             problems.append(f"status {status}, expected one of {sorted(expect)}")
     logged = gateway.errors_since(mark)
     if logged:

@@ -61,15 +61,25 @@ def shape_problems(shape: str, body: Any) -> list[str]:
     return []
 
 
-def response_problems(path: str, status: int, content_type: str, content: bytes) -> list[str]:
+# What uvicorn answers, before any application code runs, to a request that is not valid
+# HTTP/1.1 (a NUL in a header value, a method token it does not know, contradictory
+# framing): a refusal of the protocol layer, which no route can shape.
+PROTOCOL_REFUSAL = (400, b"Invalid HTTP request received.")
+
+
+def response_problems(
+    path: str, status: int, content_type: str, content: bytes, method: str = "GET"
+) -> list[str]:
     """Never a 5xx; every 4xx is JSON in the shape of its path."""
     problems = []
     if status >= 500:
         problems.append(f"server error {status}")
-    if status < 400:
+    if status < 400 or (status, content) == PROTOCOL_REFUSAL:
         return problems
     if not content_type.startswith("application/json"):
         return [*problems, f"{status} with content-type {content_type!r}: {content[:160]!r}"]
+    if method == "HEAD":
+        return problems  # the headers of the GET answer, without its body
     try:
         body = json.loads(content)
     except ValueError:
