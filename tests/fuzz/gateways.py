@@ -121,18 +121,28 @@ def running_gateway(
 ) -> Iterator[Gateway]:
     """A gateway under uvicorn, seeded with customers, teams, keys and channels."""
     errors = _ErrorLog()
-    # `app._server_error` logs every unhandled error here, before the 500 goes out.
-    loggers = [logging.getLogger("tollhouse")]
-    for logger in loggers:
-        logger.addHandler(errors)
+    # `app._server_error` logs every unhandled error to "tollhouse", before the 500 goes
+    # out; uvicorn logs it again to "uvicorn.error" after. Neither propagates to pytest's
+    # handlers while the gateway runs: they would format tracebacks on the server's
+    # thread, and Python 3.11's traceback formatting (ast.parse, for the carets) races
+    # the main thread's (gh-106905: "AST constructor recursion depth mismatch").
+    app_log, server_log = logging.getLogger("tollhouse"), logging.getLogger("uvicorn.error")
+    saved = [(logger, logger.propagate) for logger in (app_log, server_log)]
+    quiet = logging.NullHandler()  # else logging's last resort prints (and formats) it
+    app_log.addHandler(errors)
+    server_log.addHandler(quiet)
+    for logger, _ in saved:
+        logger.propagate = False
     try:
         with LiveServer(fuzz_settings(root, upstream, **overrides)) as server:
             gateway = Gateway(name, server, errors)
             seed(gateway)
             yield gateway
     finally:
-        for logger in loggers:
-            logger.removeHandler(errors)
+        app_log.removeHandler(errors)
+        server_log.removeHandler(quiet)
+        for logger, propagate in saved:
+            logger.propagate = propagate
 
 
 def admin_call(gateway: Gateway, method: str, path: str, body: Any = None) -> Any:

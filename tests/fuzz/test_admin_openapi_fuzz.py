@@ -28,7 +28,7 @@ schema = schemathesis.openapi.from_dict(document())
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 FUZZ_SETTINGS = settings(
-    max_examples=30,
+    max_examples=25,
     derandomize=True,
     deadline=None,
     database=None,
