@@ -358,3 +358,23 @@ async def test_anthropic_service_tiers_pass(gateway, tier):
     body = {"model": "claude-haiku-4-5", "messages": HI, "max_tokens": 8, "service_tier": tier}
     response = await gateway.post(MESSAGES, json=body)
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("stream", ["yes", 1, -1, [], {}, "false"])
+@pytest.mark.parametrize(("path", "model"), [(CHAT, "claude-haiku-4-5"), (MESSAGES, "gpt-4o-mini"),
+                                             (CHAT, "gpt-4o-mini")])  # fmt: skip
+async def test_stream_must_be_a_boolean(gateway, upstream, stream, path, model):
+    # Translators forwarded any truthy value as `stream: true` while the gateway waited
+    # for one JSON body: a 502 for the client's mistake.
+    body = {"model": model, "messages": HI, "max_tokens": 8, "stream": stream}
+    refused(await gateway.post(path, json=body), "stream")
+    assert reached(upstream) == 0
+
+
+@pytest.mark.parametrize("tools", [True, -1, 1e308, "x", {}])
+@pytest.mark.parametrize(("path", "model"), [(CHAT, "claude-haiku-4-5"), (MESSAGES, "gpt-4o-mini")])
+async def test_tools_that_are_not_a_list_are_400(gateway, upstream, tools, path, model):
+    body = {"model": model, "messages": HI, "max_tokens": 8, "tools": tools}
+    response = await gateway.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert reached(upstream) == 0

@@ -66,6 +66,9 @@ def check_request(endpoint: str, body: dict[str, Any]) -> str:
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required and must be a string", param="model")
     check_model_name(model, "model")
+    stream = body.get("stream")
+    if stream is not None and type(stream) is not bool:
+        raise BadRequest(f"`stream` must be true or false, got {_show(stream)}", param="stream")
     n = body.get("n")
     if n is not None and (type(n) is not int or not 1 <= n <= MAX_CHOICES):
         raise BadRequest(

@@ -53,6 +53,11 @@ def as_list(value: object, where: str) -> list[Any]:
     return value
 
 
+def as_optional_list(value: object, where: str) -> list[Any]:
+    """``value`` as a list, ``[]`` when absent (``null``); anything else is refused."""
+    return [] if value is None else as_list(value, where)
+
+
 def as_str(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise TranslationError(f"{where} must be a string")

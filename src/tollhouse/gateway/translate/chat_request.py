@@ -22,7 +22,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._utils import as_dict, as_list, as_str, data_url, dump_arguments, text_of, unsupported
+from ._utils import (
+    as_dict,
+    as_list,
+    as_optional_list,
+    as_str,
+    data_url,
+    dump_arguments,
+    text_of,
+    unsupported,
+)
 from .errors import TranslationError
 
 __all__ = ["messages_request_to_chat"]
@@ -104,7 +113,7 @@ def _user_messages(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         kind = block.get("type")
         if kind == "tool_result":
             tool_messages.append(_tool_message(block, block_where, moved_images))
-        elif kind in _IGNORED_BLOCKS:
+        elif isinstance(kind, str) and kind in _IGNORED_BLOCKS:
             continue
         else:
             parts.append(_user_part(block, block_where))
@@ -169,7 +178,7 @@ def _assistant_message(blocks: list[Any], where: str) -> dict[str, Any]:
             }
             call_id = as_str(block.get("id"), f"{block_where}.id")
             calls.append({"id": call_id, "type": "function", "function": function})
-        elif kind not in _IGNORED_BLOCKS:
+        elif not isinstance(kind, str) or kind not in _IGNORED_BLOCKS:
             raise unsupported(f"{block_where}.type", kind, _TARGET)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
@@ -181,7 +190,7 @@ def _assistant_message(blocks: list[Any], where: str) -> dict[str, Any]:
 
 def _copy_tools(body: dict[str, Any], out: dict[str, Any]) -> None:
     tools = []
-    for i, raw in enumerate(body.get("tools") or ()):
+    for i, raw in enumerate(as_optional_list(body.get("tools"), "tools")):
         tool = as_dict(raw, f"tools[{i}]")
         if tool.get("type") not in (None, "custom"):
             # Server tools (web_search_..., bash_..., computer_...) run on Anthropic's side.

@@ -23,6 +23,7 @@ from typing import Any
 from ._utils import (
     as_dict,
     as_list,
+    as_optional_list,
     as_str,
     image_source,
     parse_arguments,
@@ -157,7 +158,7 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
         blocks += _text(as_str(content, f"{where}.content"))
     elif isinstance(message.get("refusal"), str):
         blocks += _text(message["refusal"])
-    for i, raw in enumerate(message.get("tool_calls") or ()):
+    for i, raw in enumerate(as_optional_list(message.get("tool_calls"), f"{where}.tool_calls")):
         call_where = f"{where}.tool_calls[{i}]"
         call = as_dict(raw, call_where)
         if call.get("type", "function") != "function":
@@ -219,7 +220,7 @@ def _copy_sampling(body: dict[str, Any], out: dict[str, Any]) -> None:
 
 def _copy_tools(body: dict[str, Any], out: dict[str, Any]) -> None:
     tools = []
-    for i, raw in enumerate(body.get("tools") or ()):
+    for i, raw in enumerate(as_optional_list(body.get("tools"), "tools")):
         tool = as_dict(raw, f"tools[{i}]")
         if tool.get("type", "function") != "function":
             raise unsupported(f"tools[{i}].type", tool.get("type"), _TARGET)

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ._utils import message_id, stop_reason
+from ._utils import as_optional_list, message_id, stop_reason
 from .usage import Usage, messages_usage, usage_from_chat
 
 __all__ = ["ChatStreamToMessages"]
@@ -86,7 +86,9 @@ class ChatStreamToMessages:
             for key in ("content", "refusal"):
                 if isinstance(delta.get(key), str) and delta[key]:
                     events += self._text(delta[key])
-            for position, call in enumerate(delta.get("tool_calls") or ()):
+            for position, call in enumerate(
+                as_optional_list(delta.get("tool_calls"), "tool_calls")
+            ):
                 events += self._tool_fragment(call, position)
             if choice.get("finish_reason"):
                 self._stop_reason = stop_reason(choice["finish_reason"])

@@ -16,6 +16,7 @@ from typing import Any
 from ._utils import (
     as_dict,
     as_list,
+    as_optional_list,
     as_str,
     chat_id,
     dump_arguments,
@@ -98,7 +99,7 @@ def chat_response_to_messages(resp: dict[str, Any], *, model: str) -> dict[str, 
         text, reason = message["refusal"], "refusal"
     if text:
         content.append({"type": "text", "text": as_str(text, f"{where}.content")})
-    for i, raw in enumerate(message.get("tool_calls") or ()):
+    for i, raw in enumerate(as_optional_list(message.get("tool_calls"), "tool_calls")):
         call_where = f"{where}.tool_calls[{i}]"
         call = as_dict(raw, call_where)
         if call.get("type", "function") != "function":
