@@ -29,6 +29,7 @@ from tollhouse.alerts.models import (
 )
 from tollhouse.crypto import require_box
 from tollhouse.errors import NotFound, ValidationFailed
+from tollhouse.governance.query import checked_query, count
 from tollhouse.governance.routes import json_response
 from tollhouse.governance.schemas import Body, parse, parse_body, rfc3339
 
@@ -237,12 +238,10 @@ def event_json(row: Any) -> dict[str, Any]:
 
 
 async def list_alerts(request: Request) -> Response:
-    limit = request.query_params.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise ValidationFailed("limit must be an integer from 1 to 1000", param="limit")
+    limit = count(checked_query(request), "limit", default=50, low=1, high=1000)
     e = alert_events.c
     async with request.app.state.engine.connect() as conn:
-        query = select(alert_events).order_by(e.created_at.desc(), e.id).limit(int(limit))
+        query = select(alert_events).order_by(e.created_at.desc(), e.id).limit(limit)
         rows = (await conn.execute(query)).all()
         total = (await conn.execute(select(func.count()).select_from(alert_events))).scalar()
     return json_response(
