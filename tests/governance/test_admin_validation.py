@@ -21,7 +21,6 @@ MALFORMED = [
     b'{"name": "x", "budget": {"max_limit": Infinity, "reset_duration": "1h"}}',
     b"\xff\xfe{",
     b"[" * 100000,
-    b'{"name": "x", "budget": {"max_limit": 1' + b"0" * 5000 + b', "reset_duration": "1h"}}',
     b'{"name": "x", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
 ]
 
