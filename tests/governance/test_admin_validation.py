@@ -124,7 +124,7 @@ async def test_null_on_create_means_not_given(gateway):
         allowed_models=None,
     )
     assert key["is_active"] is True and key["allowed_models"] is None
-    assert "team_id" not in key and "budget" not in key
+    assert key["team_id"] is None and key["budget"] is None
 
 
 async def test_unknown_route_and_method(gateway):

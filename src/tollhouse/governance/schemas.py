@@ -551,24 +551,25 @@ def budget_json(budget: BudgetRow, meter: UsageMeter | None) -> dict[str, Any]:
 
 def rate_limit_json(limit: RateLimitRow, meter: UsageMeter | None) -> dict[str, Any]:
     tokens, requests, token_start, request_start = rate_usage(limit, meter)
-    body: dict[str, Any] = {"id": limit.id}
-    _put(body, "token_max_limit", limit.token_max_limit)
-    _put(body, "token_reset_duration", limit.token_reset_duration)
-    body["token_current_usage"] = tokens
-    body["token_last_reset"] = rfc3339(token_start)
-    _put(body, "request_max_limit", limit.request_max_limit)
-    _put(body, "request_reset_duration", limit.request_reset_duration)
-    body["request_current_usage"] = requests
-    body["request_last_reset"] = rfc3339(request_start)
-    body["created_at"] = rfc3339(limit.created_at)
-    body["updated_at"] = rfc3339(limit.updated_at)
-    return body
+    return {
+        "id": limit.id,
+        "token_max_limit": limit.token_max_limit,
+        "token_reset_duration": limit.token_reset_duration,
+        "token_current_usage": tokens,
+        "token_last_reset": rfc3339(token_start),
+        "request_max_limit": limit.request_max_limit,
+        "request_reset_duration": limit.request_reset_duration,
+        "request_current_usage": requests,
+        "request_last_reset": rfc3339(request_start),
+        "created_at": rfc3339(limit.created_at),
+        "updated_at": rfc3339(limit.updated_at),
+    }
 
 
-def _put(body: dict[str, Any], name: str, value: Any) -> None:
-    """Bifrost omits unset optional fields rather than writing ``null``."""
-    if value is not None:
-        body[name] = value
+# Unset links and unset lists are null, never missing (DESIGN §6): Bifrost's clients
+# read ``team["customer_id"]`` and ``team["customer"]`` without checking for the key.
+# Every entity therefore has the same keys whatever is set; embedded ("plain") objects
+# carry ids and ``null`` in place of what they would embed one level further down.
 
 
 def _attach(
@@ -577,34 +578,37 @@ def _attach(
     limit: RateLimitRow | None,
     meter: UsageMeter | None,
 ) -> None:
-    if budget is not None:
-        body["budget"] = budget_json(budget, meter)
-    if limit is not None:
-        body["rate_limit"] = rate_limit_json(limit, meter)
+    body["budget"] = budget_json(budget, meter) if budget is not None else None
+    body["rate_limit"] = rate_limit_json(limit, meter) if limit is not None else None
 
 
 def plain_customer_json(customer: CustomerRow) -> dict[str, Any]:
     """A customer embedded one level down: ids, no nested objects."""
-    body: dict[str, Any] = {"id": customer.id, "name": customer.name}
-    _put(body, "budget_id", customer.budget_id)
-    _put(body, "rate_limit_id", customer.rate_limit_id)
-    body.update(teams=None, virtual_keys=None)
-    body["created_at"] = rfc3339(customer.created_at)
-    body["updated_at"] = rfc3339(customer.updated_at)
-    return body
+    return {
+        "id": customer.id,
+        "name": customer.name,
+        "budget_id": customer.budget_id,
+        "rate_limit_id": customer.rate_limit_id,
+        "teams": None,
+        "virtual_keys": None,
+        "created_at": rfc3339(customer.created_at),
+        "updated_at": rfc3339(customer.updated_at),
+    }
 
 
 def plain_team_json(team: TeamRow) -> dict[str, Any]:
     """A team embedded one level down: ids (``customer_id`` included), no nested objects."""
-    body: dict[str, Any] = {"id": team.id, "name": team.name}
-    _put(body, "customer_id", team.customer_id)
-    _put(body, "budget_id", team.budget_id)
-    _put(body, "rate_limit_id", team.rate_limit_id)
-    _put(body, "on_meter_failure", team.on_meter_failure)
-    body["virtual_keys"] = None
-    body["created_at"] = rfc3339(team.created_at)
-    body["updated_at"] = rfc3339(team.updated_at)
-    return body
+    return {
+        "id": team.id,
+        "name": team.name,
+        "customer_id": team.customer_id,
+        "budget_id": team.budget_id,
+        "rate_limit_id": team.rate_limit_id,
+        "on_meter_failure": team.on_meter_failure,
+        "virtual_keys": None,
+        "created_at": rfc3339(team.created_at),
+        "updated_at": rfc3339(team.updated_at),
+    }
 
 
 def customer_json(view: CustomerView, meter: UsageMeter | None) -> dict[str, Any]:
@@ -616,8 +620,8 @@ def customer_json(view: CustomerView, meter: UsageMeter | None) -> dict[str, Any
 
 def team_json(view: TeamView, meter: UsageMeter | None) -> dict[str, Any]:
     body = plain_team_json(view.team)
-    if view.customer is not None:
-        body["customer"] = plain_customer_json(view.customer)
+    customer = view.customer
+    body["customer"] = plain_customer_json(customer) if customer is not None else None
     _attach(body, view.budget, view.rate_limit, meter)
     return _timestamps_last(body)
 
@@ -626,8 +630,7 @@ def key_json(view: KeyView, meter: UsageMeter | None) -> dict[str, Any]:
     """A virtual key; ``value`` is the plaintext only right after creation, else the hint."""
     key = view.key
     body: dict[str, Any] = {"id": key.id, "name": key.name}
-    if key.description:
-        body["description"] = key.description
+    body["description"] = key.description or None
     body["value"] = view.value if view.value is not None else key.key_hint
     body["is_active"] = key.is_active
     body["expires_at"] = rfc3339(key.expires_at)
@@ -635,14 +638,12 @@ def key_json(view: KeyView, meter: UsageMeter | None) -> dict[str, Any]:
     body["allowed_providers"] = _list_or_null(key.allowed_providers)
     body["max_parallel_requests"] = key.max_parallel_requests
     body["on_meter_failure"] = key.on_meter_failure
-    _put(body, "team_id", key.team_id)
-    _put(body, "customer_id", key.customer_id)
-    _put(body, "budget_id", key.budget_id)
-    _put(body, "rate_limit_id", key.rate_limit_id)
-    if view.team is not None:
-        body["team"] = plain_team_json(view.team)
-    if view.customer is not None:
-        body["customer"] = plain_customer_json(view.customer)
+    body["team_id"] = key.team_id
+    body["customer_id"] = key.customer_id
+    body["budget_id"] = key.budget_id
+    body["rate_limit_id"] = key.rate_limit_id
+    body["team"] = plain_team_json(view.team) if view.team is not None else None
+    body["customer"] = plain_customer_json(view.customer) if view.customer is not None else None
     _attach(body, view.budget, view.rate_limit, meter)
     body["created_at"] = rfc3339(key.created_at)
     body["updated_at"] = rfc3339(key.updated_at)
