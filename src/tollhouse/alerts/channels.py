@@ -89,7 +89,14 @@ async def send(
             asyncio.to_thread(_email, channel, payload, timeout_s), timeout_s + 1
         )
     except (aiohttp.ClientError, TimeoutError, OSError, smtplib.SMTPException, ValueError) as exc:
-        return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+        return Outcome(ok=False, error=_describe(exc))
+    except Exception as exc:  # a stored row the API would refuse: fail this attempt only
+        log.exception("alert channel raised", extra={"channel": channel.name})
+        return Outcome(ok=False, error=_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 async def _post(

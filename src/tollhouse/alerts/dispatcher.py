@@ -5,7 +5,8 @@ lease ahead, conditional on the value it read: two replicas never claim the same
 sends each in its own task with a timeout (a hanging channel holds one of
 ``_CONCURRENCY`` slots, nothing else), then records the attempt and either marks
 the delivery sent, schedules the next attempt (exponential backoff with full jitter), or
-gives up after ``alert_max_attempts``. It runs beside the gateway in embedded mode and
+gives up after ``alert_max_attempts`` — whatever the send raised, even for a stored row
+no channel can render. It runs beside the gateway in embedded mode and
 as ``tollhouse worker`` when scaled out; nothing here is on a request's path.
 """
 
@@ -108,7 +109,14 @@ class Dispatcher:
 
     async def _attempt(self, row: Any) -> None:
         started = time.monotonic()
-        outcome = await self._send(row)
+        try:
+            outcome = await self._send(row)
+        except Exception as exc:
+            # Whatever fails, the attempt is recorded and backs off (or gives up): a
+            # crash here would leave the claim to expire and the delivery to be claimed
+            # again forever, each time unrecorded.
+            log.exception("alert send raised", extra={"delivery_id": row.id})
+            outcome = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
         took_ms = (time.monotonic() - started) * 1000
         try:
             await self._record([(row, outcome, took_ms)])
