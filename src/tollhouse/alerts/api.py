@@ -44,6 +44,9 @@ class EmailConfig(Body):
     starttls: StrictBool = False
     tls: StrictBool = False
     username: StrictStr | None = None
+    # With a username, STARTTLS is used unless tls is; a server without it fails the send
+    # rather than receive the password in plaintext — unless this says so (channels.py).
+    allow_plaintext_auth: StrictBool = False
     from_: Text | None = Field(default=None, alias="from")
     to: Annotated[list[Text], Field(min_length=1)]
 
