@@ -32,7 +32,7 @@ import servers
 
 from tollhouse.alerts.signing import sign
 
-INBOUND = "bench-inbound-secret"
+INBOUND = "bench-inbound-secret-0123456789abcdef"
 EVENTS = 500
 
 
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             procs.wait_ready("nginx", f"http://127.0.0.1:{port}/healthz", timeout=10)
             env = servers.tollhouse_env(dict(os.environ), workdir, f"http://127.0.0.1:{port}/v1")
             env.update(
-                TOLLHOUSE_SECRET_KEY="bench", TOLLHOUSE_INBOUND_WEBHOOK_SECRET=INBOUND,
+                TOLLHOUSE_SECRET_KEY="bench-alerts-key-0123456789abcdefghij",
+                TOLLHOUSE_INBOUND_WEBHOOK_SECRET=INBOUND,
                 TOLLHOUSE_SPOOL_DIR=str(workdir / "spool"), TOLLHOUSE_ALERT_SEND_TIMEOUT_S="30",
             )  # fmt: skip
             tport = h.free_port()

@@ -262,3 +262,8 @@ def test_format_usd_never_uses_exponent_and_is_exact(amount):
     assert text != "-0"
     if "." in text:
         assert not text.endswith("0") and not text.endswith(".")
+
+
+def test_format_usd_takes_any_exponent():
+    assert format_usd(Decimal("1e1000000")) == "1" + "0" * 1_000_000
+    assert format_usd(Decimal("-1e-1000000")).startswith("-0.000")

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from tollhouse.crypto import SecretBox
 from tollhouse.errors import ConfigError
 
 ENV_PREFIX = "TOLLHOUSE_"
@@ -196,8 +197,10 @@ class Settings(_Frozen):
     )
     secret_key: SecretStr | None = Field(
         default=None,
-        description="Keys that encrypt stored secrets (webhook and SMTP secrets): any "
-        "strings, comma-separated, newest first; the first encrypts, all decrypt.",
+        description="Keys that encrypt stored secrets (channel URLs, webhook and SMTP "
+        "secrets): at least 32 characters each, comma-separated, newest first; the first "
+        "encrypts, all decrypt; `legacy:<key>` keeps a short key of an older install "
+        "readable.",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     log_format: Literal["json", "text"] = Field(default="json", description="Log line format.")
@@ -322,6 +325,13 @@ class Settings(_Frozen):
             )
         if not secret.strip():
             raise ValueError("is empty; unset it or set a value")
+        if info.field_name == "secret_key":
+            # The rules of the keys (length, order of legacy keys) live with the box;
+            # checked here too so that every command refuses them at start.
+            try:
+                SecretBox.from_setting(secret)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
         return value
 
     @field_validator("trusted_proxies")

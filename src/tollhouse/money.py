@@ -8,7 +8,7 @@ charged less than it cost. Binary floats never touch money.
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, Context, Decimal
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_CEILING, Context, Decimal
 
 NANO = Decimal("0.000000001")
 NANOS_PER_USD = 1_000_000_000
@@ -79,6 +79,7 @@ def format_usd(amount: Decimal) -> str:
     """``Decimal`` as a plain string without exponent and without trailing zeros."""
     # normalize() rounds to its context's precision: give it every digit, so that only
     # trailing zeros go (a fixed precision rounded amounts with more significant digits).
-    exact = Context(prec=max(len(amount.as_tuple().digits), 1))
+    # And every exponent: the default context's Emax would raise Overflow on 1e1000000.
+    exact = Context(prec=max(len(amount.as_tuple().digits), 1), Emax=MAX_EMAX, Emin=MIN_EMIN)
     text = format(amount.normalize(context=exact), "f")
     return text if text != "-0" else "0"

@@ -88,10 +88,24 @@ class _Keep:
 
 
 class SmtpReceiver:
-    def __init__(self) -> None:
+    """``auth=True``: a server that offers AUTH without TLS (as a careless relay does) and
+    records every login it is sent in ``logins`` — a credential that crossed the wire."""
+
+    def __init__(self, *, auth: bool = False) -> None:
         self.handler = _Keep()
         self.port = free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.logins: list[tuple[str, str]] = []
+        options: dict[str, Any] = {}
+        if auth:
+            options = {"authenticator": self._login, "auth_require_tls": False}
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **options)
+
+    def _login(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        if isinstance(data, LoginPassword):
+            self.logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=True)
 
     @property
     def messages(self) -> list[Message]:

@@ -13,7 +13,7 @@ API = "/api/notification-channels"
 
 @pytest.fixture
 def settings(make_settings):
-    return make_settings(secret_key="channels-test-key")
+    return make_settings(secret_key="channels-test-key-0123456789abcdefghij")
 
 
 async def create(gateway, body, status=201):

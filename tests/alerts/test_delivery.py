@@ -28,7 +28,7 @@ def settings(request, make_settings):
     return make_settings(
         **scaled,
         allow_anonymous=False,
-        secret_key="test-secret-key",
+        secret_key="test-secret-key-0123456789abcdefghij",
         alert_retry_base_s=0.01,
         alert_retry_max_s=0.05,
         alert_poll_interval_s=0.05,

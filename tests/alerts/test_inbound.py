@@ -33,7 +33,11 @@ LITELLM_EVENT = {
 
 @pytest.fixture
 def settings(make_settings):
-    return make_settings(inbound_webhook_secret=SECRET, alert_poll_interval_s=0.05)
+    return make_settings(
+        inbound_webhook_secret=SECRET,
+        alert_poll_interval_s=0.05,
+        secret_key="inbound-test-key-0123456789abcdefghijkl",  # webhook URLs are encrypted
+    )
 
 
 def signed(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:

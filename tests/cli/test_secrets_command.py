@@ -9,6 +9,9 @@ from tests.cli.helpers import assert_ok
 
 from tollhouse.crypto import SecretBox
 
+OLD = "old-key-0123456789abcdefghijklmnopqrstuv"
+NEW = "new-key-0123456789abcdefghijklmnopqrstuv"
+
 
 def store_channel(db_path, token: str | None, channel_id: str) -> None:
     now = datetime.now(UTC).isoformat()
@@ -30,24 +33,25 @@ def secret_of(db_path, channel_id: str) -> str | None:
 
 def test_rotate_re_encrypts_with_the_newest_key(invoke, db_path):
     assert_ok(invoke("db", "upgrade"))
-    old = SecretBox(["old-key"])
+    old = SecretBox([OLD])
     store_channel(db_path, old.encrypt("hook-secret"), "a")
     store_channel(db_path, None, "b")
 
-    result = invoke("secrets", "rotate", env={"TOLLHOUSE_SECRET_KEY": "new-key,old-key"})
+    result = invoke("secrets", "rotate", env={"TOLLHOUSE_SECRET_KEY": f"{NEW},{OLD}"})
 
     assert_ok(result)
     assert result.output == "1 secret re-encrypted with the newest key\n"
     token = secret_of(db_path, "a")
-    assert token is not None and SecretBox(["new-key"]).decrypt(token) == "hook-secret"
+    assert token is not None and SecretBox([NEW]).decrypt(token) == "hook-secret"
     assert secret_of(db_path, "b") is None
 
 
 def test_rotate_without_a_key_or_with_a_wrong_one_says_why(invoke, db_path):
     assert_ok(invoke("db", "upgrade"))
-    store_channel(db_path, SecretBox(["old-key"]).encrypt("s"), "a")
+    store_channel(db_path, SecretBox([OLD]).encrypt("s"), "a")
     missing = invoke("secrets", "rotate")
     assert missing.exit_code != 0 and "TOLLHOUSE_SECRET_KEY" in missing.output
-    wrong = invoke("secrets", "rotate", env={"TOLLHOUSE_SECRET_KEY": "unrelated"})
+    unrelated = "unrelated-0123456789abcdefghijklmnopqrst"
+    wrong = invoke("secrets", "rotate", env={"TOLLHOUSE_SECRET_KEY": unrelated})
     assert wrong.exit_code != 0 and "cannot be decrypted" in wrong.output
-    assert SecretBox(["old-key"]).decrypt(secret_of(db_path, "a") or "") == "s"  # untouched
+    assert SecretBox([OLD]).decrypt(secret_of(db_path, "a") or "") == "s"  # untouched

@@ -30,7 +30,7 @@ async def indexes(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0004"
+    assert head() == "0005"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):
@@ -59,6 +59,9 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0004"
+    assert "alert_events" in await tables(db_engine)
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0003"
     assert "alert_events" not in await tables(db_engine)

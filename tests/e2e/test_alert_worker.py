@@ -47,7 +47,7 @@ def test_the_worker_sends_what_the_gateway_queued(tollhouse: Tollhouse) -> None:
     try:
         env = tollhouse.env(
             None,
-            TOLLHOUSE_SECRET_KEY="k",
+            TOLLHOUSE_SECRET_KEY="e2e-alert-worker-key-0123456789abcdef",
             TOLLHOUSE_INBOUND_WEBHOOK_SECRET=INBOUND,
             TOLLHOUSE_ALERT_DISPATCH_IN_PROCESS="false",
             TOLLHOUSE_ALERT_POLL_INTERVAL_S="0.1",

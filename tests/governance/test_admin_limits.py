@@ -35,15 +35,15 @@ def kind(request):
     [
         (b"0", "0"),
         (b"1", "1"),
-        (b"100000000000", "100000000000"),
-        (b"1e11", "100000000000"),
-        (b"1E+11", "100000000000"),
+        (b"100000000", "100000000"),
+        (b"1e8", "100000000"),
+        (b"1E+8", "100000000"),
         (b"0.000001", "0.000001"),
         (b"0.000000001", "0.000000001"),
         (b"12.50", "12.5"),
         (b"10.0", "10"),
-        (b"9223372036854775807", "9223372036854775807"),
-        (b"123456789012345678.123456789", "123456789012345678.123456789"),
+        (b"1000000000", "1000000000"),  # the ceiling (docs/governance-api.md)
+        (b"123456789.123456789", "123456789.123456789"),
     ],
 )
 async def test_max_limit_is_echoed_exactly(gateway, sent, echoed):
@@ -189,7 +189,7 @@ async def test_bad_budget_is_a_400_on_update(gateway, bad):
 
 async def test_budget_merges_field_by_field(gateway, kind):
     entity = await create(gateway, kind, name="n")
-    assert "budget" not in entity
+    assert entity["budget"] is None
     added = await update(gateway, kind, entity["id"], {"budget": budget(10000, "1h")})
     budget_id = added["budget_id"]
     assert added["budget"]["max_limit"] == 10000
@@ -250,7 +250,7 @@ async def test_creating_a_budget_by_update_needs_both_fields(gateway, kind, patc
 async def test_null_budget_removes_it(gateway, kind):
     entity = await create(gateway, kind, name="n", budget=budget())
     removed = await update(gateway, kind, entity["id"], {"budget": None})
-    assert "budget" not in removed and "budget_id" not in removed
+    assert removed["budget"] is None and removed["budget_id"] is None
     assert (await counts(gateway))["budgets_count"] == 0
     again = await update(gateway, kind, entity["id"], {"budget": budget(3, "1w")})
     assert again["budget"]["max_limit"] == 3 and again["budget_id"] != entity["budget_id"]
@@ -284,7 +284,7 @@ async def test_rate_limit_echoed(gateway, kind, limit):
     for field, value in limit.items():
         assert echoed[field] == value
     for field in set(FULL) - set(limit):
-        assert field not in echoed
+        assert echoed[field] is None
     assert echoed["token_current_usage"] == 0 and echoed["request_current_usage"] == 0
     assert echoed["token_last_reset"] and echoed["request_last_reset"]
 
@@ -332,7 +332,7 @@ async def test_rate_limit_merges_field_by_field(gateway, kind):
         gateway, "PUT", f"/{kind}/{entity['id']}", {"rate_limit": {"token_reset_duration": None}}
     )
     removed = await update(gateway, kind, entity["id"], {"rate_limit": None})
-    assert "rate_limit" not in removed and "rate_limit_id" not in removed
+    assert removed["rate_limit"] is None and removed["rate_limit_id"] is None
     assert (await counts(gateway))["rate_limits_count"] == 0
 
 

@@ -182,9 +182,7 @@ def test_load_json_refuses(raw):
         load_json(raw)
 
 
-@pytest.mark.parametrize(
-    "amount", ["0", "0.000001", "1E+11", "9223372036854775807", "123456789012345678.123456789"]
-)
+@pytest.mark.parametrize("amount", ["0", "0.000001", "1E+8", "999999999", "123456789.123456789"])
 async def test_amounts_are_stored_exactly(engine, amount):
     body = {"name": "c", "budget": {"max_limit": Decimal(amount), "reset_duration": "1h",
                                     "hard_limit_ratio": Decimal("1.000000001")}}  # fmt: skip
@@ -218,12 +216,12 @@ async def test_the_api_on_postgres(make_settings, request):
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             api = "/api/governance"
             body = (
-                b'{"name": "c", "budget": {"max_limit": 9223372036854775807, '
+                b'{"name": "c", "budget": {"max_limit": 999999999.999999999, '
                 b'"reset_duration": "1Y"}}'
             )
             customer = await client.post(f"{api}/customers", content=body)
             assert customer.status_code == 201, customer.text
-            assert '"max_limit":9223372036854775807,' in customer.text
+            assert '"max_limit":999999999.999999999,' in customer.text
             customer_id = customer.json()["customer"]["id"]
             team = await client.post(f"{api}/teams", json={"name": "t", "customer_id": customer_id})
             team_id = team.json()["team"]["id"]
@@ -249,17 +247,17 @@ async def test_the_api_on_postgres(make_settings, request):
             assert bad.status_code == 400
             assert (await client.delete(f"{api}/customers/{customer_id}")).status_code == 200
             orphan = await client.get(f"{api}/virtual-keys/{key_id}")
-            assert "customer_id" not in orphan.json()["virtual_key"]
+            assert orphan.json()["virtual_key"]["customer_id"] is None
 
 
 async def test_amounts_are_stored_in_canonical_form(engine):
-    body = {"name": "c", "budget": {"max_limit": Decimal("1E+11"), "reset_duration": "1h",
+    body = {"name": "c", "budget": {"max_limit": Decimal("1E+8"), "reset_duration": "1h",
                                     "hard_limit_ratio": Decimal("1.500000000000")}}  # fmt: skip
     async with engine.begin() as conn:
         await service.create_customer(conn, parse(CustomerCreate, body))
     async with engine.connect() as conn:
         row = (await conn.execute(select(budgets))).one()
         stored = (await conn.execute(text("SELECT max_limit, hard_limit_ratio FROM budgets"))).one()
-    assert row.max_limit == 100000000000 and row.hard_limit_ratio == Decimal("1.5")
+    assert row.max_limit == 100000000 and row.hard_limit_ratio == Decimal("1.5")
     if engine.dialect.name == "sqlite":  # text, digit for digit
-        assert tuple(stored) == ("100000000000", "1.5")
+        assert tuple(stored) == ("100000000", "1.5")

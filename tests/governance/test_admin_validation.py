@@ -21,7 +21,6 @@ MALFORMED = [
     b'{"name": "x", "budget": {"max_limit": Infinity, "reset_duration": "1h"}}',
     b"\xff\xfe{",
     b"[" * 100000,
-    b'{"name": "x", "budget": {"max_limit": 1' + b"0" * 5000 + b', "reset_duration": "1h"}}',
     b'{"name": "x", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
 ]
 
@@ -125,7 +124,7 @@ async def test_null_on_create_means_not_given(gateway):
         allowed_models=None,
     )
     assert key["is_active"] is True and key["allowed_models"] is None
-    assert "team_id" not in key and "budget" not in key
+    assert key["team_id"] is None and key["budget"] is None
 
 
 async def test_unknown_route_and_method(gateway):

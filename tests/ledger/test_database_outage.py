@@ -105,3 +105,29 @@ def spooled_bytes(directory: str) -> int:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_spool_files_and_their_directory_are_private(tmp_path):
+    import os
+    import stat
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(0o022)
+    try:
+        directory = tmp_path / "spool"
+        spool = Spool(directory)
+        spool.own.append([{"id": "a"}, {"id": "b"}])
+        spool.own.consumed(len(b'{"id":"a"}\n'))  # writes the offset file beside it
+        files = sorted(directory.iterdir())
+        assert [f.suffix for f in files] == [".offset", ".spool"]
+        assert mode(directory) == 0o700
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+        spool.close()
+        # An existing directory that others could read is closed up too.
+        os.chmod(directory, 0o755)
+        Spool(directory).close()
+        assert mode(directory) == 0o700
+    finally:
+        os.umask(old)

@@ -3,7 +3,8 @@
 Same style as the governance API: 201 on create with the entity wrapped
 (``{"notification_channel": {...}}``), lists with ``count``, merge updates, 400 naming
 the field, 404 for unknown ids. A channel's ``secret`` (webhook signing secret, SMTP
-password) is write-only: stored encrypted, answered as ``has_secret``.
+password) is write-only: stored encrypted, answered as ``has_secret``. So is a webhook or
+Slack URL: stored encrypted, answered redacted (``alerts/urls.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tollhouse.alerts import urls
 from tollhouse.alerts.channels import Channel, send
 from tollhouse.alerts.models import (
     alert_attempts,
@@ -29,6 +31,7 @@ from tollhouse.alerts.models import (
 )
 from tollhouse.crypto import require_box
 from tollhouse.errors import NotFound, ValidationFailed
+from tollhouse.governance.query import checked_query, count
 from tollhouse.governance.routes import json_response
 from tollhouse.governance.schemas import Body, parse, parse_body, rfc3339
 
@@ -43,6 +46,9 @@ class EmailConfig(Body):
     starttls: StrictBool = False
     tls: StrictBool = False
     username: StrictStr | None = None
+    # With a username, STARTTLS is used unless tls is; a server without it fails the send
+    # rather than receive the password in plaintext — unless this says so (channels.py).
+    allow_plaintext_auth: StrictBool = False
     from_: Text | None = Field(default=None, alias="from")
     to: Annotated[list[Text], Field(min_length=1)]
 
@@ -94,11 +100,15 @@ def _config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def channel_json(row: Any) -> dict[str, Any]:
+    config = dict(row.config)
+    field = urls.FIELDS.get(row.type)
+    if field is not None and isinstance(config.get(field), str):
+        config[field] = urls.redact(config[field])  # a legacy row not yet sealed
     return {
         "id": row.id,
         "name": row.name,
         "type": row.type,
-        "config": row.config,
+        "config": config,
         "has_secret": row.secret is not None,
         "is_default": row.is_default,
         "created_at": rfc3339(row.created_at),
@@ -114,7 +124,16 @@ async def _get(conn: AsyncConnection, channel_id: str) -> Any:
     return row
 
 
+async def _seal_legacy(request: Request) -> None:
+    """Encrypt URLs an older version stored in plaintext, when the key is at hand."""
+    box = request.app.state.secret_box
+    if box is not None:
+        async with request.app.state.engine.begin() as conn:
+            await urls.seal_stored(conn, box)
+
+
 async def list_channels(request: Request) -> Response:
+    await _seal_legacy(request)
     async with request.app.state.engine.connect() as conn:
         query = select(notification_channels).order_by(notification_channels.c.created_at)
         rows = (await conn.execute(query)).all()
@@ -124,7 +143,7 @@ async def list_channels(request: Request) -> Response:
 
 async def create_channel(request: Request) -> Response:
     body = parse_body(ChannelCreate, await request.body())
-    config = _config(body.type, body.config)
+    config, url_secret = _sealed(request, body.type, _config(body.type, body.config))
     secret = require_box(request.app.state.secret_box).encrypt(body.secret) if body.secret else None
     now, channel_id = datetime.now(UTC), str(uuid.uuid4())
     async with request.app.state.engine.begin() as conn:
@@ -135,6 +154,7 @@ async def create_channel(request: Request) -> Response:
                 type=body.type,
                 config=config,
                 secret=secret,
+                url_secret=url_secret,
                 is_default=body.is_default,
                 created_at=now,
                 updated_at=now,
@@ -145,7 +165,16 @@ async def create_channel(request: Request) -> Response:
     return json_response({"message": message, "notification_channel": channel_json(row)}, 201)
 
 
+def _sealed(request: Request, kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """``config`` with a new URL redacted and its token; a 400 without a secret key."""
+    field = urls.FIELDS.get(kind)
+    if field is None or urls.is_redacted(config.get(field)):
+        return config, None
+    return urls.seal(kind, config, require_box(request.app.state.secret_box))
+
+
 async def get_channel(request: Request) -> Response:
+    await _seal_legacy(request)
     async with request.app.state.engine.connect() as conn:
         row = await _get(conn, request.path_params["id"])
     return json_response({"notification_channel": channel_json(row)})
@@ -163,7 +192,10 @@ async def update_channel(request: Request) -> Response:
         if given.get("is_default") is not None:
             values["is_default"] = body.is_default
         if body.config is not None:
-            values["config"] = _config(row.type, {**row.config, **body.config})
+            config = _config(row.type, {**row.config, **body.config})
+            values["config"], url_secret = _sealed(request, row.type, config)
+            if url_secret is not None:  # a new URL; else the stored one is kept
+                values["url_secret"] = url_secret
         if "secret" in given:
             box = request.app.state.secret_box
             values["secret"] = require_box(box).encrypt(body.secret) if body.secret else None
@@ -189,7 +221,8 @@ async def test_channel(request: Request) -> Response:
     async with state.engine.connect() as conn:
         row = await _get(conn, request.path_params["id"])
     secret = require_box(state.secret_box).decrypt(row.secret) if row.secret else None
-    channel = Channel(row.id, row.name, row.type, dict(row.config), secret)
+    config = urls.reveal(row.type, dict(row.config), row.url_secret, state.secret_box)
+    channel = Channel(row.id, row.name, row.type, config, secret)
     now = datetime.now(UTC)
     sample = {
         "event_id": f"test-{uuid.uuid4()}",
@@ -237,12 +270,10 @@ def event_json(row: Any) -> dict[str, Any]:
 
 
 async def list_alerts(request: Request) -> Response:
-    limit = request.query_params.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise ValidationFailed("limit must be an integer from 1 to 1000", param="limit")
+    limit = count(checked_query(request), "limit", default=50, low=1, high=1000)
     e = alert_events.c
     async with request.app.state.engine.connect() as conn:
-        query = select(alert_events).order_by(e.created_at.desc(), e.id).limit(int(limit))
+        query = select(alert_events).order_by(e.created_at.desc(), e.id).limit(limit)
         rows = (await conn.execute(query)).all()
         total = (await conn.execute(select(func.count()).select_from(alert_events))).scalar()
     return json_response(

@@ -6,7 +6,11 @@ A channel is ``{name, type, config, secret}``:
   (``Tollhouse-Signature``) and named by ``Tollhouse-Event-Id`` for receiver dedup;
 - ``slack``: ``config.webhook_url`` (an incoming webhook); formatted blocks;
 - ``email``: ``config`` ``host``, ``port``, ``starttls`` or ``tls``, ``username``,
-  ``from``, ``to`` (list); ``secret`` is the SMTP password; text and HTML bodies.
+  ``allow_plaintext_auth``, ``from``, ``to`` (list); ``secret`` is the SMTP password;
+  text and HTML bodies. With a ``username`` the connection is encrypted — implicit TLS
+  with ``tls``, else STARTTLS whatever ``starttls`` says — and a server that does not
+  offer STARTTLS fails the send before AUTH, unless the channel sets
+  ``allow_plaintext_auth: true`` (a relay on a trusted network that has no TLS).
 
 A channel missing what it needs to send (an email channel without ``host``) is not an
 error: it logs a preview of what it would have sent, and the delivery counts as done.
@@ -33,6 +37,10 @@ from tollhouse.alerts.templates import render_email, render_slack
 log = logging.getLogger("tollhouse.alerts")
 
 TYPES = ("email", "slack", "webhook")
+
+
+class PlaintextRefused(smtplib.SMTPException):
+    """Credentials would cross an unencrypted connection, and the channel did not opt in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +97,14 @@ async def send(
             asyncio.to_thread(_email, channel, payload, timeout_s), timeout_s + 1
         )
     except (aiohttp.ClientError, TimeoutError, OSError, smtplib.SMTPException, ValueError) as exc:
-        return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+        return Outcome(ok=False, error=_describe(exc))
+    except Exception as exc:  # a stored row the API would refuse: fail this attempt only
+        log.exception("alert channel raised", extra={"channel": channel.name})
+        return Outcome(ok=False, error=_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 async def _post(
@@ -144,9 +159,18 @@ def _email(channel: Channel, payload: dict[str, Any], timeout_s: float) -> Outco
     else:
         smtp = smtplib.SMTP(host, port, timeout=timeout_s)
     with smtp:
-        if config.get("starttls"):
+        username = config.get("username")
+        plaintext_ok = config.get("allow_plaintext_auth") is True
+        if config.get("starttls") or (username and not config.get("tls") and not plaintext_ok):
+            smtp.ehlo()
+            if not smtp.has_extn("starttls"):
+                raise PlaintextRefused(
+                    f"SMTP server {host}:{port} does not offer STARTTLS: refusing to send "
+                    "the SMTP password in plaintext (use tls: true or a server with "
+                    "STARTTLS, or set allow_plaintext_auth: true to send it unencrypted)"
+                )
             smtp.starttls(context=ssl.create_default_context())
-        if config.get("username"):
+        if username:
             smtp.login(str(config["username"]), channel.secret or "")
         smtp.send_message(message)
     log.info(

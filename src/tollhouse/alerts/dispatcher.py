@@ -5,7 +5,8 @@ lease ahead, conditional on the value it read: two replicas never claim the same
 sends each in its own task with a timeout (a hanging channel holds one of
 ``_CONCURRENCY`` slots, nothing else), then records the attempt and either marks
 the delivery sent, schedules the next attempt (exponential backoff with full jitter), or
-gives up after ``alert_max_attempts``. It runs beside the gateway in embedded mode and
+gives up after ``alert_max_attempts`` — whatever the send raised, even for a stored row
+no channel can render. It runs beside the gateway in embedded mode and
 as ``tollhouse worker`` when scaled out; nothing here is on a request's path.
 """
 
@@ -23,6 +24,7 @@ import aiohttp
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollhouse.alerts import urls
 from tollhouse.alerts.channels import Channel, Outcome, send
 from tollhouse.alerts.models import (
     alert_attempts,
@@ -56,6 +58,14 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        if self._box is not None:
+            try:  # URLs an older version stored in plaintext (alerts/urls.py)
+                async with self._engine.begin() as conn:
+                    sealed = await urls.seal_stored(conn, self._box)
+                if sealed:
+                    log.info("channel URLs encrypted at rest", extra={"channels": sealed})
+            except Exception:  # the database is away: the next read or start does it
+                log.exception("channel URLs not encrypted yet")
         self._session = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run(), name="tollhouse-alert-dispatcher")
 
@@ -108,7 +118,14 @@ class Dispatcher:
 
     async def _attempt(self, row: Any) -> None:
         started = time.monotonic()
-        outcome = await self._send(row)
+        try:
+            outcome = await self._send(row)
+        except Exception as exc:
+            # Whatever fails, the attempt is recorded and backs off (or gives up): a
+            # crash here would leave the claim to expire and the delivery to be claimed
+            # again forever, each time unrecorded.
+            log.exception("alert send raised", extra={"delivery_id": row.id})
+            outcome = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
         took_ms = (time.monotonic() - started) * 1000
         try:
             await self._record([(row, outcome, took_ms)])
@@ -128,6 +145,7 @@ class Dispatcher:
                 c.type,
                 c.config,
                 c.secret,
+                c.url_secret,
             )  # fmt: skip
             .join(alert_events, e.id == d.event_id)
             .outerjoin(notification_channels, c.id == d.channel_id)
@@ -159,7 +177,8 @@ class Dispatcher:
                 secret = self._box.decrypt(row.secret)
             except Exception as exc:
                 return Outcome(ok=False, error=str(exc))
-        channel = Channel(row.channel_id, row.name, row.type, dict(row.config or {}), secret)
+        config = urls.reveal(row.type, dict(row.config or {}), row.url_secret, self._box)
+        channel = Channel(row.channel_id, row.name, row.type, config, secret)
         assert self._session is not None
         return await send(
             channel, dict(row.payload), self._session, self._settings.alert_send_timeout_s

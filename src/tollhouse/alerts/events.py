@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tollhouse.alerts.amounts import column_usd
 from tollhouse.alerts.models import alert_deliveries, alert_events, notification_channels
 from tollhouse.alerts.thresholds import FULL
 from tollhouse.db import insert_ignoring
@@ -101,7 +102,13 @@ def payload(alert: BudgetAlert, event_id: str, now: datetime) -> dict[str, Any]:
 
 
 async def insert_event(conn: AsyncConnection, **values: Any) -> bool:
-    """Store an event unless one with its ``dedup_key`` exists; ``True`` when stored."""
+    """Store an event unless one with its ``dedup_key`` exists; ``True`` when stored.
+
+    ``spend`` and ``max_limit`` go into their columns rounded half-even to the
+    nano-dollar (``amounts.column_usd``); the payload keeps what the sender wrote."""
+    for name in ("spend", "max_limit"):
+        if isinstance(values.get(name), Decimal):
+            values[name] = column_usd(values[name])
     statement = insert_ignoring(alert_events, conn.dialect.name, "dedup_key").values(**values)
     return bool((await conn.execute(statement)).rowcount == 1)
 
@@ -167,15 +174,29 @@ def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
     return {k: format_usd(v) if isinstance(v, Decimal) else v for k, v in value.items()}
 
 
+def _number(text: str) -> str | None:
+    """``text`` as a JSON number, or ``None`` when it is not one (``"unknown"``)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:  # decimal.InvalidOperation
+        return None
+    return str(value) if value.is_finite() else None
+
+
 def encode(stored: dict[str, Any]) -> bytes:
-    """The payload as sent: compact JSON, money and ratios as exact numbers."""
+    """The payload as sent: compact JSON, money and ratios as exact numbers; a number
+    field holding no number (an inbound event's ``"max_budget": "unknown"``) is null."""
     marked = dict(stored)
     numbers: dict[str, str] = {}
     for name in NUMBER_FIELDS:
         value = marked.get(name)
         if isinstance(value, str):
+            digits = _number(value)
+            if digits is None:
+                marked[name] = None
+                continue
             token = f"\u0000{name}\u0000"
-            numbers[json.dumps(token)] = str(Decimal(value))
+            numbers[json.dumps(token)] = digits
             marked[name] = token
     text = json.dumps(marked, separators=(",", ":"), ensure_ascii=False)
     for quoted, digits in numbers.items():

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tollhouse.admin.auth import client_address
+from tollhouse.alerts.amounts import InboundUsd
 from tollhouse.alerts.events import enqueue, insert_event
 from tollhouse.alerts.signing import HEADER, SignatureError, check, parse_header
 from tollhouse.errors import InvalidJSON, ServiceUnavailable, SignatureInvalid, UnprocessableEvent
@@ -38,8 +39,8 @@ class InboundBudgetEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=False)
 
-    spend: Decimal
-    max_budget: Decimal | None = None
+    spend: InboundUsd
+    max_budget: InboundUsd | None = None
     soft_budget: Decimal | None = None
     token: str | None = None
     customer_id: str | None = None

@@ -34,6 +34,8 @@ notification_channels = Table(
     Column("type", String(16), nullable=False),  # email | slack | webhook
     Column("config", JSON, nullable=False),
     Column("secret", Text),  # Fernet token (crypto.SecretBox); never returned by the API
+    # The webhook/Slack URL as a Fernet token; config holds it redacted (alerts/urls.py).
+    Column("url_secret", Text),
     Column("is_default", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),

@@ -1,8 +1,10 @@
 """What an alert says: email (text and HTML, warning and critical) and Slack blocks.
 
-Templates use ``string.Template.substitute``, which raises on any variable it is not
-given, and every value is checked to be present before rendering; values are escaped in
-the HTML body. The figures come from the event payload, exact as stored.
+Templates use ``string.Template.substitute`` with every variable always given: a value
+the event lacks (an inbound LiteLLM event without ``max_budget``, an odd ``scope``)
+reads ``unknown``, so any stored event renders — a delivery that cannot render would
+never be sent. Values are escaped in the HTML body. The figures come from the event
+payload, exact as stored.
 """
 
 from __future__ import annotations
@@ -47,46 +49,39 @@ _HTML = Template(
 """
 )
 
-_REQUIRED = (
-    "spend",
-    "max_budget",
-    "percentage",
-    "window_start",
-    "window_end",
-    "event_id",
-    "event_message",
-    "level",
-    "scope",
-)
+UNKNOWN = "unknown"
+
+
+def _text(value: Any) -> str:
+    return UNKNOWN if value is None or value == "" else str(value)
 
 
 def variables(payload: dict[str, Any]) -> dict[str, str]:
-    """Every template variable, from the payload; raises when one is missing."""
-    absent = [name for name in _REQUIRED if payload.get(name) in (None, "")]
-    if absent:
-        raise ValueError(f"alert payload lacks {', '.join(absent)}")
-    scope = payload["scope"]
-    level = str(payload["level"])
-    label = f"{scope['kind']} '{scope['name']}'"
+    """Every template variable, from the payload; ``unknown`` for what it lacks."""
+    scope = payload.get("scope")
+    scope = scope if isinstance(scope, dict) else {}
+    level = str(payload.get("level"))
+    label = f"{_text(scope.get('kind'))} '{_text(scope.get('name'))}'"
+    percentage = _text(payload.get("percentage"))
     headline = (
         f"{label} reached its budget"
         if level == "critical"
-        else f"{label} reached {payload['percentage']} % of its budget"
+        else f"{label} reached {percentage} % of its budget"
     )
     return {
         "scope_label": label,
-        "scope_kind": str(scope["kind"]),
-        "scope_name": str(scope["name"]),
-        "scope_id": str(scope["id"]),
+        "scope_kind": _text(scope.get("kind")),
+        "scope_name": _text(scope.get("name")),
+        "scope_id": _text(scope.get("id")),
         "headline": headline,
-        "spend": str(payload["spend"]),
-        "max_budget": str(payload["max_budget"]),
-        "percentage": str(payload["percentage"]),
-        "window_start": str(payload["window_start"]),
-        "window_end": str(payload["window_end"]),
+        "spend": _text(payload.get("spend")),
+        "max_budget": _text(payload.get("max_budget")),
+        "percentage": percentage,
+        "window_start": _text(payload.get("window_start")),
+        "window_end": _text(payload.get("window_end")),
         "projected": str(payload.get("projected_exceeded_date") or "not before the window resets"),
-        "event_id": str(payload["event_id"]),
-        "event_message": str(payload["event_message"]),
+        "event_id": _text(payload.get("event_id")),
+        "event_message": _text(payload.get("event_message")),
         "color": "#b00020" if level == "critical" else "#b26a00",
     }
 
@@ -94,7 +89,7 @@ def variables(payload: dict[str, Any]) -> dict[str, str]:
 def render_email(payload: dict[str, Any]) -> tuple[str, str, str]:
     """``(subject, text, html)``."""
     values = variables(payload)
-    level = "critical" if payload["level"] == "critical" else "warning"
+    level = "critical" if payload.get("level") == "critical" else "warning"
     subject = _SUBJECT[level].substitute(values)
     text = _TEXT.substitute(values)
     escaped = {k: html.escape(v) for k, v in values.items()}
@@ -104,7 +99,7 @@ def render_email(payload: dict[str, Any]) -> tuple[str, str, str]:
 def render_slack(payload: dict[str, Any]) -> dict[str, Any]:
     """An incoming-webhook message: a fallback ``text`` and formatted blocks."""
     v = variables(payload)
-    icon = ":red_circle:" if payload["level"] == "critical" else ":large_orange_circle:"
+    icon = ":red_circle:" if payload.get("level") == "critical" else ":large_orange_circle:"
     fields = [
         ("Spend", f"{v['spend']} USD"),
         ("Budget", f"{v['max_budget']} USD ({v['percentage']} %)"),

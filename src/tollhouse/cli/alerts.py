@@ -1,8 +1,10 @@
 """``tollhouse secrets rotate`` and ``tollhouse worker``: what alerts need from a shell.
 
-``secrets rotate`` re-encrypts every stored channel secret with the first key of
-``TOLLHOUSE_SECRET_KEY`` (older keys, listed after it, still decrypt), in one
-transaction: after it, the old keys can be removed from the setting.
+``secrets rotate`` re-encrypts every stored channel secret and channel URL with the
+first key of ``TOLLHOUSE_SECRET_KEY`` (older keys, listed after it, still decrypt; so do
+tokens of the old SHA-256 key derivation, which move to HKDF), and encrypts URLs an
+older version stored in plaintext, in one transaction: after it, the old keys can be
+removed from the setting.
 
 ``worker`` runs the alert dispatcher alone, for deployments that keep it out of the
 gateway processes (every ``tollhouse serve`` also dispatches; claims never overlap).
@@ -18,6 +20,7 @@ import click
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollhouse.alerts import urls
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.models import notification_channels
 from tollhouse.cli.db import on_database
@@ -51,14 +54,19 @@ def rotate(config_file: str | None) -> None:
     async def action(engine: AsyncEngine) -> int:
         table = notification_channels
         async with engine.begin() as conn:
-            rows = (await conn.execute(select(table.c.id, table.c.secret))).all()
-            count = 0
+            count = await urls.seal_stored(conn, box)
+            rows = (
+                await conn.execute(select(table.c.id, table.c.secret, table.c.url_secret))
+            ).all()
             for row in rows:
-                if row.secret is None:
-                    continue
-                rotated = box.rotate(row.secret)
-                await conn.execute(update(table).where(table.c.id == row.id).values(secret=rotated))
-                count += 1
+                values = {
+                    name: box.rotate(token)
+                    for name, token in (("secret", row.secret), ("url_secret", row.url_secret))
+                    if token is not None
+                }
+                if values:
+                    await conn.execute(update(table).where(table.c.id == row.id).values(**values))
+                    count += len(values)
         return count
 
     try:

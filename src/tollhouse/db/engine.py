@@ -1,10 +1,19 @@
-"""The async engine: SQLite in WAL mode by default, Postgres by URL."""
+"""The async engine: SQLite in WAL mode by default, Postgres by URL.
+
+Every engine hides SQL parameters (``hide_parameters``): a failed statement's error and
+log line show the SQL but not the values bound to it, which can be key hashes, channel
+secrets or customer names. SQLite files are the owner's alone (``0600``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Insert, Table, event, text
+from sqlalchemy import Insert, Table, event, make_url, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -26,8 +35,20 @@ def create_engine(settings: Settings) -> AsyncEngine:
                 f"database_url {redact_url(url)!r} needs the async driver: "
                 "use sqlite+aiosqlite:///PATH"
             )
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        # aiosqlite logs every call with its parameters at DEBUG: keep it out of a
+        # debug-level log, where those values would land.
+        logging.getLogger("aiosqlite").setLevel(logging.INFO)
+        path = _sqlite_path(url)
+        if path is not None:
+            _private(path)
+        engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 30})
+
+        def on_connect(dbapi_connection: Any, record: Any) -> None:
+            if path is not None:
+                _private(path, create=False)
+            _sqlite_pragmas(dbapi_connection, record)
+
+        event.listen(engine.sync_engine, "connect", on_connect)
         return engine
     if url.startswith("postgresql"):
         if "+asyncpg" not in url:
@@ -35,6 +56,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             url = url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
         return create_async_engine(
             url,
+            hide_parameters=True,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout_s,
@@ -52,6 +74,31 @@ def create_engine(settings: Settings) -> AsyncEngine:
         f"unsupported database_url {redact_url(url)!r}: use sqlite+aiosqlite:///PATH "
         "or postgresql+asyncpg://USER@HOST/DB"
     )
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; ``None`` for an in-memory database."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _private(path: Path, *, create: bool = True) -> None:
+    """Make the database file (and its ``-wal``/``-shm``) ``0600``.
+
+    The file is created ``0600`` before SQLite opens it, so it is never readable by
+    others, not even for a moment; SQLite gives the ``-wal`` and ``-shm`` it creates
+    the database file's mode. Files of an older install are closed up on connect.
+    A missing directory is left for SQLite to report, as before.
+    """
+    if create and path.parent.is_dir():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -33,11 +33,17 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, NULL]}
 
 
-def obj(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    """An object whose properties are all present except ``optional`` (omitted when unset)."""
+def obj(
+    properties: dict[str, Any], nulls: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """An object whose properties are present except ``optional``; ``nulls`` are ``null``
+    when unset (an entity's links and lists are never left out: DESIGN §6)."""
     return {
         "type": "object",
-        "properties": properties,
+        "properties": {
+            name: nullable(schema) if name in nulls else schema
+            for name, schema in properties.items()
+        },
         "required": [name for name in properties if name not in optional],
     }
 
@@ -75,7 +81,7 @@ RATE_LIMIT = obj(
         "request_last_reset": TIME,
         **_STAMPS,
     },
-    optional=(
+    nulls=(
         "token_max_limit",
         "token_reset_duration",
         "request_max_limit",
@@ -86,13 +92,13 @@ _LIMIT_IDS = {"budget_id": STR, "rate_limit_id": STR}
 _LIMITS = {"budget": ref("Budget"), "rate_limit": ref("RateLimit")}
 CUSTOMER_REF = obj(
     {"id": STR, "name": STR, **_LIMIT_IDS, "teams": NULL, "virtual_keys": NULL, **_STAMPS},
-    optional=("budget_id", "rate_limit_id"),
+    nulls=("budget_id", "rate_limit_id"),
 )
 _METER_FAILURE = {
     "type": "string",
     "enum": ["open", "closed"],
     "description": "when Redis is unreachable: admit on the replica's local meter (open) "
-    "or refuse with 503 (closed); absent or null: the operator's default",
+    "or refuse with 503 (closed); null: the operator's default",
 }
 TEAM_REF = obj(
     {
@@ -104,7 +110,7 @@ TEAM_REF = obj(
         "virtual_keys": NULL,
         **_STAMPS,
     },
-    optional=("customer_id", "budget_id", "rate_limit_id", "on_meter_failure"),
+    nulls=("customer_id", "budget_id", "rate_limit_id", "on_meter_failure"),
 )
 CUSTOMER = obj(
     {
@@ -116,7 +122,7 @@ CUSTOMER = obj(
         "virtual_keys": NULL,
         **_STAMPS,
     },
-    optional=("budget_id", "rate_limit_id", "budget", "rate_limit"),
+    nulls=("budget_id", "rate_limit_id", "budget", "rate_limit"),
 )
 TEAM = obj(
     {
@@ -130,7 +136,7 @@ TEAM = obj(
         **_LIMITS,
         **_STAMPS,
     },
-    optional=(
+    nulls=(
         "customer_id",
         "budget_id",
         "rate_limit_id",
@@ -156,7 +162,7 @@ VIRTUAL_KEY = obj(
         "allowed_models": {**_NAMES, "description": "null: every model"},
         "allowed_providers": {**_NAMES, "description": "null: every provider"},
         "max_parallel_requests": nullable(INT),
-        "on_meter_failure": nullable(_METER_FAILURE),
+        "on_meter_failure": _METER_FAILURE,
         "team_id": STR,
         "customer_id": STR,
         **_LIMIT_IDS,
@@ -165,8 +171,9 @@ VIRTUAL_KEY = obj(
         **_LIMITS,
         **_STAMPS,
     },
-    optional=(
+    nulls=(
         "description",
+        "on_meter_failure",
         "team_id",
         "customer_id",
         "budget_id",

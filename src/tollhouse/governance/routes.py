@@ -25,6 +25,7 @@ from starlette.routing import Route
 from tollhouse.db import ping
 from tollhouse.governance import service
 from tollhouse.governance.openapi import document
+from tollhouse.governance.query import checked_query
 from tollhouse.governance.schemas import (
     CustomerCreate,
     CustomerUpdate,
@@ -106,7 +107,8 @@ def crud_routes(entity: _Entity) -> list[Route]:
     plural, base = f"{entity.name}s", f"/governance/{entity.path}"
 
     async def list_all(request: Request) -> Response:
-        filters = {name: request.query_params.get(name) or None for name in entity.filters}
+        params = checked_query(request)
+        filters = {name: params.get(name) or None for name in entity.filters}
         async with _engine(request).connect() as conn:
             views = await entity.list(conn, **filters)
         meter = await _meter(request)
@@ -199,7 +201,7 @@ VIRTUAL_KEYS = _Entity(
 
 async def usage_stats(request: Request) -> Response:
     """Budget spend and rate-limit counters per key (one key with ``?virtual_key_id=``)."""
-    key_id = request.query_params.get("virtual_key_id") or None
+    key_id = checked_query(request).get("virtual_key_id") or None
     meter = await _meter(request)
     async with _engine(request).connect() as conn:
         if key_id is not None:

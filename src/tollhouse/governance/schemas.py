@@ -38,6 +38,21 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from tollhouse.errors import InvalidJSON, ValidationFailed
+from tollhouse.governance.bounds import (
+    MAX_CHANNELS,
+    MAX_LIST,
+    at_most,
+    check_budget_cap,
+    json_type,
+    no_nul,
+    number,
+    preview,
+    ratio,
+    short,
+    text_at_most,
+    threshold,
+    usd,
+)
 from tollhouse.governance.windows import parse_duration, window_at, zone
 from tollhouse.money import format_usd
 
@@ -55,9 +70,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-MAX_DECIMAL_PLACES = 9
-# NUMERIC(40, 12) on Postgres keeps 28 integer digits; stay clear of the edge.
-MAX_USD = Decimal(10) ** 27
 MAX_COUNT = 2**63 - 1
 DEFAULT_THRESHOLDS = (Decimal("0.8"), Decimal("1.0"))
 
@@ -65,56 +77,13 @@ DEFAULT_THRESHOLDS = (Decimal("0.8"), Decimal("1.0"))
 # --- field types ----------------------------------------------------------------------
 
 
-def _number(value: Any) -> Any:
-    """JSON numbers only: an int or a ``Decimal`` (``parse_float``); never a bool."""
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"must be a number, got {json_type(value)}")
-    number = Decimal(value)
-    if not number.is_finite():
-        raise ValueError("must be a finite number")
-    return number
-
-
-def _places(value: Decimal) -> Decimal:
-    """At most 9 decimal places once trailing zeros go (``1.50`` has 1), counted on the
-    digits themselves: ``normalize()`` would round past 28 digits first."""
-    _, digits, exponent = value.as_tuple()
-    text = "".join(map(str, digits))
-    if not isinstance(exponent, int) or not text.strip("0"):
-        return value  # zero, however written (infinities are refused in _number)
-    places = -(exponent + len(text) - len(text.rstrip("0")))
-    if places > MAX_DECIMAL_PLACES:
-        raise ValueError(f"has more than {MAX_DECIMAL_PLACES} decimal places")
-    return value
-
-
-def _usd(value: Decimal) -> Decimal:
-    if value < 0:
-        raise ValueError(f"cannot be negative ({format_usd(value)})")
-    if value >= MAX_USD:
-        raise ValueError("is too large (at most 27 integer digits)")
-    return _places(value)
-
-
-def _ratio(value: Decimal) -> Decimal:
-    if not 1 <= value <= 100:
-        raise ValueError(f"must be from 1 to 100 ({format_usd(value)})")
-    return _places(value)
-
-
-def _threshold(value: Decimal) -> Decimal:
-    if not 0 < value <= 10:
-        raise ValueError(f"must be above 0 and at most 10 ({format_usd(value)})")
-    return _places(value)
-
-
 def _duration(value: str) -> str:
-    parse_duration(value)
+    parse_duration(text_at_most(value))
     return value
 
 
 def _timezone(value: str) -> str:
-    zone(value)
+    zone(text_at_most(value))
     return value
 
 
@@ -163,26 +132,28 @@ def _drop_null(schema: dict[str, Any]) -> None:
 
 USD = Annotated[
     Decimal,
-    BeforeValidator(_number),
-    AfterValidator(_usd),
+    BeforeValidator(number),
+    AfterValidator(usd),
     WithJsonSchema(
         {
             "type": "number",
             "minimum": 0,
-            "description": "USD, echoed exactly; at most 9 decimal places.",
+            "maximum": 1_000_000_000,
+            "description": "USD, echoed exactly; at most 9 decimal places; "
+            "max_limit × hard_limit_ratio at most 1000000000.",
         }
     ),
 ]
 Ratio = Annotated[
     Decimal,
-    BeforeValidator(_number),
-    AfterValidator(_ratio),
+    BeforeValidator(number),
+    AfterValidator(ratio),
     WithJsonSchema({"type": "number", "minimum": 1, "maximum": 100}),
 ]
 Threshold = Annotated[
     Decimal,
-    BeforeValidator(_number),
-    AfterValidator(_threshold),
+    BeforeValidator(number),
+    AfterValidator(threshold),
     WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 10}),
 ]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
@@ -210,7 +181,7 @@ Timestamp = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 Name = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
-Names = list[str]
+Names = Annotated[list[str], at_most(MAX_LIST)]
 # Update fields that may be left out but not be null.
 Kept = Annotated[T | None, AfterValidator(_not_null), Field(json_schema_extra=_drop_null)]
 
@@ -224,7 +195,8 @@ def _thresholds() -> list[Decimal]:
     return list(DEFAULT_THRESHOLDS)
 
 
-Thresholds = Annotated[list[Threshold], Field(max_length=20)]
+Thresholds = Annotated[list[Threshold], at_most(20)]
+ChannelIds = Annotated[list[Name], at_most(MAX_CHANNELS)]
 
 
 # --- request bodies -------------------------------------------------------------------
@@ -253,7 +225,13 @@ class BudgetCreate(Body):
     alert_thresholds: Annotated[Thresholds, _or(_thresholds)] = Field(
         default_factory=_thresholds, json_schema_extra={"default": [0.8, 1.0]}
     )
-    alert_channels: list[Name] | None = None  # channel ids; null: the default channels
+    alert_channels: ChannelIds | None = None  # channel ids; null: the default channels
+
+    @model_validator(mode="after")
+    def _cap(self) -> BudgetCreate:
+        field = "hard_limit_ratio" if "hard_limit_ratio" in self.model_fields_set else "max_limit"
+        check_budget_cap(self.max_limit, self.hard_limit_ratio, field)
+        return self
 
 
 class BudgetUpdate(Body):
@@ -266,7 +244,7 @@ class BudgetUpdate(Body):
     timezone: Kept[Timezone] = None
     hard_limit_ratio: Kept[Ratio] = None
     alert_thresholds: Kept[Thresholds] = None
-    alert_channels: list[Name] | None = None
+    alert_channels: ChannelIds | None = None
 
 
 class _RateLimitFields(Body):
@@ -381,12 +359,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _integer(text: str) -> int | Decimal:
+    """A JSON integer; a very long one as ``Decimal``, which the field's own check then
+    refuses by name (``int()`` fails past 4300 digits, and no field wants 100)."""
+    return int(text) if len(text) <= 100 else Decimal(text)
+
+
 def load_json(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, floats as ``Decimal``; ``InvalidJSON`` otherwise."""
     if not raw.strip():
         raise InvalidJSON("Invalid JSON: the request body is empty; send a JSON object")
     try:
-        data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        data = json.loads(
+            raw, parse_float=Decimal, parse_int=_integer, parse_constant=_reject_constant
+        )
     except json.JSONDecodeError as exc:
         raise InvalidJSON(
             f"Invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
@@ -398,27 +384,9 @@ def load_json(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def _no_nul(data: Any) -> None:
-    """NUL cannot be stored in Postgres text; refuse it in any string, keys included.
-
-    Iterative: a body may nest as deep as the JSON decoder allows."""
-    pending: list[tuple[Any, str]] = [(data, "")]
-    while pending:
-        value, where = pending.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ValidationFailed(f"{where or 'body'} contains a NUL character", param=where)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                pending.append((key, where))
-                pending.append((item, f"{where}.{key}" if where else str(key)))
-        elif isinstance(value, list):
-            pending.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
-
-
 def parse(model: type[M], data: dict[str, Any]) -> M:
     """Validate a decoded body against ``model``; every problem is a 400 naming the field."""
-    _no_nul(data)
+    no_nul(data)
     required = _REQUIRED_NAME.get(model)
     if required is not None:
         name = data.get("name")
@@ -429,8 +397,8 @@ def parse(model: type[M], data: dict[str, Any]) -> M:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise ValidationFailed(
-            "; ".join(_describe(error) for error in errors[:5]),
-            param=_location(errors[0]["loc"]) or None,
+            short("; ".join(_describe(error) for error in errors[:5])),
+            param=preview(_location(errors[0]["loc"])) or None,
         ) from None
     if isinstance(body, VirtualKeyCreate | VirtualKeyUpdate) and (
         body.team_id is not None and body.customer_id is not None
@@ -489,22 +457,6 @@ def _describe(error: ErrorDetails) -> str:
         return message
     # "budget.max_limit cannot be negative", but "budget.reset_duration: Invalid …".
     return f"{where}: {message}" if message[:1].isupper() else f"{where} {message}"
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float | Decimal):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 # --- responses ------------------------------------------------------------------------
@@ -599,24 +551,25 @@ def budget_json(budget: BudgetRow, meter: UsageMeter | None) -> dict[str, Any]:
 
 def rate_limit_json(limit: RateLimitRow, meter: UsageMeter | None) -> dict[str, Any]:
     tokens, requests, token_start, request_start = rate_usage(limit, meter)
-    body: dict[str, Any] = {"id": limit.id}
-    _put(body, "token_max_limit", limit.token_max_limit)
-    _put(body, "token_reset_duration", limit.token_reset_duration)
-    body["token_current_usage"] = tokens
-    body["token_last_reset"] = rfc3339(token_start)
-    _put(body, "request_max_limit", limit.request_max_limit)
-    _put(body, "request_reset_duration", limit.request_reset_duration)
-    body["request_current_usage"] = requests
-    body["request_last_reset"] = rfc3339(request_start)
-    body["created_at"] = rfc3339(limit.created_at)
-    body["updated_at"] = rfc3339(limit.updated_at)
-    return body
+    return {
+        "id": limit.id,
+        "token_max_limit": limit.token_max_limit,
+        "token_reset_duration": limit.token_reset_duration,
+        "token_current_usage": tokens,
+        "token_last_reset": rfc3339(token_start),
+        "request_max_limit": limit.request_max_limit,
+        "request_reset_duration": limit.request_reset_duration,
+        "request_current_usage": requests,
+        "request_last_reset": rfc3339(request_start),
+        "created_at": rfc3339(limit.created_at),
+        "updated_at": rfc3339(limit.updated_at),
+    }
 
 
-def _put(body: dict[str, Any], name: str, value: Any) -> None:
-    """Bifrost omits unset optional fields rather than writing ``null``."""
-    if value is not None:
-        body[name] = value
+# Unset links and unset lists are null, never missing (DESIGN §6): Bifrost's clients
+# read ``team["customer_id"]`` and ``team["customer"]`` without checking for the key.
+# Every entity therefore has the same keys whatever is set; embedded ("plain") objects
+# carry ids and ``null`` in place of what they would embed one level further down.
 
 
 def _attach(
@@ -625,34 +578,37 @@ def _attach(
     limit: RateLimitRow | None,
     meter: UsageMeter | None,
 ) -> None:
-    if budget is not None:
-        body["budget"] = budget_json(budget, meter)
-    if limit is not None:
-        body["rate_limit"] = rate_limit_json(limit, meter)
+    body["budget"] = budget_json(budget, meter) if budget is not None else None
+    body["rate_limit"] = rate_limit_json(limit, meter) if limit is not None else None
 
 
 def plain_customer_json(customer: CustomerRow) -> dict[str, Any]:
     """A customer embedded one level down: ids, no nested objects."""
-    body: dict[str, Any] = {"id": customer.id, "name": customer.name}
-    _put(body, "budget_id", customer.budget_id)
-    _put(body, "rate_limit_id", customer.rate_limit_id)
-    body.update(teams=None, virtual_keys=None)
-    body["created_at"] = rfc3339(customer.created_at)
-    body["updated_at"] = rfc3339(customer.updated_at)
-    return body
+    return {
+        "id": customer.id,
+        "name": customer.name,
+        "budget_id": customer.budget_id,
+        "rate_limit_id": customer.rate_limit_id,
+        "teams": None,
+        "virtual_keys": None,
+        "created_at": rfc3339(customer.created_at),
+        "updated_at": rfc3339(customer.updated_at),
+    }
 
 
 def plain_team_json(team: TeamRow) -> dict[str, Any]:
     """A team embedded one level down: ids (``customer_id`` included), no nested objects."""
-    body: dict[str, Any] = {"id": team.id, "name": team.name}
-    _put(body, "customer_id", team.customer_id)
-    _put(body, "budget_id", team.budget_id)
-    _put(body, "rate_limit_id", team.rate_limit_id)
-    _put(body, "on_meter_failure", team.on_meter_failure)
-    body["virtual_keys"] = None
-    body["created_at"] = rfc3339(team.created_at)
-    body["updated_at"] = rfc3339(team.updated_at)
-    return body
+    return {
+        "id": team.id,
+        "name": team.name,
+        "customer_id": team.customer_id,
+        "budget_id": team.budget_id,
+        "rate_limit_id": team.rate_limit_id,
+        "on_meter_failure": team.on_meter_failure,
+        "virtual_keys": None,
+        "created_at": rfc3339(team.created_at),
+        "updated_at": rfc3339(team.updated_at),
+    }
 
 
 def customer_json(view: CustomerView, meter: UsageMeter | None) -> dict[str, Any]:
@@ -664,8 +620,8 @@ def customer_json(view: CustomerView, meter: UsageMeter | None) -> dict[str, Any
 
 def team_json(view: TeamView, meter: UsageMeter | None) -> dict[str, Any]:
     body = plain_team_json(view.team)
-    if view.customer is not None:
-        body["customer"] = plain_customer_json(view.customer)
+    customer = view.customer
+    body["customer"] = plain_customer_json(customer) if customer is not None else None
     _attach(body, view.budget, view.rate_limit, meter)
     return _timestamps_last(body)
 
@@ -674,8 +630,7 @@ def key_json(view: KeyView, meter: UsageMeter | None) -> dict[str, Any]:
     """A virtual key; ``value`` is the plaintext only right after creation, else the hint."""
     key = view.key
     body: dict[str, Any] = {"id": key.id, "name": key.name}
-    if key.description:
-        body["description"] = key.description
+    body["description"] = key.description or None
     body["value"] = view.value if view.value is not None else key.key_hint
     body["is_active"] = key.is_active
     body["expires_at"] = rfc3339(key.expires_at)
@@ -683,14 +638,12 @@ def key_json(view: KeyView, meter: UsageMeter | None) -> dict[str, Any]:
     body["allowed_providers"] = _list_or_null(key.allowed_providers)
     body["max_parallel_requests"] = key.max_parallel_requests
     body["on_meter_failure"] = key.on_meter_failure
-    _put(body, "team_id", key.team_id)
-    _put(body, "customer_id", key.customer_id)
-    _put(body, "budget_id", key.budget_id)
-    _put(body, "rate_limit_id", key.rate_limit_id)
-    if view.team is not None:
-        body["team"] = plain_team_json(view.team)
-    if view.customer is not None:
-        body["customer"] = plain_customer_json(view.customer)
+    body["team_id"] = key.team_id
+    body["customer_id"] = key.customer_id
+    body["budget_id"] = key.budget_id
+    body["rate_limit_id"] = key.rate_limit_id
+    body["team"] = plain_team_json(view.team) if view.team is not None else None
+    body["customer"] = plain_customer_json(view.customer) if view.customer is not None else None
     _attach(body, view.budget, view.rate_limit, meter)
     body["created_at"] = rfc3339(key.created_at)
     body["updated_at"] = rfc3339(key.updated_at)

@@ -32,6 +32,8 @@ from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.errors import NotFound, ValidationFailed
+from tollhouse.governance.bounds import PREVIEW, preview
+from tollhouse.governance.budgets import merge_budget
 from tollhouse.governance.keys import generate_key
 from tollhouse.governance.models import (
     budgets,
@@ -42,9 +44,6 @@ from tollhouse.governance.models import (
     virtual_keys,
 )
 from tollhouse.governance.schemas import (
-    DEFAULT_THRESHOLDS,
-    BudgetCreate,
-    BudgetUpdate,
     CustomerCreate,
     CustomerUpdate,
     RateLimitCreate,
@@ -56,7 +55,6 @@ from tollhouse.governance.schemas import (
     check_rate_limit,
 )
 from tollhouse.governance.store import current_version
-from tollhouse.money import format_usd
 
 R = TypeVar("R")
 
@@ -358,60 +356,6 @@ async def list_keys(
 # --- budgets and rate limits ----------------------------------------------------------
 
 
-def _budget_values(given: dict[str, Any]) -> dict[str, Any]:
-    values = dict(given)
-    for name in ("max_limit", "hard_limit_ratio"):
-        if name in values:  # canonical digits: 1E+11 → 100000000000, 12.50 → 12.5
-            values[name] = Decimal(format_usd(values[name]))
-    if "alert_thresholds" in values:
-        # Exact decimal strings: the JSON column would otherwise need floats.
-        values["alert_thresholds"] = [format_usd(t) for t in values["alert_thresholds"]]
-    if values.get("alert_channels") is not None:
-        values["alert_channels"] = list(dict.fromkeys(values["alert_channels"]))
-    return values
-
-
-async def _merge_budget(
-    conn: AsyncConnection,
-    current_id: str | None,
-    spec: BudgetCreate | BudgetUpdate | None,
-    now: datetime,
-) -> str | None:
-    """Apply ``spec`` to the owner's budget: ``None`` removes it, fields merge into an
-    existing one, and a missing one is created. Returns the owner's new ``budget_id``."""
-    if spec is None:
-        if current_id is not None:
-            await conn.execute(delete(budgets).where(budgets.c.id == current_id))
-        return None
-    patch = _budget_values(spec.given())
-    if current_id is not None:
-        if patch:
-            await conn.execute(
-                update(budgets).where(budgets.c.id == current_id).values(**patch, updated_at=now)
-            )
-        return current_id
-    missing = [name for name in ("max_limit", "reset_duration") if name not in patch]
-    if missing:
-        raise ValidationFailed(
-            "budget.max_limit and budget.reset_duration are both required to create a budget",
-            param=f"budget.{missing[0]}",
-        )
-    budget_id = _new_id()
-    values = {
-        "calendar_aligned": False,
-        "timezone": "UTC",
-        "hard_limit_ratio": Decimal(1),
-        "alert_thresholds": [format_usd(t) for t in DEFAULT_THRESHOLDS],
-        **patch,
-        "id": budget_id,
-        "last_reset": now,
-        "created_at": now,
-        "updated_at": now,
-    }
-    await conn.execute(insert(budgets).values(**values))
-    return budget_id
-
-
 _RATE_FIELDS = (
     "token_max_limit",
     "token_reset_duration",
@@ -426,7 +370,7 @@ async def _merge_rate_limit(
     spec: RateLimitCreate | RateLimitUpdate | None,
     now: datetime,
 ) -> str | None:
-    """As ``_merge_budget`` for rate limits; ``null`` in a field removes that limit."""
+    """As ``budgets.merge_budget`` for rate limits; ``null`` in a field removes that limit."""
     if spec is None:
         if current_id is not None:
             await conn.execute(delete(rate_limits).where(rate_limits.c.id == current_id))
@@ -463,7 +407,7 @@ async def _merge_limits(
     conn: AsyncConnection, owner: Any, given: dict[str, Any], values: dict[str, Any], now: datetime
 ) -> None:
     if "budget" in given:
-        values["budget_id"] = await _merge_budget(conn, owner.budget_id, given["budget"], now)
+        values["budget_id"] = await merge_budget(conn, owner.budget_id, given["budget"], now)
     if "rate_limit" in given:
         values["rate_limit_id"] = await _merge_rate_limit(
             conn, owner.rate_limit_id, given["rate_limit"], now
@@ -482,7 +426,8 @@ async def _require(conn: AsyncConnection, table: Table, entity_id: str, field: s
     found = await conn.scalar(select(table.c.id).where(table.c.id == entity_id))
     if found is None:
         noun = "team" if table is teams else "customer"
-        raise ValidationFailed(f"{field} {entity_id!r} does not name a {noun}", param=field)
+        shown = repr(entity_id) if len(entity_id) <= PREVIEW else f"{preview(entity_id)!r}"
+        raise ValidationFailed(f"{field} {shown} does not name a {noun}", param=field)
 
 
 # --- customers ------------------------------------------------------------------------
@@ -496,7 +441,7 @@ async def create_customer(conn: AsyncConnection, body: CustomerCreate) -> Custom
         insert(customers).values(
             id=customer_id,
             name=body.name,
-            budget_id=await _merge_budget(conn, None, body.budget, now),
+            budget_id=await merge_budget(conn, None, body.budget, now),
             rate_limit_id=await _merge_rate_limit(conn, None, body.rate_limit, now),
             created_at=now,
             updated_at=now,
@@ -549,7 +494,7 @@ async def create_team(conn: AsyncConnection, body: TeamCreate) -> TeamView:
             id=team_id,
             name=body.name,
             customer_id=body.customer_id,
-            budget_id=await _merge_budget(conn, None, body.budget, now),
+            budget_id=await merge_budget(conn, None, body.budget, now),
             rate_limit_id=await _merge_rate_limit(conn, None, body.rate_limit, now),
             on_meter_failure=body.on_meter_failure,
             created_at=now,
@@ -614,7 +559,7 @@ async def create_key(conn: AsyncConnection, body: VirtualKeyCreate) -> KeyView:
             expires_at=body.expires_at,
             team_id=body.team_id,
             customer_id=body.customer_id,
-            budget_id=await _merge_budget(conn, None, body.budget, now),
+            budget_id=await merge_budget(conn, None, body.budget, now),
             rate_limit_id=await _merge_rate_limit(conn, None, body.rate_limit, now),
             allowed_models=body.allowed_models,
             allowed_providers=body.allowed_providers,

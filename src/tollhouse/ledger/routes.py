@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tollhouse.errors import ValidationFailed
+from tollhouse.governance.query import checked_query, count, preview
 from tollhouse.ledger.schemas import record_json
 from tollhouse.ledger.service import UsageFilter, count_usage, list_usage
 
@@ -21,26 +22,19 @@ def parse_time(value: str | None, param: str) -> datetime | None:
     if value is None or value == "":
         return None
     try:
-        if value.replace(".", "", 1).isdigit():
+        number = value.replace(".", "", 1)
+        if number.isascii() and number.isdigit():
             return datetime.fromtimestamp(float(value), UTC)
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         raise ValidationFailed(
-            f"{param} must be an ISO 8601 time or Unix seconds, got {value!r}", param=param
+            f"{param} must be an ISO 8601 time or Unix seconds, got {preview(value)}", param=param
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def parse_limit(value: str | None) -> int:
-    if value is None:
-        return 50
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
-        raise ValidationFailed(f"limit must be an integer from 1 to {MAX_LIMIT}", param="limit")
-    return int(value)
-
-
 async def usage(request: Request) -> Response:
-    q = request.query_params
+    q = checked_query(request)
     where = UsageFilter(
         key_id=q.get("key_id") or q.get("virtual_key_id") or None,
         team_id=q.get("team_id") or None,
@@ -49,7 +43,7 @@ async def usage(request: Request) -> Response:
         since=parse_time(q.get("since"), "since"),
         until=parse_time(q.get("until"), "until"),
     )
-    limit = parse_limit(q.get("limit"))
+    limit = count(q, "limit", default=50, low=1, high=MAX_LIMIT)
     async with request.app.state.engine.connect() as conn:
         rows, next_cursor = await list_usage(conn, where, limit=limit, cursor=q.get("cursor"))
         total = await count_usage(conn, where)

@@ -68,7 +68,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at = datetime.fromisoformat(stamp)
     except (ValueError, UnicodeDecodeError):
         created_at, record_id = None, ""
-    if created_at is None or created_at.tzinfo is None or not record_id:
+    if created_at is None or created_at.tzinfo is None or not record_id or "\x00" in record_id:
         raise ValidationFailed("cursor is not one this API returned", param="cursor")
     return created_at, record_id
 

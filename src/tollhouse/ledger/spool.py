@@ -10,6 +10,9 @@ done again writes each record exactly once.
 Each process writes its own file (``usage-<random>.spool``) under an exclusive ``flock``.
 Files whose lock is free belong to a process that is gone: the next recorder to start
 adopts and replays them, so a crash with records on disk loses nothing.
+
+Records name keys, teams and customers: the directory is ``0700`` and every file in it
+``0600``, whatever the umask.
 """
 
 from __future__ import annotations
@@ -96,7 +99,9 @@ class SpoolFile:
             return
         self.offset = offset
         tmp = self._offset_path.with_suffix(".tmp")
-        tmp.write_text(str(offset))
+        with _open_private(tmp, "wb") as handle:
+            handle.truncate(0)
+            handle.write(str(offset).encode())
         os.replace(tmp, self._offset_path)
 
     def close(self, *, remove_if_empty: bool) -> None:
@@ -112,9 +117,11 @@ class Spool:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory.stat().st_mode & 0o077:
+            directory.chmod(0o700)  # made by an older version, or by hand
         path = directory / f"usage-{secrets.token_hex(6)}.spool"
-        handle = path.open("a+b")
+        handle = _open_private(path, "a+b")
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.own = SpoolFile(path, handle)
         self.adopted: list[SpoolFile] = []
@@ -126,7 +133,7 @@ class Spool:
         for path in sorted(self.directory.glob("usage-*.spool")):
             if path == self.own.path or any(f.path == path for f in self.adopted):
                 continue
-            handle = path.open("a+b")
+            handle = _open_private(path, "a+b")
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -163,6 +170,20 @@ class Spool:
             spool_file.close(remove_if_empty=True)
         self.adopted = []
         self.own.close(remove_if_empty=True)
+
+
+def _open_private(path: Path, mode: str) -> IO[bytes]:
+    """``path`` opened in ``mode`` (``a+b`` or ``wb``), created ``0600``; an existing
+    file that others could read is made ``0600`` too."""
+    flags = os.O_CREAT | (os.O_RDWR | os.O_APPEND if mode == "a+b" else os.O_WRONLY)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _read_offset(path: Path) -> int:
