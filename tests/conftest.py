@@ -20,7 +20,7 @@ import pytest
 from starlette.applications import Starlette
 from tests.postgres_server import pg_url, postgres_server, private_postgres
 from tests.redis_server import RedisServer
-from tests.support import LiveServer, upstream_env
+from tests.support import JSON_WRITES, LiveServer, upstream_env
 
 from tollhouse.app import create_app
 from tollhouse.config import Settings, load_settings
@@ -88,7 +88,9 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
 async def gateway(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the in-process gateway, as a loopback client (admin API open)."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
+    ) as client:
         yield client
 
 

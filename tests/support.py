@@ -15,6 +15,10 @@ from tollhouse.app import create_app
 from tollhouse.config import Settings
 from tollhouse.web.server import server_config
 
+# The keyless (loopback) admin API takes writes as JSON only; in-process clients say so
+# by default, as every real client of it does (tests of that rule build their own).
+JSON_WRITES = {"content-type": "application/json"}
+
 
 def upstream_env(url: str) -> dict[str, str]:
     """Environment that points Tollhouse's OpenAI and Anthropic providers at ``url``."""

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from tests.support import JSON_WRITES
 
 from tollhouse.app import create_app
 
@@ -81,7 +82,9 @@ async def client_for(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=client)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
+        ) as c:
             yield c
 
 

@@ -20,7 +20,7 @@ from tollhouse.alerts.models import alert_attempts, alert_deliveries, notificati
 from tollhouse.alerts.signing import sign
 
 URL = "/api/webhooks/budget"
-SECRET = "inbound-secret"
+SECRET = "inbound-secret-0123456789abcdefghijkl"
 EVENT = {
     "event": "threshold_crossed",
     "event_group": "key",

@@ -17,7 +17,7 @@ from tollhouse.alerts.models import alert_attempts, alert_deliveries
 from tollhouse.alerts.signing import sign
 
 PASSWORD = "smtp-password-never-in-plaintext"
-SECRET = "inbound-secret"
+SECRET = "inbound-secret-0123456789abcdefghijkl"
 
 
 @pytest.fixture

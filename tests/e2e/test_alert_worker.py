@@ -23,7 +23,7 @@ from .conftest import Tollhouse
 pytestmark = pytest.mark.e2e
 
 SECRET = "worker-hook-secret"
-INBOUND = "inbound-secret"
+INBOUND = "inbound-secret-0123456789abcdefghijkl"
 
 
 class _Hook(BaseHTTPRequestHandler):

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from sqlalchemy import String, cast, insert, literal, select
 from starlette.applications import Starlette
+from tests.support import JSON_WRITES
 
 from tollhouse.app import create_app
 from tollhouse.config import Settings
@@ -174,7 +175,9 @@ async def running(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.As
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
+        ) as client:
             yield application, client
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 import orjson
 import pytest
 from sqlalchemy import delete, select, text
+from tests.support import JSON_WRITES
 
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
@@ -213,7 +214,9 @@ async def test_the_api_on_postgres(make_settings, request):
     app = create_app(make_settings(database_url=request.getfixturevalue("pg_url")))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
+        ) as client:
             api = "/api/governance"
             body = (
                 b'{"name": "c", "budget": {"max_limit": 999999999.999999999, '

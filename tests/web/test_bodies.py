@@ -135,4 +135,4 @@ async def test_nul_bytes_in_path_or_query_are_400(make_settings, both_stores, pa
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             response = await client.get(path)
     assert response.status_code == 400, response.text
-    assert "NUL" in response.text
+    assert "NUL byte" in response.text

@@ -14,6 +14,7 @@ a refusal here reads exactly like one raised by a route on the same path.
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,7 +42,7 @@ class EdgeGuard:
             return
         query: bytes = scope["query_string"]
         if "\x00" in scope["path"] or b"\x00" in query or b"%00" in query:
-            await self._refuse(scope, receive, send, BadRequest("NUL byte in path or query"))
+            await self._refuse(scope, receive, send, _nul_refusal(scope["path"], query))
             return
         length: bytes | None = None
         chunked = False
@@ -80,6 +81,17 @@ class EdgeGuard:
         self, scope: Scope, receive: Receive, send: Send, exc: TollhouseError
     ) -> None:
         await self._respond(Request(scope, receive), exc)(scope, receive, send)
+
+
+def _nul_refusal(path: str, query: bytes) -> BadRequest:
+    """The 400 for a NUL byte, naming the query parameter that holds it."""
+    if "\x00" in path:
+        return BadRequest("NUL byte in the path")
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            shown = name.replace("\x00", "\\0")[:64]
+            return BadRequest(f"NUL byte in query parameter `{shown}`", param=shown)
+    return BadRequest("NUL byte in the query string")
 
 
 def _noting_end(scope: Scope, receive: Receive) -> Receive:
