@@ -136,3 +136,13 @@ async def test_nul_bytes_in_path_or_query_are_400(make_settings, both_stores, pa
             response = await client.get(path)
     assert response.status_code == 400, response.text
     assert "NUL byte" in response.text
+
+
+def test_a_client_that_sends_its_whole_body_first_still_reads_the_refusal(governed):
+    # Most HTTP clients (httpx, requests, the SDKs) send the whole body before reading:
+    # the server must not reset the connection under them (a lingering close).
+    body = b'{"model": "gpt-4o-mini", "messages": []}' + b" " * (8 * MB)
+    response = httpx.post(f"{governed.url}{CHAT}", content=body, timeout=10)
+    assert response.status_code == 413
+    unkeyed = httpx.post(f"{governed.url}{CHAT}", content=body[: MB + 100], timeout=10)
+    assert unkeyed.status_code == 401

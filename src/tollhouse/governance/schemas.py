@@ -55,6 +55,7 @@ from tollhouse.governance.bounds import (
 )
 from tollhouse.governance.windows import parse_duration, window_at, zone
 from tollhouse.money import format_usd
+from tollhouse.web.bodies import check_exact_json
 
 if TYPE_CHECKING:
     from tollhouse.governance.service import (
@@ -369,6 +370,7 @@ def load_json(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, floats as ``Decimal``; ``InvalidJSON`` otherwise."""
     if not raw.strip():
         raise InvalidJSON("Invalid JSON: the request body is empty; send a JSON object")
+    check_exact_json(raw)
     try:
         data = json.loads(
             raw, parse_float=Decimal, parse_int=_integer, parse_constant=_reject_constant

@@ -56,6 +56,22 @@ def _nests(value: Any) -> bool:
     return isinstance(value, dict | list)
 
 
+# Admin and webhook bodies are a few levels deep by their schemas.
+EXACT_MAX_DEPTH = 64
+
+
+def check_exact_json(raw: bytes, max_depth: int = EXACT_MAX_DEPTH) -> None:
+    """Refuse, before the standard library parses ``raw`` for exact decimals, what it
+    would let through: invalid UTF-8, lone surrogates (``"\\ud800"``, which no database
+    or encoder takes) and deep nesting (its parser recurses)."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"Invalid JSON: {exc}") from None
+    if raw.count(b"{") + raw.count(b"[") > max_depth:
+        check_depth(parsed, max_depth)
+
+
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The body of ``request`` as a JSON object, with the app's depth bound."""
     settings = request.app.state.settings

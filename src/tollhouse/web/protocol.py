@@ -12,6 +12,14 @@ memory of what it sent) for as long as it likes. This protocol adds:
 
 Timers are armed only when a read leaves a head or body incomplete, so the common
 request, whole in one read, costs nothing here.
+
+A response sent before its request's body was read (401 without a key, 413 by
+``Content-Length``) closes the connection. Closing at once, with the client still
+sending, makes the kernel answer with a reset that destroys the response before the
+client reads it: most HTTP clients send the whole body before reading. So the close
+lingers, as nginx's does: the write side is shut, and what the client still sends is
+read and dropped (never parsed, never kept) until it stops, for at most ``LINGER_S``
+seconds and ``LINGER_MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,28 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("tollhouse")
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+LINGER_S = 5.0
+LINGER_MAX_BYTES = 256 * 1024 * 1024
+
+
+class _LingeringTransport:
+    """The transport uvicorn sees: ``close()`` asks the protocol, which may linger."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closing = False
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._protocol._close_requested()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -40,9 +70,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._raw: asyncio.Transport | None = None
+        self._lingered: int | None = None  # bytes dropped while lingering, once it does
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._raw = transport
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         # A connection that never sends a request is closed too.
         self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
 
@@ -51,6 +84,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingered is not None:
+            self._lingered += len(data)
+            if self._lingered > LINGER_MAX_BYTES and self._raw is not None:
+                self._raw.close()
+            return
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
@@ -77,6 +115,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
         super().on_message_complete()
+
+    def _close_requested(self) -> None:
+        raw = self._raw
+        if raw is None or raw.is_closing():
+            return
+        if not self._in_body or not raw.can_write_eof():
+            raw.close()
+            return
+        self._cancel_timers()
+        self._lingered = 0
+        # The response is complete on the client's side; the client's own end of sending
+        # (EOF) then closes the transport, as ``eof_received`` returns nothing.
+        raw.write_eof()
+        raw.resume_reading()  # flow control may have paused it while the body waited
+        self.loop.call_later(LINGER_S, raw.close)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
