@@ -16,6 +16,8 @@ from tests.web.rawhttp import connect, head, read_response, send_ignoring_close
 
 from tollhouse.alerts.signing import sign
 from tollhouse.app import create_app
+from tollhouse.errors import InvalidJSON
+from tollhouse.web.bodies import check_surrogates
 
 CHAT = "/v1/chat/completions"
 SECRET = "inbound-secret-0123456789abcdefghijkl"
@@ -146,3 +148,27 @@ def test_a_client_that_sends_its_whole_body_first_still_reads_the_refusal(govern
     assert response.status_code == 413
     unkeyed = httpx.post(f"{governed.url}{CHAT}", content=body[: MB + 100], timeout=10)
     assert unkeyed.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("raw", "refused"),
+    [
+        (rb'{"name": "\ud800"}', True),
+        (rb'{"\udc00": 1}', True),
+        (rb'{"a": [{"b": "x\uDBFFy"}]}', True),
+        (rb'{"name": "\ud83d\ude00"}', False),  # a pair: an emoji
+        (rb'{"name": "\u00e9"}', False),
+    ],
+)
+def test_lone_surrogates_are_refused(raw, refused):
+    value = json.loads(raw)
+    if refused:
+        with pytest.raises(InvalidJSON, match="lone surrogate"):
+            check_surrogates(raw, value)
+    else:
+        check_surrogates(raw, value)
+
+
+async def test_a_lone_surrogate_in_an_admin_body_is_400(gateway):
+    response = await gateway.post("/api/governance/customers", content=rb'{"name": "\ud800"}')
+    assert response.status_code == 400 and response.json()["code"] == "invalid_json"

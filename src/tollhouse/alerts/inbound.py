@@ -31,7 +31,7 @@ from tollhouse.alerts.signing import HEADER, SignatureError, check, parse_header
 from tollhouse.errors import InvalidJSON, ServiceUnavailable, SignatureInvalid, UnprocessableEvent
 from tollhouse.governance.routes import json_response
 from tollhouse.money import format_usd
-from tollhouse.web.bodies import check_exact_json, read_body
+from tollhouse.web.bodies import check_surrogates, read_body
 
 
 class InboundBudgetEvent(BaseModel):
@@ -82,13 +82,13 @@ async def budget_webhook(request: Request) -> Response:
     except SignatureError as exc:
         state.auth_throttle.failed(client)
         raise SignatureInvalid(str(exc)) from None
-    check_exact_json(raw)
     try:
         data = json.loads(raw, parse_float=Decimal)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, too deep
         raise InvalidJSON(f"Invalid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise InvalidJSON("Invalid JSON: the body must be a JSON object")
+    check_surrogates(raw, data)
     try:
         event = InboundBudgetEvent.model_validate(data)
     except ValidationError as exc:

@@ -55,7 +55,7 @@ from tollhouse.governance.bounds import (
 )
 from tollhouse.governance.windows import parse_duration, window_at, zone
 from tollhouse.money import format_usd
-from tollhouse.web.bodies import check_exact_json
+from tollhouse.web.bodies import check_surrogates
 
 if TYPE_CHECKING:
     from tollhouse.governance.service import (
@@ -370,7 +370,6 @@ def load_json(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, floats as ``Decimal``; ``InvalidJSON`` otherwise."""
     if not raw.strip():
         raise InvalidJSON("Invalid JSON: the request body is empty; send a JSON object")
-    check_exact_json(raw)
     try:
         data = json.loads(
             raw, parse_float=Decimal, parse_int=_integer, parse_constant=_reject_constant
@@ -383,6 +382,7 @@ def load_json(raw: bytes) -> dict[str, Any]:
         raise InvalidJSON(f"Invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidJSON(f"Invalid JSON: the body must be a JSON object, got {json_type(data)}")
+    check_surrogates(raw, data)
     return data
 
 

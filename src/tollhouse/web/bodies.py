@@ -8,6 +8,7 @@ so a bound well below both keeps any body that passed from failing later with a 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -56,20 +57,29 @@ def _nests(value: Any) -> bool:
     return isinstance(value, dict | list)
 
 
-# Admin and webhook bodies are a few levels deep by their schemas.
-EXACT_MAX_DEPTH = 64
+# A ``\\u`` escape of a UTF-16 surrogate: paired (an emoji) or lone.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def check_exact_json(raw: bytes, max_depth: int = EXACT_MAX_DEPTH) -> None:
-    """Refuse, before the standard library parses ``raw`` for exact decimals, what it
-    would let through: invalid UTF-8, lone surrogates (``"\\ud800"``, which no database
-    or encoder takes) and deep nesting (its parser recurses)."""
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"Invalid JSON: {exc}") from None
-    if raw.count(b"{") + raw.count(b"[") > max_depth:
-        check_depth(parsed, max_depth)
+def check_surrogates(raw: bytes, value: Any) -> None:
+    """Refuse lone surrogates that the standard library's parser lets through
+    (``"\\ud800"``): no database, encoder or template takes them. Only bodies that
+    escape a surrogate at all are walked."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidJSON("Invalid JSON: a string holds a lone surrogate") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
