@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import aiohttp
-from pydantic import Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, StrictStr, model_validator
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
@@ -30,6 +30,7 @@ from tollhouse.alerts.models import (
 )
 from tollhouse.crypto import require_box
 from tollhouse.errors import NotFound, ValidationFailed
+from tollhouse.governance.bounds import whole
 from tollhouse.governance.query import checked_query, count
 from tollhouse.governance.routes import json_response, resource
 from tollhouse.governance.schemas import Body, parse, parse_body, rfc3339
@@ -41,7 +42,7 @@ Text = Annotated[StrictStr, Field(min_length=1)]
 
 class EmailConfig(Body):
     host: Text | None = None
-    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    port: Annotated[StrictInt, BeforeValidator(whole), Field(ge=1, le=65535)] | None = None
     starttls: StrictBool = False
     tls: StrictBool = False
     username: StrictStr | None = None
