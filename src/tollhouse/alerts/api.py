@@ -42,7 +42,7 @@ Text = Annotated[StrictStr, Field(min_length=1)]
 
 class EmailConfig(Body):
     host: Text | None = None
-    port: Annotated[StrictInt, BeforeValidator(whole), Field(ge=1, le=65535)] | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535), BeforeValidator(whole)] | None = None
     starttls: StrictBool = False
     tls: StrictBool = False
     username: StrictStr | None = None

@@ -243,7 +243,7 @@ def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _reply(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def reply(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": _json_content(schema)}
 
 
@@ -319,7 +319,7 @@ def _crud(
         "get": operation(
             f"List {plural.replace('_', ' ')}",
             {
-                "200": _reply(
+                "200": reply(
                     "All of them",
                     obj({plural: {"type": "array", "items": ref(schema)}, "count": INT}),
                 )
@@ -328,27 +328,27 @@ def _crud(
         ),
         "post": operation(
             f"Create a {label.lower()}",
-            {"201": _reply(f"{label} created successfully", changed)},
+            {"201": reply(f"{label} created successfully", changed)},
             body=f"{schema}Create",
         ),
     }
     item = {
         "get": operation(
             f"Get a {label.lower()}",
-            {"200": _reply("Found", single)},
+            {"200": reply("Found", single)},
             params=[_ID],
             errors=("404",),
         ),
         "put": operation(
             f"Update a {label.lower()} (merge: fields left out are unchanged)",
-            {"200": _reply(f"{label} updated successfully", changed)},
+            {"200": reply(f"{label} updated successfully", changed)},
             body=f"{schema}Update",
             params=[_ID],
             errors=("404",),
         ),
         "delete": operation(
             f"Delete a {label.lower()}",
-            {"200": _reply(f"{label} deleted successfully", ref("Message"))},
+            {"200": reply(f"{label} deleted successfully", ref("Message"))},
             params=[_ID],
             errors=("404",),
         ),
@@ -371,7 +371,7 @@ def _paths() -> dict[str, Any]:
         "get": operation(
             "Budget spend and rate-limit counters per virtual key",
             {
-                "200": _reply(
+                "200": reply(
                     "Every key, or the one asked for",
                     {
                         "oneOf": [
@@ -388,7 +388,7 @@ def _paths() -> dict[str, Any]:
     paths["/api/governance/usage-reset"] = {
         "post": operation(
             "Zero one key's, team's or customer's counters (a new window starts now)",
-            {"200": _reply("Usage reset successfully", ref("Message"))},
+            {"200": reply("Usage reset successfully", ref("Message"))},
             body="UsageReset",
             errors=("404",),
         )
@@ -397,7 +397,7 @@ def _paths() -> dict[str, Any]:
         "get": operation(
             "Counts of governance rows and admission-engine figures",
             {
-                "200": _reply(
+                "200": reply(
                     "Statistics",
                     obj(
                         {
@@ -417,7 +417,7 @@ def _paths() -> dict[str, Any]:
         "get": operation(
             "The admission engine's live counters",
             {
-                "200": _reply(
+                "200": reply(
                     "Counters",
                     obj(
                         {
@@ -440,13 +440,13 @@ def _paths() -> dict[str, Any]:
     paths["/api/governance/debug/health"] = {
         "get": operation(
             "Governance health (the database answers)",
-            {"200": _reply("Healthy", health), "503": _reply("Unhealthy", health)},
+            {"200": reply("Healthy", health), "503": reply("Unhealthy", health)},
         )
     }
     paths["/api/usage"] = {
         "get": operation(
             "Usage records, newest first (see docs/ledger.md)",
-            {"200": _reply("One page", {"type": "object"})},
+            {"200": reply("One page", {"type": "object"})},
             params=[
                 *(
                     query(name, text)
@@ -465,12 +465,16 @@ def _paths() -> dict[str, Any]:
             ],
         )
     }
+    from tollhouse.governance import openapi_alerts  # it imports this module's helpers
+
+    paths.update(openapi_alerts.paths())
     paths["/api/openapi.json"] = {
-        "get": operation("This document", {"200": _reply("OpenAPI 3.1", {"type": "object"})})
+        "get": operation("This document", {"200": reply("OpenAPI 3.1", {"type": "object"})})
     }
     return paths
 
 
+JSON_VALUE_REF = ref("JsonValue")
 # Any JSON value but a string with a NUL: what an unknown field of a body may hold (it is
 # ignored, as in Bifrost, but checked for NUL characters with the rest of the body).
 JSON_VALUE: dict[str, Any] = {
@@ -500,7 +504,7 @@ def no_nul(node: Any) -> None:
         node["pattern"] = NO_NUL
     if node.get("type") == "object" and "properties" in node:
         node.setdefault("propertyNames", TEXT)
-        node.setdefault("additionalProperties", ref("JsonValue"))
+        node.setdefault("additionalProperties", JSON_VALUE_REF)
     for key, value in node.items():
         if key not in ("examples", "default", "propertyNames"):
             no_nul(value)
@@ -526,6 +530,8 @@ def document() -> dict[str, Any]:
     )
     requests = defs.get("$defs", {})
     no_nul(requests)
+    from tollhouse.governance import openapi_alerts
+
     try:
         release = version("tollhouse")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
@@ -545,8 +551,9 @@ def document() -> dict[str, Any]:
                 "TimeZone": _time_zones(),
                 "JsonValue": JSON_VALUE,
                 **RESPONSE_SCHEMAS,
+                **openapi_alerts.schemas(),
             },
-            "responses": {f"E{code}": _reply(text, ref("Error")) for code, text in _ERRORS.items()},
+            "responses": {f"E{code}": reply(text, ref("Error")) for code, text in _ERRORS.items()},
             "securitySchemes": {
                 "adminKey": {
                     "type": "http",
