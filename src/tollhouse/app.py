@@ -121,6 +121,20 @@ class _AdminGate:
         await self._app(scope, receive, send)
 
 
+class _OnlyAllows:
+    """Any method a path's routes above do not take: 405 naming those they do.
+
+    For a path inside a mount that also matches it (``/api/webhooks/budget`` under
+    ``/api``): Starlette prefers the mount's full match to the route's method-only
+    match, so ``PUT`` there would answer the mount's 404 instead of a 405."""
+
+    def __init__(self, *methods: str) -> None:
+        self._allow = ", ".join(methods)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise HTTPException(405, headers={"Allow": self._allow})
+
+
 def _ops_routes(settings: Settings, throttle: FailureThrottle) -> list[Route]:
     routes = list(probe_routes)
     for path, endpoint in operator_endpoints.items():
@@ -203,6 +217,7 @@ def create_app(settings: Settings) -> Starlette:
             *_ops_routes(settings, throttle),
             # Signed by its sender instead of the admin key, so outside the admin mount.
             Route("/api/webhooks/budget", budget_webhook, methods=["POST"]),
+            Route("/api/webhooks/budget", _OnlyAllows("POST")),
             Mount("/api", app=admin),
         ],
         lifespan=lifespan,

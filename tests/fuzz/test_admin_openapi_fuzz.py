@@ -4,7 +4,9 @@ One test per documented operation, each with a bounded, reproducible number of
 generated requests (``derandomize``: the same cases on every run), valid ones and
 schema-violating ones (``GenerationMode.NEGATIVE``), sent to a live gateway that
 requires the admin key. Paths with an ``{id}`` get the id of a seeded entity for three
-valid cases in four, so they reach the handlers' found branches, not only their 404s.
+valid cases in four, so they reach the handlers' found branches, not only their 404s;
+valid cases of ``test_admin_api_conforms`` name seeded parents and a well-formed cursor
+(``with_real_references``: what no schema can say).
 
 - ``test_admin_api_never_errs``: no 5xx, and every refusal in the admin error shape;
 - ``test_admin_api_conforms``: every check schemathesis has (status codes, content
@@ -15,14 +17,23 @@ valid cases in four, so they reach the handlers' found branches, not only their 
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime
 
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.core.parameters import ParameterLocation
-from tests.fuzz.gateways import ADMIN_KEY, Gateway, admin_call, verdict
+from tests.fuzz.gateways import (
+    ADMIN_KEY,
+    BIG_BUDGET,
+    GENEROUS_RATE,
+    Gateway,
+    admin_call,
+    verdict,
+)
 
 from tollhouse.governance.openapi import document
+from tollhouse.ledger.service import encode_cursor
 
 schema = schemathesis.openapi.from_dict(document())
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -74,6 +85,38 @@ def with_real_ids(case, gateway: Gateway) -> None:
         ids["id"] = seeded[pick % len(seeded)]
 
 
+_PARENTS = {"team_id": "teams", "customer_id": "customers"}
+
+
+def with_real_references(case, gateway: Gateway) -> None:
+    """A valid case names real parents in its body, and a cursor the API could return;
+    a valid update merges into the seeded entity's budget and rate limit.
+
+    That a body's ``team_id`` or ``customer_id`` names an existing entity, or that a
+    ``cursor`` is one ``/api/usage`` returned, is not something a schema can say: a made-up
+    one is a 400 (docs/governance-api.md, docs/ledger.md), which is right, but would count
+    as valid data refused. Schema-violating cases keep what was generated (every update
+    case starts from the seeded entity's limits, valid or not)."""
+    kind, ids = case.path.split("/")[-2], case.path_parameters or {}
+    if case.method.upper() == "PUT" and ids.get("id") in gateway.ids.get(kind, ()):
+        # An update merges into the stored budget and rate limit, which an earlier case may
+        # have changed or removed: the document describes an update of an entity that has
+        # both (BudgetUpdate, RateLimitUpdate), so the seeded entity gets them back first.
+        limits = {"budget": BIG_BUDGET, "rate_limit": GENEROUS_RATE}
+        admin_call(gateway, "PUT", f"/api/governance/{kind}/{ids['id']}", limits)
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return
+    if isinstance(case.body, dict):
+        for field, kind in _PARENTS.items():
+            value = case.body.get(field)
+            if isinstance(value, str):
+                seeded = gateway.ids[kind]
+                pick = zlib.crc32(value.encode("utf-8", "surrogatepass"))
+                case.body[field] = seeded[pick % len(seeded)]
+    if case.query and case.query.get("cursor"):
+        case.query["cursor"] = encode_cursor(datetime.now(UTC), "fuzz")
+
+
 @schema.parametrize()
 @FUZZ_SETTINGS
 def test_admin_api_never_errs(case, anonymous_gateway):
@@ -96,4 +139,5 @@ def test_admin_api_never_errs(case, anonymous_gateway):
 @FUZZ_SETTINGS
 def test_admin_api_conforms(case, anonymous_gateway):
     with_real_ids(case, anonymous_gateway)
+    with_real_references(case, anonymous_gateway)
     case.call_and_validate(base_url=anonymous_gateway.url)

@@ -6,6 +6,7 @@ from typing import Any
 
 from starlette.routing import Route
 
+from tollhouse.alerts.api import routes as alert_routes
 from tollhouse.governance.openapi import document
 from tollhouse.governance.routes import routes as governance_routes
 from tollhouse.ledger.routes import routes as ledger_routes
@@ -38,7 +39,8 @@ async def test_served_document(gateway):
 
 def test_every_admin_route_is_described():
     doc = document()
-    for route in [*governance_routes, *ledger_routes]:
+    served = set()
+    for route in [*governance_routes, *ledger_routes, *alert_routes]:
         assert isinstance(route, Route)
         path = f"/api{route.path}"
         assert path in doc["paths"], path
@@ -46,6 +48,37 @@ def test_every_admin_route_is_described():
             if method == "HEAD":
                 continue
             assert method.lower() in doc["paths"][path], (method, path)
+            served.add((method.lower(), path))
+    # And nothing is described that is not served.
+    described = {(method, path) for path, item in doc["paths"].items() for method in item}
+    assert described == served
+
+
+def test_every_operation_documents_the_admin_refusals():
+    for path, item in document()["paths"].items():
+        for method, op in item.items():
+            codes = set(op["responses"])
+            assert {"401", "403", "413", "421", "429"} <= codes, (method, path)
+            if "requestBody" in op:
+                assert {"400", "415"} <= codes, (method, path)
+            if any(param["in"] == "query" for param in op.get("parameters", [])):
+                assert "400" in codes, (method, path)
+            for code in codes - {"200", "201", "503"}:
+                answer = op["responses"][code]
+                assert answer == {"$ref": f"#/components/responses/E{code}"}, (method, path)
+
+
+def test_the_document_says_what_is_accepted():
+    schemas = document()["components"]["schemas"]
+    budget = schemas["BudgetCreate"]["properties"]
+    # null means the default in a create body.
+    assert {"type": "null"} in budget["alert_thresholds"]["anyOf"]
+    assert budget["max_limit"]["multipleOf"] == 1e-9
+    reset = schemas["UsageReset"]
+    assert len(reset["oneOf"]) == 3
+    usage = document()["paths"]["/api/usage"]["get"]["parameters"]
+    limit = next(p for p in usage if p["name"] == "limit")
+    assert limit["schema"]["type"] == "integer" and limit["schema"]["maximum"] == 1000
 
 
 def test_every_operation_has_responses_and_errors():

@@ -132,3 +132,47 @@ async def test_unknown_route_and_method(gateway):
     assert response.status_code == 404 and response.json()["code"] == "not_found"
     response = await gateway.patch("/api/governance/customers/x", json={})
     assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
+
+
+def _allowed(response) -> set[str]:
+    return {method.strip() for method in response.headers["allow"].split(",")}
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/governance/customers", {"GET", "HEAD", "POST"}),
+        ("/api/governance/customers/x", {"GET", "HEAD", "PUT", "DELETE"}),
+        ("/api/governance/teams", {"GET", "HEAD", "POST"}),
+        ("/api/governance/teams/x", {"GET", "HEAD", "PUT", "DELETE"}),
+        ("/api/governance/virtual-keys", {"GET", "HEAD", "POST"}),
+        ("/api/governance/virtual-keys/x", {"GET", "HEAD", "PUT", "DELETE"}),
+        ("/api/governance/usage-reset", {"POST"}),
+        ("/api/notification-channels", {"GET", "HEAD", "POST"}),
+        ("/api/notification-channels/x", {"GET", "HEAD", "PUT", "DELETE"}),
+        ("/api/notification-channels/x/test", {"POST"}),
+        ("/api/alerts", {"GET", "HEAD"}),
+        ("/api/usage", {"GET", "HEAD"}),
+    ],
+)
+async def test_405_and_options_name_every_method_of_the_path(gateway, path, methods):
+    # RFC 9110 §15.5.6: Allow lists the methods the resource supports, all of them.
+    for method in ("OPTIONS", "PATCH"):
+        response = await gateway.request(method, path)
+        assert response.status_code == 405, (method, path)
+        assert response.json()["code"] == "method_not_allowed"
+        assert _allowed(response) == methods, (method, path)
+
+
+async def test_head_is_answered_as_get(gateway):
+    response = await gateway.head("/api/governance/customers")
+    assert response.status_code == 200 and response.content == b""
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+async def test_budget_webhook_wrong_method_is_405(gateway, method):
+    # Outside the admin mount, but under /api: not the mount's 404.
+    response = await gateway.request(method, "/api/webhooks/budget")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"

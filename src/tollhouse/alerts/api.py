@@ -14,12 +14,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import aiohttp
-from pydantic import Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, StrictStr, model_validator
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from tollhouse.alerts import urls
 from tollhouse.alerts.channels import Channel, send
@@ -31,8 +30,9 @@ from tollhouse.alerts.models import (
 )
 from tollhouse.crypto import require_box
 from tollhouse.errors import NotFound, ValidationFailed
+from tollhouse.governance.bounds import whole
 from tollhouse.governance.query import checked_query, count
-from tollhouse.governance.routes import json_response
+from tollhouse.governance.routes import json_response, resource
 from tollhouse.governance.schemas import Body, parse, parse_body, rfc3339
 
 NOT_FOUND = "Notification channel not found"
@@ -42,7 +42,7 @@ Text = Annotated[StrictStr, Field(min_length=1)]
 
 class EmailConfig(Body):
     host: Text | None = None
-    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535), BeforeValidator(whole)] | None = None
     starttls: StrictBool = False
     tls: StrictBool = False
     username: StrictStr | None = None
@@ -330,12 +330,12 @@ async def list_deliveries(request: Request) -> Response:
 
 
 routes = [
-    Route("/notification-channels", list_channels, methods=["GET"]),
-    Route("/notification-channels", create_channel, methods=["POST"]),
-    Route("/notification-channels/{id}", get_channel, methods=["GET"]),
-    Route("/notification-channels/{id}", update_channel, methods=["PUT"]),
-    Route("/notification-channels/{id}", delete_channel, methods=["DELETE"]),
-    Route("/notification-channels/{id}/test", test_channel, methods=["POST"]),
-    Route("/alerts", list_alerts, methods=["GET"]),
-    Route("/alerts/{id}/deliveries", list_deliveries, methods=["GET"]),
+    resource("/notification-channels", {"GET": list_channels, "POST": create_channel}),
+    resource(
+        "/notification-channels/{id}",
+        {"GET": get_channel, "PUT": update_channel, "DELETE": delete_channel},
+    ),
+    resource("/notification-channels/{id}/test", {"POST": test_channel}),
+    resource("/alerts", {"GET": list_alerts}),
+    resource("/alerts/{id}/deliveries", {"GET": list_deliveries}),
 ]

@@ -79,6 +79,17 @@ def number(value: Any) -> Any:
     return amount
 
 
+def whole(value: Any) -> Any:
+    """An integer written as a JSON number with a fraction or an exponent (``5.0``,
+    ``1e3``) is that integer, as JSON Schema reads it; ``5.5`` stays a number, for the
+    field's strict ``int`` to refuse."""
+    if isinstance(value, Decimal):
+        amount = number(value)
+        if amount == amount.to_integral_value():
+            return int(amount)
+    return value
+
+
 def places(value: Decimal) -> Decimal:
     """At most 9 decimal places once trailing zeros go (``1.50`` has 1), counted on the
     digits themselves: ``normalize()`` would round past 28 digits first."""

@@ -8,12 +8,14 @@ and ``tests/governance/test_admin_openapi.py`` checks every route is described.
 from __future__ import annotations
 
 import functools
+import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from zoneinfo import available_timezones
 
 from pydantic.json_schema import models_json_schema
 
-from tollhouse.governance.schemas import REQUEST_MODELS
+from tollhouse.governance.schemas import REQUEST_MODELS, ZONE_MARK
 
 _REF = "#/components/schemas/{model}"
 STR: dict[str, Any] = {"type": "string"}
@@ -218,43 +220,90 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 _ERRORS = {
-    "400": "Invalid JSON or a field that fails validation (wrong type, bad value)",
+    "400": "Invalid JSON, a field that fails validation (wrong type, bad value, an unknown "
+    "team_id or customer_id), or a NUL character in the body or a query parameter",
     "401": "Admin key missing or wrong (when TOLLHOUSE_ADMIN_KEY is set)",
-    "403": "Not a loopback client and no admin key is set",
+    "403": "No admin key is set and the client is not loopback, comes through a proxy or "
+    "from another site's page (Origin)",
     "404": "No such entity",
+    "405": "The path does not take this method; Allow lists those it does",
+    "413": "The request body is larger than max_request_body_bytes",
+    "415": "No admin key is set and a POST is not Content-Type: application/json",
+    "421": "No admin key is set and Host is not a loopback name",
+    "429": "Too many failed admin-key checks from this address this minute "
+    "(code too_many_failures)",
 }
+# What any admin request may be answered, whatever its operation: authentication (the
+# admin key, or the keyless loopback rules) and the body-size limit. A 405 needs a method
+# the path does not take, so no documented operation is answered one.
+_ALWAYS = ("401", "403", "413", "421", "429")
 
 
 def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _reply(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def reply(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": _json_content(schema)}
 
 
-def _operation(
+def operation(
     summary: str,
     responses: dict[str, Any],
     *,
     body: str | None = None,
     params: list[dict[str, Any]] | None = None,
-    errors: tuple[str, ...] = ("401", "403"),
+    errors: tuple[str, ...] = (),
+    tag: str = "governance",
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "tags": ["governance"]}
+    """One operation; its error answers are ``errors`` and those of every admin request
+    (``_ALWAYS``), plus 400 with a body or a query (``checked_query``), 415 with a body."""
+    op: dict[str, Any] = {"summary": summary, "tags": [tag]}
     if params:
         op["parameters"] = params
+    codes = {*errors, *_ALWAYS}
     if body is not None:
         op["requestBody"] = {"required": True, "content": _json_content(ref(body))}
+        codes |= {"400", "415"}
+    if any(param["in"] == "query" for param in params or ()):
+        codes.add("400")
     op["responses"] = {
         **responses,
-        **{code: {"$ref": f"#/components/responses/E{code}"} for code in errors},
+        **{code: {"$ref": f"#/components/responses/E{code}"} for code in sorted(codes)},
     }
     return op
 
 
-def _query(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "schema": STR, "description": description}
+# Query values and body strings may be anything but a NUL (``query.checked_query``,
+# ``bounds.no_nul``): Postgres text cannot hold one.
+NO_NUL = "^[^\\x00]*$"
+TEXT: dict[str, Any] = {"type": "string", "pattern": NO_NUL}
+
+
+def query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema or TEXT, "description": description}
+
+
+# ``ledger.routes.parse_time``: RFC 3339 (a date alone too; no offset: UTC) or Unix
+# seconds; empty: no bound.
+MOMENT: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "date"},
+        {"type": "string", "pattern": "^[0-9]{1,10}([.][0-9]{0,6})?$"},
+        {"type": "string", "maxLength": 0},
+    ],
+    "examples": ["2026-11-21T10:00:00Z", "2026-11-21", "1795000000"],
+}
+
+
+def count_param(default: int, high: int) -> dict[str, Any]:
+    """``query.count``: ASCII digits, from 1 to ``high``."""
+    return query(
+        "limit",
+        f"how many, 1-{high} (default {default})",
+        {"type": "integer", "minimum": 1, "maximum": high, "default": default},
+    )
 
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": STR}
@@ -267,42 +316,41 @@ def _crud(
     single = obj({name: ref(schema)})
     changed = obj({"message": STR, name: ref(schema)})
     collection = {
-        "get": _operation(
+        "get": operation(
             f"List {plural.replace('_', ' ')}",
             {
-                "200": _reply(
+                "200": reply(
                     "All of them",
                     obj({plural: {"type": "array", "items": ref(schema)}, "count": INT}),
                 )
             },
-            params=[_query(f, f"only those with this {f}") for f in filters],
+            params=[query(f, f"only those with this {f}") for f in filters],
         ),
-        "post": _operation(
+        "post": operation(
             f"Create a {label.lower()}",
-            {"201": _reply(f"{label} created successfully", changed)},
+            {"201": reply(f"{label} created successfully", changed)},
             body=f"{schema}Create",
-            errors=("400", "401", "403"),
         ),
     }
     item = {
-        "get": _operation(
+        "get": operation(
             f"Get a {label.lower()}",
-            {"200": _reply("Found", single)},
+            {"200": reply("Found", single)},
             params=[_ID],
-            errors=("401", "403", "404"),
+            errors=("404",),
         ),
-        "put": _operation(
+        "put": operation(
             f"Update a {label.lower()} (merge: fields left out are unchanged)",
-            {"200": _reply(f"{label} updated successfully", changed)},
+            {"200": reply(f"{label} updated successfully", changed)},
             body=f"{schema}Update",
             params=[_ID],
-            errors=("400", "401", "403", "404"),
+            errors=("404",),
         ),
-        "delete": _operation(
+        "delete": operation(
             f"Delete a {label.lower()}",
-            {"200": _reply(f"{label} deleted successfully", ref("Message"))},
+            {"200": reply(f"{label} deleted successfully", ref("Message"))},
             params=[_ID],
-            errors=("401", "403", "404"),
+            errors=("404",),
         ),
     }
     return collection, item
@@ -320,10 +368,10 @@ def _paths() -> dict[str, Any]:
         paths[f"/api/governance/{path}/{{id}}"] = item
     stamp = {"timestamp": TIME}
     paths["/api/governance/usage-stats"] = {
-        "get": _operation(
+        "get": operation(
             "Budget spend and rate-limit counters per virtual key",
             {
-                "200": _reply(
+                "200": reply(
                     "Every key, or the one asked for",
                     {
                         "oneOf": [
@@ -333,23 +381,23 @@ def _paths() -> dict[str, Any]:
                     },
                 )
             },
-            params=[_query("virtual_key_id", "only this key")],
-            errors=("401", "403", "404"),
+            params=[query("virtual_key_id", "only this key")],
+            errors=("404",),
         )
     }
     paths["/api/governance/usage-reset"] = {
-        "post": _operation(
+        "post": operation(
             "Zero one key's, team's or customer's counters (a new window starts now)",
-            {"200": _reply("Usage reset successfully", ref("Message"))},
+            {"200": reply("Usage reset successfully", ref("Message"))},
             body="UsageReset",
-            errors=("400", "401", "403", "404"),
+            errors=("404",),
         )
     }
     paths["/api/governance/debug/stats"] = {
-        "get": _operation(
+        "get": operation(
             "Counts of governance rows and admission-engine figures",
             {
-                "200": _reply(
+                "200": reply(
                     "Statistics",
                     obj(
                         {
@@ -366,10 +414,10 @@ def _paths() -> dict[str, Any]:
         )
     }
     paths["/api/governance/debug/counters"] = {
-        "get": _operation(
+        "get": operation(
             "The admission engine's live counters",
             {
-                "200": _reply(
+                "200": reply(
                     "Counters",
                     obj(
                         {
@@ -390,35 +438,88 @@ def _paths() -> dict[str, Any]:
         }
     )
     paths["/api/governance/debug/health"] = {
-        "get": _operation(
+        "get": operation(
             "Governance health (the database answers)",
-            {"200": _reply("Healthy", health), "503": _reply("Unhealthy", health)},
+            {"200": reply("Healthy", health), "503": reply("Unhealthy", health)},
         )
     }
     paths["/api/usage"] = {
-        "get": _operation(
+        "get": operation(
             "Usage records, newest first (see docs/ledger.md)",
-            {"200": _reply("One page", {"type": "object"})},
+            {"200": reply("One page", {"type": "object"})},
             params=[
-                _query(name, text)
-                for name, text in (
-                    ("key_id", "only this virtual key"),
-                    ("team_id", "only this team"),
-                    ("customer_id", "only this customer"),
-                    ("model", "only this model"),
-                    ("since", "ISO 8601 or Unix seconds"),
-                    ("until", "ISO 8601 or Unix seconds (exclusive)"),
-                    ("limit", "1-1000, default 50"),
-                    ("cursor", "next_cursor of the previous page"),
-                )
+                *(
+                    query(name, text)
+                    for name, text in (
+                        ("key_id", "only this virtual key"),
+                        ("virtual_key_id", "the same as key_id (key_id wins)"),
+                        ("team_id", "only this team"),
+                        ("customer_id", "only this customer"),
+                        ("model", "only this model"),
+                    )
+                ),
+                query("since", "from this time on", MOMENT),
+                query("until", "before this time", MOMENT),
+                count_param(50, 1000),
+                query("cursor", "next_cursor of the previous page (opaque)"),
             ],
-            errors=("400", "401", "403"),
         )
     }
+    from tollhouse.governance import openapi_alerts  # it imports this module's helpers
+
+    paths.update(openapi_alerts.paths())
     paths["/api/openapi.json"] = {
-        "get": _operation("This document", {"200": _reply("OpenAPI 3.1", {"type": "object"})})
+        "get": operation("This document", {"200": reply("OpenAPI 3.1", {"type": "object"})})
     }
     return paths
+
+
+JSON_VALUE_REF = ref("JsonValue")
+# Any JSON value but a string with a NUL: what an unknown field of a body may hold (it is
+# ignored, as in Bifrost, but checked for NUL characters with the rest of the body).
+JSON_VALUE: dict[str, Any] = {
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        TEXT,
+        {"type": "array", "items": ref("JsonValue")},
+        {"type": "object", "propertyNames": TEXT, "additionalProperties": ref("JsonValue")},
+    ],
+    "description": "any JSON value without NUL characters",
+}
+
+
+def no_nul(node: Any) -> None:
+    """A request schema as ``bounds.no_nul`` reads bodies: no NUL in any string or key,
+    unknown fields ignored (any JSON, no NUL in it); time zones point at their list."""
+    if isinstance(node, list):
+        for item in node:
+            no_nul(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.pop(ZONE_MARK, False):
+        del node["type"]
+        node["$ref"] = _REF.format(model="TimeZone")
+    if node.get("type") == "string" and not {"pattern", "format", "enum", "const"} & set(node):
+        node["pattern"] = NO_NUL
+    if node.get("type") == "object" and "properties" in node:
+        node.setdefault("propertyNames", TEXT)
+        node.setdefault("additionalProperties", JSON_VALUE_REF)
+    for key, value in node.items():
+        if key not in ("examples", "default", "propertyNames"):
+            no_nul(value)
+
+
+def _time_zones() -> dict[str, Any]:
+    """The names as one pattern, not an ``enum``: a fuzzer tries every value of an enum."""
+    names = sorted(available_timezones())
+    spelled = (re.sub(r"[^A-Za-z0-9_/-]", lambda m: f"[{m.group()}]", name) for name in names)
+    return {
+        "type": "string",
+        "pattern": f"^(?:{'|'.join(spelled)})$",
+        "description": "an IANA time zone name this host knows",
+        "examples": ["UTC", "Europe/Paris"],
+    }
 
 
 @functools.cache
@@ -427,6 +528,10 @@ def document() -> dict[str, Any]:
     _, defs = models_json_schema(
         [(model, "validation") for model in REQUEST_MODELS], ref_template=_REF
     )
+    requests = defs.get("$defs", {})
+    no_nul(requests)
+    from tollhouse.governance import openapi_alerts
+
     try:
         release = version("tollhouse")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
@@ -441,8 +546,14 @@ def document() -> dict[str, Any]:
         },
         "paths": _paths(),
         "components": {
-            "schemas": {**defs.get("$defs", {}), **RESPONSE_SCHEMAS},
-            "responses": {f"E{code}": _reply(text, ref("Error")) for code, text in _ERRORS.items()},
+            "schemas": {
+                **requests,
+                "TimeZone": _time_zones(),
+                "JsonValue": JSON_VALUE,
+                **RESPONSE_SCHEMAS,
+                **openapi_alerts.schemas(),
+            },
+            "responses": {f"E{code}": reply(text, ref("Error")) for code, text in _ERRORS.items()},
             "securitySchemes": {
                 "adminKey": {
                     "type": "http",

@@ -9,7 +9,7 @@ engine runs in the process, budgets show no spend and the stored window anchors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -85,9 +85,29 @@ async def _changed(request: Request) -> None:
         await governance.reload()
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def resource(path: str, handlers: Mapping[str, Endpoint], name: str | None = None) -> Route:
+    """One route for every method ``path`` serves, dispatching on the method.
+
+    Starlette answers a method no route of a path takes with the ``Allow`` of the first
+    route that matched the path: with one route per method, a 405 (an ``OPTIONS`` among
+    them) named one method of several. One route per path lists them all (``HEAD`` with
+    ``GET``, answered by the ``GET`` handler)."""
+    table = {method.upper(): handler for method, handler in handlers.items()}
+    if "GET" in table:
+        table.setdefault("HEAD", table["GET"])
+
+    async def dispatch(request: Request) -> Response:
+        return await table[request.method](request)
+
+    return Route(path, dispatch, methods=list(table), name=name)
+
+
 @dataclass(frozen=True, slots=True)
 class _Entity:
-    """One CRUD resource; ``crud_routes`` turns it into five routes."""
+    """One CRUD resource; ``crud_routes`` turns it into two routes (five operations)."""
 
     label: str  # "Virtual key": messages
     name: str  # "virtual_key": the envelope key
@@ -148,11 +168,8 @@ def crud_routes(entity: _Entity) -> list[Route]:
         return json_response({"message": f"{entity.label} deleted successfully"})
 
     return [
-        Route(base, list_all, methods=["GET"], name=f"list_{plural}"),
-        Route(base, create, methods=["POST"], name=f"create_{entity.name}"),
-        Route(f"{base}/{{id}}", get, methods=["GET"], name=f"get_{entity.name}"),
-        Route(f"{base}/{{id}}", put, methods=["PUT"], name=f"update_{entity.name}"),
-        Route(f"{base}/{{id}}", remove, methods=["DELETE"], name=f"delete_{entity.name}"),
+        resource(base, {"GET": list_all, "POST": create}, name=plural),
+        resource(f"{base}/{{id}}", {"GET": get, "PUT": put, "DELETE": remove}, name=entity.name),
     ]
 
 
@@ -275,10 +292,10 @@ routes = [
     *crud_routes(CUSTOMERS),
     *crud_routes(TEAMS),
     *crud_routes(VIRTUAL_KEYS),
-    Route("/governance/usage-stats", usage_stats, methods=["GET"]),
-    Route("/governance/usage-reset", usage_reset, methods=["POST"]),
-    Route("/governance/debug/stats", debug_stats, methods=["GET"]),
-    Route("/governance/debug/counters", debug_counters, methods=["GET"]),
-    Route("/governance/debug/health", debug_health, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
+    resource("/governance/usage-stats", {"GET": usage_stats}),
+    resource("/governance/usage-reset", {"POST": usage_reset}),
+    resource("/governance/debug/stats", {"GET": debug_stats}),
+    resource("/governance/debug/counters", {"GET": debug_counters}),
+    resource("/governance/debug/health", {"GET": debug_health}),
+    resource("/openapi.json", {"GET": openapi}),
 ]

@@ -52,8 +52,9 @@ from tollhouse.governance.bounds import (
     text_at_most,
     threshold,
     usd,
+    whole,
 )
-from tollhouse.governance.windows import parse_duration, window_at, zone
+from tollhouse.governance.windows import duration_pattern, parse_duration, window_at, zone
 from tollhouse.money import format_usd
 from tollhouse.web.bodies import check_surrogates
 
@@ -72,7 +73,11 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 MAX_COUNT = 2**63 - 1
+MAX_THRESHOLDS = 20
 DEFAULT_THRESHOLDS = (Decimal("0.8"), Decimal("1.0"))
+# Amounts and ratios have at most 9 decimal places (``bounds.places``): in JSON Schema, a
+# multiple of 10⁻⁹ (as its decimal spelling, which is what the API reads).
+NANO = 1e-9
 
 
 # --- field types ----------------------------------------------------------------------
@@ -140,6 +145,7 @@ USD = Annotated[
             "type": "number",
             "minimum": 0,
             "maximum": 1_000_000_000,
+            "multipleOf": NANO,
             "description": "USD, echoed exactly; at most 9 decimal places; "
             "max_limit × hard_limit_ratio at most 1000000000.",
         }
@@ -149,16 +155,17 @@ Ratio = Annotated[
     Decimal,
     BeforeValidator(number),
     AfterValidator(ratio),
-    WithJsonSchema({"type": "number", "minimum": 1, "maximum": 100}),
+    WithJsonSchema({"type": "number", "minimum": 1, "maximum": 100, "multipleOf": NANO}),
 ]
 Threshold = Annotated[
     Decimal,
     BeforeValidator(number),
     AfterValidator(threshold),
-    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 10}),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 10, "multipleOf": NANO}),
 ]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-Parallel = Annotated[int, Field(ge=1, le=2**31 - 1)]
+# Bounds before the validator, so that they are in the JSON Schema too.
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT), BeforeValidator(whole)]
+Parallel = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(whole)]
 # When the shared meter (Redis) cannot be reached: refuse (closed) or admit on this
 # replica's local meter and merge back later (open). docs/deployment.md.
 MeterFailure = Literal["open", "closed"]
@@ -168,21 +175,31 @@ DurationText = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": "^[1-9][0-9]{0,5}[smhdwMY]$",
+            "pattern": duration_pattern(),
             "examples": ["30s", "5m", "1h", "1d", "1w", "1M", "1Y"],
+            "description": "<n><unit>, unit s m h d w M Y (m minutes, M months); at most 100 years",
         }
     ),
 ]
+# The IANA names this host's time zone database has: the document puts their list once,
+# in ``components.schemas.TimeZone``, where this marker is (``openapi.no_nul``).
+ZONE_MARK = "x-time-zone"
 Timezone = Annotated[
-    str, AfterValidator(_timezone), WithJsonSchema({"type": "string", "examples": ["UTC"]})
+    str, AfterValidator(_timezone), WithJsonSchema({"type": "string", ZONE_MARK: True})
 ]
 Timestamp = Annotated[
     datetime,
     BeforeValidator(parse_timestamp),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
-Name = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
-Names = Annotated[list[str], at_most(MAX_LIST)]
+# Not blank (some character is not whitespace), and no NUL (``bounds.no_nul``).
+NAME_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+Name = Annotated[
+    str,
+    Field(min_length=1, json_schema_extra={"pattern": NAME_PATTERN}),
+    AfterValidator(_not_blank),
+]
+Names = Annotated[list[str], at_most(MAX_LIST), Field(max_length=MAX_LIST)]
 # Update fields that may be left out but not be null.
 Kept = Annotated[T | None, AfterValidator(_not_null), Field(json_schema_extra=_drop_null)]
 
@@ -192,12 +209,27 @@ def _or(default: Callable[[], Any]) -> BeforeValidator:
     return BeforeValidator(lambda value: default() if value is None else value)
 
 
+def null_is_default(default: Any = None) -> Callable[[dict[str, Any]], None]:
+    """JSON Schema of a create field read by ``_or``: its type or ``null`` (the default,
+    shown as ``default`` when given)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        kept = {k: schema.pop(k) for k in ("title", "description", "default") if k in schema}
+        if default is not None:
+            kept["default"] = default
+        inner = dict(schema)
+        schema.clear()
+        schema.update(anyOf=[inner, {"type": "null"}], **kept)
+
+    return extra
+
+
 def _thresholds() -> list[Decimal]:
     return list(DEFAULT_THRESHOLDS)
 
 
-Thresholds = Annotated[list[Threshold], at_most(20)]
-ChannelIds = Annotated[list[Name], at_most(MAX_CHANNELS)]
+Thresholds = Annotated[list[Threshold], at_most(MAX_THRESHOLDS), Field(max_length=MAX_THRESHOLDS)]
+ChannelIds = Annotated[list[Name], at_most(MAX_CHANNELS), Field(max_length=MAX_CHANNELS)]
 
 
 # --- request bodies -------------------------------------------------------------------
@@ -218,13 +250,17 @@ class BudgetCreate(Body):
 
     max_limit: USD
     reset_duration: DurationText
-    calendar_aligned: Annotated[bool, _or(lambda: False)] = False
-    timezone: Annotated[Timezone, _or(lambda: "UTC")] = "UTC"
+    calendar_aligned: Annotated[bool, _or(lambda: False)] = Field(
+        default=False, json_schema_extra=null_is_default(False)
+    )
+    timezone: Annotated[Timezone, _or(lambda: "UTC")] = Field(
+        default="UTC", json_schema_extra=null_is_default("UTC")
+    )
     hard_limit_ratio: Annotated[Ratio, _or(lambda: Decimal(1))] = Field(
-        default=Decimal(1), json_schema_extra={"default": 1}
+        default=Decimal(1), json_schema_extra=null_is_default(1)
     )
     alert_thresholds: Annotated[Thresholds, _or(_thresholds)] = Field(
-        default_factory=_thresholds, json_schema_extra={"default": [0.8, 1.0]}
+        default_factory=_thresholds, json_schema_extra=null_is_default([0.8, 1.0])
     )
     alert_channels: ChannelIds | None = None  # channel ids; null: the default channels
 
@@ -265,8 +301,33 @@ def check_rate_limit(values: dict[str, Any]) -> None:
             )
 
 
+def _needs_duration(*, update: bool) -> dict[str, Any]:
+    """JSON Schema of ``check_rate_limit``: a limit set (an integer) has its duration.
+
+    A create gives both. An update is checked once merged into the stored rate limit,
+    which a schema cannot see; it describes an update of an entity that has a rate limit
+    with both limits set: clearing a duration (``null``) clears its limit too."""
+    rules = []
+    for kind in ("token", "request"):
+        limit, duration = f"{kind}_max_limit", f"{kind}_reset_duration"
+        if update:
+            rule = {
+                "if": {"properties": {duration: {"type": "null"}}, "required": [duration]},
+                "then": {"properties": {limit: {"type": "null"}}, "required": [limit]},
+            }
+        else:
+            rule = {
+                "if": {"properties": {limit: {"type": "integer"}}, "required": [limit]},
+                "then": {"properties": {duration: {"type": "string"}}, "required": [duration]},
+            }
+        rules.append(rule)
+    return {"allOf": rules}
+
+
 class RateLimitCreate(_RateLimitFields):
     """Token and request limits per window; each limit needs its reset duration."""
+
+    model_config = ConfigDict(json_schema_extra=_needs_duration(update=False))
 
     @model_validator(mode="after")
     def _durations(self) -> RateLimitCreate:
@@ -275,7 +336,10 @@ class RateLimitCreate(_RateLimitFields):
 
 
 class RateLimitUpdate(_RateLimitFields):
-    """Fields merge into the existing rate limit; ``null`` removes that limit."""
+    """Fields merge into the existing rate limit; ``null`` removes that limit. A limit
+    set needs its reset duration once merged: given here, or stored."""
+
+    model_config = ConfigDict(json_schema_extra=_needs_duration(update=True))
 
 
 class CustomerCreate(Body):
@@ -300,10 +364,25 @@ class TeamUpdate(CustomerUpdate):
     on_meter_failure: MeterFailure | None = None
 
 
+# A key belongs to a team or a customer, not both (``BOTH_ATTACHED``).
+_ONE_PARENT = ConfigDict(
+    json_schema_extra={
+        "not": {
+            "properties": {"team_id": {"type": "string"}, "customer_id": {"type": "string"}},
+            "required": ["team_id", "customer_id"],
+        }
+    }
+)
+
+
 class VirtualKeyCreate(Body):
+    model_config = _ONE_PARENT
+
     name: Name
     description: str | None = None
-    is_active: Annotated[bool, _or(lambda: True)] = True
+    is_active: Annotated[bool, _or(lambda: True)] = Field(
+        default=True, json_schema_extra=null_is_default(True)
+    )
     expires_at: Timestamp | None = None
     allowed_models: Names | None = None
     allowed_providers: Names | None = None
@@ -316,6 +395,8 @@ class VirtualKeyCreate(Body):
 
 
 class VirtualKeyUpdate(Body):
+    model_config = _ONE_PARENT
+
     name: Kept[Name] = None
     description: str | None = None
     is_active: Kept[bool] = None
@@ -332,6 +413,15 @@ class VirtualKeyUpdate(Body):
 
 class UsageReset(Body):
     """Exactly one of the three: whose counters to zero."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {name: {"type": "string"}}, "required": [name]}
+                for name in ("virtual_key_id", "team_id", "customer_id")
+            ]
+        }
+    )
 
     virtual_key_id: str | None = None
     team_id: str | None = None

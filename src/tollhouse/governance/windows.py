@@ -69,6 +69,28 @@ def parse_duration(text: str) -> Duration:
     )
 
 
+def _up_to(limit: int) -> str:
+    """A regular expression of the whole numbers 1 to ``limit`` (no leading zeros)."""
+    text = str(limit)
+    size = len(text)
+    parts = [f"[1-9][0-9]{{0,{size - 2}}}"] if size > 1 else []
+    for i, digit in enumerate(map(int, text)):
+        low = 1 if i == 0 else 0
+        if digit > low:
+            rest = size - i - 1
+            parts.append(text[:i] + f"[{low}-{digit - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    parts.append(text)
+    return "(?:" + "|".join(parts) + ")"
+
+
+def duration_pattern() -> str:
+    """The durations ``parse_duration`` takes, as one regular expression (for JSON Schema)."""
+    longest = _MAX_MONTHS * 31 * 86400
+    limits = {unit: longest // seconds for unit, seconds in _SECONDS.items()}
+    limits.update(M=_MAX_MONTHS, Y=_MAX_MONTHS // 12)
+    return "^(?:" + "|".join(f"{_up_to(n)}{unit}" for unit, n in limits.items()) + ")$"
+
+
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from tollhouse.errors import ValidationFailed
 from tollhouse.governance.query import checked_query, count, preview
+from tollhouse.governance.routes import resource
 from tollhouse.ledger.schemas import record_json
 from tollhouse.ledger.service import UsageFilter, count_usage, list_usage
 
@@ -56,4 +56,4 @@ async def usage(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-routes = [Route("/usage", usage, methods=["GET"])]
+routes = [resource("/usage", {"GET": usage})]
