@@ -44,6 +44,11 @@ class _LingeringTransport:
         self._transport = transport
         self._protocol = protocol
         self._closing = False
+        # Bound once: uvicorn calls these per response, and ``__getattr__`` is the slow path.
+        self.write = transport.write
+        self.get_extra_info = transport.get_extra_info
+        self.pause_reading = transport.pause_reading
+        self.resume_reading = transport.resume_reading
 
     def close(self) -> None:
         if not self._closing:
