@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--skip-tollhouse", action="store_true", help="measure only direct and LiteLLM")
     add("--skip-governance", action="store_true", help="do not measure governance on")
     add("--tollhouse", metavar="EXE", help="default: <repo>/.venv/bin/tollhouse, else PATH")
+    add(
+        "--baseline",
+        metavar="EXE",
+        help="a second Tollhouse (another checkout's) measured in the same runs, taking "
+        "turns with the first: before/after figures free of the machine's drift",
+    )
     add("--api-key", default="sk-bench", help="bearer key for Tollhouse (default sk-bench)")
     add("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
     add("--c1-seconds", type=float, help="length of one c1 run (5; 2 with --quick)")
@@ -111,6 +117,9 @@ def start_servers(
             # the key's, team's and customer's budgets and rate limits; without, it is not.
             governed_key = servers.create_governed_key(targets["tollhouse"][0])
             targets["tollhouse-gov"] = (targets["tollhouse"][0], governed_key)
+        if args.baseline:
+            env = servers.tollhouse_env(base_env, workdir / "baseline", upstream)
+            start_tollhouse(args, procs, workdir, cpus, targets, "baseline", args.baseline, env)
 
     if not args.skip_litellm:
         exe = str(servers.ensure_litellm())
@@ -129,6 +138,28 @@ def start_servers(
     return targets
 
 
+def start_tollhouse(
+    args: argparse.Namespace,
+    procs: h.Processes,
+    workdir: Path,
+    cpus: dict[str, Any],
+    targets: Targets,
+    name: str,
+    exe: str,
+    env: dict[str, str],
+) -> None:
+    """One more Tollhouse as targets ``name`` (and ``name-gov``), in its own directory."""
+    (workdir / name).mkdir(exist_ok=True)
+    port = h.free_port()
+    argv = [exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    procs.start(name, argv, env=env, cpus=cpus["sut"], cwd=workdir / name)
+    url = f"http://127.0.0.1:{port}"
+    targets[name] = (url, args.api_key)
+    procs.wait_ready(name, url + "/readyz", timeout=60)
+    if not args.skip_governance:
+        targets[f"{name}-gov"] = (url, servers.create_governed_key(url))
+
+
 def measure(
     args: argparse.Namespace, targets: Targets, cpus: dict[str, Any], procs: h.Processes
 ) -> dict[str, Any]:
@@ -145,7 +176,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = h.medians(raw)
     c1, c32 = out["c1"], out["c32"]
     derived: dict[str, Any] = {}
-    for name in ("tollhouse", "tollhouse-gov", "litellm"):
+    for name in ("tollhouse", "tollhouse-gov", "baseline", "baseline-gov", "litellm"):
         if name in c1:
             added = c1[name]["p50_ms"] - c1["direct"]["p50_ms"]
             derived[f"{name}_added_p50_ms"] = round(added, 3)  # wrk's resolution is 1 µs
@@ -154,6 +185,12 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     if "tollhouse" in c32 and "tollhouse-gov" in c32:
         kept = c32["tollhouse-gov"]["rps"] / c32["tollhouse"]["rps"]
         derived["governance_throughput_cost"] = round(1 - kept, 4)
+    for name in ("tollhouse", "tollhouse-gov"):
+        before = name.replace("tollhouse", "baseline")
+        if name in c32 and before in c32:
+            derived[f"{name}_rps_vs_baseline"] = round(c32[name]["rps"] / c32[before]["rps"], 4)
+            added = c1[name]["p50_ms"] - c1[before]["p50_ms"]
+            derived[f"{name}_p50_ms_vs_baseline"] = round(added, 3)
     derived["foreign_cpus_max"] = max(
         s["foreign_cpus_max"] for sc in (c1, c32) for s in sc.values()
     )
@@ -213,6 +250,12 @@ def report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
         ratio = d["rps_ratio_tollhouse_to_litellm"]
         verdict = "PASS" if ratio >= TARGET_RPS_RATIO else "FAIL"
         print(f"target: Tollhouse req/s at c32 = {ratio:.2f}x LiteLLM's (>= 10x): {verdict}")
+    for name in ("tollhouse", "tollhouse-gov"):
+        if f"{name}_rps_vs_baseline" in d:
+            print(
+                f"{name} vs the baseline: {d[f'{name}_rps_vs_baseline'] - 1:+.1%} req/s at c32,"
+                f" {d[f'{name}_p50_ms_vs_baseline']:+.3f} ms p50 at c1"
+            )
     if d["foreign_cpus_max"] > QUIET_CPUS:
         print(
             f"warning: other processes kept up to {d['foreign_cpus_max']:.2f} CPUs busy during"
@@ -230,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     governed = not args.skip_tollhouse and not args.skip_governance
     n_targets = 1 + (not args.skip_tollhouse) + governed + (not args.skip_litellm)
+    n_targets += (1 + governed) if args.baseline else 0
     per_target = 2 * args.warmup_seconds + args.runs * (args.c1_seconds + args.c32_seconds)
     print(f"measuring for about {n_targets * per_target / 60:.1f} min plus start-up", flush=True)
     started = time.monotonic()

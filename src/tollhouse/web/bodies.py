@@ -15,14 +15,17 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from tollhouse.errors import BadRequest, InvalidJSON
+from tollhouse.web.guard import BODY_DONE
 
 
 async def read_body(request: Request) -> bytes:
     """The whole body (already bounded in size by ``EdgeGuard``)."""
     try:
-        return await request.body()
+        body = await request.body()
     except ClientDisconnect:
         raise BadRequest("the client closed the connection before sending the body") from None
+    request.scope[BODY_DONE] = True
+    return body
 
 
 def loads_object(raw: bytes, max_depth: int) -> dict[str, Any]:

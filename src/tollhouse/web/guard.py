@@ -24,8 +24,9 @@ from tollhouse.errors import BadRequest, PayloadTooLarge, TollhouseError
 
 ErrorResponder = Callable[[Request, TollhouseError], Response]
 
-# Set in the scope once the whole body has been received: a response sent before then
-# closes the connection instead of reading (and discarding) the rest.
+# Set in the scope once the whole body has been read (by ``bodies.read_body``, or here
+# for a chunked body): a response sent before then closes the connection instead of
+# reading the rest (a lingering close, see ``protocol``).
 BODY_DONE = "tollhouse.body_done"
 HAS_BODY = "tollhouse.has_body"
 
@@ -61,9 +62,10 @@ class EdgeGuard:
             if declared == 0:
                 await self._app(scope, receive, send)
                 return
-            # Exactly ``declared`` bytes will arrive: nothing to count.
+            # Exactly ``declared`` bytes will arrive: nothing to count. The one body reader
+            # (``bodies.read_body``) notes when it has read them.
             scope[HAS_BODY] = True
-            await self._app(scope, _noting_end(scope, receive), send)
+            await self._app(scope, receive, send)
             return
         if chunked:
             scope[HAS_BODY] = True
@@ -92,16 +94,6 @@ def _nul_refusal(path: str, query: bytes) -> BadRequest:
             shown = name.replace("\x00", "\\0")[:64]
             return BadRequest(f"NUL byte in query parameter `{shown}`", param=shown)
     return BadRequest("NUL byte in the query string")
-
-
-def _noting_end(scope: Scope, receive: Receive) -> Receive:
-    async def wrapped() -> Message:
-        message = await receive()
-        if not message.get("more_body", False):
-            scope[BODY_DONE] = True
-        return message
-
-    return wrapped
 
 
 def _counting(

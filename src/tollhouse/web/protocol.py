@@ -37,6 +37,10 @@ LINGER_S = 5.0
 LINGER_MAX_BYTES = 256 * 1024 * 1024
 
 
+def _closing() -> bool:
+    return True
+
+
 class _LingeringTransport:
     """The transport uvicorn sees: ``close()`` asks the protocol, which may linger."""
 
@@ -50,13 +54,13 @@ class _LingeringTransport:
         self.pause_reading = transport.pause_reading
         self.resume_reading = transport.resume_reading
 
+        self.is_closing = transport.is_closing  # until ``close``: then always true
+
     def close(self) -> None:
         if not self._closing:
             self._closing = True
+            self.is_closing = _closing
             self._protocol._close_requested()
-
-    def is_closing(self) -> bool:
-        return self._closing or self._transport.is_closing()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
