@@ -31,7 +31,7 @@ from tollhouse.alerts.models import (
 from tollhouse.crypto import require_box
 from tollhouse.errors import NotFound, ValidationFailed
 from tollhouse.governance.bounds import whole
-from tollhouse.governance.query import checked_query, count
+from tollhouse.governance.query import count
 from tollhouse.governance.routes import json_response, resource
 from tollhouse.governance.schemas import Body, parse, parse_body, rfc3339
 
@@ -270,7 +270,7 @@ def event_json(row: Any) -> dict[str, Any]:
 
 
 async def list_alerts(request: Request) -> Response:
-    limit = count(checked_query(request), "limit", default=50, low=1, high=1000)
+    limit = count(request.query_params, "limit", default=50, low=1, high=1000)
     e = alert_events.c
     async with request.app.state.engine.connect() as conn:
         query = select(alert_events).order_by(e.created_at.desc(), e.id).limit(limit)

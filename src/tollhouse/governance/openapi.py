@@ -257,7 +257,7 @@ def operation(
     tag: str = "governance",
 ) -> dict[str, Any]:
     """One operation; its error answers are ``errors`` and those of every admin request
-    (``_ALWAYS``), plus 400 with a body or a query (``checked_query``), 415 with a body."""
+    (``_ALWAYS``), plus 400 with a body or a query, 415 with a body."""
     op: dict[str, Any] = {"summary": summary, "tags": [tag]}
     if params:
         op["parameters"] = params
@@ -274,7 +274,7 @@ def operation(
     return op
 
 
-# Query values and body strings may be anything but a NUL (``query.checked_query``,
+# Query values and body strings may be anything but a NUL (``web.guard``,
 # ``bounds.no_nul``): Postgres text cannot hold one.
 NO_NUL = "^[^\\x00]*$"
 TEXT: dict[str, Any] = {"type": "string", "pattern": NO_NUL}

@@ -25,7 +25,6 @@ from starlette.routing import Route
 from tollhouse.db import ping
 from tollhouse.governance import service
 from tollhouse.governance.openapi import document
-from tollhouse.governance.query import checked_query
 from tollhouse.governance.schemas import (
     CustomerCreate,
     CustomerUpdate,
@@ -127,7 +126,7 @@ def crud_routes(entity: _Entity) -> list[Route]:
     plural, base = f"{entity.name}s", f"/governance/{entity.path}"
 
     async def list_all(request: Request) -> Response:
-        params = checked_query(request)
+        params = request.query_params
         filters = {name: params.get(name) or None for name in entity.filters}
         async with _engine(request).connect() as conn:
             views = await entity.list(conn, **filters)
@@ -218,7 +217,7 @@ VIRTUAL_KEYS = _Entity(
 
 async def usage_stats(request: Request) -> Response:
     """Budget spend and rate-limit counters per key (one key with ``?virtual_key_id=``)."""
-    key_id = checked_query(request).get("virtual_key_id") or None
+    key_id = request.query_params.get("virtual_key_id") or None
     meter = await _meter(request)
     async with _engine(request).connect() as conn:
         if key_id is not None:

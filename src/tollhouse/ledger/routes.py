@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tollhouse.errors import ValidationFailed
-from tollhouse.governance.query import checked_query, count, preview
+from tollhouse.governance.bounds import preview
+from tollhouse.governance.query import count
 from tollhouse.governance.routes import resource
 from tollhouse.ledger.schemas import record_json
 from tollhouse.ledger.service import UsageFilter, count_usage, list_usage
@@ -34,7 +35,7 @@ def parse_time(value: str | None, param: str) -> datetime | None:
 
 
 async def usage(request: Request) -> Response:
-    q = checked_query(request)
+    q = request.query_params
     where = UsageFilter(
         key_id=q.get("key_id") or q.get("virtual_key_id") or None,
         team_id=q.get("team_id") or None,
