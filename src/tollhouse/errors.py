@@ -290,7 +290,7 @@ def anthropic_body(exc: TollhouseError) -> dict[str, Any]:
 
 
 def admin_body(exc: TollhouseError) -> dict[str, Any]:
-    """The admin API's envelope: a message and a machine code (DESIGN §5)."""
+    """The admin API's envelope: a message and a machine code (docs/errors.md)."""
     return {"error": exc.message, "code": exc.code}
 
 

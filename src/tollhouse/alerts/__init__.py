@@ -1,1 +1,1 @@
-"""Budget alerts: threshold events, channels, signed webhooks, delivery (DESIGN §7)."""
+"""Budget alerts: threshold events, channels, signed webhooks, delivery (docs/alerts.md)."""

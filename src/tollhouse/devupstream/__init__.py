@@ -1,6 +1,6 @@
 """``tollhouse dev-upstream``: a local server speaking the OpenAI and Anthropic wire formats.
 
-It stands in for real providers in tests, benchmarks and demos (DESIGN §11: the only
+It stands in for real providers in tests, benchmarks and demos (docs/testing.md: the only
 stand-ins are real servers on loopback). Replies are deterministic, faults are
 injectable per process (``DevUpstreamOptions``) or per request (``POST /_dev/scenario``),
 and ``GET /_dev/stats`` counts what arrived, including streams a client abandoned.

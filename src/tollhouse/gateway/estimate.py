@@ -3,7 +3,7 @@
 A byte-level BPE token is at least one byte, so the UTF-8 length of everything a
 request sends bounds its prompt tokens from above; each message adds a few tokens of
 framing. The output bound is ``max_tokens`` (or ``max_completion_tokens``) or the
-model's default cap, times ``n`` choices. These bounds drive the reservation of DESIGN §4
+model's default cap, times ``n`` choices. These bounds drive the reservation of docs/governance.md
 and the charge for a stream that ends without provider usage; admission and the settle
 side both read them from here, so the two always agree.
 

@@ -1,4 +1,4 @@
-"""What a client may send through to a provider (issue 9: safe by default).
+"""What a client may send through to a provider (docs/security.md).
 
 The gateway forwards request bodies largely as they are, so every field the provider
 acts on in a way that costs money or widens what a key may reach is either priced into

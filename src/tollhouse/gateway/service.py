@@ -451,7 +451,7 @@ class Gateway:
 def _bounded_usage(
     body: dict[str, Any], outcome: _Outcome, seen: Usage | None, output_cap: int
 ) -> Usage:
-    """Usage when the provider sent none: the bounds of what was sent (DESIGN §4.5)."""
+    """Usage when the provider sent none: the bounds of what was sent (docs/governance.md)."""
     if outcome.status == "error" and "content_bytes" not in outcome.extra:
         return Usage(prompt_tokens=0, completion_tokens=0)
     prompt = seen.prompt_tokens if seen and seen.prompt_tokens else prompt_token_bound(body)

@@ -1,4 +1,4 @@
-"""Admission (DESIGN §4): identify the key, check it, reserve the worst case, settle.
+"""Admission (docs/governance.md): identify the key, check it, reserve the worst case, settle.
 
 ``Governance`` is the service the gateway calls around every inference request:
 

@@ -39,7 +39,7 @@ def obj(
     properties: dict[str, Any], nulls: tuple[str, ...] = (), optional: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """An object whose properties are present except ``optional``; ``nulls`` are ``null``
-    when unset (an entity's links and lists are never left out: DESIGN §6)."""
+    when unset (an entity's links and lists are never left out: docs/governance-api.md)."""
     return {
         "type": "object",
         "properties": {

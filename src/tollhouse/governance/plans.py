@@ -1,6 +1,6 @@
 """Plans: what the requests of one key claim, worked out once per key and snapshot.
 
-A plan names the counters a key's requests reserve, in the order DESIGN §4 checks them
+A plan names the counters a key's requests reserve, in the order admission checks them
 (request rates, token rates, requests in flight, budgets, from the key up to its
 customer), picks each counter's amount out of a request's amounts by kind with one
 C-level ``itemgetter``, and lists the rate counters the ``x-ratelimit-*`` headers read.
@@ -28,7 +28,7 @@ RATE_HEADERS = {
 class Plan:
     """What every request of one key claims, worked out once per key and snapshot."""
 
-    keys: tuple[CounterKey, ...]  # in the order DESIGN §4 checks them
+    keys: tuple[CounterKey, ...]  # in the order admission checks them
     key_set: frozenset[CounterKey]
     pick: Callable[[tuple[int, int, int, int]], tuple[int, ...]]  # amounts by kind → per key
     rates: tuple[tuple[str, tuple[CounterKey, ...]], ...]  # rate counters, for the headers

@@ -658,7 +658,7 @@ def rate_limit_json(limit: RateLimitRow, meter: UsageMeter | None) -> dict[str, 
     }
 
 
-# Unset links and unset lists are null, never missing (DESIGN §6): Bifrost's clients
+# Unset links and unset lists are null, never missing (docs/governance-api.md): Bifrost's clients
 # read ``team["customer_id"]`` and ``team["customer"]`` without checking for the key.
 # Every entity therefore has the same keys whatever is set; embedded ("plain") objects
 # carry ids and ``null`` in place of what they would embed one level further down.
