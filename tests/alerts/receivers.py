@@ -98,6 +98,9 @@ class SmtpReceiver:
         options: dict[str, Any] = {}
         if auth:
             options = {"authenticator": self._login, "auth_require_tls": False}
+        # The default 5 s for the server thread to come up is short on a loaded 2-core
+        # machine (a setup error seen under the whole suite).
+        options["ready_timeout"] = 30
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **options)
 
     def _login(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:

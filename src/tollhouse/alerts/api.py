@@ -34,6 +34,7 @@ from tollhouse.governance.bounds import whole
 from tollhouse.governance.query import count
 from tollhouse.governance.routes import json_response, resource
 from tollhouse.governance.schemas import Body, parse, parse_body, rfc3339
+from tollhouse.web.bodies import read_body
 
 NOT_FOUND = "Notification channel not found"
 Url = Annotated[StrictStr, Field(pattern=r"^https?://\S+$")]
@@ -142,7 +143,7 @@ async def list_channels(request: Request) -> Response:
 
 
 async def create_channel(request: Request) -> Response:
-    body = parse_body(ChannelCreate, await request.body())
+    body = parse_body(ChannelCreate, await read_body(request))
     config, url_secret = _sealed(request, body.type, _config(body.type, body.config))
     secret = require_box(request.app.state.secret_box).encrypt(body.secret) if body.secret else None
     now, channel_id = datetime.now(UTC), str(uuid.uuid4())
@@ -181,7 +182,7 @@ async def get_channel(request: Request) -> Response:
 
 
 async def update_channel(request: Request) -> Response:
-    body = parse_body(ChannelUpdate, await request.body())
+    body = parse_body(ChannelUpdate, await read_body(request))
     given = body.given()
     channel_id = request.path_params["id"]
     async with request.app.state.engine.begin() as conn:

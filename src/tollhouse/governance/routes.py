@@ -42,6 +42,7 @@ from tollhouse.governance.schemas import (
     rfc3339,
     team_json,
 )
+from tollhouse.web.bodies import read_body
 
 _HEALTH_TIMEOUT_S = 2.0
 
@@ -136,7 +137,7 @@ def crud_routes(entity: _Entity) -> list[Route]:
         )
 
     async def create(request: Request) -> Response:
-        body = parse_body(entity.create_model, await request.body())
+        body = parse_body(entity.create_model, await read_body(request))
         async with _engine(request).begin() as conn:
             view = await entity.create(conn, body)
         await _changed(request)
@@ -151,7 +152,7 @@ def crud_routes(entity: _Entity) -> list[Route]:
         return json_response({entity.name: entity.to_json(view, await _meter(request))})
 
     async def put(request: Request) -> Response:
-        body = parse_body(entity.update_model, await request.body())
+        body = parse_body(entity.update_model, await read_body(request))
         async with _engine(request).begin() as conn:
             view = await entity.update(conn, request.path_params["id"], body)
         await _changed(request)
@@ -231,7 +232,7 @@ async def usage_stats(request: Request) -> Response:
 
 async def usage_reset(request: Request) -> Response:
     """Zero the counters of one key, team or customer (not its parents or children)."""
-    body = parse_body(UsageReset, await request.body())
+    body = parse_body(UsageReset, await read_body(request))
     async with _engine(request).connect() as conn:
         budget_ids, rate_limit_ids = await service.usage_targets(
             conn,
