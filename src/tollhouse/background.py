@@ -4,6 +4,11 @@ a batch that fails with one of the ``retry`` errors stays queued and is tried ag
 exponential backoff. ``stop`` delivers what is left, bounded in time.
 
 Used for alert events (``alerts/service.py``) and Redis settles (``governance/shared.py``).
+
+Every bounded wait in Tollhouse goes through ``asyncio.timeout`` (``woken`` below), never
+``asyncio.wait_for``: on Python 3.11, ``wait_for`` drops a cancellation that arrives in
+the same loop turn as the awaited result, and a background loop cancelled at shutdown
+then runs forever (seen as a hung lifespan shutdown). Ruff bans ``wait_for``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,16 @@ log = logging.getLogger("tollhouse")
 T = TypeVar("T")
 
 _FIRST_DELAY_S = 0.05
+
+
+async def woken(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``event`` for at most ``timeout_s``; True when it was set."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 class BatchQueue(Generic[T]):
@@ -60,7 +75,8 @@ class BatchQueue(Generic[T]):
         if self._task is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._task)
         except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -159,4 +159,5 @@ async def test_a_record_the_database_refuses_does_not_block_the_ledger(pg_engine
     finally:
         # While a batch keeps failing, stop() retries for ever; do not hang the suite.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(recorder.stop(), 1)
+            async with asyncio.timeout(1):
+                await recorder.stop()

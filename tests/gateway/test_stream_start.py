@@ -108,7 +108,8 @@ async def test_a_stream_whose_start_cannot_be_sent_settles_and_records(
                 raise ClientGone("client disconnected")
 
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(app(_scope(path, value), receive, send), timeout=10)
+            async with asyncio.timeout(10):
+                await app(_scope(path, value), receive, send)
         assert started and started[0]["status"] == 200  # it was a stream that failed to start
 
         rows = await records(client, app)

@@ -93,9 +93,8 @@ async def send(
             return await _webhook(channel, payload, session, timeout_s)
         if channel.type == "slack":
             return await _slack(channel, payload, session, timeout_s)
-        return await asyncio.wait_for(
-            asyncio.to_thread(_email, channel, payload, timeout_s), timeout_s + 1
-        )
+        async with asyncio.timeout(timeout_s + 1):
+            return await asyncio.to_thread(_email, channel, payload, timeout_s)
     except (aiohttp.ClientError, TimeoutError, OSError, smtplib.SMTPException, ValueError) as exc:
         return Outcome(ok=False, error=_describe(exc))
     except Exception as exc:  # a stored row the API would refuse: fail this attempt only

@@ -32,6 +32,7 @@ from tollhouse.alerts.models import (
     alert_events,
     notification_channels,
 )
+from tollhouse.background import woken
 from tollhouse.config import Settings
 from tollhouse.crypto import SecretBox
 
@@ -88,8 +89,7 @@ class Dispatcher:
             except Exception:  # the database is away: try again on the next pass
                 log.exception("alert dispatch pass failed")
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.alert_poll_interval_s)
+            await woken(self._wake, self._settings.alert_poll_interval_s)
 
     async def run_once(self) -> int:
         """Start sending the due deliveries there is room for; returns how many.

@@ -275,7 +275,8 @@ async def debug_counters(request: Request) -> Response:
 
 async def debug_health(request: Request) -> Response:
     try:
-        await asyncio.wait_for(ping(_engine(request)), _HEALTH_TIMEOUT_S)
+        async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+            await ping(_engine(request))
         database = {"status": "healthy"}
     except Exception:  # any failure means unhealthy; the probe must answer, not raise
         database = {"status": "unhealthy", "error": "Database connection failed"}

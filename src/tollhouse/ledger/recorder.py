@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollhouse.background import woken
 from tollhouse.db import insert_ignoring
 from tollhouse.errors import StoreUnavailable
 from tollhouse.ledger.models import usage_records
@@ -117,8 +118,7 @@ class UsageRecorder:
             if delay:
                 await asyncio.sleep(delay)
             elif not self._stopping and len(self._buffer) < self._batch_size and not self._waiters:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                await woken(self._wake, self._interval)
                 self._wake.clear()
             try:
                 while self._buffer:

@@ -53,7 +53,8 @@ async def health(request: Request) -> Response:
     state = request.app.state
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(ping(state.engine), _CHECK_TIMEOUT_S)
+        async with asyncio.timeout(_CHECK_TIMEOUT_S):
+            await ping(state.engine)
         checks["database"] = "ok"
     except Exception as exc:  # any failure means unhealthy; the reason is reported
         checks["database"] = f"error: {type(exc).__name__}"
@@ -62,7 +63,8 @@ async def health(request: Request) -> Response:
         checks["redis"] = "not_configured"
     else:
         try:
-            await asyncio.wait_for(redis.ping(), _CHECK_TIMEOUT_S)
+            async with asyncio.timeout(_CHECK_TIMEOUT_S):
+                await redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
