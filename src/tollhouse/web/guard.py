@@ -42,7 +42,11 @@ class EdgeGuard:
             await self._app(scope, receive, send)
             return
         query: bytes = scope["query_string"]
-        if "\x00" in scope["path"] or b"\x00" in query or b"%00" in query:
+        # ``find``, not ``in``: ``bytes in bytes`` first tries the operand as an integer
+        # and raises and clears a TypeError inside, on every request.
+        if "\x00" in scope["path"] or (
+            query and (query.find(b"\x00") >= 0 or query.find(b"%00") >= 0)
+        ):
             await self._refuse(scope, receive, send, _nul_refusal(scope["path"], query))
             return
         length: bytes | None = None
