@@ -14,12 +14,12 @@ an upstream error (502) naming where the provider pointed.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
 
+from tollhouse.backoff import Backoff
 from tollhouse.config import ProviderConfig, Settings
 from tollhouse.errors import UpstreamError, UpstreamTimeout
 
@@ -96,7 +96,7 @@ def backoff_delay(attempt: int, settings: Settings, retry_after: str | None = No
             wanted = -1.0
         if 0 <= wanted <= cap:
             return wanted
-    return random.uniform(0, min(cap, settings.retry_backoff_s * (2**attempt)))
+    return Backoff(settings.retry_backoff_s, cap, jitter=True).delay(attempt)
 
 
 async def error_from(resp: aiohttp.ClientResponse, provider: str) -> UpstreamError:
