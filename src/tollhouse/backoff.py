@@ -33,7 +33,7 @@ class Backoff:
     def ceiling(self, retry: int) -> float:
         """The longest wait before retry ``retry`` (0 for the first): ``base × 2^retry``,
         capped. Exponents are bounded, so a loop that counts forever cannot overflow."""
-        return min(self.cap_s, self.base_s * 2 ** min(retry, 64))
+        return min(self.cap_s, self.base_s * 2.0 ** min(retry, 64))
 
     def delay(self, retry: int) -> float:
         """The wait before retry ``retry``: the ceiling, or a uniform draw below it."""

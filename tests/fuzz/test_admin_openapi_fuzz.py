@@ -32,7 +32,7 @@ from tests.fuzz.gateways import (
     verdict,
 )
 
-from tollhouse.governance.openapi import document
+from tollhouse.admin.routes import document
 from tollhouse.ledger.service import encode_cursor
 
 schema = schemathesis.openapi.from_dict(document())

@@ -24,11 +24,15 @@ from tollhouse.governance.schemas import (
     TeamCreate,
     VirtualKeyCreate,
     VirtualKeyUpdate,
-    customer_json,
-    key_json,
-    load_json,
-    parse,
 )
+from tollhouse.governance.views import customer_read, key_read
+from tollhouse.web.bodies import loads_object
+from tollhouse.web.responses import dumps
+from tollhouse.web.validation import parse
+
+
+def load_json(raw: bytes):
+    return loads_object(raw, 128, exact=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -149,8 +153,8 @@ async def test_json_shows_the_meters_figures_exactly(engine):
     async with engine.begin() as conn:
         view = await service.create_key(conn, parse(VirtualKeyCreate, body))
     start = datetime(2026, 11, 21, 10, tzinfo=UTC)
-    data = orjson.loads(orjson.dumps(key_json(view, FakeMeter(start))))
-    assert b'"current_usage":0.000000123' in orjson.dumps(key_json(view, FakeMeter(start)))
+    data = orjson.loads(dumps(key_read(view, FakeMeter(start))))
+    assert b'"current_usage":0.000000123' in dumps(key_read(view, FakeMeter(start)))
     assert data["budget"]["last_reset"] == "2026-11-21T10:00:00.000000Z"
     assert data["rate_limit"]["token_current_usage"] == 42
     assert data["rate_limit"]["request_current_usage"] == 7
@@ -168,7 +172,7 @@ async def test_json_without_a_meter_uses_the_stored_anchor(engine):
     aged = replace(
         view, budget=replace(view.budget, last_reset=view.budget.last_reset - timedelta(seconds=10))
     )
-    data = orjson.loads(orjson.dumps(customer_json(aged, None)))
+    data = orjson.loads(dumps(customer_read(aged, None)))
     assert data["budget"]["current_usage"] == 0
     # A rolling 1s window from an anchor 10 s ago started at most a second ago.
     started = datetime.fromisoformat(data["budget"]["last_reset"])
@@ -194,7 +198,7 @@ async def test_amounts_are_stored_exactly(engine, amount):
     assert view.budget is not None
     assert view.budget.max_limit == Decimal(amount)
     assert view.budget.hard_limit_ratio == Decimal("1.000000001")
-    text = orjson.dumps(customer_json(view, None)).decode()
+    text = dumps(customer_read(view, None)).decode()
     assert f'"max_limit":{format(Decimal(amount), "f")},' in text
     assert '"hard_limit_ratio":1.000000001,' in text
 

@@ -95,8 +95,18 @@ async def test_error_names_the_field(gateway):
     assert error["error"] == "rate_limit must be an object, got string"
 
 
-async def test_deep_but_decodable_nesting_is_a_400_not_a_crash(gateway):
-    nested = b"[" * 900 + b"]" * 900
+async def test_nesting_past_the_depth_bound_is_a_400_not_a_crash(gateway):
+    # The one body reader's bound (max_json_depth, 128), before any recursive parser
+    # meets the body: the answer no longer depends on the interpreter's stack headroom.
+    for depth in (129, 900, 5000):
+        nested = b"[" * depth + b"]" * depth
+        body = b'{"name": "x", "deep": %s, "allowed_models": %s}' % (nested, nested)
+        error = await bad_request(gateway, "POST", "/virtual-keys", body)
+        assert error == {
+            "error": "Invalid JSON: request body is nested deeper than 128 levels",
+            "code": "invalid_json",
+        }
+    nested = b"[" * 100 + b"]" * 100
     body = b'{"name": "x", "deep": %s, "allowed_models": %s}' % (nested, nested)
     error = await bad_request(gateway, "POST", "/virtual-keys", body)
     assert error["error"] == "allowed_models[0] must be a string, got array"

@@ -32,7 +32,6 @@ from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.errors import NotFound, ValidationFailed
-from tollhouse.governance.bounds import PREVIEW, preview
 from tollhouse.governance.budgets import merge_budget
 from tollhouse.governance.keys import generate_key
 from tollhouse.governance.models import (
@@ -55,6 +54,7 @@ from tollhouse.governance.schemas import (
     check_rate_limit,
 )
 from tollhouse.governance.store import current_version
+from tollhouse.web.validation import PREVIEW, preview
 
 R = TypeVar("R")
 

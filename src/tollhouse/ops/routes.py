@@ -11,18 +11,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tollhouse.db import ping
+from tollhouse.web.responses import JSONResponse
 
 _CHECK_TIMEOUT_S = 2.0
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
+    return JSONResponse(body, status)
 
 
 async def healthz(request: Request) -> Response:
