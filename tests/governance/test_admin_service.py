@@ -17,6 +17,7 @@ from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
 from tollhouse.errors import InvalidJSON, NotFound, ValidationFailed
 from tollhouse.governance import service
+from tollhouse.governance.answers import customer_read, key_read
 from tollhouse.governance.models import budgets, governance_state, rate_limits
 from tollhouse.governance.schemas import (
     CustomerCreate,
@@ -25,7 +26,6 @@ from tollhouse.governance.schemas import (
     VirtualKeyCreate,
     VirtualKeyUpdate,
 )
-from tollhouse.governance.views import customer_read, key_read
 from tollhouse.web.bodies import loads_object
 from tollhouse.web.responses import dumps
 from tollhouse.web.validation import parse

@@ -24,6 +24,14 @@ from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
 from tollhouse.errors import TollhouseError
 from tollhouse.governance import service
+from tollhouse.governance.answers import customer_read, key_read, team_read
+from tollhouse.governance.rows import (
+    BudgetRow,
+    CustomerView,
+    KeyView,
+    RateLimitRow,
+    TeamView,
+)
 from tollhouse.governance.schemas import (
     CustomerCreate,
     CustomerUpdate,
@@ -32,14 +40,6 @@ from tollhouse.governance.schemas import (
     VirtualKeyCreate,
     VirtualKeyUpdate,
 )
-from tollhouse.governance.service import (
-    BudgetRow,
-    CustomerView,
-    KeyView,
-    RateLimitRow,
-    TeamView,
-)
-from tollhouse.governance.views import customer_read, key_read, team_read
 from tollhouse.money import format_usd
 from tollhouse.web.responses import dumps, rfc3339
 from tollhouse.web.validation import parse

@@ -3,7 +3,7 @@ usage counters and debug views.
 
 Handlers are thin: parse the body or the query (``schemas``, through the toolkit), run
 one service call in one transaction, tell the admission engine
-(``app.state.governance``) to reload, shape the reply (``views``). When no engine runs
+(``app.state.governance``) to reload, shape the reply (``answers``). When no engine runs
 in the process, budgets show no spend and the stored window anchors. Each route says
 what it takes and answers (``web.routing.Operation``): the OpenAPI document is built
 from that.
@@ -24,6 +24,13 @@ from starlette.responses import Response
 
 from tollhouse.db import ping
 from tollhouse.governance import service
+from tollhouse.governance.answers import (
+    UsageMeter,
+    customer_read,
+    key_read,
+    key_usage,
+    team_read,
+)
 from tollhouse.governance.schemas import (
     CounterRead,
     CustomerCreate,
@@ -57,13 +64,6 @@ from tollhouse.governance.schemas import (
     VirtualKeysQuery,
     VirtualKeyUpdate,
     VirtualKeyWritten,
-)
-from tollhouse.governance.views import (
-    UsageMeter,
-    customer_read,
-    key_read,
-    key_usage,
-    team_read,
 )
 from tollhouse.web.query import Query
 from tollhouse.web.responses import JSONResponse

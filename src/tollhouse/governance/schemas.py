@@ -5,7 +5,7 @@ Requests (``*Create``, ``*Update``, ``UsageReset``) are read by the toolkit
 naming the field); their field types and the two readings of ``null`` are in
 ``fields.py``. Answers (``*Read`` and their envelopes) are ``Reply`` models: every field
 always present, ``null`` when unset (docs/governance-api.md), money as exact numbers and
-times in the one format (``web/responses.py``). ``views.py`` builds them from the
+times in the one format (``web/responses.py``). ``answers.py`` builds them from the
 service's rows; the OpenAPI document is generated from both kinds (``admin/openapi.py``).
 """
 

@@ -15,6 +15,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from tollhouse.governance.rows import (
+    BudgetRow,
+    CustomerRow,
+    CustomerView,
+    KeyView,
+    RateLimitRow,
+    TeamRow,
+    TeamView,
+)
 from tollhouse.governance.schemas import (
     BudgetRead,
     CustomerRead,
@@ -24,15 +33,6 @@ from tollhouse.governance.schemas import (
     TeamRead,
     TeamRef,
     VirtualKeyRead,
-)
-from tollhouse.governance.service import (
-    BudgetRow,
-    CustomerRow,
-    CustomerView,
-    KeyView,
-    RateLimitRow,
-    TeamRow,
-    TeamView,
 )
 from tollhouse.governance.windows import parse_duration, window_at, zone
 
