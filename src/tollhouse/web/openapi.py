@@ -16,7 +16,7 @@ time-zone list, once instead of in every field that takes one).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -57,7 +57,6 @@ class Section:
     with_body: tuple[int, ...] = (400,)
     with_query: tuple[int, ...] = (400,)
     security: list[dict[str, list[str]]] | None = None  # None: the document's
-    extra: Mapping[str, Any] = field(default_factory=dict)  # keys every operation gets
 
 
 def operations(sections: Iterable[Section]) -> Iterable[tuple[Section, str, str, Operation]]:
@@ -93,6 +92,11 @@ def document(
     clash = set(requests) & set(replies)
     if clash:
         raise ValueError(f"models named alike in requests and answers: {sorted(clash)}")
+    # Two models of one name get qualified names: operations refer to them by name.
+    unnamed = {m.__name__ for m in bodies} - set(requests)
+    unnamed |= {m.__name__ for m in answers} - set(replies)
+    if unnamed:
+        raise ValueError(f"models named alike in different modules: {sorted(unnamed)}")
     schemas = {**requests, **replies, **components, "JsonValue": JSON_VALUE}
     paths: dict[str, Any] = {}
     for section, path, method, op in found:
@@ -151,7 +155,6 @@ def _operation(section: Section, path: str, op: Operation) -> dict[str, Any]:
     spec["responses"] = responses
     if section.security is not None:
         spec["security"] = section.security
-    spec.update(section.extra)
     return spec
 
 

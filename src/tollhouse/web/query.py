@@ -100,6 +100,8 @@ class Count:
 
     def check(self, value: Any, info: ValidationInfo) -> int:
         name = info.field_name or "query"
+        if isinstance(value, int) and not isinstance(value, bool):  # a model built in code
+            value = str(value)
         if not isinstance(value, str) or not ascii_digits(value):
             value = None
         if value is None or not self.low <= int(value) <= self.high:
