@@ -28,7 +28,7 @@ def check_startup(settings: Settings) -> None:
     if settings.workers > 1 and (settings.is_sqlite or not settings.redis_url):
         raise click.ClickException(
             f"--workers {settings.workers} needs shared state: set TOLLHOUSE_DATABASE_URL to "
-            "postgresql+asyncpg://… and TOLLHOUSE_REDIS_URL to redis://…, or run one worker."
+            "postgresql://… and TOLLHOUSE_REDIS_URL to redis://…, or run one worker."
         )
 
 
