@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from tollhouse.admin.auth import is_loopback
 from tollhouse.app import create_app
 from tollhouse.cli.options import config_option, settings_from
-from tollhouse.cli.workers import run_workers
+from tollhouse.cli.supervisor import run_workers
 from tollhouse.config import Settings
 from tollhouse.ops.logging import configure_logging
 from tollhouse.web.server import server_config
