@@ -16,7 +16,7 @@ from tollhouse.alerts.models import notification_channels
 from tollhouse.cli.db import on_database
 from tollhouse.cli.options import config_option, settings_from
 from tollhouse.crypto import SecretBox
-from tollhouse.errors import ConfigError
+from tollhouse.errors import SecretUnreadable
 
 
 def _box(config_file: str | None) -> SecretBox:
@@ -59,6 +59,6 @@ def rotate(config_file: str | None) -> None:
 
     try:
         count = on_database(config_file, action)
-    except ConfigError as exc:
+    except SecretUnreadable as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"{count} secret{'s' if count != 1 else ''} re-encrypted with the newest key")
