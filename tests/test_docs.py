@@ -43,3 +43,13 @@ def test_every_cli_command_is_documented():
     docs = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
     for command in commands:
         assert f"tollhouse {command}" in docs, f"`tollhouse {command}` is not in docs/"
+
+
+def test_references_point_into_the_repository():
+    """Code, tests and docs cite ``docs/`` pages, never sections of an outside document."""
+    outside = re.compile("DESIGN" + r"(\s*§|\.md|/)")
+    for folder in ("src", "tests", "docs", "benchmarks", "devtools", "scripts"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in {".py", ".md", ".lua", ""}:
+                for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                    assert not outside.search(line), f"{path}:{number}: {line.strip()}"

@@ -1,5 +1,5 @@
 """Threshold events from real traffic: 80 % and 100 % once each per window, even when
-200 concurrent requests cross both (the embedded meter; DESIGN §7)."""
+200 concurrent requests cross both (the embedded meter; docs/alerts.md)."""
 
 from __future__ import annotations
 

@@ -271,7 +271,7 @@ def test_anthropic_sdk_upstream_failure(
 # --- the provider drops a stream mid-way ---------------------------------------------
 
 UNDERCHARGE = (
-    "a stream cut short must be charged for what was streamed (DESIGN §4.5): at least "
+    "a stream cut short must be charged for what was streamed (docs/ledger.md): at least "
     "one token per content chunk sent; Anthropic's message_start carries only a "
     "placeholder output_tokens=1"
 )

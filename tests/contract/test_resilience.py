@@ -191,7 +191,7 @@ def test_client_disconnect_cancels_the_upstream_request(
     )
     provider = "openai" if model == GPT else "anthropic"
     assert (record["provider"], record["model"]) == (provider, model)
-    # Charged for what was streamed (DESIGN §4.5): at least one token per content chunk
+    # Charged for what was streamed (docs/ledger.md): at least one token per content chunk
     # the client received; Anthropic's message_start output_tokens=1 is a placeholder.
     assert record["completion_tokens"] >= len(received), "cancelled stream undercharged"
     assert_record(

@@ -1,4 +1,4 @@
-"""Replicas as real processes on one Postgres and one Redis (DESIGN §4 across processes).
+"""Replicas as real processes on one Postgres and one Redis (docs/deployment.md).
 
 Three ``tollhouse serve`` processes (and, separately, one ``serve --workers 2``) share a
 real PostgreSQL and a real ``redis-server``; 300 requests spread over them must hold the

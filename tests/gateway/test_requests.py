@@ -449,7 +449,7 @@ async def test_chat_stream_cut_short_is_charged_for_what_was_streamed(gateway, a
 
     record = await only_record(gateway, app)
     assert (record["status"], record["http_status"], record["streamed"]) == ("error", 502, True)
-    # No provider usage arrived: the bounds of what was sent (DESIGN §4.5).
+    # No provider usage arrived: the bounds of what was sent (docs/ledger.md, "Streams").
     assert record["prompt_tokens"] == prompt_token_bound(body)
     # One token is at least one byte, and never more than max_tokens were asked for.
     assert record["completion_tokens"] == min(len(streamed.encode()), body["max_tokens"])

@@ -1,4 +1,4 @@
-"""Unset links and unset lists are ``null``, never missing (DESIGN §6, Bifrost's
+"""Unset links and unset lists are ``null``, never missing (docs/governance-api.md, Bifrost's
 clients): a team without a customer answers ``"customer_id": null, "customer": null``.
 Every entity has the same keys whatever is set, and the OpenAPI document says so."""
 

@@ -92,7 +92,7 @@ async def test_records_are_written_within_the_flush_interval(engine, make_record
 
 
 async def test_a_burst_of_several_batches_is_written_within_one_interval(engine, make_record):
-    # DESIGN/ledger.md: a record is written at most ledger_flush_interval_ms after it
+    # docs/ledger.md: a record is written at most ledger_flush_interval_ms after it
     # arrives. A burst of six batches must not take six intervals.
     recorder = recorder_for(engine, batch_size=5, flush_interval_ms=300)
     await recorder.start()
