@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 from tests.alerts.receivers import HttpReceiver
+from tests.support import running
 
 from tollhouse.alerts.models import notification_channels
 
@@ -76,8 +77,6 @@ async def test_bad_channels_are_400_naming_the_field(gateway, body, param):
 
 
 async def test_a_secret_without_a_secret_key_is_refused(make_settings):
-    from tests.governance.fixtures import running
-
     async with running(make_settings()) as (_, client):
         body = {"name": "n", "type": "webhook", "config": {"url": "http://x/h"}, "secret": "s"}
         response = await client.post(API, json=body)
@@ -119,8 +118,6 @@ async def test_test_send_with_an_unreadable_secret_is_409_naming_the_fix(
 ):
     """A channel whose URL (and secret) were sealed with a key the server no longer has:
     the operator is told how to fix it, never a 5xx; stored again, it sends."""
-    from tests.governance.fixtures import running
-
     sealed_with = "channels-test-key-0123456789abcdefghij"
     body = {"name": "hook", "type": "webhook", "config": {"url": "http://127.0.0.1:9/h"}}
     async with running(make_settings(secret_key=sealed_with)) as (_, client):

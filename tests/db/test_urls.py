@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from tests.db.conftest import settings_for
+from tests.support import settings_for
 
 from tollhouse.db import create_engine
 from tollhouse.db.schema import current, head, upgrade

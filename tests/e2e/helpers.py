@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support import wait_for
 
 from tollhouse.pricing import load_catalog
 
@@ -24,13 +23,6 @@ def usage_records(url: str) -> list[dict[str, Any]]:
     response.raise_for_status()
     records: list[dict[str, Any]] = json.loads(response.text, parse_float=Decimal)["usage"]
     return records
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(0.05)
 
 
 def wait_for_records(url: str, count: int) -> list[dict[str, Any]]:

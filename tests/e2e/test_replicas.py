@@ -20,11 +20,12 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from tests.support import wait_for
 
 from tollhouse.cli.processes import free_port
 
 from .conftest import Process, Tollhouse
-from .helpers import HELLO, wait_for
+from .helpers import HELLO
 
 pytestmark = pytest.mark.e2e
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from tests.governance.admin_helpers import bad_request, counts, create, get
+from tests.governance.helpers import bad_request, counts, create, get_entity
 
 MALFORMED = [
     b"",
@@ -77,10 +77,10 @@ async def test_wrong_types_are_a_400(gateway, body):
 @pytest.mark.parametrize("body", WRONG_TYPES[4:], ids=range(len(WRONG_TYPES) - 4))
 async def test_wrong_types_on_update_change_nothing(gateway, body):
     key = await create(gateway, "virtual-keys", name="k", allowed_models=["m"])
-    before = await get(gateway, "virtual-keys", key["id"])
+    before = await get_entity(gateway, "virtual-keys", key["id"])
     update = {k: v for k, v in body.items() if k != "name"} or body
     await bad_request(gateway, "PUT", f"/virtual-keys/{key['id']}", update)
-    assert await get(gateway, "virtual-keys", key["id"]) == before
+    assert await get_entity(gateway, "virtual-keys", key["id"]) == before
 
 
 async def test_error_names_the_field(gateway):

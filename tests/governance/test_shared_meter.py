@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     assert_counters_match_ledger,
     chat,
     create_customer,
