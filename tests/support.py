@@ -103,6 +103,14 @@ async def records(client: httpx.AsyncClient, app: Starlette, **params: str) -> l
     return list(decode(response)["usage"])
 
 
+def usage(url: str, **params: str) -> list[dict[str, Any]]:
+    """A running gateway's ledger over its admin API (``GET /api/usage``), newest first,
+    money as exact ``Decimal``; ``params`` filter it (``key_id=`` …)."""
+    response = httpx.get(f"{url}/api/usage", params={"limit": "1000", **params}, timeout=10)
+    response.raise_for_status()
+    return list(decode(response)["usage"])
+
+
 async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` on ``/metrics`` whose labels include ``labels``."""
     text = (await client.get("/metrics")).text
@@ -173,11 +181,9 @@ class LiveServer:
         future.result(timeout=10)
 
     def usage(self, **params: str) -> list[dict[str, Any]]:
+        """Every usage record so far (flushed first), as ``usage`` reads it."""
         self.flush()
-        query = {"limit": "1000", **params}
-        response = httpx.get(f"{self.url}/api/usage", params=query)
-        response.raise_for_status()
-        return list(response.json()["usage"])
+        return usage(self.url, **params)
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:

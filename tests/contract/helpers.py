@@ -3,11 +3,9 @@ upstream's controls and ``wait_for`` are in ``tests/support.py``)."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
-import httpx
 from tests.support import LiveServer
 
 from tollhouse.devupstream.content import prompt_tokens
@@ -49,10 +47,7 @@ ANTHROPIC_TOOL: Any = {
 
 def ledger(live: LiveServer) -> list[dict[str, Any]]:
     """Every usage record, newest first, with ``cost`` parsed as an exact ``Decimal``."""
-    live.flush()
-    response = httpx.get(f"{live.url}/api/usage", params={"limit": "1000"})
-    response.raise_for_status()
-    records: list[dict[str, Any]] = json.loads(response.text, parse_float=Decimal)["usage"]
+    records = live.usage()
     for record in records:
         # An integral amount parses as int; either way it never went through a float.
         assert isinstance(record["cost"], Decimal | int), record["cost"]
