@@ -214,5 +214,10 @@ async def test_concurrent_team_writes(gateway):
         *(update(gateway, "teams", t["id"], {"name": f"renamed {t['name']}"}) for t in teams),
         *(update(gateway, "customers", customer["id"], {"name": f"c{i}"}) for i in range(10)),
     )
-    listed = (await get_entity(gateway, "customers", customer["id"]))["teams"]
-    assert sorted(t["name"] for t in listed) == sorted(f"renamed t{i}" for i in range(10))
+    after = await get_entity(gateway, "customers", customer["id"])
+    assert sorted(t["name"] for t in after["teams"]) == sorted(f"renamed t{i}" for i in range(10))
+    assert after["name"] in {f"c{i}" for i in range(10)}  # one of the writes won, whole
+    for team in teams:
+        assert (await get_entity(gateway, "teams", team["id"]))["customer_id"] == customer["id"]
+    versions = (await admin(gateway, "GET", "/debug/stats"))["database_stats"]["version"]
+    assert versions == 1 + 10 + 20  # every write bumped the change version exactly once

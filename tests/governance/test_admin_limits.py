@@ -96,6 +96,7 @@ async def test_null_budget_options_on_create_take_the_defaults(gateway, kind):
     )
     b = (await create(gateway, kind, name="n", budget=budget(**options)))["budget"]
     assert (b["calendar_aligned"], b["timezone"], b["hard_limit_ratio"]) == (False, "UTC", 1)
+    assert b["alert_thresholds"] == [Decimal("0.8"), 1]  # as documented, not null
 
 
 @pytest.mark.parametrize("duration", DURATIONS)

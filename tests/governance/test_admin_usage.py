@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
-from tests.governance.helpers import admin, bad_request, create, get_entity
-from tests.support import flushed
+from tests.governance.helpers import admin, bad_request, cost_sum, create, get_entity
+from tests.support import flushed, records
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -45,10 +46,13 @@ async def test_usage_stats_of_every_key_and_of_one(gateway, app):
     stats = {s["virtual_key_id"]: s for s in data["usage_stats"]}
     assert set(stats) == {key["id"], bare["id"]}
     mine = stats[key["id"]]
+    spent = await records(gateway, app, key_id=key["id"])
     assert mine["name"] == "k"
     assert mine["requests_current_usage"] == 2
-    assert mine["tokens_current_usage"] > 0
-    assert mine["budget_current_usage"] > 0 and mine["budget_max_limit"] == 100
+    tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in spent)
+    assert mine["tokens_current_usage"] == tokens > 0
+    assert Decimal(mine["budget_current_usage"]) == cost_sum(spent) > 0
+    assert mine["budget_max_limit"] == 100
     assert mine["request_max_limit"] == 1000 and mine["token_max_limit"] == 1000000
     datetime.fromisoformat(mine["requests_last_reset"])
     assert stats[bare["id"]]["budget_current_usage"] is None
@@ -92,13 +96,31 @@ async def test_usage_reset_clears_that_entity_only(gateway, app):
     assert counted["usage_stats"]["requests_current_usage"] == 1
 
 
-async def test_usage_reset_of_a_customer_and_of_an_entity_without_limits(gateway):
-    customer = await create(
-        gateway, "customers", name="c", budget={"max_limit": 1, "reset_duration": "1M"}
-    )
-    await admin(gateway, "POST", "/usage-reset", {"customer_id": customer["id"]}, status=200)
+async def test_usage_reset_of_a_customer_and_of_an_entity_without_limits(gateway, app):
+    budget = {"max_limit": 1, "reset_duration": "1M"}
+    customer = await create(gateway, "customers", name="c", budget=budget)
+    key = await create(gateway, "virtual-keys", name="k", customer_id=customer["id"])
+    await spend(gateway, app, key["value"], times=2)
+    spent = cost_sum(await records(gateway, app, customer_id=customer["id"]))
+    before = (await get_entity(gateway, "customers", customer["id"]))["budget"]
+    assert Decimal(before["current_usage"]) == spent > 0
+
+    reset = {"customer_id": customer["id"]}
+    data = await admin(gateway, "POST", "/usage-reset", reset, status=200)
+    assert data == {"message": "Usage reset successfully"}
+    after = (await get_entity(gateway, "customers", customer["id"]))["budget"]
+    assert after["current_usage"] == 0
+    assert after["last_reset"] > before["last_reset"]
+    await spend(gateway, app, key["value"])  # counts from zero again
+    again = (await get_entity(gateway, "customers", customer["id"]))["budget"]
+    assert Decimal(again["current_usage"]) == spent / 2
+
     bare = await create(gateway, "teams", name="bare")
-    await admin(gateway, "POST", "/usage-reset", {"team_id": bare["id"]}, status=200)
+    data = await admin(gateway, "POST", "/usage-reset", {"team_id": bare["id"]}, status=200)
+    assert data == {"message": "Usage reset successfully"}
+    unchanged = await get_entity(gateway, "teams", bare["id"])
+    assert (unchanged["budget"], unchanged["rate_limit"]) == (None, None)
+    assert unchanged["updated_at"] == bare["updated_at"]
 
 
 @pytest.mark.parametrize(
@@ -140,14 +162,29 @@ async def test_debug_stats(gateway):
     datetime.fromisoformat(data["timestamp"])
 
 
-async def test_debug_counters(gateway, app):
-    _, key = await metered_key(gateway)
-    empty = await admin(gateway, "GET", "/debug/counters", status=200)
-    assert set(empty) == {"counters", "count", "timestamp"}
-    assert isinstance(empty["counters"], list) and empty["count"] == len(empty["counters"])
+async def test_debug_counters_show_what_each_scope_committed(gateway, app):
+    team, key = await metered_key(gateway)
     await spend(gateway, app, key["value"])
+    (record,) = await records(gateway, app)
     data = await admin(gateway, "GET", "/debug/counters", status=200)
-    assert data["count"] == len(data["counters"]) > 0
+    assert set(data) == {"counters", "count", "timestamp"}
+    assert data["count"] == len(data["counters"])
+    datetime.fromisoformat(data["timestamp"])
+    shown = {(c["scope"], c["scope_id"], c["kind"]): c for c in data["counters"]}
+    owners = {("key", key["id"]): key, ("team", team["id"]): team}
+    assert set(shown) == {(*o, kind) for o in owners for kind in ("budget", "requests", "tokens")}
+    tokens = record["prompt_tokens"] + record["completion_tokens"]
+    for (scope, scope_id, kind), counter in shown.items():
+        limits = owners[(scope, scope_id)]
+        if kind == "budget":
+            assert counter["id"] == limits["budget_id"]
+            assert Decimal(counter["committed"]) == record["cost"] > 0
+            assert Decimal(counter["limit"]) == 100 and Decimal(counter["reserved"]) == 0
+        else:
+            assert counter["id"] == limits["rate_limit_id"]
+            assert counter["committed"] == (1 if kind == "requests" else tokens)
+            assert counter["reserved"] == 0
+        assert counter["window_start"] < counter["window_end"]
 
 
 async def test_debug_health(gateway):
