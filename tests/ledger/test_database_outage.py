@@ -9,6 +9,7 @@ replayed in order, and the ledger holds exactly one record per 200 response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import asyncpg
@@ -83,14 +84,14 @@ async def test_records_left_on_disk_are_replayed_by_the_next_start(
 
 
 def test_a_torn_last_line_is_dropped_and_the_rest_replayed(tmp_path):
-    spool = Spool(tmp_path)
-    spool.own.append([{"id": "a", "cost": "1"}, {"id": "b", "cost": "2"}])
-    with spool.own.path.open("ab") as handle:
-        handle.write(b'{"id": "c", "co')  # a crash in the middle of an append
-    rows, offset = spool.own.read(10)
-    assert [r["id"] for r in rows] == ["a", "b"]
-    spool.own.consumed(offset)
-    assert spool.own.pending  # the torn tail; the recorder drops it with an error log
+    with contextlib.closing(Spool(tmp_path)) as spool:
+        spool.own.append([{"id": "a", "cost": "1"}, {"id": "b", "cost": "2"}])
+        with spool.own.path.open("ab") as handle:
+            handle.write(b'{"id": "c", "co')  # a crash in the middle of an append
+        rows, offset = spool.own.read(10)
+        assert [r["id"] for r in rows] == ["a", "b"]
+        spool.own.consumed(offset)
+        assert spool.own.pending  # the torn tail; the recorder drops it with an error log
 
 
 def spooled_bytes(directory: str) -> int:
