@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import jsonschema_rs
 import pytest
-from tests.governance.fixtures import running
+from tests.support import running
 
 from tollhouse.admin.routes import document
 from tollhouse.alerts.signing import sign

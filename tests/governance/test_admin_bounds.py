@@ -8,7 +8,7 @@ import tracemalloc
 from decimal import Decimal
 
 import pytest
-from tests.governance.admin_helpers import bad_request, counts, create, get, update
+from tests.governance.helpers import bad_request, counts, create, get_entity, update
 
 from tollhouse.errors import BadRequest
 from tollhouse.governance.schemas import VirtualKeyCreate
@@ -93,14 +93,14 @@ async def test_the_ceiling_counts_the_hard_limit_ratio(gateway):
     assert "budget.hard_limit_ratio" in error["error"]
     # An update that would cross it through either field is refused, and changes nothing.
     small = await create(gateway, "teams", **budget(CEILING / 4, hard_limit_ratio=2))
-    before = await get(gateway, "teams", small["id"])
+    before = await get_entity(gateway, "teams", small["id"])
     for change, field in (
         ({"hard_limit_ratio": 5}, "budget.hard_limit_ratio"),
         ({"max_limit": CEILING}, "budget.max_limit"),
     ):
         error = await update(gateway, "teams", small["id"], {"budget": change}, status=400)
         assert field in error["error"], error
-    assert await get(gateway, "teams", small["id"]) == before
+    assert await get_entity(gateway, "teams", small["id"]) == before
     await update(gateway, "teams", small["id"], {"budget": {"hard_limit_ratio": 4}})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.governance.admin_helpers import create, get
+from tests.governance.helpers import create, get_entity
 
 from tollhouse.admin.routes import document
 
@@ -63,7 +63,9 @@ async def test_unset_links_are_null_and_every_shape_is_complete(gateway):
         assert_matches(doc, SCHEMA[kind], entity)
     assert_matches(doc, "TeamRef", key["team"])
     assert_matches(doc, "CustomerRef", team["customer"])
-    assert_matches(doc, "TeamRef", (await get(gateway, "customers", customer["id"]))["teams"][0])
+    assert_matches(
+        doc, "TeamRef", (await get_entity(gateway, "customers", customer["id"]))["teams"][0]
+    )
     assert_matches(doc, "BudgetRead", team["budget"])
     assert_matches(doc, "RateLimitRead", team["rate_limit"])
     assert team["rate_limit"]["token_max_limit"] is None  # an unset limit too

@@ -11,10 +11,8 @@ from decimal import Decimal
 import orjson
 import pytest
 from sqlalchemy import delete, select, text
-from tests.support import JSON_WRITES
+from tests.support import running
 
-from tollhouse.db import create_engine
-from tollhouse.db.schema import upgrade
 from tollhouse.errors import InvalidJSON, NotFound, ValidationFailed
 from tollhouse.governance import service
 from tollhouse.governance.answers import customer_read, key_read
@@ -33,18 +31,6 @@ from tollhouse.web.validation import parse
 
 def load_json(raw: bytes):
     return loads_object(raw, 128, exact=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request, make_settings):
-    if request.param == "sqlite":
-        settings = make_settings()
-    else:
-        settings = make_settings(database_url=request.getfixturevalue("pg_url"))
-    engine = create_engine(settings)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def version(engine) -> int:
@@ -209,52 +195,40 @@ def test_load_json_keeps_numbers_exact():
     assert isinstance(data["c"], int)
 
 
-async def test_the_api_on_postgres(make_settings, request):
+async def test_the_api_on_postgres(make_settings, pg_url):
     """One pass of the HTTP API on Postgres: exact numbers, merges, concurrency, deletes."""
-    import httpx
-
-    from tollhouse.app import create_app
-
-    app = create_app(make_settings(database_url=request.getfixturevalue("pg_url")))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
-        ) as client:
-            api = "/api/governance"
-            body = (
-                b'{"name": "c", "budget": {"max_limit": 999999999.999999999, '
-                b'"reset_duration": "1Y"}}'
+    async with running(make_settings(database_url=pg_url)) as (_, client):
+        api = "/api/governance"
+        body = (
+            b'{"name": "c", "budget": {"max_limit": 999999999.999999999, "reset_duration": "1Y"}}'
+        )
+        customer = await client.post(f"{api}/customers", content=body)
+        assert customer.status_code == 201, customer.text
+        assert '"max_limit":999999999.999999999,' in customer.text
+        customer_id = customer.json()["customer"]["id"]
+        team = await client.post(f"{api}/teams", json={"name": "t", "customer_id": customer_id})
+        team_id = team.json()["team"]["id"]
+        key = await client.post(
+            f"{api}/virtual-keys",
+            content=b'{"name": "k", "team_id": "%s", "budget": {"max_limit": 0.000001, '
+            b'"reset_duration": "1h"}}' % team_id.encode(),
+        )
+        assert key.status_code == 201 and '"max_limit":0.000001,' in key.text
+        key_id = key.json()["virtual_key"]["id"]
+        puts = await asyncio.gather(
+            *(
+                client.put(f"{api}/virtual-keys/{key_id}", json={"budget": {"max_limit": i}})
+                for i in range(20)
             )
-            customer = await client.post(f"{api}/customers", content=body)
-            assert customer.status_code == 201, customer.text
-            assert '"max_limit":999999999.999999999,' in customer.text
-            customer_id = customer.json()["customer"]["id"]
-            team = await client.post(f"{api}/teams", json={"name": "t", "customer_id": customer_id})
-            team_id = team.json()["team"]["id"]
-            key = await client.post(
-                f"{api}/virtual-keys",
-                content=b'{"name": "k", "team_id": "%s", "budget": {"max_limit": 0.000001, '
-                b'"reset_duration": "1h"}}' % team_id.encode(),
-            )
-            assert key.status_code == 201 and '"max_limit":0.000001,' in key.text
-            key_id = key.json()["virtual_key"]["id"]
-            puts = await asyncio.gather(
-                *(
-                    client.put(f"{api}/virtual-keys/{key_id}", json={"budget": {"max_limit": i}})
-                    for i in range(20)
-                )
-            )
-            assert {r.status_code for r in puts} == {200}
-            moved = await client.put(
-                f"{api}/virtual-keys/{key_id}", json={"customer_id": customer_id}
-            )
-            assert moved.json()["virtual_key"]["customer_id"] == customer_id
-            bad = await client.post(f"{api}/teams", json={"name": "x", "customer_id": "ghost"})
-            assert bad.status_code == 400
-            assert (await client.delete(f"{api}/customers/{customer_id}")).status_code == 200
-            orphan = await client.get(f"{api}/virtual-keys/{key_id}")
-            assert orphan.json()["virtual_key"]["customer_id"] is None
+        )
+        assert {r.status_code for r in puts} == {200}
+        moved = await client.put(f"{api}/virtual-keys/{key_id}", json={"customer_id": customer_id})
+        assert moved.json()["virtual_key"]["customer_id"] == customer_id
+        bad = await client.post(f"{api}/teams", json={"name": "x", "customer_id": "ghost"})
+        assert bad.status_code == 400
+        assert (await client.delete(f"{api}/customers/{customer_id}")).status_code == 200
+        orphan = await client.get(f"{api}/virtual-keys/{key_id}")
+        assert orphan.json()["virtual_key"]["customer_id"] is None
 
 
 async def test_amounts_are_stored_in_canonical_form(engine):

@@ -1,4 +1,4 @@
-"""Admission on the request path (DESIGN §4), through the in-process app and the real dev
+"""Admission on the request path (docs/governance.md), through the in-process app and the real dev
 upstream: who may call, what they may call, and counters that settle to the ledger.
 
 Entities are created with the admin API; the plaintext key is the create response's
@@ -14,7 +14,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     CHAT,
     HI,
     MODEL,
@@ -336,7 +336,7 @@ async def test_a_stream_cut_short_is_charged_what_was_streamed(gateway, app, ups
 
 
 async def test_a_stream_cut_short_costs_no_more_than_was_reserved(gateway, app, upstream):
-    """DESIGN §4.6: committed spend never exceeds the limit. A cut stream without provider
+    """docs/governance.md: committed spend never exceeds the limit. A cut stream without provider
     usage is charged by the bytes streamed; that must stay within the output bound the
     request reserved (``max_tokens``), or a budget sized for one request is overspent."""
     limit = worst_case_nanos(max_tokens=4)

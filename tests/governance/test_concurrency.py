@@ -1,4 +1,4 @@
-"""The acceptance tests of DESIGN §4: hundreds of parallel requests, zero overspend,
+"""The acceptance tests of docs/governance.md: hundreds of parallel requests, zero overspend,
 exact request limits, and the concurrency cap, on SQLite and on Postgres.
 
 Requests run concurrently through the in-process app (``asyncio.gather``): the gateway
@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     actual_nanos,
     admin,
     assert_counters_match_ledger,

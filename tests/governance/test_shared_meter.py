@@ -1,4 +1,4 @@
-"""The shared meter (Redis) with two replicas in one process: the guarantees of DESIGN §4
+"""The shared meter (Redis) with two replicas in one process: the guarantees of docs/governance.md
 hold across them, and counters survive Redis losing its data. On SQLite and Postgres.
 
 Two complete apps share one database and one real ``redis-server``; every burst is
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     assert_counters_match_ledger,
     chat,
     create_customer,

@@ -151,8 +151,10 @@ async def send_with_retries(
 ) -> aiohttp.ClientResponse:
     """A 2xx response from ``upstream``, retrying what is worth retrying.
 
-    Raises the last ``UpstreamError``; its ``retryable`` flag tells the caller whether a
-    fallback target may still help (4xx other than 429 is the request's own fault).
+    Raises the last ``UpstreamError`` (``UpstreamTimeout`` on a timeout, which is not
+    retried); its ``upstream_status`` tells the caller whether a fallback target may
+    still help: a provider's 4xx other than 401/403/408/409/429 is the request's own
+    fault (``gateway.service._client_fault``).
     """
     attempt = 0
     while True:
