@@ -3,7 +3,7 @@ path: ``put`` is O(1) and never blocks; ``deliver`` gets the oldest items in bat
 a batch that fails with one of the ``retry`` errors stays queued and is tried again with
 exponential backoff. ``stop`` delivers what is left, bounded in time.
 
-Used for alert events (``alerts/service.py``) and Redis settles (``governance/shared.py``).
+Used for alert events (``alerts/service.py``) and Redis settles (``admission/functions.py``).
 
 Every bounded wait in Tollhouse goes through ``asyncio.timeout`` (``woken`` below), never
 ``asyncio.wait_for``: on Python 3.11, ``wait_for`` drops a cancellation that arrives in

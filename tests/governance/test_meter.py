@@ -46,7 +46,7 @@ from tollhouse.governance.meter import (
     Reservation,
 )
 from tollhouse.governance.store import Scope, WindowSpec
-from tollhouse.governance.windows import parse_duration
+from tollhouse.windows import parse_duration
 from tollhouse.money import NANO, from_nanos, to_nanos
 
 T0 = datetime(2025, 3, 30, 0, 59, 50, tzinfo=UTC)

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.alerts.events import BudgetAlert, record
-from tollhouse.alerts.thresholds import crossed_marks, exhausted, projected_exhaustion
 from tollhouse.background import BatchQueue
-from tollhouse.governance.meter import Counter
 from tollhouse.money import from_nanos
+from tollhouse.thresholds import crossed_marks, exhausted, projected_exhaustion
+
+if TYPE_CHECKING:
+    from tollhouse.admission.meter import Counter
 
 log = logging.getLogger("tollhouse.alerts")
 
@@ -27,6 +30,8 @@ _SEEN_MAX = 10_000
 
 
 class AlertService:
+    """The admission engine's ``AlertSink``: passed to it at construction."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._queue: BatchQueue[BudgetAlert] = BatchQueue(

@@ -2,7 +2,7 @@
 usage counters and debug views; ``/api/openapi.json`` describes the admin API.
 
 Handlers are thin: parse the body (``schemas``), run one service call in one transaction,
-tell the admission engine (``app.state.governance``) to reload, shape the reply. When no
+tell the admission engine (``app.state.admission``) to reload, shape the reply. When no
 engine runs in the process, budgets show no spend and the stored window anchors.
 """
 
@@ -66,7 +66,7 @@ def _engine(request: Request) -> AsyncEngine:
 
 def _governance(request: Request) -> Any:
     """The admission engine, or ``None`` when none runs in this process."""
-    return getattr(request.app.state, "governance", None)
+    return getattr(request.app.state, "admission", None)
 
 
 async def _meter(request: Request) -> UsageMeter | None:

@@ -54,9 +54,9 @@ from tollhouse.governance.bounds import (
     usd,
     whole,
 )
-from tollhouse.governance.windows import duration_pattern, parse_duration, window_at, zone
 from tollhouse.money import format_usd
 from tollhouse.web.bodies import check_surrogates
+from tollhouse.windows import duration_pattern, parse_duration, window_at, zone
 
 if TYPE_CHECKING:
     from tollhouse.governance.service import (
@@ -555,7 +555,7 @@ def _describe(error: ErrorDetails) -> str:
 
 
 class UsageMeter(Protocol):
-    """Live counters (the admission engine, ``app.state.governance``); a window start of
+    """Live counters (the admission engine, ``app.state.admission``); a window start of
     ``None`` means no counter is loaded yet."""
 
     def budget_usage(self, budget_id: str) -> tuple[Decimal, datetime | None]: ...

@@ -1,5 +1,6 @@
-"""The shared meter (Redis) with two replicas in one process: the guarantees of DESIGN §4
-hold across them, and counters survive Redis losing its data. On SQLite and Postgres.
+"""The shared meter (Redis) with two replicas in one process: the guarantees of
+docs/deployment.md hold across them, and counters survive Redis losing its data. On
+SQLite and Postgres.
 
 Two complete apps share one database and one real ``redis-server``; every burst is
 spread over both. Settles reach Redis from a background task, so each check first waits
@@ -51,12 +52,12 @@ async def replicas(settings: Any, n: int = 2) -> AsyncIterator[list[Replica]]:
 async def quiet(group: list[Replica]) -> None:
     """Every settle sent to Redis and every record in the ledger, on every replica."""
     for _ in range(500):
-        if all(app.state.governance.shared.pending == 0 for app, _ in group):
+        if all(app.state.admission.meter.pending == 0 for app, _ in group):
             break
         await asyncio.sleep(0.01)
     for app, _ in group:
         await app.state.recorder.flush()
-        assert app.state.governance.shared.pending == 0
+        assert app.state.admission.meter.pending == 0
 
 
 async def spread(group: list[Replica], value: str, n: int, **body: Any) -> list[httpx.Response]:
@@ -76,7 +77,7 @@ async def test_two_replicas_never_overspend(settings, upstream):
         max_limit = usd(5 * worst_case_nanos())
         budget = {"max_limit": max_limit, "reset_duration": "1d"}
         key, value = await create_key(client, team_id=team["id"], budget=budget)
-        await group[1][0].state.governance.reload()
+        await group[1][0].state.admission.reload()
         scenario(upstream, latency_ms=40, count=200)
 
         responses = await spread(group, value, 200)
@@ -107,7 +108,7 @@ async def test_request_limit_is_exact_across_replicas(settings, upstream, scope)
         key, value = await create_key(
             client, team_id=team["id"], **({"rate_limit": rate} if scope == "key" else {})
         )
-        await group[1][0].state.governance.reload()
+        await group[1][0].state.admission.reload()
         scenario(upstream, latency_ms=30, count=50)
 
         responses = await spread(group, value, 50)
@@ -124,7 +125,7 @@ async def test_counters_are_rebuilt_when_redis_loses_its_data(settings, upstream
         rate = {"request_max_limit": 10_000, "request_reset_duration": "1d"}
         rate |= {"token_max_limit": 10**9, "token_reset_duration": "1d"}
         key, value = await create_key(client, budget=budget, rate_limit=rate)
-        await group[1][0].state.governance.reload()
+        await group[1][0].state.admission.reload()
         assert statuses(await spread(group, value, 30)) == {200: 30}
         await quiet(group)
 
@@ -238,13 +239,13 @@ async def test_on_meter_failure_is_validated_merged_and_inherited(settings, upst
         assert team["on_meter_failure"] == "open"
         key, _ = await create_key(client, team_id=team["id"])
         assert key["on_meter_failure"] is None
-        info = app.state.governance.snapshot.keys_by_id[key["id"]]
+        info = app.state.admission.snapshot.keys_by_id[key["id"]]
         assert info.on_meter_failure == "open"  # inherited from the team
         response = await client.put(
             f"/api/governance/virtual-keys/{key['id']}", json={"on_meter_failure": "closed"}
         )
         assert response.json()["virtual_key"]["on_meter_failure"] == "closed"
-        assert app.state.governance.snapshot.keys_by_id[key["id"]].on_meter_failure == "closed"
+        assert app.state.admission.snapshot.keys_by_id[key["id"]].on_meter_failure == "closed"
         response = await client.put(f"/api/governance/teams/{team['id']}", json={})
         assert response.json()["team"]["on_meter_failure"] == "open"  # {} changes nothing
 
