@@ -21,6 +21,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from tests.governance.fixtures import (
+    admin,
     assert_counters_match_ledger,
     chat,
     create_customer,
@@ -262,3 +263,27 @@ async def test_a_key_without_limits_needs_no_redis(settings, upstream, redis_ser
             redis_server.start()
         rows = await records(client, app)
         assert [r["key_id"] for r in rows] == [key["id"], key["id"]]
+
+
+async def test_a_budget_added_while_a_request_is_in_flight_still_matches_the_ledger(
+    settings, upstream
+):
+    """The in-flight request reserved on no counter of the new budget; its settle still
+    counts on it, once, whether Redis built the counter before or after its record."""
+    async with replicas(settings) as group:
+        app, client = group[0]
+        team = await create_team(client)
+        _, value = await create_key(client, team_id=team["id"])
+        await group[1][0].state.admission.reload()
+        scenario(upstream, latency_ms=400)
+        slow = asyncio.create_task(chat(client, value))
+        await asyncio.sleep(0.1)  # admitted, waiting on the upstream
+        budget = {"budget": {"max_limit": 1, "reset_duration": "1d"}}
+        await admin(client, "PUT", f"/teams/{team['id']}", budget)
+        assert (await slow).status_code == 200
+        await group[1][0].state.admission.reload()
+        assert (await chat(group[1][1], value)).status_code == 200
+        await quiet(group)
+        for _, other in group:
+            rows = await assert_counters_match_ledger(other, app, "teams", team["id"])
+            assert len(rows) == 2
