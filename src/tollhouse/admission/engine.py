@@ -313,4 +313,4 @@ class Admission:
             try:
                 await job()
             except Exception:  # a failed poll or sweep must not end the loop
-                log.exception("governance background job failed")
+                log.exception("admission background job failed")
