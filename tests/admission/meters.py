@@ -88,7 +88,7 @@ class Harness:
         self.stop_meter()
         self.now_us = micros(T0)
         if self.client is None:
-            self.meter = MemoryMeter(self.ledger, TTL_S, clock=lambda: self.now_us)
+            self.meter = MemoryMeter(self.ledger, TTL_S, clock=lambda: self.now_us * 1000)
         else:
             self.run(self.client.flushall())
             self.meter = RedisMeter(self.client, self.ledger, ttl_s=TTL_S)
@@ -98,7 +98,7 @@ class Harness:
         """The store forgets every counter: memory, a restart (a new meter); Redis, its
         data lost (replicas keep their local view, as they would)."""
         if self.client is None:
-            self.meter = MemoryMeter(self.ledger, TTL_S, clock=lambda: self.now_us)
+            self.meter = MemoryMeter(self.ledger, TTL_S, clock=lambda: self.now_us * 1000)
         else:
             self.run(self.client.flushall())
 

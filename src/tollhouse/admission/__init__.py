@@ -30,7 +30,7 @@ and rate limits, never in a second call. The seam is in four places:
   ``parallel``) and its limit is the balance;
 - ``plans.plan_for`` appends the key's wallet to ``Plan.counters`` after the budgets,
   and ``plans.KIND_INDEX`` picks its amount (the cost bound) from the same amounts;
-- ``MemoryMeter.reserve_now`` and ``tollhouse_reserve`` in ``meter.lua`` already check
+- ``MemoryMeter.reserve`` and ``tollhouse_reserve`` in ``meter.lua`` already check
   every claimed counter in one loop and reserve all or none: a credit counter is one
   more entry, so both strategies stay atomic with no new call;
 - ``rebuild.LedgerTotals`` maps the kind to a ledger total (consumption net of

@@ -2,13 +2,13 @@
 targets that key may reach (docs/governance.md, *Keys* and *Admission*).
 
 Keys are stored as hashes (``tollhouse.governance.keys``); the engine looks the
-presented value up in its snapshot and then checks it here.
+presented value up in its snapshot, checks it is active and unexpired, and then asks
+``allowed_targets`` which of a model's targets it may reach.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 from tollhouse.admission import refusals
 from tollhouse.admission.snapshot import KeyInfo
@@ -46,15 +46,6 @@ def key_from_headers(headers: Mapping[str, str]) -> str | None:
         if scheme.lower() == "bearer" and token.startswith(PREFIX):
             return token
     return None
-
-
-def check_usable(key: KeyInfo) -> KeyInfo:
-    """``key`` if it is active and not expired; raises ``KeyInactive`` otherwise."""
-    if not key.is_active:
-        raise refusals.inactive(key)
-    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
-        raise refusals.expired(key, key.expires_at)
-    return key
 
 
 def allowed_targets(

@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -165,13 +166,15 @@ class Admission:
             if key is None:
                 raise refusals.unknown_key()
             self._by_value[value] = key
-        return access.check_usable(key)
+        if not key.is_active:
+            raise refusals.inactive(key)
+        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+            raise refusals.expired(key, key.expires_at)
+        return key
 
-    def allowed_targets(
-        self, key: KeyInfo, requested: str, targets: tuple[Target, ...]
-    ) -> tuple[Target, ...]:
-        """The targets this key may use; raises ``ModelNotAllowed`` when none."""
-        return access.allowed_targets(key, requested, targets)
+    # The targets a key may use; raises ``ModelNotAllowed`` when none. The function
+    # itself, not a method calling it: one call less on every request.
+    allowed_targets = staticmethod(access.allowed_targets)
 
     async def admit(
         self,
@@ -229,11 +232,13 @@ class Admission:
         alerts = self._alerts
         if alerts is not None and actual["budget"]:
             ids = (ctx.key_id, ctx.team_id, ctx.customer_id)
-
-            def on_spent(counter: Counter, before: int, after: int) -> None:
-                alerts.budget_reached(counter, before, after, ids, refused=False)
-
-        uncovered = self._uncovered(ctx.key_id or "", held.ids)
+            on_spent = partial(alerts.budget_reached, ids=ids, refused=False)
+        key_id = ctx.key_id or ""
+        plan = self._plans.get(key_id)
+        if plan is not None and len(held.ids) >= len(plan.counters):
+            uncovered: tuple[CounterId, ...] = ()  # the usual case, decided without a call
+        else:
+            uncovered = self._uncovered(key_id, held.ids)
         self.meter.settle(held, actual, record.created_at, on_spent=on_spent, uncovered=uncovered)
 
     def release(self, ctx: RequestContext) -> None:

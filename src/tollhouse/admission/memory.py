@@ -4,8 +4,8 @@ The embedded strategy (one process owns the counters), and the local view of a r
 under ``RedisMeter``: the values Redis last reported, and the meter that decides while
 Redis is unreachable for keys that fail open.
 
-The check and the reservation run without an ``await`` between them (``reserve_now``
-is synchronous), so on one event loop no interleaving of requests can admit more than
+The check and the reservation run without an ``await`` between them (``reserve``
+never suspends), so on one event loop no interleaving of requests can admit more than
 the limits allow: ``committed + reserved ≤ limit`` for every counter at every moment,
 and committed alone therefore never exceeds the limit either. Reservations expire
 (``sweep``), so a request that never settles cannot hold capacity forever; expiry runs
@@ -33,16 +33,12 @@ from tollhouse.admission.rebuild import LedgerTotals
 from tollhouse.windows import Window
 
 
-def _monotonic_us() -> int:
-    return time.monotonic_ns() // 1000
-
-
 @dataclass(slots=True)
 class Reservation:
     id: str
     ids: tuple[CounterId, ...]
     amounts: tuple[int, ...]
-    expires_us: int  # on the meter's clock
+    expires_ns: int  # on the meter's clock
     open: bool = True
 
 
@@ -52,9 +48,13 @@ class MemoryMeter:
 
     ledger: LedgerTotals  # where a new counter's committed value comes from
     ttl_s: float
-    clock: Callable[[], int] = _monotonic_us  # microseconds, for expiry only
+    clock: Callable[[], int] = time.monotonic_ns  # nanoseconds, for expiry only
     counters: dict[CounterId, Counter] = field(default_factory=dict)
     open: dict[str, Reservation] = field(default_factory=dict)
+    _ttl_ns: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._ttl_ns = round(self.ttl_s * 1e9)
 
     @property
     def pending(self) -> int:
@@ -100,12 +100,8 @@ class MemoryMeter:
         *,
         fail_open: bool = False,
     ) -> Reservation | Refusal:
-        return self.reserve_now(rid, ids, amounts, now_us)
-
-    def reserve_now(
-        self, rid: str, ids: tuple[CounterId, ...], amounts: tuple[int, ...], now_us: int
-    ) -> Reservation | Refusal:
-        """``reserve``, synchronously: every amount or none, checked in the order given."""
+        """Every amount or none, checked in the order given; nothing here awaits, so no
+        other request runs between the check and the reservation."""
         counters = [self.counters[counter_id] for counter_id in ids]
         for counter, amount in zip(counters, amounts, strict=True):
             if not counter.start_us <= now_us < counter.end_us:
@@ -114,8 +110,7 @@ class MemoryMeter:
                 return Refusal(counter, amount)
         for counter, amount in zip(counters, amounts, strict=True):
             counter.reserved += amount
-        expires_us = self.clock() + int(self.ttl_s * 1_000_000)
-        reservation = Reservation(rid, ids, amounts, expires_us)
+        reservation = Reservation(rid, ids, amounts, self.clock() + self._ttl_ns)
         self.open[rid] = reservation
         return reservation
 
@@ -167,13 +162,10 @@ class MemoryMeter:
         self._close(held)
 
     async def sweep(self, now: datetime) -> int:
-        return self.sweep_now(now)
-
-    def sweep_now(self, now: datetime) -> int:
         """Release reservations past their expiry and roll idle counters to ``now``;
         returns how many reservations expired."""
         moment = self.clock()
-        expired = [r for r in self.open.values() if r.expires_us <= moment]
+        expired = [r for r in self.open.values() if r.expires_ns <= moment]
         for reservation in expired:
             self.release(reservation)
         for counter in self.counters.values():

@@ -119,14 +119,14 @@ class RedisMeter:
                     continue
             except MeterUnreachable as exc:
                 if fail_open:
-                    return self._fallback(rid, ids, amounts, now_us, exc)
+                    return await self._fallback(rid, ids, amounts, now_us, exc)
                 raise
             if isinstance(outcome, Held):
                 return SharedReservation(rid, ids, amounts, outcome.generations)
             return outcome
         raise StoreUnavailable(refusals.NOT_REBUILT)
 
-    def _fallback(
+    async def _fallback(
         self,
         rid: str,
         ids: tuple[CounterId, ...],
@@ -136,7 +136,7 @@ class RedisMeter:
     ) -> SharedReservation | Refusal:
         """Redis is away and the key fails open: admit against the local meter (the last
         values Redis reported plus what this replica admitted since)."""
-        outcome = self.local.reserve_now(rid, ids, amounts, now_us)
+        outcome = await self.local.reserve(rid, ids, amounts, now_us)
         if isinstance(outcome, Refusal):
             return outcome
         if self._metrics is not None:
