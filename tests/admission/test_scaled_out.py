@@ -287,3 +287,24 @@ async def test_a_budget_added_while_a_request_is_in_flight_still_matches_the_led
         for _, other in group:
             rows = await assert_counters_match_ledger(other, app, "teams", team["id"])
             assert len(rows) == 2
+
+
+async def test_a_replica_started_while_redis_is_down_sends_its_settles_once_it_is_back(
+    settings, upstream, redis_server
+):
+    budget = {"max_limit": 10, "reset_duration": "1d"}
+    async with replicas(settings, n=1) as group:
+        key, value = await create_key(group[0][1], on_meter_failure="open", budget=budget)
+    redis_server.stop()
+    try:
+        async with replicas(settings, n=1) as group:
+            app, client = group[0]
+            assert (await chat(client, value)).status_code == 200  # on the local meter
+            redis_server.start()
+            assert statuses(await spread(group, value, 3)) == {200: 3}
+            await quiet(group)
+            rows = await assert_counters_match_ledger(client, app, "virtual-keys", key["id"])
+            assert len(rows) == 4
+    finally:
+        if not redis_server.running:
+            redis_server.start()

@@ -88,8 +88,10 @@ class MeterFunctions:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.install()
+        # The settler first: if Redis is away at start-up, settles still go out once it
+        # answers (a batch meeting "Function not found" installs the library).
         await self._queue.start()
+        await self.install()
 
     async def stop(self, timeout_s: float) -> None:
         """Send every queued settle (bounded by ``timeout_s``), then stop."""

@@ -58,6 +58,8 @@ class SharedReservation:
 
 
 class RedisMeter:
+    """The ``Meter`` of a scaled-out deployment: every replica reserves in one Redis."""
+
     def __init__(
         self,
         client: Redis,
