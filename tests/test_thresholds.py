@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollhouse.alerts.thresholds import crossed, exhausted, mark, projected_exhaustion
+from tollhouse.thresholds import crossed, exhausted, mark, projected_exhaustion
 
 THRESHOLDS = (Decimal("0.5"), Decimal("0.8"), Decimal("0.95"), Decimal(1))
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tollhouse.admin.auth import FailureThrottle, require_admin
 from tollhouse.admin.routes import routes as admin_routes
 from tollhouse.admin.routes import webhook_routes
+from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
 from tollhouse.config import Settings
@@ -39,7 +40,6 @@ from tollhouse.gateway.routes import routes as gateway_routes
 from tollhouse.gateway.routing import Router as ModelRouter
 from tollhouse.gateway.service import Gateway
 from tollhouse.gateway.upstreams import Upstream
-from tollhouse.governance.admission import Governance
 from tollhouse.ledger import UsageRecorder
 from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
@@ -178,20 +178,21 @@ def create_app(settings: Settings) -> Starlette:
             await upstream.start()
         state.engine, state.recorder = engine, recorder
         state.redis = _redis_client(settings)
-        governance = Governance(settings, engine, recorder, redis=state.redis, metrics=metrics)
         alerts = AlertService(engine)
         await alerts.start()
-        governance.alerts = state.alerts = alerts
+        state.alerts = alerts
+        meter = _meter(settings, LedgerTotals(engine, recorder), state.redis, metrics)
+        admission = Admission(settings, engine, meter, alerts=alerts)
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         state.secret_box = SecretBox.from_setting(secret)
         dispatcher = Dispatcher(engine, settings, state.secret_box, wake=alerts.on_written)
         if settings.alert_dispatch_in_process:
             await dispatcher.start()
         state.dispatcher = dispatcher
-        await governance.start()
-        state.governance = governance
+        await admission.start()
+        state.admission = admission
         state.gateway = Gateway(
-            settings, ModelRouter(settings, catalog), upstreams, recorder, metrics, governance
+            settings, ModelRouter(settings, catalog), upstreams, recorder, metrics, admission
         )
         # Everything allocated so far lives as long as the process: keep the cyclic GC
         # from walking it again on every full collection (a latency-tail source).
@@ -204,7 +205,7 @@ def create_app(settings: Settings) -> Starlette:
             state.ready, state.draining = False, True
             for upstream in upstreams.values():
                 await upstream.close()
-            await governance.stop()
+            await admission.stop()
             await alerts.stop(timeout_s=settings.shutdown_timeout_s)
             await dispatcher.stop()
             await recorder.stop(timeout_s=settings.shutdown_timeout_s)
@@ -242,6 +243,17 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
+def _meter(settings: Settings, ledger: LedgerTotals, redis: Any, metrics: Metrics) -> Meter[Any]:
+    """The admission strategy, chosen once: counters in Redis when ``redis_url`` is set
+    (every replica shares them), else in this process."""
+    ttl_s = settings.request_timeout_s + 60  # reservations outlive any request
+    if redis is None:
+        return MemoryMeter(ledger, ttl_s)
+    from tollhouse.admission.redis import RedisMeter  # the optional redis extra
+
+    return RedisMeter(redis, ledger, ttl_s=ttl_s, metrics=metrics)
+
+
 def _redis_client(settings: Settings) -> Any:
     if not settings.redis_url:
         return None
@@ -253,7 +265,7 @@ def _redis_client(settings: Settings) -> Any:
         raise ConfigError(
             "redis_url is set but the redis client is not installed: pip install 'tollhouse[redis]'"
         ) from None
-    # Retries are the meter's (``governance/shared.py``), which knows its calls are
+    # Retries are the meter's (``admission/functions.py``), which knows its calls are
     # idempotent. A blocking pool: past its size, a request waits (up to the timeout) for
     # a connection instead of failing with "Too many connections".
     pool = redis.BlockingConnectionPool.from_url(

@@ -4,7 +4,7 @@ a batch that fails with one of the ``retry`` errors stays queued and is tried ag
 exponential backoff (``backoff.Backoff``: 0.05 s doubling to ``max_delay_s``). ``stop``
 delivers what is left, bounded in time.
 
-Used for alert events (``alerts/service.py``) and Redis settles (``governance/shared.py``).
+Used for alert events (``alerts/service.py``) and Redis settles (``admission/functions.py``).
 
 Every bounded wait in Tollhouse goes through ``asyncio.timeout`` (``woken`` below), never
 ``asyncio.wait_for``: on Python 3.11, ``wait_for`` drops a cancellation that arrives in

@@ -24,9 +24,9 @@ def settings(make_settings, both_deployments):
 
 
 async def settled(app) -> None:
-    shared = app.state.governance.shared
+    meter = app.state.admission.meter
     for _ in range(500):
-        if shared is None or shared.pending == 0:
+        if meter.pending == 0:
             break
         await asyncio.sleep(0.01)
     await app.state.alerts.flush()

@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.alerts.amounts import column_usd
 from tollhouse.alerts.models import alert_deliveries, alert_events, notification_channels
-from tollhouse.alerts.thresholds import FULL
 from tollhouse.db import insert_ignoring
 from tollhouse.money import format_usd
+from tollhouse.thresholds import FULL
 
 
 @dataclass(frozen=True, slots=True)

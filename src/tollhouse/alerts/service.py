@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from sqlalchemy import delete, func, insert, select, update
@@ -37,12 +37,14 @@ from tollhouse.alerts.models import (
     notification_channels,
 )
 from tollhouse.alerts.schemas import ChannelCreate, ChannelUpdate, checked_config
-from tollhouse.alerts.thresholds import crossed_marks, exhausted, projected_exhaustion
 from tollhouse.background import BatchQueue
 from tollhouse.crypto import SecretBox, require_box
 from tollhouse.errors import NotFound
-from tollhouse.governance.meter import Counter
 from tollhouse.money import from_nanos
+from tollhouse.thresholds import crossed_marks, exhausted, projected_exhaustion
+
+if TYPE_CHECKING:
+    from tollhouse.admission.meter import Counter
 
 log = logging.getLogger("tollhouse.alerts")
 
@@ -50,6 +52,8 @@ _SEEN_MAX = 10_000
 
 
 class AlertService:
+    """The admission engine's ``AlertSink``: passed to it at construction."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._queue: BatchQueue[BudgetAlert] = BatchQueue(

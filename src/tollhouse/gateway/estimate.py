@@ -13,7 +13,11 @@ caps above 2^24 tokens) before any of this runs.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tollhouse.gateway.routing import Target
 
 # Chat templates wrap each message in role markers and separators; 8 covers the
 # templates of the major providers with room to spare.
@@ -75,3 +79,30 @@ def choices(body: dict[str, Any]) -> int:
     bound; the prompt is billed once."""
     n = body.get("n")
     return n if type(n) is int and n > 1 else 1
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The worst case one request may consume: what admission reserves."""
+
+    cost_nanos: int
+    tokens: int
+
+
+def worst_case(body: dict[str, Any], targets: tuple[Target, ...], default_cap: int) -> Estimate:
+    """Worst-case cost and tokens of ``body`` over every target it may reach (a fallback
+    chain, an OpenRouter ``models`` list): the dearest of them."""
+    prompt = prompt_token_bound(body)
+    n = choices(body)
+    cost = 0
+    tokens = 0
+    for target in targets:
+        price = target.price
+        cap = price.max_output_tokens if price else None
+        output = output_token_bound(body, cap, default_cap) * n
+        tokens = max(tokens, prompt + output)
+        if price is not None:
+            input_rate, output_rate = price.worst_pico_rates
+            # pico-dollars → nano-dollars, rounded up: -(-x // n) is ceil(x / n).
+            cost = max(cost, -(-(prompt * input_rate + output * output_rate) // 1000))
+    return Estimate(min(cost, MAX_ESTIMATE), min(tokens, MAX_ESTIMATE))

@@ -94,7 +94,8 @@ class _Live:
 
 
 class Admission(Protocol):
-    """What the gateway asks of governance (``governance.admission.Governance``)."""
+    """What the gateway asks of admission: ``tollhouse.admission.Admission`` (the
+    engine), declared here so that the gateway does not import it."""
 
     def authenticate(self, headers: Mapping[str, str]) -> Any: ...
     def allowed_targets(
@@ -382,7 +383,7 @@ class Gateway:
             cap = output_token_bound(
                 body, self._model_cap(target), self._settings.default_max_output_tokens
             )
-            # The same bound admission reserved (``Governance.estimate``).
+            # The same bound admission reserved (``estimate.worst_case``).
             usage = _bounded_usage(body, outcome, usage, cap * choices(body))
         price = target.price
         cost = (

@@ -34,7 +34,7 @@ from tollhouse.governance.schemas import (
     TeamRef,
     VirtualKeyRead,
 )
-from tollhouse.governance.windows import parse_duration, window_at, zone
+from tollhouse.windows import parse_duration, window_at, zone
 
 
 class UsageMeter(Protocol):

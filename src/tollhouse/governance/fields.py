@@ -22,11 +22,11 @@ from zoneinfo import available_timezones
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from tollhouse.governance.bounds import MAX_CHANNELS, MAX_LIST, ratio, threshold, usd
-from tollhouse.governance.windows import duration_pattern, parse_duration, zone
 from tollhouse.web.bodies import json_type
 from tollhouse.web.openapi import COMPONENT
 from tollhouse.web.query import parse_time
 from tollhouse.web.validation import at_most, number, text_at_most, whole
+from tollhouse.windows import duration_pattern, parse_duration, zone
 
 T = TypeVar("T")
 

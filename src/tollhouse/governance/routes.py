@@ -3,7 +3,7 @@ usage counters and debug views.
 
 Handlers are thin: parse the body or the query (``schemas``, through the toolkit), run
 one service call in one transaction, tell the admission engine
-(``app.state.governance``) to reload, shape the reply (``answers``). When no engine runs
+(``app.state.admission``) to reload, shape the reply (``answers``). When no engine runs
 in the process, budgets show no spend and the stored window anchors. Each route says
 what it takes and answers (``web.routing.Operation``): the OpenAPI document is built
 from that.
@@ -80,7 +80,7 @@ def _engine(request: Request) -> AsyncEngine:
 
 def _governance(request: Request) -> Any:
     """The admission engine, or ``None`` when none runs in this process."""
-    return getattr(request.app.state, "governance", None)
+    return getattr(request.app.state, "admission", None)
 
 
 async def _meter(request: Request) -> UsageMeter | None:

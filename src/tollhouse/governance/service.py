@@ -63,7 +63,6 @@ from tollhouse.governance.schemas import (
     VirtualKeyUpdate,
     check_rate_limit,
 )
-from tollhouse.governance.store import current_version
 from tollhouse.web.validation import PREVIEW, preview
 
 R = TypeVar("R")
@@ -122,6 +121,12 @@ async def bump_version(conn: AsyncConnection) -> None:
     )
     if result.rowcount == 0:
         await conn.execute(insert(state).values(id=1, version=1))
+
+
+async def current_version(conn: AsyncConnection) -> int:
+    """The change version: running admission engines reload when it moves."""
+    value = (await conn.execute(select(governance_state.c.version))).scalar()
+    return int(value or 0)
 
 
 def _now() -> datetime:

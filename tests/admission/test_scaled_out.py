@@ -1,5 +1,6 @@
-"""The shared meter (Redis) with two replicas in one process: the guarantees of docs/governance.md
-hold across them, and counters survive Redis losing its data. On SQLite and Postgres.
+"""The shared meter (Redis) with two replicas in one process: the guarantees of
+docs/deployment.md hold across them, and counters survive Redis losing its data. On
+SQLite and Postgres.
 
 Two complete apps share one database and one real ``redis-server``; every burst is
 spread over both. Settles reach Redis from a background task, so each check first waits
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from tests.governance.helpers import (
+    admin,
     assert_counters_match_ledger,
     chat,
     create_customer,
@@ -51,12 +53,12 @@ async def replicas(settings: Any, n: int = 2) -> AsyncIterator[list[Replica]]:
 async def quiet(group: list[Replica]) -> None:
     """Every settle sent to Redis and every record in the ledger, on every replica."""
     for _ in range(500):
-        if all(app.state.governance.shared.pending == 0 for app, _ in group):
+        if all(app.state.admission.meter.pending == 0 for app, _ in group):
             break
         await asyncio.sleep(0.01)
     for app, _ in group:
         await app.state.recorder.flush()
-        assert app.state.governance.shared.pending == 0
+        assert app.state.admission.meter.pending == 0
 
 
 async def spread(group: list[Replica], value: str, n: int, **body: Any) -> list[httpx.Response]:
@@ -76,7 +78,7 @@ async def test_two_replicas_never_overspend(settings, upstream):
         max_limit = usd(5 * worst_case_nanos())
         budget = {"max_limit": max_limit, "reset_duration": "1d"}
         key, value = await create_key(client, team_id=team["id"], budget=budget)
-        await group[1][0].state.governance.reload()
+        await group[1][0].state.admission.reload()
         scenario(upstream, latency_ms=40, count=200)
 
         responses = await spread(group, value, 200)
@@ -107,7 +109,7 @@ async def test_request_limit_is_exact_across_replicas(settings, upstream, scope)
         key, value = await create_key(
             client, team_id=team["id"], **({"rate_limit": rate} if scope == "key" else {})
         )
-        await group[1][0].state.governance.reload()
+        await group[1][0].state.admission.reload()
         scenario(upstream, latency_ms=30, count=50)
 
         responses = await spread(group, value, 50)
@@ -124,7 +126,7 @@ async def test_counters_are_rebuilt_when_redis_loses_its_data(settings, upstream
         rate = {"request_max_limit": 10_000, "request_reset_duration": "1d"}
         rate |= {"token_max_limit": 10**9, "token_reset_duration": "1d"}
         key, value = await create_key(client, budget=budget, rate_limit=rate)
-        await group[1][0].state.governance.reload()
+        await group[1][0].state.admission.reload()
         assert statuses(await spread(group, value, 30)) == {200: 30}
         await quiet(group)
 
@@ -238,13 +240,13 @@ async def test_on_meter_failure_is_validated_merged_and_inherited(settings, upst
         assert team["on_meter_failure"] == "open"
         key, _ = await create_key(client, team_id=team["id"])
         assert key["on_meter_failure"] is None
-        info = app.state.governance.snapshot.keys_by_id[key["id"]]
+        info = app.state.admission.snapshot.keys_by_id[key["id"]]
         assert info.on_meter_failure == "open"  # inherited from the team
         response = await client.put(
             f"/api/governance/virtual-keys/{key['id']}", json={"on_meter_failure": "closed"}
         )
         assert response.json()["virtual_key"]["on_meter_failure"] == "closed"
-        assert app.state.governance.snapshot.keys_by_id[key["id"]].on_meter_failure == "closed"
+        assert app.state.admission.snapshot.keys_by_id[key["id"]].on_meter_failure == "closed"
         response = await client.put(f"/api/governance/teams/{team['id']}", json={})
         assert response.json()["team"]["on_meter_failure"] == "open"  # {} changes nothing
 
@@ -261,3 +263,48 @@ async def test_a_key_without_limits_needs_no_redis(settings, upstream, redis_ser
             redis_server.start()
         rows = await records(client, app)
         assert [r["key_id"] for r in rows] == [key["id"], key["id"]]
+
+
+async def test_a_budget_added_while_a_request_is_in_flight_still_matches_the_ledger(
+    settings, upstream
+):
+    """The in-flight request reserved on no counter of the new budget; its settle still
+    counts on it, once, whether Redis built the counter before or after its record."""
+    async with replicas(settings) as group:
+        app, client = group[0]
+        team = await create_team(client)
+        _, value = await create_key(client, team_id=team["id"])
+        await group[1][0].state.admission.reload()
+        scenario(upstream, latency_ms=400)
+        slow = asyncio.create_task(chat(client, value))
+        await asyncio.sleep(0.1)  # admitted, waiting on the upstream
+        budget = {"budget": {"max_limit": 1, "reset_duration": "1d"}}
+        await admin(client, "PUT", f"/teams/{team['id']}", budget)
+        assert (await slow).status_code == 200
+        await group[1][0].state.admission.reload()
+        assert (await chat(group[1][1], value)).status_code == 200
+        await quiet(group)
+        for _, other in group:
+            rows = await assert_counters_match_ledger(other, app, "teams", team["id"])
+            assert len(rows) == 2
+
+
+async def test_a_replica_started_while_redis_is_down_sends_its_settles_once_it_is_back(
+    settings, upstream, redis_server
+):
+    budget = {"max_limit": 10, "reset_duration": "1d"}
+    async with replicas(settings, n=1) as group:
+        key, value = await create_key(group[0][1], on_meter_failure="open", budget=budget)
+    redis_server.stop()
+    try:
+        async with replicas(settings, n=1) as group:
+            app, client = group[0]
+            assert (await chat(client, value)).status_code == 200  # on the local meter
+            redis_server.start()
+            assert statuses(await spread(group, value, 3)) == {200: 3}
+            await quiet(group)
+            rows = await assert_counters_match_ledger(client, app, "virtual-keys", key["id"])
+            assert len(rows) == 4
+    finally:
+        if not redis_server.running:
+            redis_server.start()

@@ -1,9 +1,10 @@
-"""The governance snapshot: every key, team, customer, budget and rate limit, in memory.
+"""The snapshot: every virtual key, team, customer, budget and rate limit, in memory.
 
-Admission must not touch the database: it reads this snapshot, loaded whole at start
-and again whenever ``governance_state.version`` moves (every admin write bumps it in
-its own transaction, so other replicas and a CLI writing to the same database are seen
-within one poll interval).
+Admission must not touch the database on the request path: it reads this snapshot,
+loaded whole at start and again whenever ``governance_state.version`` moves (every
+admin write bumps it in its own transaction, so other replicas and a CLI writing to the
+same database are seen within one poll interval). The tables are governance's
+(``tollhouse.governance.models``); this module reads them into frozen values.
 """
 
 from __future__ import annotations
@@ -17,17 +18,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tollhouse.alerts.thresholds import Marks, marks
-from tollhouse.governance.models import (
-    budgets,
-    customers,
-    governance_state,
-    rate_limits,
-    teams,
-    virtual_keys,
-)
-from tollhouse.governance.windows import Duration, Window, parse_duration, window_at, zone
+from tollhouse.governance.models import budgets, customers, rate_limits, teams, virtual_keys
+from tollhouse.governance.service import current_version
 from tollhouse.money import NANOS_PER_USD
+from tollhouse.thresholds import Marks, marks
+from tollhouse.windows import Duration, Window, parse_duration, window_at, zone
 
 ScopeKind = Literal["key", "team", "customer"]
 
@@ -113,11 +108,6 @@ class Snapshot:
     @classmethod
     def empty(cls) -> Snapshot:
         return cls(-1, {}, {}, {})
-
-
-async def current_version(conn: AsyncConnection) -> int:
-    value = (await conn.execute(select(governance_state.c.version))).scalar()
-    return int(value or 0)
 
 
 async def load_snapshot(conn: AsyncConnection) -> Snapshot:

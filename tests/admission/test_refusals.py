@@ -1,4 +1,5 @@
-"""Every governance refusal (docs/governance.md) as the official SDKs and raw HTTP see it.
+"""Every admission refusal (docs/governance.md, *How a refusal reads*) as the official
+SDKs and raw HTTP see it.
 
 Against a live Tollhouse (uvicorn on loopback): the ``openai`` SDK on
 ``/v1/chat/completions`` and the ``anthropic`` SDK on ``/v1/messages`` raise the class a

@@ -1,10 +1,9 @@
-"""The shared meter: the same counters as ``meter.py``, kept in Redis for every replica.
+"""The Redis functions of ``meter.lua``, one Python method each.
 
-Each operation is one Redis function call (``meter.lua``), atomic on the server: a
-request's check-and-reserve across all its counters, its settle, a counter's rebuild
-from the ledger, the sweep of expired reservations. The local ``MemoryMeter`` of each
-replica stays as a mirror: the values the last call returned, which the response
-headers, refusal messages and admin views read.
+Each operation is one function call, atomic on the server: a request's check-and-reserve
+across all its counters, its settle, a counter's rebuild from the ledger, the sweep of
+expired reservations, a read, a reset. ``RedisMeter`` (``redis.py``) builds the meter
+strategy on these; this module knows the wire format and nothing of admission.
 
 Settles leave the request path: ``settle`` queues them and a background task sends them
 in pipelined batches, retrying after errors (each settle is idempotent in Redis). Until
@@ -25,26 +24,20 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from tollhouse.admission.meter import Counter, CounterId, MeterUnreachable, Refusal
 from tollhouse.background import BatchQueue
-from tollhouse.governance.meter import (
-    Counter,
-    CounterKey,
-    Kind,
-    MeterUnreachable,
-    Missing,
-    SharedReservation,
-)
 
-log = logging.getLogger("tollhouse.governance")
+log = logging.getLogger("tollhouse.admission")
 
-PREFIX = "{tollhouse}:"  # one hash tag: every key of a request on one cluster slot
-_LIBRARY = resources.files("tollhouse.governance").joinpath("meter.lua").read_text()
+PREFIX = "{tollhouse}:"  # one hash tag: every Redis key of a request on one cluster slot
+_LIBRARY = resources.files("tollhouse.admission").joinpath("meter.lua").read_text()
 _SAFETY_TTL_MS = 86_400_000
 _ATTEMPTS = 3  # orphaned reservation hashes vanish after a day regardless
 
 
-def redis_key(key: CounterKey) -> str:
-    return f"{PREFIX}c:{key[0]}:{key[1]}"
+def redis_key(counter_id: CounterId) -> str:
+    """The Redis key (a hash) holding one counter."""
+    return f"{PREFIX}c:{counter_id[0]}:{counter_id[1]}"
 
 
 # Called with each counter's committed value after a settle (None: not committed to).
@@ -52,19 +45,38 @@ Committed = Callable[[list[int | None]], None]
 
 
 @dataclass(slots=True)
-class _Settle:
-    reservation: SharedReservation
-    actual: tuple[int, ...]
-    windows: tuple[tuple[int, int], ...]
+class Held:
+    """What ``tollhouse_reserve`` answered: the reservation named ``rid``, and each
+    counter's generation when it was taken (a settle skips counters rebuilt since)."""
+
+    rid: str
+    generations: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """Counters Redis does not have (first use, or Redis lost its data)."""
+
+    ids: tuple[CounterId, ...]
+
+
+@dataclass(slots=True)
+class Settle:
+    rid: str
+    ids: tuple[CounterId, ...]
+    actual: tuple[int, ...]  # per counter
+    windows: tuple[tuple[int, int], ...]  # the window each amount is committed in
+    generations: tuple[str, ...]  # "" for a counter the reservation did not hold
     created_us: int
+    reserved: bool  # held in Redis (False: admitted without a Redis reservation)
     on_committed: Committed | None = None
 
 
-class RedisMeter:
+class MeterFunctions:
     def __init__(self, client: Redis, *, ttl_s: float, settle_batch: int = 256) -> None:
         self.client = client
         self._ttl_ms = int(ttl_s * 1000)
-        self._queue: BatchQueue[_Settle] = BatchQueue(
+        self._queue: BatchQueue[Settle] = BatchQueue(
             self._send,
             name="tollhouse-settler",
             what="settles",
@@ -76,12 +88,17 @@ class RedisMeter:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.install()
+        # The settler first: if Redis is away at start-up, settles still go out once it
+        # answers (a batch meeting "Function not found" installs the library).
         await self._queue.start()
+        await self.install()
 
-    async def stop(self, timeout_s: float = 5.0) -> None:
+    async def stop(self, timeout_s: float) -> None:
         """Send every queued settle (bounded by ``timeout_s``), then stop."""
         await self._queue.stop(timeout_s)
+
+    async def flush(self) -> None:
+        await self._queue.flush()
 
     async def install(self) -> None:
         await self.client.function_load(_LIBRARY, replace=True)
@@ -95,18 +112,18 @@ class RedisMeter:
     async def reserve(
         self,
         rid: str,
-        counters: list[tuple[CounterKey, Counter]],
+        counters: list[tuple[CounterId, Counter]],
         amounts: tuple[int, ...],
         now_us: int,
-    ) -> SharedReservation | Missing | tuple[int, Counter, int]:
+    ) -> Held | Missing | Refusal:
         """Reserve every amount or none. Returns the reservation, the counters Redis
-        lacks, or ``(index, counter, amount)`` of the first counter that refused. The
-        mirror counters are updated with what Redis holds either way."""
+        lacks, or the first counter that refused. The counters are updated with what
+        Redis holds either way."""
         args: list[Any] = [len(counters), rid, now_us // 1000 + self._ttl_ms]
         args.append(self._ttl_ms + _SAFETY_TTL_MS)
         for (_, counter), amount in zip(counters, amounts, strict=True):
             args += (counter.limit, amount, counter.start_us, counter.end_us)
-        keys = [redis_key(key) for key, _ in counters]
+        keys = [redis_key(counter_id) for counter_id, _ in counters]
         reply = await self._call("tollhouse_reserve", keys, args)
         status = int(reply[0])
         if status == 2:
@@ -115,56 +132,48 @@ class RedisMeter:
         _mirror([c for _, c in counters], values)
         if status == 1:
             index = int(reply[1]) - 1
-            return index, counters[index][1], amounts[index]
-        generations = tuple(_text(values[i * 5 + 4]) for i in range(len(counters)))
-        return SharedReservation(rid, tuple(k for k, _ in counters), amounts, generations)
+            return Refusal(counters[index][1], amounts[index])
+        return Held(rid, tuple(_text(values[i * 5 + 4]) for i in range(len(counters))))
 
-    def settle(
-        self,
-        reservation: SharedReservation,
-        actual: dict[Kind, int],
-        windows: tuple[tuple[int, int], ...],
-        created_us: int,
-        on_committed: Committed | None = None,
-    ) -> None:
-        """Queue the settle; never blocks. ``on_committed`` hears, once it landed, what
+    def settle(self, settle: Settle) -> None:
+        """Queue a settle; never blocks. Its ``on_committed`` hears, once it landed, what
         each counter holds after it."""
-        amounts = tuple(actual.get(key[0], 0) for key in reservation.keys)
-        self._queue.put(_Settle(reservation, amounts, windows, created_us, on_committed))
+        self._queue.put(settle)
 
     # -- rebuilding and reading ---------------------------------------------------------
 
     async def load(
         self,
-        key: CounterKey,
+        counter_id: CounterId,
         committed: int,
         cut_us: int,
         window: tuple[int, int],
-        counted: list[str],
+        counted: tuple[str, ...],
     ) -> bool:
         generation = f"{time.time_ns():x}"
         args: list[Any] = [committed, cut_us, window[0], window[1]]
         args += [max(window[1] // 1000 - time.time_ns() // 1_000_000, 0) + 60_000, generation]
         args += counted
-        return bool(await self._call("tollhouse_load", [redis_key(key)], args))
+        return bool(await self._call("tollhouse_load", [redis_key(counter_id)], args))
 
-    async def read(self, counters: list[tuple[CounterKey, Counter]]) -> list[CounterKey]:
-        """Refresh the mirror from Redis; returns the keys Redis lacks."""
+    async def read(self, counters: list[tuple[CounterId, Counter]]) -> list[CounterId]:
+        """Update ``counters`` with what Redis holds; returns the ids Redis lacks."""
         if not counters:
             return []
-        reply = await self._call("tollhouse_read", [redis_key(k) for k, _ in counters], [])
+        keys = [redis_key(counter_id) for counter_id, _ in counters]
+        reply = await self._call("tollhouse_read", keys, [])
         missing = []
-        for i, (key, counter) in enumerate(counters):
+        for i, (counter_id, counter) in enumerate(counters):
             values = reply[i * 5 : i * 5 + 5]
             if values[0] is None:
-                missing.append(key)
+                missing.append(counter_id)
             else:
                 _mirror([counter], values)
         return missing
 
-    async def reset(self, keys: list[CounterKey], window: tuple[int, int]) -> None:
-        if keys:
-            await self._call("tollhouse_reset", [redis_key(k) for k in keys], list(window))
+    async def reset(self, ids: list[CounterId], window: tuple[int, int]) -> None:
+        if ids:
+            await self._call("tollhouse_reset", [redis_key(i) for i in ids], list(window))
 
     async def sweep(self, now_ms: int, batch: int = 500) -> int:
         args = [now_ms, batch, self._ttl_ms + _SAFETY_TTL_MS]
@@ -199,14 +208,13 @@ class RedisMeter:
                 raise MeterUnreachable(str(exc) or type(exc).__name__) from exc
         raise AssertionError("unreachable")
 
-    async def _send(self, batch: list[_Settle]) -> None:
+    async def _send(self, batch: list[Settle]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for item in batch:
-                res = item.reservation
-                keys = [redis_key(k) for k in res.keys]
-                args: list[Any] = [len(keys), res.id, item.created_us]
-                args += (self._ttl_ms + _SAFETY_TTL_MS, "1" if res.reserved else "0")
-                spans = zip(item.actual, item.windows, res.generations, strict=True)
+                keys = [redis_key(i) for i in item.ids]
+                args: list[Any] = [len(keys), item.rid, item.created_us]
+                args += (self._ttl_ms + _SAFETY_TTL_MS, "1" if item.reserved else "0")
+                spans = zip(item.actual, item.windows, item.generations, strict=True)
                 for amount, (start, end), generation in spans:
                     args += (amount, start, end, generation)
                 pipe.fcall("tollhouse_settle", len(keys), *keys, *args)
@@ -225,8 +233,7 @@ class RedisMeter:
                 raise RedisError("functions reloaded; the batch is sent again")
             # Not retried: the same arguments would fail the same way.
             log.error(
-                "settle refused by Redis",
-                extra={"request_id": item.reservation.id, "error": str(reply)},
+                "settle refused by Redis", extra={"request_id": item.rid, "error": str(reply)}
             )
 
 

@@ -1,4 +1,4 @@
-"""Window arithmetic (``governance/windows.py``): rolling and calendar-aligned, in zones.
+"""Window arithmetic (``tollhouse/windows.py``): rolling and calendar-aligned, in zones.
 
 Properties hold for every unit (``s m h d w M Y``) and count: the window contains the
 moment asked about, windows tile time exactly (asking at one window's end gives the next,
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollhouse.governance.windows import Duration, Window, parse_duration, window_at
+from tollhouse.windows import Duration, Window, parse_duration, window_at
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
 PARIS = ZoneInfo("Europe/Paris")

@@ -1,5 +1,6 @@
-"""The acceptance tests of docs/governance.md: hundreds of parallel requests, zero overspend,
-exact request limits, and the concurrency cap, on SQLite and on Postgres.
+"""The acceptance tests of admission (docs/governance.md): hundreds of parallel
+requests, zero overspend, exact request limits, and the concurrency cap, on SQLite and
+on Postgres.
 
 Requests run concurrently through the in-process app (``asyncio.gather``): the gateway
 awaits the real dev upstream over loopback, and a queued ``latency_ms`` scenario keeps
@@ -254,17 +255,17 @@ async def test_a_burst_while_a_budget_changes_never_overspends(gateway, app):
     takes long enough for the first admitted requests to settle before every request
     that started its own rebuild has finished it."""
     max_limit = usd(5 * worst_case_nanos())
-    meter = app.state.governance.meter
+    meter = app.state.admission.meter
     for attempt in range(4):
         key, value = await create_key(
             gateway, name=f"busy-{attempt}", budget={"max_limit": 1, "reset_duration": "1d"}
         )
         await fill_ledger(app, str(key["id"]), 30_000, datetime.now(UTC))
-        counter_key = ("budget", key["budget"]["id"])
+        counter_id = ("budget", key["budget"]["id"])
         body = {"budget": {"max_limit": max_limit}}
         change = asyncio.create_task(admin(gateway, "PUT", f"/virtual-keys/{key['id']}", body))
         # Until the change drops the counter for a rebuild (no event says so).
-        while meter.has(counter_key) and not change.done():  # noqa: ASYNC110
+        while counter_id in meter.counters and not change.done():  # noqa: ASYNC110
             await asyncio.sleep(0)
 
         responses = await burst(gateway, value, 300)

@@ -1,5 +1,6 @@
 #!lua name=tollhouse_meter
--- The shared meter (docs/deployment.md): counters, reservations and windows in Redis.
+-- The shared meter (docs/deployment.md): counters, reservations and windows in Redis,
+-- called from tollhouse/admission/functions.py.
 --
 -- Every key shares the hash tag of the counter keys Python passes in, so a request's
 -- whole check-and-reserve runs in one script, atomically, on one node.
@@ -16,7 +17,8 @@
 --
 -- Amounts are integers (nano-dollars, tokens, requests). Lua numbers are doubles, exact
 -- below 2^53; past 15 digits the limit check adds and compares decimal strings instead.
--- Redis itself keeps counters as 64-bit integers (HINCRBY).
+-- Redis itself keeps counters as 64-bit integers (HINCRBY), and replies carry them as
+-- Redis stores them (HGET): a Lua number would print 1e+14 as "1e+14" and round past 2^53.
 
 local function add(a, b)
   if #a < 16 and #b < 16 then
@@ -101,7 +103,8 @@ local function reserve(keys, args)
       redis.call("HSET", keys[i], "c", "0", "s", st[3], "e", st[4])
     end
     local amount = args[base + 2]
-    values[(i - 1) * 5 + 2] = tostring(redis.call("HINCRBY", keys[i], "r", amount))
+    redis.call("HINCRBY", keys[i], "r", amount)
+    values[(i - 1) * 5 + 2] = redis.call("HGET", keys[i], "r")
     redis.call("HSET", held, keys[i], amount .. ":" .. st[5])
   end
   redis.call("PEXPIRE", held, args[4])
@@ -119,7 +122,9 @@ local function give_back(p, rid)
   for i = 1, #fields, 2 do
     local key = fields[i]
     local amount, generation = string.match(fields[i + 1], "^(%d+):(.*)$")
-    if redis.call("HGET", key, "g") == generation then
+    -- "-0" is no integer to HINCRBY: a zero claim (an unpriced model's cost) has
+    -- nothing to give back, and must not fail the settle or the sweep.
+    if amount ~= "0" and redis.call("HGET", key, "g") == generation then
       redis.call("HINCRBY", key, "r", "-" .. amount)
     end
   end
@@ -169,7 +174,8 @@ local function settle(keys, args)
           redis.call("HSET", key, "c", actual, "s", start, "e", finish)
           after[i] = actual
         elseif tonumber(start) == tonumber(s) then
-          after[i] = tostring(redis.call("HINCRBY", key, "c", actual))
+          redis.call("HINCRBY", key, "c", actual)
+          after[i] = redis.call("HGET", key, "c")
         end
         -- An older window than the stored one is over: nothing left to count in it.
       end

@@ -1,5 +1,6 @@
-"""Admission on the request path (docs/governance.md), through the in-process app and the real dev
-upstream: who may call, what they may call, and counters that settle to the ledger.
+"""Admission on the request path (docs/governance.md), through the in-process app and
+the real dev upstream: who may call, what they may call, and counters that settle to
+the ledger.
 
 Entities are created with the admin API; the plaintext key is the create response's
 ``value``. Anonymous access is off unless a test turns it on.
@@ -336,9 +337,10 @@ async def test_a_stream_cut_short_is_charged_what_was_streamed(gateway, app, ups
 
 
 async def test_a_stream_cut_short_costs_no_more_than_was_reserved(gateway, app, upstream):
-    """docs/governance.md: committed spend never exceeds the limit. A cut stream without provider
-    usage is charged by the bytes streamed; that must stay within the output bound the
-    request reserved (``max_tokens``), or a budget sized for one request is overspent."""
+    """Committed spend never exceeds the limit (docs/governance.md, *Reserve*). A cut
+    stream without provider usage is charged by the bytes streamed; that must stay within
+    the output bound the request reserved (``max_tokens``), or a budget sized for one
+    request is overspent."""
     limit = worst_case_nanos(max_tokens=4)
     key, value = await create_key(gateway, budget={"max_limit": usd(limit), "reset_duration": "1h"})
     scenario(upstream, disconnect_after_chunks=4)
