@@ -14,7 +14,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tollhouse.admin.auth import client_address
 from tollhouse.alerts import inbound, service
 from tollhouse.alerts.schemas import (
     AlertList,
@@ -38,7 +37,7 @@ from tollhouse.alerts.signing import HEADER, SignatureError, check, parse_header
 from tollhouse.errors import ServiceUnavailable, SignatureInvalid
 from tollhouse.web.bodies import max_depth, read_body
 from tollhouse.web.responses import JSONResponse
-from tollhouse.web.routing import Answer, Operation, Resource
+from tollhouse.web.routing import Answer, Operation, Resource, client_address
 from tollhouse.web.validation import read_model
 
 

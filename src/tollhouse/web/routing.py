@@ -69,3 +69,9 @@ class Resource(Route):
             return await table[request.method](request)
 
         super().__init__(path, dispatch, methods=list(table), name=name)
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the peer's, or a trusted proxy's ``X-Forwarded-For`` entry
+    (``web.server`` tells uvicorn which proxies to believe)."""
+    return request.client.host if request.client else "unknown"
