@@ -45,6 +45,7 @@ from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
 from tollhouse.ops.routes import operator_endpoints, probe_routes
 from tollhouse.pricing import load_catalog
+from tollhouse.pricing.catalog import Catalog
 from tollhouse.web.guard import EdgeGuard, body_unread
 from tollhouse.web.responses import JSONResponse
 
@@ -159,60 +160,20 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state = app.state
-        engine = create_engine(settings)
-        if settings.auto_migrate:
-            await upgrade(engine)
-        recorder = UsageRecorder(
-            engine,
-            metrics,
-            batch_size=settings.ledger_batch_size,
-            flush_interval_ms=settings.ledger_flush_interval_ms,
-            spool=Spool(Path(settings.spool_dir)),
-        )
-        await recorder.start()
-        upstreams = {
-            name: Upstream(name, cfg, settings) for name, cfg in settings.providers.items()
-        }
-        for upstream in upstreams.values():
-            await upstream.start()
-        state.engine, state.recorder = engine, recorder
-        state.redis = _redis_client(settings)
-        alerts = AlertService(engine)
-        await alerts.start()
-        state.alerts = alerts
-        meter = _meter(settings, LedgerTotals(engine, recorder), state.redis, metrics)
-        admission = Admission(settings, engine, meter, alerts=alerts)
-        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-        state.secret_box = SecretBox.from_setting(secret)
-        dispatcher = Dispatcher(engine, settings, state.secret_box, wake=alerts.on_written)
-        if settings.alert_dispatch_in_process:
-            await dispatcher.start()
-        state.dispatcher = dispatcher
-        await admission.start()
-        state.admission = admission
-        state.gateway = Gateway(
-            settings, ModelRouter(settings, catalog), upstreams, recorder, metrics, admission
-        )
-        # Everything allocated so far lives as long as the process: keep the cyclic GC
-        # from walking it again on every full collection (a latency-tail source).
-        gc.collect()
-        gc.freeze()
-        state.ready = True
-        try:
-            yield
-        finally:
-            state.ready, state.draining = False, True
-            for upstream in upstreams.values():
-                await upstream.close()
-            await admission.stop()
-            await alerts.stop(timeout_s=settings.shutdown_timeout_s)
-            await dispatcher.stop()
-            await recorder.stop(timeout_s=settings.shutdown_timeout_s)
-            if state.redis is not None:
-                await state.redis.aclose()
-            await engine.dispose()
-            log.info("stopped", extra={"usage_records_written": recorder.written})
+        # Each resource registers its stop as soon as it has started, so a start-up that
+        # fails half-way stops what it had started (in reverse order) instead of leaking
+        # it; shutdown is the same unwinding.
+        async with contextlib.AsyncExitStack() as stack:
+            await _start(app, settings, catalog, metrics, stack)
+            # Everything allocated so far lives as long as the process: keep the cyclic
+            # GC from walking it again on every full collection (a latency-tail source).
+            gc.collect()
+            gc.freeze()
+            app.state.ready = True
+            try:
+                yield
+            finally:
+                app.state.ready, app.state.draining = False, True
 
     app = Starlette(
         routes=[
@@ -241,6 +202,62 @@ def create_app(settings: Settings) -> Starlette:
     app.state.metrics = metrics
     app.state.catalog = catalog
     return app
+
+
+async def _start(
+    app: Starlette,
+    settings: Settings,
+    catalog: Catalog,
+    metrics: Metrics,
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """Start every resource of the service onto ``app.state``, each stop on ``stack``."""
+    state = app.state
+    state.engine = engine = create_engine(settings)
+    stack.push_async_callback(engine.dispose)
+    if settings.auto_migrate:
+        await upgrade(engine)
+    recorder = UsageRecorder(
+        engine,
+        metrics,
+        batch_size=settings.ledger_batch_size,
+        flush_interval_ms=settings.ledger_flush_interval_ms,
+        spool=Spool(Path(settings.spool_dir)),
+    )
+    await recorder.start()
+    stack.push_async_callback(_stopped, recorder, settings.shutdown_timeout_s)
+    state.recorder = recorder
+    state.redis = redis = _redis_client(settings)
+    if redis is not None:
+        stack.push_async_callback(redis.aclose)
+    alerts = AlertService(engine)
+    await alerts.start()
+    stack.push_async_callback(alerts.stop, settings.shutdown_timeout_s)
+    state.alerts = alerts
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    state.secret_box = SecretBox.from_setting(secret)
+    dispatcher = Dispatcher(engine, settings, state.secret_box, wake=alerts.on_written)
+    if settings.alert_dispatch_in_process:
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.stop)
+    state.dispatcher = dispatcher
+    meter = _meter(settings, LedgerTotals(engine, recorder), redis, metrics)
+    admission = Admission(settings, engine, meter, alerts=alerts)
+    await admission.start()
+    stack.push_async_callback(admission.stop)
+    state.admission = admission
+    upstreams = {name: Upstream(name, cfg, settings) for name, cfg in settings.providers.items()}
+    for upstream in upstreams.values():
+        await upstream.start()
+        stack.push_async_callback(upstream.close)
+    state.gateway = Gateway(
+        settings, ModelRouter(settings, catalog), upstreams, recorder, metrics, admission
+    )
+
+
+async def _stopped(recorder: UsageRecorder, timeout_s: float) -> None:
+    await recorder.stop(timeout_s=timeout_s)
+    log.info("stopped", extra={"usage_records_written": recorder.written})
 
 
 def _meter(settings: Settings, ledger: LedgerTotals, redis: Any, metrics: Metrics) -> Meter[Any]:

@@ -208,8 +208,9 @@ routes = [
                 send_test,
                 "Send a sample alert through the channel now",
                 {200: Answer(SendResult, "What happened (ok false: the send failed)")},
-                # 400: the channel's secret or URL is encrypted and no secret key is set.
-                errors=(400, 404, 415),
+                # 409: the channel's secret or URL is stored encrypted with a key the
+                # server does not have (none set, or replaced without a rotation).
+                errors=(404, 409, 415),
             )
         },
     ),

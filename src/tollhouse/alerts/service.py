@@ -39,7 +39,7 @@ from tollhouse.alerts.models import (
 from tollhouse.alerts.schemas import ChannelCreate, ChannelUpdate, checked_config
 from tollhouse.background import BatchQueue
 from tollhouse.crypto import SecretBox, require_box
-from tollhouse.errors import NotFound
+from tollhouse.errors import NotFound, SecretUnreadable
 from tollhouse.money import from_nanos
 from tollhouse.thresholds import crossed_marks, exhausted, projected_exhaustion
 
@@ -234,11 +234,18 @@ async def delete_channel(conn: AsyncConnection, channel_id: str) -> None:
 
 
 async def send_test(row: Any, box: SecretBox | None, timeout_s: float) -> Outcome:
-    """Send a sample event through the channel ``row`` now; what happened. Without the
-    secret key, a channel whose secret or URL is encrypted is a 400 saying so."""
-    secret = require_box(box).decrypt(row.secret) if row.secret else None
-    if row.url_secret is not None:
-        require_box(box)
+    """Send a sample event through the channel ``row`` now; what happened. A stored
+    secret or URL the server cannot decrypt (no key, or not the key that sealed it) is a
+    409 ``secret_unreadable`` saying how to fix it: the request was fine, the server's
+    keys are not."""
+    secret = None
+    if row.secret:
+        if box is None:
+            raise SecretUnreadable(
+                "TOLLHOUSE_SECRET_KEY is not set: the channel's secret, stored encrypted, "
+                "is unreadable; set the key that encrypted it, or store the secret again"
+            )
+        secret = box.decrypt(row.secret)
     config = urls.reveal(row.type, dict(row.config), row.url_secret, box)
     channel = Channel(row.id, row.name, row.type, config, secret)
     now = datetime.now(UTC)
