@@ -50,6 +50,8 @@ ERRORS = {
     "from another site's page (Origin)",
     404: "No such entity",
     405: "The path does not take this method (OPTIONS included); Allow lists those it does",
+    409: "A stored secret the server cannot decrypt: TOLLHOUSE_SECRET_KEY is not set or is "
+    "not the key that encrypted it (code secret_unreadable; the message names the fix)",
     413: "The request body is larger than max_request_body_mb",
     415: "No admin key is set and a POST is not Content-Type: application/json",
     421: "No admin key is set and Host is not a loopback name",
