@@ -3,7 +3,7 @@
     python benchmarks/replicas.py [--runs 3] [--quick] [--json out.json]
 
 Starts, on loopback only: nginx as the upstream (a canned chat completion), PostgreSQL
-and redis-server (``tollhouse.devstack``), and three Tollhouse targets, each sent every
+and redis-server (``devtools/stack.py``), and three Tollhouse targets, each sent every
 request with a virtual key whose key, team and customer carry budgets and rate limits:
 
   embedded   one worker, SQLite, counters in memory
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # devtools/
 import harness as h
 import servers
-
-from tollhouse.devstack import services
+from devtools.stack import services
 
 SCENARIOS = h.SCENARIOS
 TARGET_ADDED_P50_MS = 1.0

@@ -1,5 +1,11 @@
-"""Shared fixtures: a real dev upstream on loopback, settings, and the gateway two ways.
+"""Shared fixtures: one per real server, settings, and the gateway two ways.
 
+- servers: the dev upstream (``upstream``), Postgres (``pg_url``: a fresh database on the
+  session's server; ``private_postgres``: a server of the test's own), Redis
+  (``redis_url``), SQLite (``sqlite_url``: a file in ``tmp_path``);
+- stores: ``db_url`` runs a test on SQLite, then on Postgres; ``both_stores`` is the same
+  as settings overrides, ``engine`` as a migrated engine; ``both_deployments`` runs a
+  test embedded (SQLite, counters in memory), then scaled out (Postgres + Redis);
 - ``gateway`` — the app in-process through ``httpx.ASGITransport`` (fast; most tests);
 - ``live_gateway`` — the same app under a real uvicorn on a free loopback port, for the
   official SDKs, streaming and disconnects;
@@ -17,10 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from tests.postgres_server import pg_url, postgres_server, private_postgres
 from tests.redis_server import RedisServer
-from tests.support import JSON_WRITES, LiveServer, upstream_env
+from tests.support import JSON_WRITES, LiveServer, engine_for, upstream_env
 
 from tollhouse.app import create_app
 from tollhouse.config import Settings, load_settings
@@ -44,12 +51,63 @@ def upstream(upstream_server: BackgroundServer) -> BackgroundServer:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, upstream: BackgroundServer) -> SettingsFactory:
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file in the test's ``tmp_path`` (the one ``make_settings`` uses)."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'tollhouse.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The same test on SQLite, then on a fresh database of the session's Postgres."""
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+@pytest.fixture
+def both_stores(db_url: str) -> dict[str, str]:
+    """``make_settings(**both_stores)``: the test on SQLite, then on Postgres."""
+    return {"database_url": db_url}
+
+
+@pytest.fixture(params=["embedded", "postgres+redis"])
+def both_deployments(request: pytest.FixtureRequest) -> dict[str, str]:
+    """``make_settings(**both_deployments)``: embedded (SQLite, counters in memory), then
+    scaled out (Postgres and Redis)."""
+    if request.param == "embedded":
+        return {}
+    return {
+        "database_url": str(request.getfixturevalue("pg_url")),
+        "redis_url": str(request.getfixturevalue("redis_url")),
+    }
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated database on SQLite, then on Postgres."""
+    async with engine_for(db_url) as engine:
+        yield engine
+
+
+@pytest.fixture
+async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    """The migrated SQLite database alone, for what only SQLite does."""
+    async with engine_for(sqlite_url) as engine:
+        yield engine
+
+
+@pytest.fixture
+async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated fresh Postgres database alone, for what only Postgres does."""
+    async with engine_for(pg_url) as engine:
+        yield engine
+
+
+@pytest.fixture
+def make_settings(sqlite_url: str, tmp_path: Path, upstream: BackgroundServer) -> SettingsFactory:
     """``make_settings(**overrides)``: settings on a fresh SQLite file and the dev upstream."""
 
     def factory(**overrides: Any) -> Settings:
         env = {
-            "TOLLHOUSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'tollhouse.db'}",
+            "TOLLHOUSE_DATABASE_URL": sqlite_url,
             "TOLLHOUSE_CONFIG": str(tmp_path / "absent.yaml"),
             **upstream_env(upstream.url),
         }
@@ -67,14 +125,6 @@ def make_settings(tmp_path: Path, upstream: BackgroundServer) -> SettingsFactory
 @pytest.fixture
 def settings(make_settings: SettingsFactory) -> Settings:
     return make_settings()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def both_stores(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Settings overrides that run a test on SQLite, then again on Postgres."""
-    if request.param == "postgresql":
-        return {"database_url": str(request.getfixturevalue("pg_url"))}
-    return {}
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A real PostgreSQL 15 server for tests: started once per session (per xdist worker).
 
-The server is ``tollhouse.devstack.PostgresCluster`` (``initdb``/``pg_ctl`` from PATH, a
+The server is ``devtools.stack.PostgresCluster`` (``initdb``/``pg_ctl`` from PATH, a
 free loopback port, a temporary directory; as root it runs as the ``postgres`` user).
 Each test gets its own database (``pg_url``); ``private_postgres`` gives a test a server
 of its own to stop and start. Without the binaries the tests are skipped with the
@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tollhouse.devstack import DevStackError, PostgresCluster, missing_postgres
+from devtools.stack import DevStackError, PostgresCluster, missing_postgres
 
 
 def _unavailable(reason: str) -> None:

@@ -1,6 +1,6 @@
 """A real ``redis-server`` on a free loopback port, started and stopped by tests.
 
-``tollhouse.devstack.RedisProcess`` without persistence: a restart comes back empty,
+``devtools.stack.RedisProcess`` without persistence: a restart comes back empty,
 which is what the rebuild tests want. The binary must be on PATH (``scripts/test``
 installs it); without it the tests fail rather than skip, because the scaled-out
 guarantees are only proven against real Redis.
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from tollhouse.devstack import DevStackError, RedisProcess
+from devtools.stack import DevStackError, RedisProcess
 
 
 class RedisServer(RedisProcess):

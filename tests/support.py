@@ -1,18 +1,33 @@
-"""Helpers the tests share (fixtures live in conftest.py)."""
+"""Helpers the tests of every directory share (fixtures live in conftest.py).
+
+A directory's own helpers live in its ``helpers.py``; what two directories need is here:
+settings for a database URL, the app running in-process, the ledger read exactly, the
+dev upstream's controls, metrics, and ``LiveServer`` (the app under a real uvicorn).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import socket
 import threading
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any, Protocol
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from tollhouse.app import create_app
-from tollhouse.config import Settings
+from tollhouse.config import Settings, load_settings
+from tollhouse.db import create_engine
+from tollhouse.db.schema import upgrade
 from tollhouse.web.server import server_config
 
 # The keyless (loopback) admin API takes writes as JSON only; in-process clients say so
@@ -30,9 +45,98 @@ def upstream_env(url: str) -> dict[str, str]:
     }
 
 
+class Served(Protocol):
+    """A server with a base URL: the dev upstream (``BackgroundServer``), ``LiveServer``."""
+
+    @property
+    def url(self) -> str: ...
+
+
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    """Settings on ``database_url`` and nothing else (no config file, no environment)."""
+    return load_settings(
+        env={"TOLLHOUSE_CONFIG": os.devnull}, database_url=database_url, **overrides
+    )
+
+
+@contextlib.asynccontextmanager
+async def engine_for(database_url: str, *, migrated: bool = True) -> AsyncIterator[AsyncEngine]:
+    """An engine on ``database_url`` (migrated to head unless told), disposed at the end."""
+    engine = create_engine(settings_for(database_url))
+    try:
+        if migrated:
+            await upgrade(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """A whole app (lifespan included) and an in-process loopback client for it, for a
+    test that needs settings of its own (the ``app``/``gateway`` fixtures otherwise)."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
+        ) as client:
+            yield application, client
+
+
+def decode(response: httpx.Response) -> Any:
+    """A body with numbers as ``Decimal``/``int`` (never float), to compare them exactly."""
+    return json.loads(response.text, parse_float=Decimal)
+
+
 async def flushed(app: Starlette) -> None:
     """Wait until every usage record so far is in the database."""
     await app.state.recorder.flush()
+
+
+async def records(client: httpx.AsyncClient, app: Starlette, **params: str) -> list[dict[str, Any]]:
+    """Every usage record so far (flushed first), newest first, optionally filtered
+    (``key_id=`` …), with money as exact ``Decimal``."""
+    await flushed(app)
+    response = await client.get("/api/usage", params={"limit": "1000", **params})
+    assert response.status_code == 200, response.text
+    return list(decode(response)["usage"])
+
+
+def usage(url: str, **params: str) -> list[dict[str, Any]]:
+    """A running gateway's ledger over its admin API (``GET /api/usage``), newest first,
+    money as exact ``Decimal``; ``params`` filter it (``key_id=`` …)."""
+    response = httpx.get(f"{url}/api/usage", params={"limit": "1000", **params}, timeout=10)
+    response.raise_for_status()
+    return list(decode(response)["usage"])
+
+
+async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` on ``/metrics`` whose labels include ``labels``."""
+    text = (await client.get("/metrics")).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def scenario(upstream: Served, **fields: Any) -> None:
+    """Queue a dev-upstream fault for its next requests (``POST /_dev/scenario``)."""
+    httpx.post(f"{upstream.url}/_dev/scenario", json=fields).raise_for_status()
+
+
+def reached(upstream: Served) -> int:
+    """Requests the dev upstream received on ``/v1`` (any answer)."""
+    return int(upstream_stats(upstream)["requests"])
+
+
+def upstream_stats(upstream: Served) -> dict[str, Any]:
+    """The dev upstream's counters (``GET /_dev/stats``): ``requests`` and more."""
+    response = httpx.get(f"{upstream.url}/_dev/stats")
+    response.raise_for_status()
+    return dict(response.json())
 
 
 class LiveServer:
@@ -77,8 +181,25 @@ class LiveServer:
         future.result(timeout=10)
 
     def usage(self, **params: str) -> list[dict[str, Any]]:
+        """Every usage record so far (flushed first), as ``usage`` reads it."""
         self.flush()
-        query = {"limit": "1000", **params}
-        response = httpx.get(f"{self.url}/api/usage", params=query)
-        response.raise_for_status()
-        return list(response.json()["usage"])
+        return usage(self.url, **params)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
+        time.sleep(0.02)
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], within: float = 5.0, what: str = "condition"
+) -> float:
+    """Await ``check`` until it holds; the seconds that took. Fails naming ``what``."""
+    start = time.monotonic()
+    while not await check():
+        assert time.monotonic() - start < within, f"{what} not reached within {within}s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start

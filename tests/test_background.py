@@ -41,6 +41,13 @@ async def test_the_alert_dispatcher_stops_when_stopped_as_alerts_are_written(
 ) -> None:
     """The shutdown order that hung: the alert writer sets the dispatcher's wake-up event,
     then the dispatcher is stopped in the same turn."""
+
+    def dispatching() -> bool:
+        tasks = asyncio.all_tasks()
+        return any(t.get_name() == "tollhouse-alert-dispatcher" and not t.done() for t in tasks)
+
+    assert dispatching()
     app.state.alerts.on_written.set()
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(5):  # hung forever before the fix
         await app.state.dispatcher.stop()
+    assert not dispatching()

@@ -442,6 +442,47 @@ def test_database_password_never_in_repr_or_str(load):
     assert settings.database_url == url  # still usable
 
 
+# --- database URLs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite:////var/lib/tollhouse/x.db", "sqlite+aiosqlite:////var/lib/tollhouse/x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://u:p@db:5432/t", "postgresql+asyncpg://u:p@db:5432/t"),
+        ("postgres://u:p@db/t?sslmode=require", "postgresql+asyncpg://u:p@db/t?sslmode=require"),
+        ("POSTGRES://u@db/t", "postgresql+asyncpg://u@db/t"),
+        ("postgresql+asyncpg://u@db/t", "postgresql+asyncpg://u@db/t"),
+    ],
+)
+def test_plain_database_urls_run_on_the_async_drivers(load, given, used):
+    assert load(env={"TOLLHOUSE_DATABASE_URL": given}).database_url == used
+    assert load(database_url=given).database_url == used
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:db-pass-SECRET@db/t",
+        "postgresql+psycopg2://u:db-pass-SECRET@db/t",
+        "sqlite+pysqlite:///x.db",
+        "tollhouse.db",
+        "",
+    ],
+)
+def test_other_database_urls_are_refused_naming_the_accepted_ones(config_file, load, url):
+    with pytest.raises(ConfigError) as info:
+        load(config_file(f"database_url: '{url}'\n"))
+    message = str(info.value)
+    assert "unsupported database_url" in message
+    for scheme in ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgres://"):
+        assert scheme in message
+    assert "postgresql+asyncpg://" in message
+    assert "db-pass-SECRET" not in message
+
+
 def test_credential_headers_never_in_repr_or_str(load):
     # Azure OpenAI and some gateways take the key in a header (`api-key`).
     settings = load(

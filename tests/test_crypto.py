@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tollhouse.crypto import SecretBox, require_box
-from tollhouse.errors import ConfigError, ValidationFailed
+from tollhouse.errors import ConfigError, SecretUnreadable, ValidationFailed
 
 NEW = "new-key-0123456789abcdefghijklmnopqrstuv"
 OLD = "old-key-0123456789abcdefghijklmnopqrstuv"
@@ -50,7 +50,7 @@ def test_rotation_keeps_old_secrets_readable_and_moves_them_to_the_new_key():
     new_only = SecretBox.from_setting(NEW)
     assert new_only is not None
     assert new_only.decrypt(rotated) == "smtp-password"  # the new key encrypted it
-    with pytest.raises(ConfigError, match="secrets rotate"):
+    with pytest.raises(SecretUnreadable, match="secrets rotate"):
         new_only.decrypt(token)  # the old token needs the old key
 
 
@@ -65,7 +65,7 @@ def test_a_tampered_token_is_refused():
     box = SecretBox([NEW])
     token = box.encrypt("secret")
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    with pytest.raises(ConfigError):
+    with pytest.raises(SecretUnreadable):
         box.decrypt(tampered)
 
 

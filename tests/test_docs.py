@@ -29,6 +29,9 @@ def test_readme_fits_on_a_screen_and_names_the_two_commands():
     assert len(readme.splitlines()) <= 60
     assert "scripts/test" in readme
     assert "tollhouse serve" in readme
+    # Started through scripts/run, which makes its own environment: a bare `pip install`
+    # fails where the system Python is externally managed (PEP 668).
+    assert "scripts/run" in readme and "pip install" not in readme
 
 
 def test_ci_runs_the_readme_test_command():
@@ -43,3 +46,13 @@ def test_every_cli_command_is_documented():
     docs = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
     for command in commands:
         assert f"tollhouse {command}" in docs, f"`tollhouse {command}` is not in docs/"
+
+
+def test_references_point_into_the_repository():
+    """Code, tests and docs cite ``docs/`` pages, never sections of an outside document."""
+    outside = re.compile("DESIGN" + r"(\s*§|\.md|/)")
+    for folder in ("src", "tests", "docs", "benchmarks", "devtools", "scripts"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in {".py", ".md", ".lua", ""}:
+                for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                    assert not outside.search(line), f"{path}:{number}: {line.strip()}"

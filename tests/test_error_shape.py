@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from tests.support import JSON_WRITES
+from tests.support import JSON_WRITES, scenario, upstream_stats
 
 from tollhouse.app import create_app
 
@@ -25,14 +25,6 @@ EMBEDDINGS = "/v1/embeddings"
 MESSAGES = "/v1/messages"
 HI = [{"role": "user", "content": "hi"}]
 ADMIN_KEY = "admin-key-0123456789abcdefghijklmnopq"
-
-
-def scenario(upstream, **fields: Any) -> None:
-    httpx.post(f"{upstream.url}/_dev/scenario", json=fields).raise_for_status()
-
-
-def upstream_stats(upstream) -> dict[str, Any]:
-    return httpx.get(f"{upstream.url}/_dev/stats").json()
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:

@@ -9,20 +9,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route, Router, request_response
+from starlette.routing import BaseRoute, Mount, Route, Router, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollhouse.admin.auth import FailureThrottle, require_admin
+from tollhouse.admin.routes import routes as admin_routes
+from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
-from tollhouse.alerts.api import routes as alert_routes
 from tollhouse.alerts.dispatcher import Dispatcher
-from tollhouse.alerts.inbound import budget_webhook
 from tollhouse.alerts.service import AlertService
 from tollhouse.config import Settings
 from tollhouse.crypto import SecretBox
@@ -41,14 +40,13 @@ from tollhouse.gateway.routes import routes as gateway_routes
 from tollhouse.gateway.routing import Router as ModelRouter
 from tollhouse.gateway.service import Gateway
 from tollhouse.gateway.upstreams import Upstream
-from tollhouse.governance.routes import routes as governance_routes
 from tollhouse.ledger import UsageRecorder
-from tollhouse.ledger.routes import routes as ledger_routes
 from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
 from tollhouse.ops.routes import operator_endpoints, probe_routes
 from tollhouse.pricing import load_catalog
 from tollhouse.web.guard import EdgeGuard, body_unread
+from tollhouse.web.responses import JSONResponse
 
 log = logging.getLogger("tollhouse")
 
@@ -69,7 +67,7 @@ def error_response(request: Request, exc: TollhouseError) -> Response:
     if body_unread(request.scope):
         # Refused before its body was read (401, 413…): close rather than read the rest.
         headers["connection"] = "close"
-    return Response(orjson.dumps(body), exc.status_code, headers, media_type="application/json")
+    return JSONResponse(body, exc.status_code, headers)
 
 
 async def _tollhouse_error(request: Request, exc: Exception) -> Response:
@@ -109,6 +107,12 @@ class _AdminGate:
         self._settings = settings
         self._throttle = throttle
         self._app = app
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The gated routes, for ``Mount.routes`` (route listings, ``url_path_for``)."""
+        routes: list[BaseRoute] = getattr(self._app, "routes", [])
+        return routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -151,9 +155,7 @@ def create_app(settings: Settings) -> Starlette:
     catalog = load_catalog()
     metrics = Metrics()
     throttle = FailureThrottle(settings.admin_failures_per_minute)
-    admin = _AdminGate(
-        settings, throttle, Router(routes=[*ledger_routes, *governance_routes, *alert_routes])
-    )
+    admin = _AdminGate(settings, throttle, Router(routes=admin_routes))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -217,7 +219,7 @@ def create_app(settings: Settings) -> Starlette:
             *gateway_routes,
             *_ops_routes(settings, throttle),
             # Signed by its sender instead of the admin key, so outside the admin mount.
-            Route("/api/webhooks/budget", budget_webhook, methods=["POST"]),
+            *webhook_routes,
             Route("/api/webhooks/budget", _OnlyAllows("POST")),
             Mount("/api", app=admin),
         ],

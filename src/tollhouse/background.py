@@ -1,7 +1,8 @@
 """A queue drained in batches by one background task, for work that leaves the request
 path: ``put`` is O(1) and never blocks; ``deliver`` gets the oldest items in batches;
 a batch that fails with one of the ``retry`` errors stays queued and is tried again with
-exponential backoff. ``stop`` delivers what is left, bounded in time.
+exponential backoff (``backoff.Backoff``: 0.05 s doubling to ``max_delay_s``). ``stop``
+delivers what is left, bounded in time.
 
 Used for alert events (``alerts/service.py``) and Redis settles (``admission/functions.py``).
 
@@ -19,6 +20,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from tollhouse.backoff import Backoff
 
 log = logging.getLogger("tollhouse")
 
@@ -50,7 +53,7 @@ class BatchQueue(Generic[T]):
     ) -> None:
         self._deliver = deliver
         self._name, self._what, self._batch = name, what, batch
-        self._retry, self._max_delay = retry, max_delay_s
+        self._retry, self._backoff = retry, Backoff(_FIRST_DELAY_S, max_delay_s)
         self._items: deque[T] = deque()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -98,7 +101,7 @@ class BatchQueue(Generic[T]):
                     self._items.popleft()
 
     async def _run(self) -> None:
-        delay = _FIRST_DELAY_S
+        failures = 0  # in a row
         while True:
             if not self._items:
                 if self._stopping:
@@ -109,11 +112,12 @@ class BatchQueue(Generic[T]):
             try:
                 await self._deliver_next()
             except self._retry as exc:
+                delay = self._backoff.delay(failures)
                 if self._stopping and delay >= 1:
                     log.error(f"{self._what} not delivered at shutdown", extra={"error": repr(exc)})
                     return
                 log.warning(f"{self._what} not delivered; retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_delay)
+                failures += 1
                 continue
-            delay = _FIRST_DELAY_S
+            failures = 0

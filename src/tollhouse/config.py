@@ -140,7 +140,8 @@ class Settings(_Frozen):
     workers: int = Field(default=1, ge=1, description="Server processes.")
     database_url: str = Field(
         default="sqlite+aiosqlite:///./tollhouse.db",
-        description="SQLAlchemy async URL: SQLite (embedded) or postgresql+asyncpg://.",
+        description="SQLite (`sqlite:///PATH`, embedded) or Postgres "
+        "(`postgresql://USER:PASS@HOST/DB`, `postgres://` too); run on aiosqlite and asyncpg.",
     )
     redis_url: str | None = Field(default=None, description="Redis URL for shared counters.")
     on_meter_failure: Literal["open", "closed"] = Field(
@@ -334,6 +335,11 @@ class Settings(_Frozen):
                 raise ValueError(exc.message) from None
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return async_database_url(value)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
@@ -397,6 +403,37 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+# The database URL schemes accepted (the async forms and the plain ones other tools and
+# hosting platforms write) and the async driver each one runs on.
+DATABASE_SCHEMES: dict[str, str] = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def async_database_url(url: str) -> str:
+    """``url`` on its async driver: the one place a database URL's scheme is read.
+
+    ``sqlite:///tollhouse.db`` -> ``sqlite+aiosqlite:///tollhouse.db`` (relative to the
+    working directory; ``sqlite:////var/lib/x.db`` is absolute),
+    ``postgres://u:p@db/x`` -> ``postgresql+asyncpg://u:p@db/x``; the async forms are
+    returned unchanged. Any other scheme raises ``ValueError`` naming the accepted ones
+    (``Settings`` turns it into a ``ConfigError`` at start-up), with the password hidden.
+    """
+    scheme, sep, rest = url.partition("://")
+    driver = DATABASE_SCHEMES.get(scheme.lower()) if sep else None
+    if driver is None:
+        accepted = ", ".join(f"{name}://" for name in DATABASE_SCHEMES)
+        raise ValueError(
+            f"unsupported database_url {redact_url(url)!r}: accepted schemes are {accepted} "
+            "(sqlite:///PATH or postgresql://USER:PASS@HOST/DB)"
+        )
+    return f"{driver}://{rest}"
 
 
 def proxy_list(value: str) -> list[str]:

@@ -23,7 +23,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tollhouse.errors import ConfigError, ValidationFailed
+from tollhouse.errors import ConfigError, SecretUnreadable, ValidationFailed
 
 MIN_KEY_LENGTH = 32
 LEGACY_PREFIX = "legacy:"
@@ -93,9 +93,10 @@ class SecretBox:
         try:
             return self._multi.decrypt(token.encode("ascii")).decode("utf-8")
         except (InvalidToken, ValueError):
-            raise ConfigError(
+            raise SecretUnreadable(
                 "a stored secret cannot be decrypted with TOLLHOUSE_SECRET_KEY: was the key "
-                "that encrypted it removed before `tollhouse secrets rotate`?"
+                "that encrypted it removed before `tollhouse secrets rotate`? Put that key "
+                "back (after the first), or store the secret again"
             ) from None
 
     def rotate(self, token: str) -> str:
@@ -103,7 +104,9 @@ class SecretBox:
         try:
             return self._multi.rotate(token.encode("ascii")).decode("ascii")
         except (InvalidToken, ValueError):
-            raise ConfigError("a stored secret cannot be decrypted by any configured key") from None
+            raise SecretUnreadable(
+                "a stored secret cannot be decrypted by any configured key"
+            ) from None
 
 
 def require_box(box: SecretBox | None) -> SecretBox:

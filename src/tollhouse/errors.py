@@ -3,7 +3,7 @@
 ::
 
     TollhouseError                     500 api_error
-    ├── ConfigError                    (startup only; never reaches a client)
+    ├── ConfigError                    (stops start-up or a command; never sent)
     ├── BadRequest                     400 invalid_request_error
     │   ├── InvalidJSON                400 invalid_json
     │   ├── ValidationFailed           400 invalid_value
@@ -21,6 +21,7 @@
     ├── RequestTimeout                 408 request_timeout
     ├── PayloadTooLarge                413 payload_too_large
     ├── UnsupportedMediaType           415 unsupported_media_type
+    ├── SecretUnreadable               409 secret_unreadable
     ├── MisdirectedRequest             421 misdirected_request
     ├── UnprocessableEvent             422 invalid_event
     ├── RateLimited                    429 rate_limit_error
@@ -49,6 +50,7 @@ _ANTHROPIC_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     408: "invalid_request_error",
+    409: "invalid_request_error",
     413: "request_too_large",
     415: "invalid_request_error",
     421: "invalid_request_error",
@@ -84,7 +86,10 @@ class TollhouseError(Exception):
 
 
 class ConfigError(TollhouseError):
-    """Settings that cannot work; raised at startup with the fix in the message."""
+    """Settings that cannot work; raised while settings are read and the app is built,
+    with the fix in the message, so it stops start-up or a CLI command. Nothing raises it
+    while serving: a stored secret the configured keys cannot read is ``SecretUnreadable``.
+    """
 
     code = "invalid_config"
 
@@ -190,6 +195,17 @@ class UnsupportedMediaType(TollhouseError):
     status = 415
     type = "invalid_request_error"
     code = "unsupported_media_type"
+
+
+class SecretUnreadable(TollhouseError):
+    """A stored secret (a channel's secret or URL) that ``TOLLHOUSE_SECRET_KEY`` cannot
+    decrypt: the key that sealed it was removed, or no key is set. A conflict between
+    the resource and the server's keys, which the operator resolves by storing the
+    secret again (``PATCH``) or by restoring the key; never a 5xx."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "secret_unreadable"
 
 
 class MisdirectedRequest(TollhouseError):

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     actual_nanos,
     admin,
     assert_counters_match_ledger,

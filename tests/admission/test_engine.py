@@ -15,7 +15,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     CHAT,
     HI,
     MODEL,

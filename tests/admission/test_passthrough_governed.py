@@ -11,9 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     CHAT,
     HI,
     assert_counters_match_ledger,
@@ -21,20 +20,15 @@ from tests.governance.fixtures import (
     chat,
     counters,
     create_key,
-    records,
-    running,
     usd,
     worst_case_nanos,
 )
+from tests.support import reached, records, running
 
 from tollhouse.pricing import load_catalog
 
 CHEAP = "openai/gpt-4o-mini"
 DEAR = "anthropic/claude-sonnet-4"
-
-
-def reached(upstream: Any) -> int:
-    return int(httpx.get(f"{upstream.url}/_dev/stats").json()["requests"])
 
 
 def openrouter_settings(make_settings: Any, upstream: Any, **extra: Any) -> Any:

@@ -22,18 +22,16 @@ import anthropic
 import httpx
 import openai
 import pytest
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     HI,
     MODEL,
     create_customer,
     create_key,
     create_team,
-    scenario,
-    upstream_stats,
     usd,
     worst_case_nanos,
 )
-from tests.support import LiveServer
+from tests.support import LiveServer, scenario, upstream_stats
 
 CLAUDE = "claude-haiku-4-5"
 TINY = {"max_limit": Decimal("0.000001"), "reset_duration": "1d"}  # below any worst case

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     admin,
     assert_counters_match_ledger,
     chat,

@@ -9,20 +9,18 @@ import time
 
 import pytest
 from tests.alerts.receivers import SmtpReceiver
-from tests.governance.fixtures import chat, create_key, running, scenario, usd, worst_case_nanos
+from tests.governance.helpers import chat, create_key, usd, worst_case_nanos
+from tests.support import running, scenario
 
 
-@pytest.fixture(params=["embedded", "postgres+redis"])
-def settings(request, make_settings):
-    options = {
-        "allow_anonymous": False,
-        "alert_poll_interval_s": 0.05,
-        "alert_retry_base_s": 0.01,
-    }
-    if request.param != "embedded":
-        options["database_url"] = request.getfixturevalue("pg_url")
-        options["redis_url"] = request.getfixturevalue("redis_url")
-    return make_settings(**options)
+@pytest.fixture
+def settings(make_settings, both_deployments):
+    return make_settings(
+        **both_deployments,
+        allow_anonymous=False,
+        alert_poll_interval_s=0.05,
+        alert_retry_base_s=0.01,
+    )
 
 
 async def settled(app) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 from tests.alerts.receivers import HttpReceiver
-from tests.governance.fixtures import running
+from tests.support import running
 
 from tollhouse.alerts.models import notification_channels
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 from tests.alerts.receivers import HttpReceiver
+from tests.support import running
 
 from tollhouse.alerts.models import notification_channels
 
@@ -76,8 +77,6 @@ async def test_bad_channels_are_400_naming_the_field(gateway, body, param):
 
 
 async def test_a_secret_without_a_secret_key_is_refused(make_settings):
-    from tests.governance.fixtures import running
-
     async with running(make_settings()) as (_, client):
         body = {"name": "n", "type": "webhook", "config": {"url": "http://x/h"}, "secret": "s"}
         response = await client.post(API, json=body)
@@ -107,3 +106,31 @@ async def test_unknown_ids_are_404(gateway):
     assert (await gateway.post(f"{API}/nope/test")).status_code == 404
     assert (await gateway.get("/api/alerts/nope/deliveries")).status_code == 404
     assert (await gateway.get("/api/alerts")).json() == {"alerts": [], "count": 0, "total": 0}
+
+
+@pytest.mark.parametrize(
+    ("secret", "later_key"),
+    [(None, None), ("whsec", "an-unrelated-key-0123456789abcdefghijk")],
+    ids=["key-removed", "key-replaced"],
+)
+async def test_test_send_with_an_unreadable_secret_is_409_naming_the_fix(
+    make_settings, secret, later_key
+):
+    """A channel whose URL (and secret) were sealed with a key the server no longer has:
+    the operator is told how to fix it, never a 5xx; stored again, it sends."""
+    sealed_with = "channels-test-key-0123456789abcdefghij"
+    body = {"name": "hook", "type": "webhook", "config": {"url": "http://127.0.0.1:9/h"}}
+    async with running(make_settings(secret_key=sealed_with)) as (_, client):
+        made = await create(client, {**body, "secret": secret} if secret else body)
+    channel = f"{API}/{made['notification_channel']['id']}"
+    async with running(make_settings(secret_key=later_key)) as (_, client):
+        response = await client.post(f"{channel}/test")
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "secret_unreadable"
+        assert "TOLLHOUSE_SECRET_KEY" in response.json()["error"]
+        if later_key is not None:
+            again = await client.put(channel, json={"config": body["config"], "secret": "s2"})
+            assert again.status_code == 200, again.text
+            sent = await client.post(f"{channel}/test")
+            assert sent.status_code == 200, sent.text
+            assert sent.json()["ok"] is False  # it was sent: nothing listens on port 9

@@ -1,5 +1,5 @@
 """Threshold events from real traffic: 80 % and 100 % once each per window, even when
-200 concurrent requests cross both (the embedded meter; DESIGN §7)."""
+200 concurrent requests cross both (the embedded meter; docs/alerts.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
-from tests.governance.fixtures import chat, create_key, scenario, usd, worst_case_nanos
+from tests.governance.helpers import chat, create_key, usd, worst_case_nanos
+from tests.support import running, scenario
 
 from tollhouse.alerts.models import alert_events
 
@@ -61,8 +62,6 @@ async def test_two_replicas_on_redis_alert_once_each(
     make_settings, both_stores, redis_url, upstream
 ):
     import contextlib
-
-    from tests.governance.fixtures import running
 
     settings = make_settings(allow_anonymous=False, redis_url=redis_url, **both_stores)
     async with contextlib.AsyncExitStack() as stack:

@@ -12,21 +12,17 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import insert, select
 from tests.alerts.receivers import HttpReceiver, SmtpReceiver
-from tests.governance.fixtures import chat, create_key, usd, worst_case_nanos
+from tests.governance.helpers import chat, create_key, usd, worst_case_nanos
 
 from tollhouse.alerts.models import alert_attempts, alert_deliveries, notification_channels
 
 SECRET = "whsec_delivery"
 
 
-@pytest.fixture(params=["embedded", "postgres+redis"])
-def settings(request, make_settings):
-    scaled = {}
-    if request.param != "embedded":
-        scaled["database_url"] = request.getfixturevalue("pg_url")
-        scaled["redis_url"] = request.getfixturevalue("redis_url")
+@pytest.fixture
+def settings(make_settings, both_deployments):
     return make_settings(
-        **scaled,
+        **both_deployments,
         allow_anonymous=False,
         secret_key="test-secret-key-0123456789abcdefghij",
         alert_retry_base_s=0.01,

@@ -8,6 +8,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 from tests.alerts.receivers import HttpReceiver
+from tests.support import running
 
 from tollhouse.alerts.models import alert_deliveries, alert_events
 from tollhouse.alerts.signing import sign
@@ -145,8 +146,6 @@ async def test_missing_field_is_422(app, gateway):
 
 
 async def test_off_without_a_secret(make_settings):
-    from tests.governance.fixtures import running
-
     async with running(make_settings()) as (_, client):
         body = json.dumps(LITELLM_EVENT).encode()
         response = await client.post(URL, content=body, headers=signed(body))

@@ -4,9 +4,7 @@ their delivery whatever they lack: stored exactly, the columns rounded to the na
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,7 +12,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import insert, select
 from tests.alerts.receivers import HttpReceiver
-from tests.governance.fixtures import running
+from tests.support import running, wait_until
 
 from tollhouse.alerts.models import alert_attempts, alert_deliveries, notification_channels
 from tollhouse.alerts.signing import sign
@@ -95,13 +93,6 @@ async def test_amounts_beyond_the_columns_are_422_naming_the_field(settings, amo
         assert (await client.get("/api/alerts")).json()["count"] == 0
 
 
-async def wait_for(check, limit_s: float = 10.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not await check():
-        assert time.monotonic() < deadline, "not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_an_event_without_max_budget_is_delivered(settings):
     receiver = await HttpReceiver().start()
     try:
@@ -133,7 +124,7 @@ async def test_an_event_without_max_budget_is_delivered(settings):
                     rows = (await conn.execute(select(alert_deliveries.c.status))).scalars()
                     return sorted(rows) == ["sent", "sent"]
 
-            await wait_for(delivered)
+            await wait_until(delivered, within=10)
         bodies = sorted((r.json() for r in receiver.requests), key=lambda b: "blocks" in b)
         assert bodies[0]["spend"] == Decimal("12.5") and bodies[0]["max_budget"] is None
         assert "unknown" in json.dumps(bodies[1])  # the Slack text says what it lacks
@@ -165,7 +156,7 @@ async def test_a_channel_that_cannot_render_records_failed_attempts_and_gives_up
                 rows = (await conn.execute(select(alert_deliveries))).all()
                 return bool(rows) and rows[0].status == "failed"
 
-        await wait_for(given_up)
+        await wait_until(given_up, within=10)
         async with app.state.engine.connect() as conn:
             delivery = (await conn.execute(select(alert_deliveries))).one()
             attempts = (await conn.execute(select(alert_attempts))).all()

@@ -8,6 +8,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 from tests.alerts.test_inbound import LITELLM_EVENT, SECRET, URL
+from tests.support import running
 
 from tollhouse.alerts.models import alert_events
 from tollhouse.alerts.signing import sign, signature
@@ -71,8 +72,6 @@ async def test_a_replay_with_another_event_id_is_a_duplicate(app, gateway):
 
 
 async def test_signature_failures_are_throttled(make_settings):
-    from tests.governance.fixtures import running
-
     settings = make_settings(inbound_webhook_secret=SECRET, admin_failures_per_minute=3)
     async with running(settings) as (_, client):
         body = json.dumps(LITELLM_EVENT).encode()

@@ -11,7 +11,7 @@ import time
 import pytest
 from sqlalchemy import select
 from tests.alerts.receivers import SmtpReceiver
-from tests.governance.fixtures import running
+from tests.support import running
 
 from tollhouse.alerts.models import alert_attempts, alert_deliveries
 from tollhouse.alerts.signing import sign

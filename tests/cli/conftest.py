@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from tests.support import engine_for
 
 from tollhouse.cli import main
-from tollhouse.config import load_settings
-from tollhouse.db import create_engine
-from tollhouse.db.schema import upgrade
 from tollhouse.ledger import UsageRecord, UsageRecorder
 from tollhouse.ops.metrics import Metrics
 
@@ -67,19 +65,11 @@ def write_records(db_path: Path) -> Callable[[Iterable[UsageRecord]], None]:
 
     def write(records: Iterable[UsageRecord]) -> None:
         async def run() -> None:
-            settings = load_settings(
-                env={"TOLLHOUSE_CONFIG": "/dev/null"},
-                database_url=f"sqlite+aiosqlite:///{db_path}",
-            )
-            engine = create_engine(settings)
-            try:
-                await upgrade(engine)
+            async with engine_for(f"sqlite+aiosqlite:///{db_path}") as engine:
                 recorder = UsageRecorder(engine, Metrics())
                 for record in records:
                     recorder.add(record)
                 await recorder.flush()
-            finally:
-                await engine.dispose()
 
         asyncio.run(run())
 

@@ -1,17 +1,13 @@
-"""What the contract tests share: the ledger read exactly, prices, dev-upstream controls."""
+"""What the contract tests share: the ledger read exactly, prices, SDK payloads (the dev
+upstream's controls and ``wait_for`` are in ``tests/support.py``)."""
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import httpx
 from tests.support import LiveServer
 
-from tollhouse.devupstream import BackgroundServer
 from tollhouse.devupstream.content import prompt_tokens
 from tollhouse.pricing import load_catalog
 
@@ -51,10 +47,7 @@ ANTHROPIC_TOOL: Any = {
 
 def ledger(live: LiveServer) -> list[dict[str, Any]]:
     """Every usage record, newest first, with ``cost`` parsed as an exact ``Decimal``."""
-    live.flush()
-    response = httpx.get(f"{live.url}/api/usage", params={"limit": "1000"})
-    response.raise_for_status()
-    records: list[dict[str, Any]] = json.loads(response.text, parse_float=Decimal)["usage"]
+    records = live.usage()
     for record in records:
         # An integral amount parses as int; either way it never went through a float.
         assert isinstance(record["cost"], Decimal | int), record["cost"]
@@ -114,20 +107,3 @@ def assert_refused_without_record(live: LiveServer) -> None:
 def dev_prompt_tokens(messages: Any, system: str = "") -> int:
     """What the dev upstream reports as prompt tokens for ``messages``."""
     return prompt_tokens(messages, system)
-
-
-def scenario(upstream: BackgroundServer, **faults: Any) -> None:
-    """Queue faults for the next requests (``POST /_dev/scenario``)."""
-    httpx.post(f"{upstream.url}/_dev/scenario", json=faults).raise_for_status()
-
-
-def stats(upstream: BackgroundServer) -> dict[str, Any]:
-    result: dict[str, Any] = httpx.get(f"{upstream.url}/_dev/stats").json()
-    return result
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 2.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(0.02)

@@ -14,7 +14,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from tests.support import LiveServer
+from tests.support import LiveServer, scenario, upstream_stats
 
 from tollhouse.devupstream import BackgroundServer
 
@@ -27,8 +27,6 @@ from .helpers import (
     assert_refused_without_record,
     dev_prompt_tokens,
     only_record,
-    scenario,
-    stats,
 )
 
 PROVIDER = {GPT: "openai", CLAUDE: "anthropic", CURRENT_CLAUDE: "anthropic"}
@@ -74,7 +72,7 @@ def test_openai_unknown_model_is_not_found(
     assert caught.value.status_code == 404
     _assert_openai_error_body(caught.value.body, "model_not_found")
     assert caught.value.response.headers.get("x-request-id")
-    assert stats(upstream)["requests"] == 0
+    assert upstream_stats(upstream)["requests"] == 0
     assert_refused_without_record(live_gateway)
 
 
@@ -88,7 +86,7 @@ def test_openai_unpriced_model_is_bad_request(
     assert caught.value.param == "model"
     _assert_openai_error_body(caught.value.body, "model_not_priced")
     assert "never free" in caught.value.message
-    assert stats(upstream)["requests"] == 0
+    assert upstream_stats(upstream)["requests"] == 0
     assert_refused_without_record(live_gateway)
 
 
@@ -113,7 +111,7 @@ def test_invalid_json_body_is_openai_shaped_400(
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["type"] == "invalid_request_error"
     assert body["error"]["code"] == "invalid_json"
-    assert stats(upstream)["requests"] == 0
+    assert upstream_stats(upstream)["requests"] == 0
     assert_refused_without_record(live_gateway)
 
 
@@ -212,7 +210,7 @@ def _assert_failure_recorded(
     )
     assert record["cost"] == 0
     assert f"answered {failure.fail_status}" in record["error"]
-    assert stats(upstream)["inference_requests"] == failure.attempts
+    assert upstream_stats(upstream)["inference_requests"] == failure.attempts
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
@@ -271,7 +269,7 @@ def test_anthropic_sdk_upstream_failure(
 # --- the provider drops a stream mid-way ---------------------------------------------
 
 UNDERCHARGE = (
-    "a stream cut short must be charged for what was streamed (DESIGN §4.5): at least "
+    "a stream cut short must be charged for what was streamed (docs/ledger.md): at least "
     "one token per content chunk sent; Anthropic's message_start carries only a "
     "placeholder output_tokens=1"
 )
@@ -291,7 +289,7 @@ def test_openai_stream_cut_by_provider_raises_and_is_charged_for_what_was_sent(
 
     assert len(received) == 3, "the chunks before the cut reach the client"
     assert "stream broke" in caught.value.message
-    assert stats(upstream)["disconnected_injected"] == 1
+    assert upstream_stats(upstream)["disconnected_injected"] == 1
     record = only_record(live_gateway)
     assert record["completion_tokens"] >= len(received), UNDERCHARGE
     if model == GPT:

@@ -9,7 +9,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from tests.support import LiveServer
+from tests.support import LiveServer, scenario, upstream_stats, wait_for
 
 from tollhouse.config import Settings
 from tollhouse.devupstream import BackgroundServer
@@ -21,9 +21,6 @@ from .helpers import (
     assert_record,
     ledger,
     only_record,
-    scenario,
-    stats,
-    wait_for,
 )
 
 ROUTES = [{"name": "smart", "targets": [f"anthropic/{CLAUDE}", f"openai/{GPT}"]}]
@@ -37,9 +34,9 @@ def test_retries_hide_transient_upstream_failures(
     completion = openai_client.chat.completions.create(model=GPT, messages=HELLO, max_tokens=4)
 
     assert completion.usage is not None and completion.usage.completion_tokens == 4
-    upstream_stats = stats(upstream)
-    assert upstream_stats["inference_requests"] == 3
-    assert upstream_stats["failed_injected"] == 2
+    seen = upstream_stats(upstream)
+    assert seen["inference_requests"] == 3
+    assert seen["failed_injected"] == 2
     assert_record(
         only_record(live_gateway),
         endpoint="chat",
@@ -77,7 +74,7 @@ def test_route_is_served_by_its_first_target(
 
     assert raw.headers["x-tollhouse-target"] == f"anthropic/{CLAUDE}"
     assert completion.usage is not None
-    assert stats(upstream)["by_path"] == {"/v1/messages": 1}
+    assert upstream_stats(upstream)["by_path"] == {"/v1/messages": 1}
     assert_record(
         only_record(routed_gateway),
         endpoint="chat",
@@ -111,7 +108,7 @@ def test_fallback_to_the_next_target_when_the_first_is_down(
     usage = list(parsed)[-1].usage if stream else parsed.usage
 
     assert usage is not None and usage.completion_tokens == 6
-    assert stats(upstream)["by_path"] == {"/v1/messages": 3, "/v1/chat/completions": 1}
+    assert upstream_stats(upstream)["by_path"] == {"/v1/messages": 3, "/v1/chat/completions": 1}
     assert_record(
         only_record(routed_gateway),
         endpoint="chat",
@@ -132,7 +129,7 @@ def test_no_fallback_on_the_clients_own_error(
     with pytest.raises(openai.BadRequestError):
         routed_client.chat.completions.create(model="smart", messages=HELLO, max_tokens=3)
 
-    assert stats(upstream)["by_path"] == {"/v1/messages": 1}
+    assert upstream_stats(upstream)["by_path"] == {"/v1/messages": 1}
     record = only_record(routed_gateway)
     assert (record["status"], record["http_status"], record["cost"]) == ("error", 400, 0)
 
@@ -146,7 +143,7 @@ def test_every_target_down_is_502_recorded_once(
         routed_client.chat.completions.create(model="smart", messages=HELLO, max_tokens=3)
 
     assert caught.value.status_code == 502
-    assert stats(upstream)["inference_requests"] == 6
+    assert upstream_stats(upstream)["inference_requests"] == 6
     record = only_record(routed_gateway)
     assert (record["status"], record["http_status"], record["cost"]) == ("error", 502, 0)
 
@@ -180,8 +177,10 @@ def test_client_disconnect_cancels_the_upstream_request(
             if len(received) == 2:
                 break  # leave mid-stream: the response closes with the block
 
-    wait_for(lambda: stats(upstream)["cancelled"] >= 1, timeout=2.0, what="upstream cancel")
-    assert stats(upstream)["completed"] == 0
+    wait_for(
+        lambda: upstream_stats(upstream)["cancelled"] >= 1, timeout=2.0, what="upstream cancel"
+    )
+    assert upstream_stats(upstream)["completed"] == 0
     wait_for(lambda: len(ledger(live_gateway)) == 1, timeout=2.0, what="usage record")
     record = only_record(live_gateway)
     assert (record["status"], record["http_status"], record["streamed"]) == (
@@ -191,7 +190,7 @@ def test_client_disconnect_cancels_the_upstream_request(
     )
     provider = "openai" if model == GPT else "anthropic"
     assert (record["provider"], record["model"]) == (provider, model)
-    # Charged for what was streamed (DESIGN §4.5): at least one token per content chunk
+    # Charged for what was streamed (docs/ledger.md): at least one token per content chunk
     # the client received; Anthropic's message_start output_tokens=1 is a placeholder.
     assert record["completion_tokens"] >= len(received), "cancelled stream undercharged"
     assert_record(

@@ -15,7 +15,6 @@ from sqlalchemy import func, select, text
 from tests.ledger.records import T0, usage_record
 
 from tollhouse.app import create_app
-from tollhouse.db.schema import upgrade
 from tollhouse.ledger import UsageRecorder
 from tollhouse.ledger.models import usage_records
 from tollhouse.ledger.service import UsageFilter, spend_by
@@ -44,7 +43,6 @@ async def count(engine) -> int:
 
 
 async def test_recorder_writes_1000_records_and_spend_is_exact(pg_engine):
-    await upgrade(pg_engine)
     records = thousand_records()
     recorder = UsageRecorder(pg_engine, Metrics(), batch_size=128, flush_interval_ms=5)
     await recorder.start()
@@ -81,7 +79,6 @@ async def test_recorder_writes_1000_records_and_spend_is_exact(pg_engine):
 
 
 async def test_money_column_is_numeric_38_9(pg_engine):
-    await upgrade(pg_engine)
     recorder = UsageRecorder(pg_engine, Metrics())
     recorder.add(usage_record(id="a", cost=Decimal("123456789.123456789")))
     recorder.add(usage_record(id="b", cost=Decimal("0.000000001")))
@@ -142,7 +139,6 @@ async def test_a_record_the_database_refuses_does_not_block_the_ledger(pg_engine
     # The model name comes from the client (any name is served where unpriced use is
     # allowed); Postgres enforces the column's 256 characters. One such record must not
     # stop every later record from being written.
-    await upgrade(pg_engine)
     recorder = UsageRecorder(pg_engine, Metrics(), batch_size=10, flush_interval_ms=10)
     await recorder.start()
     try:

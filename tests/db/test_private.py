@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from tests.db.conftest import settings_for
+from tests.support import settings_for
 
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade

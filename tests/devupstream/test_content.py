@@ -33,7 +33,7 @@ message = st.fixed_dictionaries(
 
 @given(st.lists(message, min_size=1, max_size=8), text)
 def test_prompt_tokens_within_byte_bound(messages: list[dict[str, Any]], system: str) -> None:
-    """Gateway bound: UTF-8 bytes of the prompt + 8 per message (DESIGN §4)."""
+    """Gateway bound: UTF-8 bytes of the prompt + 8 per message (docs/governance.md)."""
     count = prompt_tokens(messages, system)
     text_bytes = len(system.encode()) + sum(len(message_text(m).encode()) for m in messages)
     assert 1 <= count <= text_bytes + 8 * len(messages)

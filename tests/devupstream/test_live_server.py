@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,6 +14,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from tests.support import scenario, upstream_stats, wait_for
 
 from tollhouse.devupstream import BackgroundServer, DevUpstreamOptions
 
@@ -36,22 +36,6 @@ def openai_client(server: BackgroundServer, **kwargs: Any) -> openai.OpenAI:
 
 def anthropic_client(server: BackgroundServer) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=server.url, api_key="sk-dev", max_retries=0)
-
-
-def stats(server: BackgroundServer) -> dict[str, Any]:
-    result: dict[str, Any] = httpx.get(f"{server.url}/_dev/stats").json()
-    return result
-
-
-def scenario(server: BackgroundServer, **body: Any) -> None:
-    httpx.post(f"{server.url}/_dev/scenario", json=body).raise_for_status()
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_openai_sdk_plain_stream_tools_embeddings(live: BackgroundServer) -> None:
@@ -161,7 +145,7 @@ def test_injected_disconnect_drops_the_connection(
             received += piece
     assert received.count(marker) == 3 + (path == "/v1/chat/completions")  # role chunk
     assert b"[DONE]" not in received and b"message_stop" not in received
-    assert stats(live)["disconnected_injected"] == 1
+    assert upstream_stats(live)["disconnected_injected"] == 1
 
 
 def test_openai_sdk_sees_dropped_stream_as_error(live: BackgroundServer) -> None:
@@ -181,10 +165,10 @@ def test_client_hang_up_counts_as_cancelled(live: BackgroundServer) -> None:
     ):
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
-        wait_for(lambda: stats(live)["in_flight"] == 1)
+        wait_for(lambda: upstream_stats(live)["in_flight"] == 1)
         # Leaving the block closes the connection mid-stream.
-    wait_for(lambda: stats(live)["cancelled"] == 1)
-    counters = stats(live)
+    wait_for(lambda: upstream_stats(live)["cancelled"] == 1)
+    counters = upstream_stats(live)
     assert counters["completed"] == 0
     assert counters["in_flight"] == 0
 
@@ -196,7 +180,7 @@ def test_hang_up_during_latency_counts_as_cancelled(live: BackgroundServer) -> N
         pytest.raises(httpx.ReadTimeout),
     ):
         client.post("/v1/messages", json=messages_body(stream=True))
-    wait_for(lambda: stats(live)["cancelled"] == 1)
+    wait_for(lambda: upstream_stats(live)["cancelled"] == 1)
 
 
 def test_option_disconnect_and_pacing() -> None:
@@ -226,7 +210,7 @@ async def test_hundreds_of_concurrent_streams(live: BackgroundServer) -> None:
         "".join(c["choices"][0]["delta"]["content"] for c in sse_data(b)[1:-2]) for b in bodies
     }
     assert len(texts) == 7  # same question, same answer
-    counters = stats(live)
+    counters = upstream_stats(live)
     assert counters["completed"] == 300
     assert counters["cancelled"] == 0
 

@@ -73,11 +73,20 @@ class Tollhouse:
     def database(self) -> Path:
         return self.root / "tollhouse.db"
 
-    def start(self, name: str, args: list[str], env: dict[str, str], ready_url: str) -> Process:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        ready_url: str,
+        command: tuple[str, ...] = (sys.executable, "-m", "tollhouse"),
+    ) -> Process:
+        """``command args…`` (``python -m tollhouse`` unless told), ready once
+        ``ready_url`` answers 200."""
         log = self.root / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tollhouse", *args],
+                [*command, *args],
                 env=env,
                 cwd=self.root,
                 stdout=out,

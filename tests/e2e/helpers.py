@@ -1,36 +1,18 @@
-"""Small helpers for the end-to-end tests: exact ledger reads and waiting."""
+"""Helpers of the end-to-end tests (those every directory shares are in tests/support.py)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.support import usage, wait_for
 
 from tollhouse.pricing import load_catalog
 
 CATALOG = load_catalog()
 HELLO: Any = [{"role": "user", "content": "Say hello to Tollhouse."}]
-
-
-def usage_records(url: str) -> list[dict[str, Any]]:
-    """The gateway's ledger over its admin API, ``cost`` as exact ``Decimal``."""
-    response = httpx.get(f"{url}/api/usage", params={"limit": "1000"})
-    response.raise_for_status()
-    records: list[dict[str, Any]] = json.loads(response.text, parse_float=Decimal)["usage"]
-    return records
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(0.05)
 
 
 def wait_for_records(url: str, count: int) -> list[dict[str, Any]]:
@@ -39,7 +21,7 @@ def wait_for_records(url: str, count: int) -> list[dict[str, Any]]:
 
     def enough() -> bool:
         nonlocal records
-        records = usage_records(url)
+        records = usage(url)
         return len(records) >= count
 
     wait_for(enough, what=f"{count} usage records")

@@ -78,3 +78,4 @@ def test_the_worker_sends_what_the_gateway_queued(tollhouse: Tollhouse) -> None:
         assert _Hook.received[0]["event_message"] == "Team crossed its budget"
     finally:
         server.shutdown()
+        server.server_close()

@@ -8,9 +8,10 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support import wait_for
 
 from .conftest import Gateway
-from .helpers import HELLO, cost, wait_for, wait_for_records
+from .helpers import HELLO, cost, wait_for_records
 
 pytestmark = pytest.mark.e2e
 

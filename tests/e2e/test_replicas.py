@@ -1,4 +1,4 @@
-"""Replicas as real processes on one Postgres and one Redis (DESIGN §4 across processes).
+"""Replicas as real processes on one Postgres and one Redis (docs/deployment.md).
 
 Three ``tollhouse serve`` processes (and, separately, one ``serve --workers 2``) share a
 real PostgreSQL and a real ``redis-server``; 300 requests spread over them must hold the
@@ -20,11 +20,12 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from tests.support import usage, wait_for
 
 from tollhouse.cli.processes import free_port
 
 from .conftest import Process, Tollhouse
-from .helpers import HELLO, wait_for
+from .helpers import HELLO
 
 pytestmark = pytest.mark.e2e
 
@@ -59,12 +60,6 @@ def entity(url: str, path: str) -> dict[str, Any]:
     response = httpx.get(f"{url}/api/governance/{path}", timeout=10)
     assert response.status_code == 200, response.text
     return dict(json.loads(response.text, parse_float=Decimal))
-
-
-def ledger(url: str, key_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{url}/api/usage", params={"limit": "1000", "key_id": key_id})
-    response.raise_for_status()
-    return list(json.loads(response.text, parse_float=Decimal)["usage"])
 
 
 def known_everywhere(urls: list[str], value: str) -> None:
@@ -106,7 +101,7 @@ def counters_match_ledger(urls: list[str], key_id: str) -> None:
     """Once settles and records have landed, every replica shows counters = ledger."""
 
     def check() -> bool:
-        rows = ledger(urls[0], key_id)
+        rows = usage(urls[0], key_id=key_id)
         cost = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
         for url in urls:
             key = entity(url, f"virtual-keys/{key_id}")["virtual_key"]
@@ -120,7 +115,7 @@ def counters_match_ledger(urls: list[str], key_id: str) -> None:
     try:
         wait_for(check, timeout=10, what="counters equal to the ledger on every replica")
     except AssertionError:
-        rows = ledger(urls[0], key_id)
+        rows = usage(urls[0], key_id=key_id)
         views = [entity(url, f"virtual-keys/{key_id}")["virtual_key"] for url in urls]
         raise AssertionError(("ledger", len(rows), "views", views)) from None
 
@@ -146,10 +141,10 @@ def test_three_replicas_hold_budgets_and_limits(tollhouse, pg_url, redis_url):
     budget_id, rate_id = budgeted["virtual_key"]["id"], limited["virtual_key"]["id"]
     counters_match_ledger(urls, budget_id)
     counters_match_ledger(urls, rate_id)
-    rows = ledger(urls[2], budget_id)
+    rows = usage(urls[2], key_id=budget_id)
     assert len(rows) == by_budget[200]
     assert sum((Decimal(r["cost"]) for r in rows), Decimal(0)) <= max_limit
-    assert len(ledger(urls[2], rate_id)) == 20
+    assert len(usage(urls[2], key_id=rate_id)) == 20
 
 
 def test_workers_flag_serves_and_stops_cleanly(tollhouse, pg_url, redis_url):
@@ -235,7 +230,9 @@ def test_sigterm_a_replica_mid_load_loses_no_record(tollhouse, pg_url, redis_url
     assert ok >= 200, Counter(statuses)
     assert set(statuses) <= {200, 0}, Counter(statuses)
     survivors = urls[1:]
-    wait_for(lambda: len(ledger(survivors[0], key_id)) == ok, timeout=10, what="every 200 recorded")
+    wait_for(
+        lambda: len(usage(survivors[0], key_id=key_id)) == ok, timeout=10, what="every 200 recorded"
+    )
     counters_match_ledger(survivors, key_id)
 
 
@@ -268,7 +265,9 @@ def test_redis_killed_mid_load_and_restarted_empty(
     else:
         assert statuses == {200: 300}, statuses
     wait_for(
-        lambda: len(ledger(urls[0], key_id)) == statuses[200], timeout=10, what="every 200 recorded"
+        lambda: len(usage(urls[0], key_id=key_id)) == statuses[200],
+        timeout=10,
+        what="every 200 recorded",
     )
     # Rebuilt from the ledger, fallback usage merged once: counters = ledger on both.
     counters_match_ledger(urls, key_id)
@@ -296,7 +295,7 @@ def test_postgres_stopped_mid_load_loses_no_record(tollhouse, private_postgres, 
 
     assert statuses == {200: 300}, statuses
     wait_for(lambda: all(_status(url) == "ready" for url in urls), timeout=20, what="ready")
-    wait_for(lambda: len(ledger(urls[0], key_id)) == 300, timeout=20, what="300 records")
+    wait_for(lambda: len(usage(urls[0], key_id=key_id)) == 300, timeout=20, what="300 records")
     counters_match_ledger(urls, key_id)
 
 

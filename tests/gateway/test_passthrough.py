@@ -8,28 +8,18 @@ and the provider sees nothing: ``_dev/stats`` counts what reached it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support import flushed
+from tests.support import metric, reached, records, running
 
-from tollhouse.app import create_app
 from tollhouse.gateway.passthrough import MAX_MODEL_NAME, MAX_OUTPUT_TOKENS
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
-
-
-def reached(upstream: Any) -> int:
-    """Requests the dev upstream received on /v1 (any answer)."""
-    return int(httpx.get(f"{upstream.url}/_dev/stats").json()["requests"])
 
 
 def refused(response: httpx.Response, param: str) -> str:
@@ -45,22 +35,6 @@ def refused(response: httpx.Response, param: str) -> str:
         # /v1/messages answers in Anthropic's shape, which has no `param`.
         assert response.json()["type"] == "error"
     return str(error["message"])
-
-
-async def records(client: httpx.AsyncClient, app: Any) -> list[dict[str, Any]]:
-    await flushed(app)
-    response = await client.get("/api/usage", params={"limit": "1000"})
-    assert response.status_code == 200, response.text
-    return list(json.loads(response.text, parse_float=Decimal)["usage"])
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            yield c, app
 
 
 def openrouter(upstream: Any, **extra: Any) -> dict[str, Any]:
@@ -132,7 +106,7 @@ async def test_output_cap_at_the_ceiling_is_served(gateway, app):
 
 async def test_openrouter_models_list_is_charged_at_its_dearest_entry(make_settings, upstream):
     settings = make_settings(providers=openrouter(upstream))
-    async with running(settings) as (client, app):
+    async with running(settings) as (app, client):
         body = {
             "model": "openai/gpt-4o-mini",
             "models": ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4"],
@@ -151,7 +125,7 @@ async def test_openrouter_models_list_is_charged_at_its_dearest_entry(make_setti
 
 async def test_openrouter_models_entries_must_be_priced(make_settings, upstream):
     settings = make_settings(providers=openrouter(upstream))
-    async with running(settings) as (client, _):
+    async with running(settings) as (_, client):
         body = {"model": "openai/gpt-4o-mini", "models": ["someone/unpriced"], "messages": HI}
         response = await client.post(CHAT, json=body)
         assert response.status_code == 400, response.text
@@ -179,7 +153,7 @@ async def test_openrouter_models_entries_must_be_priced(make_settings, upstream)
 )
 async def test_openrouter_fields_refused(make_settings, upstream, extra, param):
     settings = make_settings(providers=openrouter(upstream, allow_unpriced=True))
-    async with running(settings) as (client, _):
+    async with running(settings) as (_, client):
         body = {"model": "openai/gpt-4o-mini", "messages": HI, **extra}
         refused(await client.post(CHAT, json=body), param)
         assert reached(upstream) == 0
@@ -262,14 +236,14 @@ async def test_chat_tools_other_than_functions_are_refused(gateway, upstream):
     "model", ["x" * (MAX_MODEL_NAME + 1), "house\nmodel", "house\x00model", "a\u200bb"]
 )
 async def test_model_names_are_short_and_printable(make_settings, upstream, model):
-    async with running(make_settings(allow_unpriced=True)) as (client, _):
+    async with running(make_settings(allow_unpriced=True)) as (_, client):
         body = {"model": f"openai/{model}", "messages": HI}
         refused(await client.post(CHAT, json=body), "model")
         assert reached(upstream) == 0
 
 
 async def test_model_name_at_the_cap_is_served(make_settings):
-    async with running(make_settings(allow_unpriced=True)) as (client, _):
+    async with running(make_settings(allow_unpriced=True)) as (_, client):
         model = "openai/" + "m" * (MAX_MODEL_NAME - len("openai/"))
         response = await client.post(CHAT, json={"model": model, "messages": HI})
         assert response.status_code == 200, response.text
@@ -288,7 +262,7 @@ async def test_unpriced_model_names_keep_metrics_and_router_cache_bounded(make_s
     from tollhouse.gateway.routing import CACHE_LIMIT
     from tollhouse.ops.metrics import UNPRICED_MODEL_LABELS
 
-    async with running(make_settings(allow_unpriced=True, max_retries=0)) as (client, app):
+    async with running(make_settings(allow_unpriced=True, max_retries=0)) as (app, client):
         names = [f"openai/house-{i}" for i in range(CACHE_LIMIT + 500)]
         limit = asyncio.Semaphore(16)
 
@@ -306,13 +280,7 @@ async def test_unpriced_model_names_keep_metrics_and_router_cache_bounded(make_s
         assert "_other" in models
         assert "house-0" in models  # the first ones keep their own series
         # Every request is still counted, under its own label or under "other".
-        total = sum(
-            s.value
-            for f in text_string_to_metric_families(text)
-            for s in f.samples
-            if s.name == "tollhouse_unpriced_requests_total"
-        )
-        assert total == len(names)
+        assert await metric(client, "tollhouse_unpriced_requests_total") == len(names)
         # A priced model keeps its own label however many unpriced names came before.
         await client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HI})
         text = (await client.get("/metrics")).text

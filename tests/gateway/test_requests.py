@@ -7,28 +7,15 @@ shipped catalog's prices (USD per 1M tokens).
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
-from tests.support import flushed
+from tests.support import metric, records, running, scenario
 
-from tollhouse.app import create_app
 from tollhouse.gateway.estimate import prompt_token_bound
 
 HI = [{"role": "user", "content": "hi"}]
-
-
-async def records(gateway: httpx.AsyncClient, app, **params: str) -> list[dict[str, Any]]:
-    await flushed(app)
-    response = await gateway.get("/api/usage", params={"limit": "1000", **params})
-    assert response.status_code == 200, response.text
-    return list(json.loads(response.text, parse_float=Decimal)["usage"])
 
 
 async def only_record(gateway, app) -> dict[str, Any]:
@@ -51,15 +38,6 @@ def sse_events(text: str) -> list[tuple[str, Any]]:
         fields = dict(line.split(": ", 1) for line in block.split("\n"))
         events.append((fields["event"], orjson.loads(fields["data"])))
     return events
-
-
-async def metric(gateway, name: str, **labels: str) -> float:
-    text = (await gateway.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 # --- plain chat -------------------------------------------------------------------------
@@ -155,10 +133,8 @@ async def test_chat_to_anthropic_without_max_tokens_sends_the_model_cap(gateway,
 
 
 async def test_default_max_output_tokens_applies_to_unpriced_anthropic_models(make_settings):
-    async with _client(make_settings(allow_unpriced=True, default_max_output_tokens=3)) as (
-        client,
-        app,
-    ):
+    settings = make_settings(allow_unpriced=True, default_max_output_tokens=3)
+    async with running(settings) as (_, client):
         response = await client.post(
             "/v1/chat/completions", json={"model": "anthropic/claude-local", "messages": HI}
         )
@@ -354,7 +330,7 @@ async def test_embeddings_batch(gateway, app):
 
 
 async def test_unpriced_allowed_request_is_recorded_and_counted(make_settings):
-    async with _client(make_settings(allow_unpriced=True)) as (client, app):
+    async with running(make_settings(allow_unpriced=True)) as (app, client):
         response = await client.post(
             "/v1/chat/completions", json={"model": "openai/house-model", "messages": HI}
         )
@@ -380,7 +356,7 @@ async def test_unpriced_allowed_per_provider(make_settings, upstream):
     providers = {
         "local": {"base_url": f"{upstream.url}/v1", "allow_unpriced": True},
     }
-    async with _client(make_settings(providers=providers)) as (client, app):
+    async with running(make_settings(providers=providers)) as (app, client):
         response = await client.post(
             "/v1/chat/completions", json={"model": "llama3.2", "messages": HI}
         )
@@ -414,23 +390,7 @@ async def test_metrics_count_requests_tokens_and_cost(gateway, app):
     assert await metric(gateway, "tollhouse_cost_nanodollars_total", **labels) == 3600
 
 
-# --- helpers ----------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def _client(settings) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            yield c, app
-
-
 # --- streams cut short ------------------------------------------------------------------
-
-
-def scenario(upstream, **fields: Any) -> None:
-    httpx.post(f"{upstream.url}/_dev/scenario", json=fields).raise_for_status()
 
 
 async def test_chat_stream_cut_short_is_charged_for_what_was_streamed(gateway, app, upstream):
@@ -449,7 +409,7 @@ async def test_chat_stream_cut_short_is_charged_for_what_was_streamed(gateway, a
 
     record = await only_record(gateway, app)
     assert (record["status"], record["http_status"], record["streamed"]) == ("error", 502, True)
-    # No provider usage arrived: the bounds of what was sent (DESIGN §4.5).
+    # No provider usage arrived: the bounds of what was sent (docs/ledger.md, "Streams").
     assert record["prompt_tokens"] == prompt_token_bound(body)
     # One token is at least one byte, and never more than max_tokens were asked for.
     assert record["completion_tokens"] == min(len(streamed.encode()), body["max_tokens"])

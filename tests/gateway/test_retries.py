@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import socket
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
-from tests.support import flushed
+from tests.support import metric, records, running, scenario, upstream_stats
 
-from tollhouse.app import create_app
 from tollhouse.config import load_settings
 from tollhouse.gateway.upstreams import backoff_delay
 
 HI = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "gpt-4o-mini", "messages": HI, "max_tokens": 2}
-
-
-def scenario(upstream, **fields: Any) -> None:
-    httpx.post(f"{upstream.url}/_dev/scenario", json=fields).raise_for_status()
-
-
-def stats(upstream) -> dict[str, Any]:
-    return httpx.get(f"{upstream.url}/_dev/stats").json()
 
 
 def closed_port() -> int:
@@ -38,42 +23,17 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.asynccontextmanager
-async def running(settings) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            yield c, app
-
-
-async def records(client, app) -> list[dict[str, Any]]:
-    await flushed(app)
-    response = await client.get("/api/usage", params={"limit": "1000"})
-    return list(json.loads(response.text, parse_float=Decimal)["usage"])
-
-
-async def metric(client, name: str, **labels: str) -> float:
-    text = (await client.get("/metrics")).text
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
 # --- retries on one target --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [503, 429, 500, 502])
 async def test_retryable_failures_are_retried_until_success(make_settings, upstream, status):
     scenario(upstream, fail_status=status, count=2)
-    async with running(make_settings(max_retries=2)) as (client, app):
+    async with running(make_settings(max_retries=2)) as (app, client):
         response = await client.post("/v1/chat/completions", json=CHAT)
         assert response.status_code == 200, response.text
-        assert stats(upstream)["inference_requests"] == 3
-        assert stats(upstream)["failed_injected"] == 2
+        assert upstream_stats(upstream)["inference_requests"] == 3
+        assert upstream_stats(upstream)["failed_injected"] == 2
         (record,) = await records(client, app)
         assert record["status"] == "success"
         assert record["id"] == response.headers["x-request-id"]
@@ -86,10 +46,10 @@ async def test_retryable_failures_are_retried_until_success(make_settings, upstr
 @pytest.mark.parametrize("max_retries", [0, 1, 3])
 async def test_max_retries_is_honoured(make_settings, upstream, max_retries):
     scenario(upstream, fail_status=503, count=10)
-    async with running(make_settings(max_retries=max_retries)) as (client, app):
+    async with running(make_settings(max_retries=max_retries)) as (app, client):
         response = await client.post("/v1/chat/completions", json=CHAT)
         assert response.status_code == 502
-        assert stats(upstream)["inference_requests"] == max_retries + 1
+        assert upstream_stats(upstream)["inference_requests"] == max_retries + 1
         (record,) = await records(client, app)
         assert record["status"] == "error"
         assert record["http_status"] == 502
@@ -99,19 +59,19 @@ async def test_max_retries_is_honoured(make_settings, upstream, max_retries):
 
 async def test_rate_limit_exhausted_is_429(make_settings, upstream):
     scenario(upstream, fail_status=429, count=10)
-    async with running(make_settings(max_retries=1)) as (client, _):
+    async with running(make_settings(max_retries=1)) as (_, client):
         response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 429
     assert response.headers["retry-after"] == "0"
-    assert stats(upstream)["inference_requests"] == 2
+    assert upstream_stats(upstream)["inference_requests"] == 2
 
 
 async def test_no_retry_on_upstream_400(make_settings, upstream):
     scenario(upstream, fail_status=400, count=5)
-    async with running(make_settings(max_retries=3)) as (client, app):
+    async with running(make_settings(max_retries=3)) as (app, client):
         response = await client.post("/v1/chat/completions", json=CHAT)
         assert response.status_code == 400
-        assert stats(upstream)["inference_requests"] == 1
+        assert upstream_stats(upstream)["inference_requests"] == 1
         (record,) = await records(client, app)
         assert (record["status"], record["http_status"]) == ("error", 400)
 
@@ -121,24 +81,24 @@ async def test_provider_credential_failure_is_502_without_retry(make_settings, u
     # The provider refused *our* credentials: not the client's fault, and retrying the
     # same target cannot help (a fallback target may).
     scenario(upstream, fail_status=status, count=5)
-    async with running(make_settings(max_retries=3)) as (client, _):
+    async with running(make_settings(max_retries=3)) as (_, client):
         response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 502
-    assert stats(upstream)["inference_requests"] == 1
+    assert upstream_stats(upstream)["inference_requests"] == 1
 
 
 @pytest.mark.parametrize("status", [404, 422])
 async def test_no_retry_on_other_client_errors(make_settings, upstream, status):
     scenario(upstream, fail_status=status, count=5)
-    async with running(make_settings(max_retries=3)) as (client, _):
+    async with running(make_settings(max_retries=3)) as (_, client):
         response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == status
-    assert stats(upstream)["inference_requests"] == 1
+    assert upstream_stats(upstream)["inference_requests"] == 1
 
 
 async def test_connection_refused_is_retried_then_502(make_settings):
     dead = {"preset": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1"}
-    async with running(make_settings(providers={"openai": dead}, max_retries=2)) as (client, app):
+    async with running(make_settings(providers={"openai": dead}, max_retries=2)) as (app, client):
         response = await client.post("/v1/chat/completions", json=CHAT)
         assert response.status_code == 502
         body = response.json()
@@ -153,33 +113,33 @@ async def test_connection_refused_is_retried_then_502(make_settings):
 
 async def test_streaming_request_is_retried_before_the_first_byte(make_settings, upstream):
     scenario(upstream, fail_status=503, count=1)
-    async with running(make_settings(max_retries=1)) as (client, app):
+    async with running(make_settings(max_retries=1)) as (app, client):
         response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
         assert response.status_code == 200
         assert response.text.endswith("data: [DONE]\n\n")
-        assert stats(upstream)["inference_requests"] == 2
+        assert upstream_stats(upstream)["inference_requests"] == 2
         (record,) = await records(client, app)
         assert (record["streamed"], record["completion_tokens"]) == (True, 2)
 
 
 async def test_messages_are_retried_too(make_settings, upstream):
     scenario(upstream, fail_status=529, count=1)
-    async with running(make_settings(max_retries=1)) as (client, _):
+    async with running(make_settings(max_retries=1)) as (_, client):
         response = await client.post(
             "/v1/messages", json={"model": "claude-haiku-4-5", "messages": HI, "max_tokens": 2}
         )
     assert response.status_code == 200, response.text
-    assert stats(upstream)["inference_requests"] == 2
+    assert upstream_stats(upstream)["inference_requests"] == 2
 
 
 async def test_timeout_is_504_and_not_retried(make_settings, upstream):
     scenario(upstream, latency_ms=2000)
     settings = make_settings(max_retries=2, request_timeout_s=0.2)
-    async with running(settings) as (client, app):
+    async with running(settings) as (app, client):
         response = await client.post("/v1/chat/completions", json=CHAT)
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "upstream_timeout"
-        assert stats(upstream)["inference_requests"] == 1
+        assert upstream_stats(upstream)["inference_requests"] == 1
         (record,) = await records(client, app)
         assert (record["status"], record["http_status"]) == ("error", 504)
 
@@ -194,7 +154,7 @@ async def test_fallback_to_the_next_target_when_a_provider_is_down(make_settings
     }
     models = [{"name": "smart", "targets": ["dead/gpt-4o-mini", "openai/gpt-4o-mini"]}]
     settings = make_settings(providers=providers, models=models, max_retries=1)
-    async with running(settings) as (client, app):
+    async with running(settings) as (app, client):
         response = await client.post("/v1/chat/completions", json={**CHAT, "model": "smart"})
         assert response.status_code == 200, response.text
         assert response.headers["x-tollhouse-target"] == "openai/gpt-4o-mini"
@@ -207,37 +167,37 @@ async def test_fallback_to_the_next_target_when_a_provider_is_down(make_settings
         assert record["cost"] == Decimal("0.0000018")  # 4 × 0.15 + 2 × 0.60
         dead_attempts = await metric(client, "tollhouse_upstream_errors_total", provider="dead")
         assert dead_attempts == 2
-    assert stats(upstream)["inference_requests"] == 1
+    assert upstream_stats(upstream)["inference_requests"] == 1
 
 
 async def test_fallback_after_retries_are_exhausted(make_settings, upstream):
     models = [{"name": "smart", "targets": ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"]}]
     scenario(upstream, fail_status=503, count=2)
-    async with running(make_settings(models=models, max_retries=1)) as (client, app):
+    async with running(make_settings(models=models, max_retries=1)) as (app, client):
         response = await client.post("/v1/chat/completions", json={**CHAT, "model": "smart"})
         assert response.status_code == 200, response.text
         assert response.headers["x-tollhouse-target"] == "anthropic/claude-haiku-4-5"
         (record,) = await records(client, app)
         assert (record["provider"], record["model"]) == ("anthropic", "claude-haiku-4-5")
-    assert stats(upstream)["by_path"] == {"/v1/chat/completions": 2, "/v1/messages": 1}
+    assert upstream_stats(upstream)["by_path"] == {"/v1/chat/completions": 2, "/v1/messages": 1}
 
 
 async def test_no_fallback_on_a_client_error(make_settings, upstream):
     models = [{"name": "smart", "targets": ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"]}]
     scenario(upstream, fail_status=400)
-    async with running(make_settings(models=models)) as (client, _):
+    async with running(make_settings(models=models)) as (_, client):
         response = await client.post("/v1/chat/completions", json={**CHAT, "model": "smart"})
     assert response.status_code == 400
-    assert stats(upstream)["inference_requests"] == 1
+    assert upstream_stats(upstream)["inference_requests"] == 1
 
 
 async def test_every_target_failing_is_502_with_one_record(make_settings, upstream):
     models = [{"name": "smart", "targets": ["openai/gpt-4o-mini", "openai/gpt-4.1-mini"]}]
     scenario(upstream, fail_status=500, count=10)
-    async with running(make_settings(models=models, max_retries=1)) as (client, app):
+    async with running(make_settings(models=models, max_retries=1)) as (app, client):
         response = await client.post("/v1/chat/completions", json={**CHAT, "model": "smart"})
         assert response.status_code == 502
-        assert stats(upstream)["inference_requests"] == 4
+        assert upstream_stats(upstream)["inference_requests"] == 4
         (record,) = await records(client, app)
         assert record["status"] == "error"
         assert record["id"] == response.headers.get("x-request-id")
@@ -250,7 +210,7 @@ async def test_embeddings_skip_targets_that_cannot_serve_them(make_settings, ups
             "targets": ["anthropic/claude-haiku-4-5", "openai/text-embedding-3-small"],
         }
     ]
-    async with running(make_settings(models=models)) as (client, app):
+    async with running(make_settings(models=models)) as (app, client):
         response = await client.post("/v1/embeddings", json={"model": "embed", "input": "hi"})
         assert response.status_code == 200, response.text
         (record,) = await records(client, app)

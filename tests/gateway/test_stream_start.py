@@ -16,27 +16,19 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from tests.governance.fixtures import (
+from tests.governance.helpers import (
     CHAT,
     HI,
     MODEL,
     assert_counters_match_ledger,
     counters,
     create_key,
-    records,
-    running,
-    scenario,
 )
-from tests.support import LiveServer
+from tests.support import LiveServer, records, running, scenario, upstream_stats
 
 STREAM = {"model": MODEL, "messages": HI, "max_tokens": 16, "stream": True}
-
-
-def upstream_stats(upstream: Any) -> dict[str, Any]:
-    return dict(httpx.get(f"{upstream.url}/_dev/stats").json())
 
 
 def wait_for_upstream(upstream: Any, **want: int) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.governance.admin_helpers import (
+from tests.governance.helpers import (
+    admin,
     bad_request,
-    call,
     counts,
     create,
-    get,
+    get_entity,
     listing,
     update,
     without,
@@ -19,23 +19,23 @@ from tests.governance.admin_helpers import (
 
 
 async def test_minimal_customer(gateway):
-    data = await call(gateway, "POST", "/customers", {"name": "acme"}, status=201)
+    data = await admin(gateway, "POST", "/customers", {"name": "acme"}, status=201)
     assert data["message"] == "Customer created successfully"
     customer = data["customer"]
     assert customer["teams"] == [] and customer["virtual_keys"] is None
     for absent in ("budget", "budget_id", "rate_limit", "rate_limit_id"):
         assert customer[absent] is None
-    assert await get(gateway, "customers", customer["id"]) == customer
+    assert await get_entity(gateway, "customers", customer["id"]) == customer
 
 
 async def test_minimal_team(gateway):
-    data = await call(gateway, "POST", "/teams", {"name": "search"}, status=201)
+    data = await admin(gateway, "POST", "/teams", {"name": "search"}, status=201)
     assert data["message"] == "Team created successfully"
     team = data["team"]
     assert team["virtual_keys"] is None
     for absent in ("customer", "customer_id", "budget", "rate_limit"):
         assert team[absent] is None
-    assert await get(gateway, "teams", team["id"]) == team
+    assert await get_entity(gateway, "teams", team["id"]) == team
 
 
 async def test_team_under_a_customer_embeds_it_one_level(gateway):
@@ -50,7 +50,7 @@ async def test_team_under_a_customer_embeds_it_one_level(gateway):
     assert embedded["teams"] is None and embedded["virtual_keys"] is None
     # A team without a budget does not inherit its customer's in the response.
     assert team.get("budget") is None
-    assert (await get(gateway, "customers", customer["id"]))["budget"]["max_limit"] == 100000
+    assert (await get_entity(gateway, "customers", customer["id"]))["budget"]["max_limit"] == 100000
 
 
 async def test_customer_lists_its_teams_plainly(gateway):
@@ -65,7 +65,7 @@ async def test_customer_lists_its_teams_plainly(gateway):
             budget={"max_limit": 10, "reset_duration": "1d"},
         )
     await create(gateway, "teams", name="elsewhere")
-    teams = (await get(gateway, "customers", customer["id"]))["teams"]
+    teams = (await get_entity(gateway, "customers", customer["id"]))["teams"]
     assert [t["name"] for t in teams] == names
     for team in teams:
         assert team["customer_id"] == customer["id"] and team["virtual_keys"] is None
@@ -102,7 +102,7 @@ async def test_team_list_filter(gateway):
 async def test_unknown_id_is_404(gateway, kind, method):
     label = {"customers": "Customer", "teams": "Team"}[kind]
     body = {} if method == "PUT" else None
-    data = await call(gateway, method, f"/{kind}/nope", body, status=404)
+    data = await admin(gateway, method, f"/{kind}/nope", body, status=404)
     assert data == {"error": f"{label} not found", "code": "not_found"}
 
 
@@ -135,7 +135,7 @@ async def test_empty_update_changes_only_updated_at(gateway, kind):
         budget={"max_limit": 1, "reset_duration": "1w"},
         rate_limit={"request_max_limit": 3, "request_reset_duration": "1m"},
     )
-    before = await get(gateway, kind, entity["id"])
+    before = await get_entity(gateway, kind, entity["id"])
     after = await update(gateway, kind, entity["id"], {})
     assert without(after, "updated_at") == without(before, "updated_at")
     assert after["updated_at"] > before["updated_at"]
@@ -170,7 +170,7 @@ async def test_team_customer_switch_and_detach(gateway):
     team = await create(gateway, "teams", name="t", customer_id=first["id"])
     moved = await update(gateway, "teams", team["id"], {"customer_id": second["id"]})
     assert moved["customer_id"] == second["id"] and moved["customer"]["name"] == "second"
-    assert (await get(gateway, "customers", first["id"]))["teams"] == []
+    assert (await get_entity(gateway, "customers", first["id"]))["teams"] == []
     error = await bad_request(gateway, "PUT", f"/teams/{team['id']}", {"customer_id": "ghost"})
     assert "ghost" in error["error"]
     detached = await update(gateway, "teams", team["id"], {"customer_id": None})
@@ -186,10 +186,10 @@ async def test_unknown_customer_on_team_create_is_400(gateway):
 async def test_deleting_a_team_detaches_its_keys(gateway):
     team = await create(gateway, "teams", name="t", budget={"max_limit": 1, "reset_duration": "1h"})
     key = await create(gateway, "virtual-keys", name="k", team_id=team["id"])
-    data = await call(gateway, "DELETE", f"/teams/{team['id']}", status=200)
+    data = await admin(gateway, "DELETE", f"/teams/{team['id']}", status=200)
     assert data == {"message": "Team deleted successfully"}
-    await call(gateway, "GET", f"/teams/{team['id']}", status=404)
-    orphan = await get(gateway, "virtual-keys", key["id"])
+    await admin(gateway, "GET", f"/teams/{team['id']}", status=404)
+    orphan = await get_entity(gateway, "virtual-keys", key["id"])
     assert orphan["team_id"] is None and orphan["team"] is None
     assert (await counts(gateway))["budgets_count"] == 0
 
@@ -198,10 +198,10 @@ async def test_deleting_a_customer_detaches_teams_and_keys(gateway):
     customer = await create(gateway, "customers", name="c")
     team = await create(gateway, "teams", name="t", customer_id=customer["id"])
     key = await create(gateway, "virtual-keys", name="k", customer_id=customer["id"])
-    data = await call(gateway, "DELETE", f"/customers/{customer['id']}", status=200)
+    data = await admin(gateway, "DELETE", f"/customers/{customer['id']}", status=200)
     assert data == {"message": "Customer deleted successfully"}
-    assert (await get(gateway, "teams", team["id"]))["customer_id"] is None
-    assert (await get(gateway, "virtual-keys", key["id"]))["customer_id"] is None
+    assert (await get_entity(gateway, "teams", team["id"]))["customer_id"] is None
+    assert (await get_entity(gateway, "virtual-keys", key["id"]))["customer_id"] is None
     assert await listing(gateway, "customers") == []
 
 
@@ -214,5 +214,10 @@ async def test_concurrent_team_writes(gateway):
         *(update(gateway, "teams", t["id"], {"name": f"renamed {t['name']}"}) for t in teams),
         *(update(gateway, "customers", customer["id"], {"name": f"c{i}"}) for i in range(10)),
     )
-    listed = (await get(gateway, "customers", customer["id"]))["teams"]
-    assert sorted(t["name"] for t in listed) == sorted(f"renamed t{i}" for i in range(10))
+    after = await get_entity(gateway, "customers", customer["id"])
+    assert sorted(t["name"] for t in after["teams"]) == sorted(f"renamed t{i}" for i in range(10))
+    assert after["name"] in {f"c{i}" for i in range(10)}  # one of the writes won, whole
+    for team in teams:
+        assert (await get_entity(gateway, "teams", team["id"]))["customer_id"] == customer["id"]
+    versions = (await admin(gateway, "GET", "/debug/stats"))["database_stats"]["version"]
+    assert versions == 1 + 10 + 20  # every write bumped the change version exactly once

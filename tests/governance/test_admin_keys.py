@@ -7,12 +7,12 @@ import re
 from datetime import datetime
 
 import pytest
-from tests.governance.admin_helpers import (
+from tests.governance.helpers import (
+    admin,
     bad_request,
-    call,
     counts,
     create,
-    get,
+    get_entity,
     listing,
     update,
     without,
@@ -29,7 +29,7 @@ async def make_parents(gateway):
 
 
 async def test_minimal_key(gateway):
-    data = await call(gateway, "POST", "/virtual-keys", {"name": "ci"}, status=201)
+    data = await admin(gateway, "POST", "/virtual-keys", {"name": "ci"}, status=201)
     assert data["message"] == "Virtual key created successfully"
     key = data["virtual_key"]
     assert key["name"] == "ci"
@@ -46,7 +46,7 @@ async def test_minimal_key(gateway):
 async def test_value_is_shown_once_then_only_its_hint(gateway):
     key = await create(gateway, "virtual-keys", name="once")
     value = key["value"]
-    hint = (await get(gateway, "virtual-keys", key["id"]))["value"]
+    hint = (await get_entity(gateway, "virtual-keys", key["id"]))["value"]
     assert HINT.match(hint) and hint != value
     assert hint.startswith(value[:7]) and hint.endswith(value[-4:])
     (listed,) = await listing(gateway, "virtual-keys")
@@ -89,7 +89,9 @@ async def test_complete_key(gateway):
     limit = key["rate_limit"]
     assert (limit["token_max_limit"], limit["request_max_limit"]) == (5000, 500)
     assert (limit["token_current_usage"], limit["request_current_usage"]) == (0, 0)
-    assert without(await get(gateway, "virtual-keys", key["id"]), "value") == without(key, "value")
+    assert without(await get_entity(gateway, "virtual-keys", key["id"]), "value") == without(
+        key, "value"
+    )
 
 
 async def test_key_under_a_customer(gateway):
@@ -120,16 +122,16 @@ async def test_unknown_parent_is_a_400_naming_it(gateway, field):
     assert "ghost-1" in error["error"] and field in error["error"]
     assert (await counts(gateway))["virtual_keys_count"] == 0
     key = await create(gateway, "virtual-keys", name="k")
-    before = await get(gateway, "virtual-keys", key["id"])
+    before = await get_entity(gateway, "virtual-keys", key["id"])
     error = await bad_request(gateway, "PUT", f"/virtual-keys/{key['id']}", {field: "ghost-2"})
     assert "ghost-2" in error["error"]
-    assert await get(gateway, "virtual-keys", key["id"]) == before
+    assert await get_entity(gateway, "virtual-keys", key["id"]) == before
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_unknown_key_is_404(gateway, method):
     body = {} if method == "PUT" else None
-    data = await call(gateway, method, "/virtual-keys/0000-unknown", body, status=404)
+    data = await admin(gateway, method, "/virtual-keys/0000-unknown", body, status=404)
     assert data == {"error": "Virtual key not found", "code": "not_found"}
 
 
@@ -141,10 +143,10 @@ async def test_delete(gateway):
         budget={"max_limit": 1, "reset_duration": "1h"},
         rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"},
     )
-    data = await call(gateway, "DELETE", f"/virtual-keys/{key['id']}", status=200)
+    data = await admin(gateway, "DELETE", f"/virtual-keys/{key['id']}", status=200)
     assert data == {"message": "Virtual key deleted successfully"}
-    await call(gateway, "GET", f"/virtual-keys/{key['id']}", status=404)
-    await call(gateway, "DELETE", f"/virtual-keys/{key['id']}", status=404)
+    await admin(gateway, "GET", f"/virtual-keys/{key['id']}", status=404)
+    await admin(gateway, "DELETE", f"/virtual-keys/{key['id']}", status=404)
     # Its budget and rate limit belonged to it alone.
     assert await counts(gateway) == {
         "virtual_keys_count": 0,
@@ -186,7 +188,7 @@ SINGLE_FIELDS = [
 
 @pytest.mark.parametrize(("field", "value"), SINGLE_FIELDS)
 async def test_each_field_alone(gateway, field, value):
-    original = await get(
+    original = await get_entity(
         gateway, "virtual-keys", (await create(gateway, "virtual-keys", name="k"))["id"]
     )
     updated = await update(gateway, "virtual-keys", original["id"], {field: value})
@@ -194,7 +196,7 @@ async def test_each_field_alone(gateway, field, value):
     assert updated[field] == expected
     assert without(updated, field, "updated_at") == without(original, field, "updated_at")
     assert updated["updated_at"] > original["updated_at"]
-    assert await get(gateway, "virtual-keys", original["id"]) == updated
+    assert await get_entity(gateway, "virtual-keys", original["id"]) == updated
 
 
 async def test_all_fields_together(gateway):
@@ -285,7 +287,7 @@ async def test_empty_update_changes_only_updated_at(gateway):
         budget={"max_limit": 5, "reset_duration": "1h"},
         rate_limit={"token_max_limit": 10, "token_reset_duration": "1h"},
     )
-    before = await get(gateway, "virtual-keys", key["id"])
+    before = await get_entity(gateway, "virtual-keys", key["id"])
     after = await update(gateway, "virtual-keys", key["id"], {})
     assert without(after, "updated_at") == without(before, "updated_at")
     assert after["updated_at"] > before["updated_at"]
@@ -327,7 +329,7 @@ async def test_concurrent_updates_all_succeed(gateway):
 
     results = await asyncio.gather(*(put(i) for i in range(20)))
     assert len(results) == 20
-    final = await get(gateway, "virtual-keys", key["id"])
+    final = await get_entity(gateway, "virtual-keys", key["id"])
     writer = int(final["description"].split()[1])
     assert final["budget"]["max_limit"] == writer  # one writer's update, whole
     assert (await counts(gateway))["budgets_count"] == 1
@@ -352,6 +354,6 @@ async def test_the_running_gateway_sees_a_write_at_once(gateway, make_settings):
     await update(gateway, "virtual-keys", key["id"], {"is_active": False})
     inactive = await gateway.post("/v1/chat/completions", json=body, headers=headers)
     assert inactive.status_code == 403
-    await call(gateway, "DELETE", f"/virtual-keys/{key['id']}", status=200)
+    await admin(gateway, "DELETE", f"/virtual-keys/{key['id']}", status=200)
     gone = await gateway.post("/v1/chat/completions", json=body, headers=headers)
     assert gone.status_code in (401, 403)

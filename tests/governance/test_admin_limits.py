@@ -6,13 +6,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from tests.governance.admin_helpers import (
+from tests.governance.helpers import (
     KINDS,
+    admin,
     bad_request,
-    call,
     counts,
     create,
-    get,
+    get_entity,
     update,
     without,
 )
@@ -96,6 +96,7 @@ async def test_null_budget_options_on_create_take_the_defaults(gateway, kind):
     )
     b = (await create(gateway, kind, name="n", budget=budget(**options)))["budget"]
     assert (b["calendar_aligned"], b["timezone"], b["hard_limit_ratio"]) == (False, "UTC", 1)
+    assert b["alert_thresholds"] == [Decimal("0.8"), 1]  # as documented, not null
 
 
 @pytest.mark.parametrize("duration", DURATIONS)
@@ -182,9 +183,9 @@ BAD_BUDGET_PATCHES = [
 @pytest.mark.parametrize("bad", BAD_BUDGET_PATCHES)
 async def test_bad_budget_is_a_400_on_update(gateway, bad):
     entity = await create(gateway, "teams", name="n", budget=budget(1))
-    before = await get(gateway, "teams", entity["id"])
+    before = await get_entity(gateway, "teams", entity["id"])
     await bad_request(gateway, "PUT", f"/teams/{entity['id']}", {"budget": bad})
-    assert await get(gateway, "teams", entity["id"]) == before
+    assert await get_entity(gateway, "teams", entity["id"]) == before
 
 
 async def test_budget_merges_field_by_field(gateway, kind):
@@ -352,13 +353,13 @@ async def test_rate_limit_created_by_update(gateway):
 async def test_a_failed_update_writes_nothing(gateway, kind):
     # The budget is valid and would be created first; the rate limit then fails.
     entity = await create(gateway, kind, name="n")
-    before = await get(gateway, kind, entity["id"])
+    before = await get_entity(gateway, kind, entity["id"])
     body = {"name": "changed", "budget": budget(), "rate_limit": {"request_max_limit": 5}}
     await bad_request(gateway, "PUT", f"/{kind}/{entity['id']}", body)
-    assert await get(gateway, kind, entity["id"]) == before
+    assert await get_entity(gateway, kind, entity["id"]) == before
     assert (await counts(gateway))["budgets_count"] == 0
-    stats = await call(gateway, "GET", "/debug/stats", status=200)
+    stats = await admin(gateway, "GET", "/debug/stats", status=200)
     version = stats["database_stats"]["version"]
     await bad_request(gateway, "PUT", f"/{kind}/{entity['id']}", body)
-    stats = await call(gateway, "GET", "/debug/stats", status=200)
+    stats = await admin(gateway, "GET", "/debug/stats", status=200)
     assert stats["database_stats"]["version"] == version

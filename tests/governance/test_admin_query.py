@@ -4,7 +4,7 @@ SQLite and Postgres — never a 500."""
 from __future__ import annotations
 
 import pytest
-from tests.governance.fixtures import running
+from tests.support import running
 
 BAD = [
     ("/api/usage", {"limit": "²"}, "limit"),

@@ -11,12 +11,11 @@ from decimal import Decimal
 import orjson
 import pytest
 from sqlalchemy import delete, select, text
-from tests.support import JSON_WRITES
+from tests.support import running
 
-from tollhouse.db import create_engine
-from tollhouse.db.schema import upgrade
 from tollhouse.errors import InvalidJSON, NotFound, ValidationFailed
 from tollhouse.governance import service
+from tollhouse.governance.answers import customer_read, key_read
 from tollhouse.governance.models import budgets, governance_state, rate_limits
 from tollhouse.governance.schemas import (
     CustomerCreate,
@@ -24,23 +23,14 @@ from tollhouse.governance.schemas import (
     TeamCreate,
     VirtualKeyCreate,
     VirtualKeyUpdate,
-    customer_json,
-    key_json,
-    load_json,
-    parse,
 )
+from tollhouse.web.bodies import loads_object
+from tollhouse.web.responses import dumps
+from tollhouse.web.validation import parse
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request, make_settings):
-    if request.param == "sqlite":
-        settings = make_settings()
-    else:
-        settings = make_settings(database_url=request.getfixturevalue("pg_url"))
-    engine = create_engine(settings)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
+def load_json(raw: bytes):
+    return loads_object(raw, 128, exact=True)
 
 
 async def version(engine) -> int:
@@ -149,8 +139,8 @@ async def test_json_shows_the_meters_figures_exactly(engine):
     async with engine.begin() as conn:
         view = await service.create_key(conn, parse(VirtualKeyCreate, body))
     start = datetime(2026, 11, 21, 10, tzinfo=UTC)
-    data = orjson.loads(orjson.dumps(key_json(view, FakeMeter(start))))
-    assert b'"current_usage":0.000000123' in orjson.dumps(key_json(view, FakeMeter(start)))
+    data = orjson.loads(dumps(key_read(view, FakeMeter(start))))
+    assert b'"current_usage":0.000000123' in dumps(key_read(view, FakeMeter(start)))
     assert data["budget"]["last_reset"] == "2026-11-21T10:00:00.000000Z"
     assert data["rate_limit"]["token_current_usage"] == 42
     assert data["rate_limit"]["request_current_usage"] == 7
@@ -168,7 +158,7 @@ async def test_json_without_a_meter_uses_the_stored_anchor(engine):
     aged = replace(
         view, budget=replace(view.budget, last_reset=view.budget.last_reset - timedelta(seconds=10))
     )
-    data = orjson.loads(orjson.dumps(customer_json(aged, None)))
+    data = orjson.loads(dumps(customer_read(aged, None)))
     assert data["budget"]["current_usage"] == 0
     # A rolling 1s window from an anchor 10 s ago started at most a second ago.
     started = datetime.fromisoformat(data["budget"]["last_reset"])
@@ -194,7 +184,7 @@ async def test_amounts_are_stored_exactly(engine, amount):
     assert view.budget is not None
     assert view.budget.max_limit == Decimal(amount)
     assert view.budget.hard_limit_ratio == Decimal("1.000000001")
-    text = orjson.dumps(customer_json(view, None)).decode()
+    text = dumps(customer_read(view, None)).decode()
     assert f'"max_limit":{format(Decimal(amount), "f")},' in text
     assert '"hard_limit_ratio":1.000000001,' in text
 
@@ -205,52 +195,40 @@ def test_load_json_keeps_numbers_exact():
     assert isinstance(data["c"], int)
 
 
-async def test_the_api_on_postgres(make_settings, request):
+async def test_the_api_on_postgres(make_settings, pg_url):
     """One pass of the HTTP API on Postgres: exact numbers, merges, concurrency, deletes."""
-    import httpx
-
-    from tollhouse.app import create_app
-
-    app = create_app(make_settings(database_url=request.getfixturevalue("pg_url")))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
-        ) as client:
-            api = "/api/governance"
-            body = (
-                b'{"name": "c", "budget": {"max_limit": 999999999.999999999, '
-                b'"reset_duration": "1Y"}}'
+    async with running(make_settings(database_url=pg_url)) as (_, client):
+        api = "/api/governance"
+        body = (
+            b'{"name": "c", "budget": {"max_limit": 999999999.999999999, "reset_duration": "1Y"}}'
+        )
+        customer = await client.post(f"{api}/customers", content=body)
+        assert customer.status_code == 201, customer.text
+        assert '"max_limit":999999999.999999999,' in customer.text
+        customer_id = customer.json()["customer"]["id"]
+        team = await client.post(f"{api}/teams", json={"name": "t", "customer_id": customer_id})
+        team_id = team.json()["team"]["id"]
+        key = await client.post(
+            f"{api}/virtual-keys",
+            content=b'{"name": "k", "team_id": "%s", "budget": {"max_limit": 0.000001, '
+            b'"reset_duration": "1h"}}' % team_id.encode(),
+        )
+        assert key.status_code == 201 and '"max_limit":0.000001,' in key.text
+        key_id = key.json()["virtual_key"]["id"]
+        puts = await asyncio.gather(
+            *(
+                client.put(f"{api}/virtual-keys/{key_id}", json={"budget": {"max_limit": i}})
+                for i in range(20)
             )
-            customer = await client.post(f"{api}/customers", content=body)
-            assert customer.status_code == 201, customer.text
-            assert '"max_limit":999999999.999999999,' in customer.text
-            customer_id = customer.json()["customer"]["id"]
-            team = await client.post(f"{api}/teams", json={"name": "t", "customer_id": customer_id})
-            team_id = team.json()["team"]["id"]
-            key = await client.post(
-                f"{api}/virtual-keys",
-                content=b'{"name": "k", "team_id": "%s", "budget": {"max_limit": 0.000001, '
-                b'"reset_duration": "1h"}}' % team_id.encode(),
-            )
-            assert key.status_code == 201 and '"max_limit":0.000001,' in key.text
-            key_id = key.json()["virtual_key"]["id"]
-            puts = await asyncio.gather(
-                *(
-                    client.put(f"{api}/virtual-keys/{key_id}", json={"budget": {"max_limit": i}})
-                    for i in range(20)
-                )
-            )
-            assert {r.status_code for r in puts} == {200}
-            moved = await client.put(
-                f"{api}/virtual-keys/{key_id}", json={"customer_id": customer_id}
-            )
-            assert moved.json()["virtual_key"]["customer_id"] == customer_id
-            bad = await client.post(f"{api}/teams", json={"name": "x", "customer_id": "ghost"})
-            assert bad.status_code == 400
-            assert (await client.delete(f"{api}/customers/{customer_id}")).status_code == 200
-            orphan = await client.get(f"{api}/virtual-keys/{key_id}")
-            assert orphan.json()["virtual_key"]["customer_id"] is None
+        )
+        assert {r.status_code for r in puts} == {200}
+        moved = await client.put(f"{api}/virtual-keys/{key_id}", json={"customer_id": customer_id})
+        assert moved.json()["virtual_key"]["customer_id"] == customer_id
+        bad = await client.post(f"{api}/teams", json={"name": "x", "customer_id": "ghost"})
+        assert bad.status_code == 400
+        assert (await client.delete(f"{api}/customers/{customer_id}")).status_code == 200
+        orphan = await client.get(f"{api}/virtual-keys/{key_id}")
+        assert orphan.json()["virtual_key"]["customer_id"] is None
 
 
 async def test_amounts_are_stored_in_canonical_form(engine):

@@ -9,12 +9,14 @@ replayed in order, and the ledger holds exactly one record per 200 response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from tests.governance.fixtures import HI, MODEL, running
+from tests.governance.helpers import HI, MODEL
+from tests.support import running, wait_until
 
 from tollhouse.ledger.spool import Spool
 
@@ -42,13 +44,6 @@ async def send(client: httpx.AsyncClient, n: int) -> list[httpx.Response]:
     return list(await asyncio.gather(*calls))
 
 
-async def wait_until(check, limit_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + limit_s
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_postgres_outage_loses_no_record(settings, private_postgres, upstream):
     async with running(settings) as (app, client):
         recorder = app.state.recorder
@@ -59,11 +54,11 @@ async def test_postgres_outage_loses_no_record(settings, private_postgres, upstr
         during = await send(client, 60)
 
         assert {r.status_code for r in before + during} == {200}
-        await wait_until(lambda: _true(recorder.degraded))
+        await wait_until(lambda: _true(recorder.degraded), within=20)
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "degraded", ready
         await asyncio.to_thread(private_postgres.start)
-        await wait_until(lambda: _true(not recorder.degraded and recorder.pending == 0))
+        await wait_until(lambda: _true(not recorder.degraded and recorder.pending == 0), within=20)
         assert (await client.get("/readyz")).json()["status"] == "ready"
 
     ids = await ledger_ids(private_postgres)
@@ -83,20 +78,20 @@ async def test_records_left_on_disk_are_replayed_by_the_next_start(
     assert spooled_bytes(settings.spool_dir) > 0
     await asyncio.to_thread(private_postgres.start)
     async with running(settings) as (app, client):
-        await wait_until(lambda: _true(not app.state.recorder.degraded))
+        await wait_until(lambda: _true(not app.state.recorder.degraded), within=20)
     assert sorted(await ledger_ids(private_postgres)) == sorted(answered)
     assert spooled_bytes(settings.spool_dir) == 0
 
 
 def test_a_torn_last_line_is_dropped_and_the_rest_replayed(tmp_path):
-    spool = Spool(tmp_path)
-    spool.own.append([{"id": "a", "cost": "1"}, {"id": "b", "cost": "2"}])
-    with spool.own.path.open("ab") as handle:
-        handle.write(b'{"id": "c", "co')  # a crash in the middle of an append
-    rows, offset = spool.own.read(10)
-    assert [r["id"] for r in rows] == ["a", "b"]
-    spool.own.consumed(offset)
-    assert spool.own.pending  # the torn tail; the recorder drops it with an error log
+    with contextlib.closing(Spool(tmp_path)) as spool:
+        spool.own.append([{"id": "a", "cost": "1"}, {"id": "b", "cost": "2"}])
+        with spool.own.path.open("ab") as handle:
+            handle.write(b'{"id": "c", "co')  # a crash in the middle of an append
+        rows, offset = spool.own.read(10)
+        assert [r["id"] for r in rows] == ["a", "b"]
+        spool.own.consumed(offset)
+        assert spool.own.pending  # the torn tail; the recorder drops it with an error log
 
 
 def spooled_bytes(directory: str) -> int:

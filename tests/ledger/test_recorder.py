@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from sqlalchemy import func, select, text
+from tests.support import wait_until
 
 from tollhouse.db.schema import downgrade, upgrade
 from tollhouse.ledger import UsageRecorder
@@ -16,16 +16,6 @@ from tollhouse.ops.metrics import Metrics
 async def row_count(engine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(usage_records))).scalar())
-
-
-async def wait_until(condition, within: float = 5.0) -> float:
-    """Poll an async condition; returns the seconds it took."""
-    start = time.monotonic()
-    while not await condition():
-        if time.monotonic() - start > within:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
 
 
 def recorder_for(engine, **kwargs) -> UsageRecorder:
@@ -92,7 +82,7 @@ async def test_records_are_written_within_the_flush_interval(engine, make_record
 
 
 async def test_a_burst_of_several_batches_is_written_within_one_interval(engine, make_record):
-    # DESIGN/ledger.md: a record is written at most ledger_flush_interval_ms after it
+    # docs/ledger.md: a record is written at most ledger_flush_interval_ms after it
     # arrives. A burst of six batches must not take six intervals.
     recorder = recorder_for(engine, batch_size=5, flush_interval_ms=300)
     await recorder.start()
@@ -189,10 +179,10 @@ async def test_failed_writes_keep_records_and_retry(engine, make_record):
         await recorder.stop()
 
 
-async def test_sqlite_stores_cost_as_integer_nanos(sqlite_ledger, make_record):
+async def test_sqlite_stores_cost_as_integer_nanos(sqlite_engine, make_record):
     from decimal import Decimal
 
-    engine = sqlite_ledger  # SQLite's storage class; Postgres's NUMERIC: tests/db/test_types.py
+    engine = sqlite_engine  # SQLite's storage class; Postgres's NUMERIC: tests/db/test_types.py
     recorder = recorder_for(engine)
     recorder.add(make_record(id="a", cost=Decimal("0.000000001")))
     recorder.add(make_record(id="b", cost=Decimal("9000000000.123456789")))

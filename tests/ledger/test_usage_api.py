@@ -47,7 +47,7 @@ async def test_record_json_fields(gateway, app, make_record):
     await add(app, [record])
     (row,) = (await get_usage(gateway))["usage"]
     expected = record.row()
-    expected["created_at"] = "2026-11-21T10:00:00+00:00"
+    expected["created_at"] = "2026-11-21T10:00:00.000000Z"  # the one time format
     assert row == expected
 
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from collections.abc import AsyncIterator
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support import running
 
 from tollhouse.app import create_app
 
 HI = [{"role": "user", "content": "hi"}]
-
-
-@contextlib.asynccontextmanager
-async def running(app) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            yield c
 
 
 async def test_healthz(gateway):
@@ -35,8 +26,7 @@ async def test_readyz(gateway):
 
 
 async def test_readyz_counts_pending_records(make_settings):
-    app = create_app(make_settings(ledger_flush_interval_ms=60_000))
-    async with running(app) as client:
+    async with running(make_settings(ledger_flush_interval_ms=60_000)) as (_, client):
         for _ in range(3):
             response = await client.post(
                 "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": HI}
@@ -78,7 +68,7 @@ async def test_health_database_unreachable_is_503(make_settings):
         database_url=f"postgresql+asyncpg://tollhouse@127.0.0.1:{port}/tollhouse",
         auto_migrate=False,
     )
-    async with running(create_app(settings)) as client:
+    async with running(settings) as (_, client):
         response = await client.get("/health")
         assert response.status_code == 503
         body = response.json()
@@ -135,8 +125,7 @@ async def test_metrics_exposition_after_a_request(gateway, app):
 
 async def test_metrics_registry_belongs_to_the_app(make_settings):
     # Two apps in one process never share counters (no module-level collectors).
-    first, second = create_app(make_settings()), create_app(make_settings())
-    async with running(first) as a, running(second) as b:
+    async with running(make_settings()) as (_, a), running(make_settings()) as (_, b):
         await a.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": HI})
         assert 'tollhouse_requests_total{endpoint="chat"' in (await a.get("/metrics")).text
         assert 'tollhouse_requests_total{endpoint="chat"' not in (await b.get("/metrics")).text

@@ -35,6 +35,7 @@ from tollhouse.errors import (
     TooManyFailures,
     UnsupportedMediaType,
 )
+from tollhouse.web.routing import client_address
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 _PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
@@ -92,10 +93,6 @@ class FailureThrottle:
             del self._failures[client]
         if len(self._failures) >= self._max_clients:
             self._failures.clear()
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def require_admin(request: Request, settings: Settings, throttle: FailureThrottle) -> None:

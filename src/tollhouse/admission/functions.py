@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from tollhouse.admission.meter import Counter, CounterId, MeterUnreachable, Refusal
 from tollhouse.background import BatchQueue
+from tollhouse.backoff import Backoff
 
 log = logging.getLogger("tollhouse.admission")
 
@@ -33,6 +34,7 @@ PREFIX = "{tollhouse}:"  # one hash tag: every Redis key of a request on one clu
 _LIBRARY = resources.files("tollhouse.admission").joinpath("meter.lua").read_text()
 _SAFETY_TTL_MS = 86_400_000
 _ATTEMPTS = 3  # orphaned reservation hashes vanish after a day regardless
+_RETRY = Backoff(0.005, 0.02)  # 5 ms, then 10 ms: a dropped connection, not an outage
 
 
 def redis_key(counter_id: CounterId) -> str:
@@ -203,7 +205,7 @@ class MeterFunctions:
             except RedisConnectionError as exc:
                 if attempt + 1 == _ATTEMPTS:
                     raise MeterUnreachable(str(exc)) from exc
-                await asyncio.sleep(0.005 * 2**attempt)
+                await asyncio.sleep(_RETRY.delay(attempt))
             except (RedisError, OSError) as exc:
                 raise MeterUnreachable(str(exc) or type(exc).__name__) from exc
         raise AssertionError("unreachable")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 from tollhouse.money import NANO, format_usd, from_nanos
 
@@ -33,7 +33,20 @@ def _in_range(value: Decimal) -> Decimal:
     return value
 
 
-InboundUsd = Annotated[Decimal, AfterValidator(_in_range)]
+InboundUsd = Annotated[
+    Decimal,
+    AfterValidator(_in_range),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string"},
+            ],
+            "description": "USD: a number (or a string of one), kept digit for digit; at most "
+            f"{format_usd(LIMIT)} either way, and 0 or at least 1e{_SMALLEST} in size (else 422)",
+        }
+    ),
+]
 
 
 def column_usd(value: Decimal) -> Decimal:

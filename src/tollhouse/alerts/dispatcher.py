@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +32,7 @@ from tollhouse.alerts.models import (
     notification_channels,
 )
 from tollhouse.background import woken
+from tollhouse.backoff import Backoff
 from tollhouse.config import Settings
 from tollhouse.crypto import SecretBox
 
@@ -218,8 +218,6 @@ class Dispatcher:
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base × 2^(attempt-1))]."""
-        cap = min(
-            self._settings.alert_retry_max_s,
-            self._settings.alert_retry_base_s * 2 ** (attempt - 1),
-        )
-        return random.uniform(0, cap)
+        settings = self._settings
+        backoff = Backoff(settings.alert_retry_base_s, settings.alert_retry_max_s, jitter=True)
+        return backoff.delay(attempt - 1)

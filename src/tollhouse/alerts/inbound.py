@@ -4,34 +4,30 @@ The body is LiteLLM's budget-webhook payload as is (``spend``, ``max_budget``,
 ``event``, ``event_group``, ``event_message``, ``token``, ``team_id``, …), signed with
 the operator's ``inbound_webhook_secret`` in ``Tollhouse-Signature`` (the scheme of
 ``signing.py``), which is this endpoint's only credential — it sits outside the admin
-key. The header is checked before the body is read. Answers: 401 bad, missing or
-stale signature (429 past ``admin_failures_per_minute`` failures from one address);
-400 malformed JSON; 422 a schema error naming the field; 200 stored in the alert
-history (once: a repeat of the same event is acknowledged and not stored again) and
-routed to the default channels.
+key. The header is checked before the body is read (``routes.budget_webhook``).
+Answers: 401 bad, missing or stale signature (429 past ``admin_failures_per_minute``
+failures from one address); 400 malformed JSON (the body reader's rules, NUL included);
+422 a schema error naming the field; 200 stored in the alert history (once: a repeat of
+the same event is acknowledged and not stored again) and routed to the default channels.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tollhouse.admin.auth import client_address
 from tollhouse.alerts.amounts import InboundUsd
 from tollhouse.alerts.events import enqueue, insert_event
-from tollhouse.alerts.signing import HEADER, SignatureError, check, parse_header
-from tollhouse.errors import InvalidJSON, ServiceUnavailable, SignatureInvalid, UnprocessableEvent
-from tollhouse.governance.routes import json_response
+from tollhouse.errors import UnprocessableEvent
 from tollhouse.money import format_usd
-from tollhouse.web.bodies import check_surrogates, read_body
+from tollhouse.web.bodies import loads_object
+from tollhouse.web.validation import no_nul
 
 
 class InboundBudgetEvent(BaseModel):
@@ -64,40 +60,26 @@ class InboundBudgetEvent(BaseModel):
     event_message: str = Field(min_length=1)
 
 
-async def budget_webhook(request: Request) -> Response:
-    state = request.app.state
-    secret = state.settings.inbound_webhook_secret
-    if secret is None:
-        raise ServiceUnavailable(
-            "inbound budget webhooks are off: set TOLLHOUSE_INBOUND_WEBHOOK_SECRET"
-        )
-    # The header is checked before the body is read: an unsigned or stale request costs
-    # no more than its headers. Failures count against the sender's address.
-    client = client_address(request)
-    state.auth_throttle.check(client)
+def read_event(raw: bytes, max_depth: int) -> tuple[InboundBudgetEvent, dict[str, Any]]:
+    """The signed body as an event, and as sent; 400 not JSON, 422 not an event."""
+    data = loads_object(raw, max_depth, exact=True)
+    no_nul(data)
     try:
-        parsed = parse_header(request.headers.get(HEADER))
-        raw = await read_body(request)
-        check(parsed, raw, secret.get_secret_value())
-    except SignatureError as exc:
-        state.auth_throttle.failed(client)
-        raise SignatureInvalid(str(exc)) from None
-    try:
-        data = json.loads(raw, parse_float=Decimal)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, too deep
-        raise InvalidJSON(f"Invalid JSON: {str(exc)[:200]}") from None
-    if not isinstance(data, dict):
-        raise InvalidJSON("Invalid JSON: the body must be a JSON object")
-    check_surrogates(raw, data)
-    try:
-        event = InboundBudgetEvent.model_validate(data)
+        return InboundBudgetEvent.model_validate(data), data
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
         raise UnprocessableEvent(f"{field}: {first['msg']}", param=field) from None
 
-    # The signed body is the event's identity: a ``Tollhouse-Event-Id`` header is not
-    # covered by the signature, so a replay with a new id would be stored again.
+
+async def store_event(
+    conn: AsyncConnection, event: InboundBudgetEvent, data: dict[str, Any], raw: bytes
+) -> str | None:
+    """Keep the event in the alert history, with its deliveries to the default channels;
+    its id, or ``None`` when the same signed body was received before.
+
+    The signed body is the event's identity: a ``Tollhouse-Event-Id`` header is not
+    covered by the signature, so a replay with a new id would be stored again."""
     dedup = hashlib.sha256(raw).hexdigest()
     now, event_id = datetime.now(UTC), str(uuid.uuid4())
     stored = {k: format_usd(v) if isinstance(v, Decimal) else v for k, v in data.items()}
@@ -118,28 +100,25 @@ async def budget_webhook(request: Request) -> Response:
             "name": event.key_alias or event.team_alias or event.user_email or "unknown",
         },
     )
-    async with request.app.state.engine.begin() as conn:
-        inserted = await insert_event(
-            conn,
-            id=event_id,
-            dedup_key=f"inbound:{dedup}"[:200],
-            source="inbound",
-            event=event.event,
-            level=_level(event.event),
-            scope_kind=event.event_group,
-            scope_id=scope_id,
-            scope_name=event.key_alias or event.team_alias,
-            spend=event.spend,
-            max_limit=event.max_budget,
-            payload=stored,
-            created_at=now,
-        )
-        if inserted:
-            await enqueue(conn, event_id, None, now)
-    if inserted:
-        request.app.state.alerts.on_written.set()
-        return json_response({"status": "stored", "id": event_id})
-    return json_response({"status": "duplicate"})
+    inserted = await insert_event(
+        conn,
+        id=event_id,
+        dedup_key=f"inbound:{dedup}"[:200],
+        source="inbound",
+        event=event.event,
+        level=_level(event.event),
+        scope_kind=event.event_group,
+        scope_id=scope_id,
+        scope_name=event.key_alias or event.team_alias,
+        spend=event.spend,
+        max_limit=event.max_budget,
+        payload=stored,
+        created_at=now,
+    )
+    if not inserted:
+        return None
+    await enqueue(conn, event_id, None, now)
+    return event_id
 
 
 def _level(event: str) -> str:

@@ -1,23 +1,45 @@
-"""The alert writer: threshold crossings noticed on the request path, written off it.
+"""Alerts: the writer of threshold crossings, and the channels and history the admin
+API manages.
+
+**The writer** (``AlertService``): threshold crossings noticed on the request path,
+written off it.
 
 ``budget_reached`` (and ``notice``) are synchronous and cheap, called where a settle or
 a refusal shows a budget reaching a threshold. A background task writes the events
 (``events.record``: once per dedup key across every replica) with their outbox
 deliveries. A process remembers the
 keys it has written so that a flood of refusals does not become a flood of inserts.
+
+**Channels and history** (the functions below ``AlertService``): every one takes a
+connection, never a request; the caller owns the transaction. A channel's ``secret`` and
+its webhook or Slack URL are stored encrypted (``crypto.SecretBox``, ``urls``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import aiohttp
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tollhouse.alerts import urls
+from tollhouse.alerts.channels import Channel, Outcome, send
 from tollhouse.alerts.events import BudgetAlert, record
+from tollhouse.alerts.models import (
+    alert_attempts,
+    alert_deliveries,
+    alert_events,
+    notification_channels,
+)
+from tollhouse.alerts.schemas import ChannelCreate, ChannelUpdate, checked_config
 from tollhouse.background import BatchQueue
+from tollhouse.crypto import SecretBox, require_box
+from tollhouse.errors import NotFound
 from tollhouse.money import from_nanos
 from tollhouse.thresholds import crossed_marks, exhausted, projected_exhaustion
 
@@ -126,3 +148,146 @@ class AlertService:
                 if await record(conn, alert, now) is not None:
                     self.written += 1
         self.on_written.set()
+
+
+# --- channels and history -------------------------------------------------------------
+
+CHANNEL_NOT_FOUND = "Notification channel not found"
+ALERT_NOT_FOUND = "Alert not found"
+
+
+async def get_channel(conn: AsyncConnection, channel_id: str) -> Any:
+    """One channel's row; ``NotFound`` if unknown."""
+    table = notification_channels
+    row = (await conn.execute(select(table).where(table.c.id == channel_id))).first()
+    if row is None:
+        raise NotFound(CHANNEL_NOT_FOUND)
+    return row
+
+
+async def list_channels(conn: AsyncConnection) -> list[Any]:
+    """Every channel, oldest first."""
+    query = select(notification_channels).order_by(notification_channels.c.created_at)
+    return list((await conn.execute(query)).all())
+
+
+async def seal_legacy(conn: AsyncConnection, box: SecretBox) -> None:
+    """Encrypt URLs an older version stored in plaintext."""
+    await urls.seal_stored(conn, box)
+
+
+def _sealed(
+    kind: str, config: dict[str, Any], box: SecretBox | None
+) -> tuple[dict[str, Any], str | None]:
+    """``config`` with a new URL redacted and its token; a 400 without a secret key."""
+    field = urls.FIELDS.get(kind)
+    if field is None or urls.is_redacted(config.get(field)):
+        return config, None
+    return urls.seal(kind, config, require_box(box))
+
+
+async def create_channel(conn: AsyncConnection, body: ChannelCreate, box: SecretBox | None) -> Any:
+    """Store a channel, its config checked against its type; the new row."""
+    config, url_secret = _sealed(body.type, checked_config(body.type, body.config), box)
+    secret = require_box(box).encrypt(body.secret) if body.secret else None
+    now, channel_id = datetime.now(UTC), str(uuid.uuid4())
+    await conn.execute(
+        insert(notification_channels).values(
+            id=channel_id,
+            name=body.name,
+            type=body.type,
+            config=config,
+            secret=secret,
+            url_secret=url_secret,
+            is_default=body.is_default,
+            created_at=now,
+            updated_at=now,
+        )  # fmt: skip
+    )
+    return await get_channel(conn, channel_id)
+
+
+async def update_channel(
+    conn: AsyncConnection, channel_id: str, body: ChannelUpdate, box: SecretBox | None
+) -> Any:
+    """Merge ``body`` into the channel (``config`` merges into the stored one); the row."""
+    given = body.given()
+    row = await get_channel(conn, channel_id)
+    values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+    if given.get("name") is not None:
+        values["name"] = body.name
+    if given.get("is_default") is not None:
+        values["is_default"] = body.is_default
+    if body.config is not None:
+        config = checked_config(row.type, {**row.config, **body.config})
+        values["config"], url_secret = _sealed(row.type, config, box)
+        if url_secret is not None:  # a new URL; else the stored one is kept
+            values["url_secret"] = url_secret
+    if "secret" in given:
+        values["secret"] = require_box(box).encrypt(body.secret) if body.secret else None
+    table = notification_channels
+    await conn.execute(update(table).where(table.c.id == channel_id).values(**values))
+    return await get_channel(conn, channel_id)
+
+
+async def delete_channel(conn: AsyncConnection, channel_id: str) -> None:
+    """Delete a channel; its deliveries keep its id (``alert_deliveries.channel_id``)."""
+    await get_channel(conn, channel_id)
+    table = notification_channels
+    await conn.execute(delete(table).where(table.c.id == channel_id))
+
+
+async def send_test(row: Any, box: SecretBox | None, timeout_s: float) -> Outcome:
+    """Send a sample event through the channel ``row`` now; what happened. Without the
+    secret key, a channel whose secret or URL is encrypted is a 400 saying so."""
+    secret = require_box(box).decrypt(row.secret) if row.secret else None
+    if row.url_secret is not None:
+        require_box(box)
+    config = urls.reveal(row.type, dict(row.config), row.url_secret, box)
+    channel = Channel(row.id, row.name, row.type, config, secret)
+    now = datetime.now(UTC)
+    sample = {
+        "event_id": f"test-{uuid.uuid4()}",
+        "event": "threshold_crossed",
+        "event_group": "team",
+        "level": "warning",
+        "spend": "80",
+        "max_budget": "100",
+        "threshold": "0.8",
+        "percentage": "80",
+        "scope": {"kind": "team", "id": "test", "name": "test-send"},
+        "window_start": now.isoformat(),
+        "window_end": now.isoformat(),
+        "event_message": f"Test alert from Tollhouse for channel '{row.name}'.",
+        "test": True,
+    }
+    async with aiohttp.ClientSession() as session:
+        return await send(channel, sample, session, timeout_s)
+
+
+async def list_events(conn: AsyncConnection, limit: int) -> tuple[list[Any], int]:
+    """The ``limit`` latest alert events, newest first, and how many there are."""
+    e = alert_events.c
+    query = select(alert_events).order_by(e.created_at.desc(), e.id).limit(limit)
+    rows = list((await conn.execute(query)).all())
+    total = (await conn.execute(select(func.count()).select_from(alert_events))).scalar()
+    return rows, int(total or 0)
+
+
+async def list_deliveries(conn: AsyncConnection, event_id: str) -> list[tuple[Any, list[Any]]]:
+    """One event's deliveries, each with its attempts in order; ``NotFound`` if unknown."""
+    d, a = alert_deliveries.c, alert_attempts.c
+    event = (await conn.execute(select(alert_events).where(alert_events.c.id == event_id))).first()
+    if event is None:
+        raise NotFound(ALERT_NOT_FOUND)
+    deliveries = (await conn.execute(select(alert_deliveries).where(d.event_id == event_id))).all()
+    ids = [row.id for row in deliveries]
+    attempts = (
+        await conn.execute(
+            select(alert_attempts).where(a.delivery_id.in_(ids)).order_by(a.delivery_id, a.attempt)
+        )
+    ).all()
+    by_delivery: dict[str, list[Any]] = {i: [] for i in ids}
+    for row in attempts:
+        by_delivery[row.delivery_id].append(row)
+    return [(row, by_delivery[row.id]) for row in deliveries]

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.alerts.models import notification_channels
 from tollhouse.crypto import SecretBox
-from tollhouse.errors import ConfigError
+from tollhouse.errors import SecretUnreadable
 
 FIELDS = {"webhook": "url", "slack": "webhook_url"}
 MASK = "***"
@@ -68,7 +68,9 @@ def reveal(
     if field is None or token is None:
         return dict(config)
     if box is None:
-        raise ConfigError("TOLLHOUSE_SECRET_KEY is not set: the channel's URL is unreadable")
+        raise SecretUnreadable(
+            "TOLLHOUSE_SECRET_KEY is not set: the channel's URL, stored encrypted, is unreadable"
+        )
     return {**config, field: box.decrypt(token)}
 
 

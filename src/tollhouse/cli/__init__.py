@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
-from tollhouse.cli.alerts import secrets, worker
 from tollhouse.cli.db import db
 from tollhouse.cli.demo import demo
 from tollhouse.cli.devupstream import dev_upstream
 from tollhouse.cli.governance import customers, keys, teams
+from tollhouse.cli.secrets import secrets
 from tollhouse.cli.serve import serve
 from tollhouse.cli.usage import usage
+from tollhouse.cli.worker import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

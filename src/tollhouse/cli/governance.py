@@ -14,7 +14,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import click
-import orjson
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,6 +24,14 @@ from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
 from tollhouse.errors import TollhouseError
 from tollhouse.governance import service
+from tollhouse.governance.answers import customer_read, key_read, team_read
+from tollhouse.governance.rows import (
+    BudgetRow,
+    CustomerView,
+    KeyView,
+    RateLimitRow,
+    TeamView,
+)
 from tollhouse.governance.schemas import (
     CustomerCreate,
     CustomerUpdate,
@@ -32,20 +39,10 @@ from tollhouse.governance.schemas import (
     TeamUpdate,
     VirtualKeyCreate,
     VirtualKeyUpdate,
-    customer_json,
-    key_json,
-    parse,
-    rfc3339,
-    team_json,
-)
-from tollhouse.governance.service import (
-    BudgetRow,
-    CustomerView,
-    KeyView,
-    RateLimitRow,
-    TeamView,
 )
 from tollhouse.money import format_usd
+from tollhouse.web.responses import dumps, rfc3339
+from tollhouse.web.validation import parse
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -197,7 +194,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (
 
 
 def _print_json(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    click.echo(dumps(data, indent=True).decode())
 
 
 def _show(as_json: bool, data: Any, text: str) -> None:
@@ -318,7 +315,7 @@ def create_customer(config_file: str | None, name: str, as_json: bool, **limits:
     """Create a customer, optionally with a budget (--budget 10 --reset 1M) and limits."""
     body = _body(CustomerCreate, {"name": name, **_limits(limits)})
     view = _run(config_file, lambda conn: service.create_customer(conn, body), write=True)
-    _show(as_json, customer_json(view, None), customer_details(view))
+    _show(as_json, customer_read(view, None), customer_details(view))
 
 
 @customers.command("list")
@@ -328,7 +325,7 @@ def list_customers(config_file: str | None, as_json: bool) -> None:
     """Every customer with its budget, rate limit and number of teams."""
     views = _run(config_file, service.list_customers)
     if as_json or not views:
-        _show(as_json, [customer_json(v, None) for v in views], "no customers")
+        _show(as_json, [customer_read(v, None) for v in views], "no customers")
         return
     rows = [
         [v.customer.id, v.customer.name, budget_text(v.budget), rate_text(v.rate_limit),
@@ -345,7 +342,7 @@ def list_customers(config_file: str | None, as_json: bool) -> None:
 def show_customer(config_file: str | None, customer_id: str, as_json: bool) -> None:
     """One customer."""
     view = _run(config_file, lambda conn: service.get_customer(conn, customer_id))
-    _show(as_json, customer_json(view, None), customer_details(view))
+    _show(as_json, customer_read(view, None), customer_details(view))
 
 
 @customers.command("update")
@@ -364,7 +361,7 @@ def update_customer(
     view = _run(
         config_file, lambda conn: service.update_customer(conn, customer_id, body), write=True
     )
-    _show(as_json, customer_json(view, None), customer_details(view))
+    _show(as_json, customer_read(view, None), customer_details(view))
 
 
 @customers.command("delete")
@@ -396,7 +393,7 @@ def create_team(
     """Create a team, optionally under a customer, with a budget and limits."""
     body = _body(TeamCreate, {"name": name, "customer_id": customer_id, **_limits(limits)})
     view = _run(config_file, lambda conn: service.create_team(conn, body), write=True)
-    _show(as_json, team_json(view, None), team_details(view))
+    _show(as_json, team_read(view, None), team_details(view))
 
 
 @teams.command("list")
@@ -407,7 +404,7 @@ def list_teams(config_file: str | None, customer_id: str | None, as_json: bool) 
     """Every team (or one customer's)."""
     views = _run(config_file, lambda conn: service.list_teams(conn, customer_id=customer_id))
     if as_json or not views:
-        _show(as_json, [team_json(v, None) for v in views], "no teams")
+        _show(as_json, [team_read(v, None) for v in views], "no teams")
         return
     rows = [
         [v.team.id, v.team.name, v.customer.name if v.customer else "-",
@@ -424,7 +421,7 @@ def list_teams(config_file: str | None, customer_id: str | None, as_json: bool) 
 def show_team(config_file: str | None, team_id: str, as_json: bool) -> None:
     """One team."""
     view = _run(config_file, lambda conn: service.get_team(conn, team_id))
-    _show(as_json, team_json(view, None), team_details(view))
+    _show(as_json, team_read(view, None), team_details(view))
 
 
 @teams.command("update")
@@ -451,7 +448,7 @@ def update_team(
         data["customer_id"] = None if no_customer else customer_id
     body = _body(TeamUpdate, {**data, **_limits(limits)})
     view = _run(config_file, lambda conn: service.update_team(conn, team_id, body), write=True)
-    _show(as_json, team_json(view, None), team_details(view))
+    _show(as_json, team_read(view, None), team_details(view))
 
 
 @teams.command("delete")
@@ -519,7 +516,7 @@ def create_key(
     body = _body(VirtualKeyCreate, {**data, **_key_fields(options), **_limits(options)})
     view = _run(config_file, lambda conn: service.create_key(conn, body), write=True)
     if as_json:
-        _print_json(key_json(view, None))
+        _print_json(key_read(view, None))
         return
     click.echo(key_details(view))
     click.echo(
@@ -542,7 +539,7 @@ def list_keys(
         lambda conn: service.list_keys(conn, team_id=team_id, customer_id=customer_id),
     )
     if as_json or not views:
-        _show(as_json, [key_json(v, None) for v in views], "no keys")
+        _show(as_json, [key_read(v, None) for v in views], "no keys")
         return
     rows = [
         [v.key.id, v.key.name, v.key.key_hint, "yes" if v.key.is_active else "no",
@@ -560,7 +557,7 @@ def list_keys(
 def show_key(config_file: str | None, key_id: str, as_json: bool) -> None:
     """One key (its hint; the value was shown once, at creation)."""
     view = _run(config_file, lambda conn: service.get_key(conn, key_id))
-    _show(as_json, key_json(view, None), key_details(view))
+    _show(as_json, key_read(view, None), key_details(view))
 
 
 @keys.command("update")
@@ -613,7 +610,7 @@ def update_key(
         data.update(team_id=None, customer_id=None)
     body = _body(VirtualKeyUpdate, {**data, **_key_fields(options), **_limits(options)})
     view = _run(config_file, lambda conn: service.update_key(conn, key_id, body), write=True)
-    _show(as_json, key_json(view, None), key_details(view))
+    _show(as_json, key_read(view, None), key_details(view))
 
 
 @keys.command("delete")

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from tollhouse.admin.auth import is_loopback
 from tollhouse.app import create_app
 from tollhouse.cli.options import config_option, settings_from
-from tollhouse.cli.workers import run_workers
+from tollhouse.cli.supervisor import run_workers
 from tollhouse.config import Settings
 from tollhouse.ops.logging import configure_logging
 from tollhouse.web.server import server_config
@@ -28,7 +28,7 @@ def check_startup(settings: Settings) -> None:
     if settings.workers > 1 and (settings.is_sqlite or not settings.redis_url):
         raise click.ClickException(
             f"--workers {settings.workers} needs shared state: set TOLLHOUSE_DATABASE_URL to "
-            "postgresql+asyncpg://… and TOLLHOUSE_REDIS_URL to redis://…, or run one worker."
+            "postgresql://… and TOLLHOUSE_REDIS_URL to redis://…, or run one worker."
         )
 
 

@@ -11,9 +11,9 @@ from tollhouse.cli.options import config_option, settings_from
 from tollhouse.cli.tables import render_table
 from tollhouse.db import create_engine
 from tollhouse.errors import ConfigError, ValidationFailed
-from tollhouse.ledger.routes import parse_time
 from tollhouse.ledger.service import GroupBy, SpendRow, UsageFilter, spend_by
 from tollhouse.money import format_usd
+from tollhouse.web.query import time_param
 
 
 @click.command()
@@ -45,8 +45,8 @@ def usage(
             team_id=team_id,
             customer_id=customer_id,
             model=model,
-            since=parse_time(since, "since"),
-            until=parse_time(until, "until"),
+            since=time_param(since, "since"),
+            until=time_param(until, "until"),
         )
     except ValidationFailed as exc:
         raise click.BadParameter(exc.message) from None

@@ -1,5 +1,8 @@
 """The async engine: SQLite in WAL mode by default, Postgres by URL.
 
+``settings.database_url`` arrives on its async driver (``sqlite+aiosqlite`` or
+``postgresql+asyncpg``): ``Settings`` maps the plain forms and refuses the rest.
+
 Every engine hides SQL parameters (``hide_parameters``): a failed statement's error and
 log line show the SQL but not the values bound to it, which can be key hashes, channel
 secrets or customer names. SQLite files are the owner's alone (``0600``).
@@ -18,8 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tollhouse.config import Settings, redact_url
-from tollhouse.errors import ConfigError
+from tollhouse.config import Settings
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -28,13 +30,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
     SQLite gets WAL (readers never block the writer), a busy timeout instead of instant
     ``database is locked`` errors, and foreign keys on.
     """
-    url = settings.database_url
-    if url.startswith("sqlite"):
-        if "+aiosqlite" not in url:
-            raise ConfigError(
-                f"database_url {redact_url(url)!r} needs the async driver: "
-                "use sqlite+aiosqlite:///PATH"
-            )
+    url = settings.database_url  # on its async driver already (config.async_database_url)
+    if settings.is_sqlite:
         # aiosqlite logs every call with its parameters at DEBUG: keep it out of a
         # debug-level log, where those values would land.
         logging.getLogger("aiosqlite").setLevel(logging.INFO)
@@ -50,29 +47,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
         event.listen(engine.sync_engine, "connect", on_connect)
         return engine
-    if url.startswith("postgresql"):
-        if "+asyncpg" not in url:
-            url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
-            url = url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
-        return create_async_engine(
-            url,
-            hide_parameters=True,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_max_overflow,
-            pool_timeout=settings.database_pool_timeout_s,
-            pool_pre_ping=True,
-            connect_args={
-                "timeout": settings.database_connect_timeout_s,
-                # Server-side bound on every statement: a stuck query fails (and the
-                # ledger spools) instead of holding a pooled connection forever.
-                "server_settings": {
-                    "statement_timeout": str(settings.database_statement_timeout_ms)
-                },
-            },
-        )
-    raise ConfigError(
-        f"unsupported database_url {redact_url(url)!r}: use sqlite+aiosqlite:///PATH "
-        "or postgresql+asyncpg://USER@HOST/DB"
+    return create_async_engine(
+        url,
+        hide_parameters=True,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_s,
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": settings.database_connect_timeout_s,
+            # Server-side bound on every statement: a stuck query fails (and the
+            # ledger spools) instead of holding a pooled connection forever.
+            "server_settings": {"statement_timeout": str(settings.database_statement_timeout_ms)},
+        },
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,6 +13,7 @@ from tollhouse.gateway.context import RequestContext
 from tollhouse.gateway.service import Gateway, Reply
 from tollhouse.gateway.streaming import EventStreamResponse
 from tollhouse.web.bodies import read_json_object
+from tollhouse.web.responses import JSONResponse
 
 
 def _respond(reply: Reply) -> ASGIApp:
@@ -42,7 +42,7 @@ async def list_models(request: Request) -> Response:
         {"id": model, "object": "model", "created": 0, "owned_by": owner}
         for model, owner in gateway.models(request.headers)
     ]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+    return JSONResponse({"object": "list", "data": data})
 
 
 routes = [

@@ -14,12 +14,12 @@ an upstream error (502) naming where the provider pointed.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
 
+from tollhouse.backoff import Backoff
 from tollhouse.config import ProviderConfig, Settings
 from tollhouse.errors import UpstreamError, UpstreamTimeout
 
@@ -96,7 +96,7 @@ def backoff_delay(attempt: int, settings: Settings, retry_after: str | None = No
             wanted = -1.0
         if 0 <= wanted <= cap:
             return wanted
-    return random.uniform(0, min(cap, settings.retry_backoff_s * (2**attempt)))
+    return Backoff(settings.retry_backoff_s, cap, jitter=True).delay(attempt)
 
 
 async def error_from(resp: aiohttp.ClientResponse, provider: str) -> UpstreamError:
@@ -151,8 +151,10 @@ async def send_with_retries(
 ) -> aiohttp.ClientResponse:
     """A 2xx response from ``upstream``, retrying what is worth retrying.
 
-    Raises the last ``UpstreamError``; its ``retryable`` flag tells the caller whether a
-    fallback target may still help (4xx other than 429 is the request's own fault).
+    Raises the last ``UpstreamError`` (``UpstreamTimeout`` on a timeout, which is not
+    retried); its ``upstream_status`` tells the caller whether a fallback target may
+    still help: a provider's 4xx other than 401/403/408/409/429 is the request's own
+    fault (``gateway.service._client_fault``).
     """
     attempt = 0
     while True:

@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.errors import ValidationFailed
 from tollhouse.governance.bounds import check_budget_cap
+from tollhouse.governance.fields import DEFAULT_THRESHOLDS
 from tollhouse.governance.models import budgets
-from tollhouse.governance.schemas import DEFAULT_THRESHOLDS, BudgetCreate, BudgetUpdate
+from tollhouse.governance.schemas import BudgetCreate, BudgetUpdate
 from tollhouse.money import format_usd
 
 

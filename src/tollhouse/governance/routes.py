@@ -1,62 +1,76 @@
 """``/api/governance/*``: Bifrost-compatible CRUD of customers, teams and virtual keys,
-usage counters and debug views; ``/api/openapi.json`` describes the admin API.
+usage counters and debug views.
 
-Handlers are thin: parse the body (``schemas``), run one service call in one transaction,
-tell the admission engine (``app.state.admission``) to reload, shape the reply. When no
-engine runs in the process, budgets show no spend and the stored window anchors.
+Handlers are thin: parse the body or the query (``schemas``, through the toolkit), run
+one service call in one transaction, tell the admission engine
+(``app.state.admission``) to reload, shape the reply (``answers``). When no engine runs
+in the process, budgets show no spend and the stored window anchors. Each route says
+what it takes and answers (``web.routing.Operation``): the OpenAPI document is built
+from that.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from tollhouse.db import ping
 from tollhouse.governance import service
-from tollhouse.governance.openapi import document
-from tollhouse.governance.schemas import (
-    CustomerCreate,
-    CustomerUpdate,
-    TeamCreate,
-    TeamUpdate,
+from tollhouse.governance.answers import (
     UsageMeter,
-    UsageReset,
-    VirtualKeyCreate,
-    VirtualKeyUpdate,
-    customer_json,
-    key_json,
-    key_usage_json,
-    number_json,
-    parse_body,
-    rfc3339,
-    team_json,
+    customer_read,
+    key_read,
+    key_usage,
+    team_read,
 )
-from tollhouse.web.bodies import read_body
+from tollhouse.governance.schemas import (
+    CounterRead,
+    CustomerCreate,
+    CustomerList,
+    CustomerOne,
+    CustomerUpdate,
+    CustomerWritten,
+    DatabaseHealthy,
+    DatabaseStats,
+    DatabaseUnhealthy,
+    DebugCounters,
+    DebugStats,
+    Health,
+    HealthChecks,
+    Message,
+    PluginStats,
+    TeamCreate,
+    TeamList,
+    TeamOne,
+    TeamsQuery,
+    TeamUpdate,
+    TeamWritten,
+    UsageReset,
+    UsageStats,
+    UsageStatsAll,
+    UsageStatsOne,
+    UsageStatsQuery,
+    VirtualKeyCreate,
+    VirtualKeyList,
+    VirtualKeyOne,
+    VirtualKeysQuery,
+    VirtualKeyUpdate,
+    VirtualKeyWritten,
+)
+from tollhouse.web.query import Query
+from tollhouse.web.responses import JSONResponse
+from tollhouse.web.routing import Answer, Operation, Resource
+from tollhouse.web.validation import read_model
 
 _HEALTH_TIMEOUT_S = 2.0
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return number_json(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def json_response(body: dict[str, Any], status: int = 200) -> Response:
-    """An admin API answer: compact JSON, ``Decimal`` written digit for digit."""
-    content = orjson.dumps(body, default=_default)
-    return Response(content, status, media_type="application/json")
 
 
 def _engine(request: Request) -> AsyncEngine:
@@ -85,26 +99,6 @@ async def _changed(request: Request) -> None:
         await governance.reload()
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def resource(path: str, handlers: Mapping[str, Endpoint], name: str | None = None) -> Route:
-    """One route for every method ``path`` serves, dispatching on the method.
-
-    Starlette answers a method no route of a path takes with the ``Allow`` of the first
-    route that matched the path: with one route per method, a 405 (an ``OPTIONS`` among
-    them) named one method of several. One route per path lists them all (``HEAD`` with
-    ``GET``, answered by the ``GET`` handler)."""
-    table = {method.upper(): handler for method, handler in handlers.items()}
-    if "GET" in table:
-        table.setdefault("HEAD", table["GET"])
-
-    async def dispatch(request: Request) -> Response:
-        return await table[request.method](request)
-
-    return Route(path, dispatch, methods=list(table), name=name)
-
-
 @dataclass(frozen=True, slots=True)
 class _Entity:
     """One CRUD resource; ``crud_routes`` turns it into two routes (five operations)."""
@@ -114,62 +108,104 @@ class _Entity:
     path: str  # "virtual-keys"
     create_model: type[BaseModel]
     update_model: type[BaseModel]
+    list_reply: type[BaseModel]
+    one_reply: type[BaseModel]
+    written_reply: type[BaseModel]
     create: Callable[..., Awaitable[Any]]
     get: Callable[..., Awaitable[Any]]
     list: Callable[..., Awaitable[list[Any]]]
     update: Callable[..., Awaitable[Any]]
     delete: Callable[..., Awaitable[None]]
-    to_json: Callable[[Any, UsageMeter | None], dict[str, Any]]
-    filters: tuple[str, ...] = ()
+    read: Callable[[Any, UsageMeter | None], BaseModel]
+    query: type[Query] | None = None
 
 
-def crud_routes(entity: _Entity) -> list[Route]:
-    plural, base = f"{entity.name}s", f"/governance/{entity.path}"
+def crud_routes(entity: _Entity) -> list[Resource]:
+    plural, base, label = f"{entity.name}s", f"/governance/{entity.path}", entity.label
 
     async def list_all(request: Request) -> Response:
-        params = request.query_params
-        filters = {name: params.get(name) or None for name in entity.filters}
+        filters = entity.query.parse(request.query_params) if entity.query else None
         async with _engine(request).connect() as conn:
-            views = await entity.list(conn, **filters)
+            views = await entity.list(conn, **(filters.model_dump() if filters else {}))
         meter = await _meter(request)
-        return json_response(
-            {plural: [entity.to_json(v, meter) for v in views], "count": len(views)}
-        )
+        items = [entity.read(v, meter) for v in views]
+        return JSONResponse(entity.list_reply(**{plural: items, "count": len(items)}))
 
     async def create(request: Request) -> Response:
-        body = parse_body(entity.create_model, await read_body(request))
+        body = await read_model(request, entity.create_model)
         async with _engine(request).begin() as conn:
             view = await entity.create(conn, body)
         await _changed(request)
-        message = f"{entity.label} created successfully"
-        return json_response(
-            {"message": message, entity.name: entity.to_json(view, await _meter(request))}, 201
-        )
+        item = entity.read(view, await _meter(request))
+        reply = entity.written_reply(message=f"{label} created successfully", **{entity.name: item})
+        return JSONResponse(reply, 201)
 
     async def get(request: Request) -> Response:
         async with _engine(request).connect() as conn:
             view = await entity.get(conn, request.path_params["id"])
-        return json_response({entity.name: entity.to_json(view, await _meter(request))})
+        item = entity.read(view, await _meter(request))
+        return JSONResponse(entity.one_reply(**{entity.name: item}))
 
     async def put(request: Request) -> Response:
-        body = parse_body(entity.update_model, await read_body(request))
+        body = await read_model(request, entity.update_model)
         async with _engine(request).begin() as conn:
             view = await entity.update(conn, request.path_params["id"], body)
         await _changed(request)
-        message = f"{entity.label} updated successfully"
-        return json_response(
-            {"message": message, entity.name: entity.to_json(view, await _meter(request))}
-        )
+        item = entity.read(view, await _meter(request))
+        reply = entity.written_reply(message=f"{label} updated successfully", **{entity.name: item})
+        return JSONResponse(reply)
 
     async def remove(request: Request) -> Response:
         async with _engine(request).begin() as conn:
             await entity.delete(conn, request.path_params["id"])
         await _changed(request)
-        return json_response({"message": f"{entity.label} deleted successfully"})
+        return JSONResponse(Message(message=f"{label} deleted successfully"))
 
+    noun, plural_words = label.lower(), plural.replace("_", " ")
     return [
-        resource(base, {"GET": list_all, "POST": create}, name=plural),
-        resource(f"{base}/{{id}}", {"GET": get, "PUT": put, "DELETE": remove}, name=entity.name),
+        Resource(
+            base,
+            {
+                "GET": Operation(
+                    list_all,
+                    f"List {plural_words}, oldest first",
+                    {200: Answer(entity.list_reply, "All of them")},
+                    query=entity.query,
+                ),
+                "POST": Operation(
+                    create,
+                    f"Create a {noun}",
+                    {201: Answer(entity.written_reply, f"{label} created successfully")},
+                    body=entity.create_model,
+                ),
+            },
+            name=plural,
+        ),
+        Resource(
+            f"{base}/{{id}}",
+            {
+                "GET": Operation(
+                    get,
+                    f"Get a {noun}",
+                    {200: Answer(entity.one_reply, "Found")},
+                    errors=(404,),
+                ),
+                "PUT": Operation(
+                    put,
+                    f"Update a {noun} (merge: fields left out are unchanged)",
+                    {200: Answer(entity.written_reply, f"{label} updated successfully")},
+                    body=entity.update_model,
+                    errors=(404,),
+                ),
+                "DELETE": Operation(
+                    remove,
+                    f"Delete a {noun}",
+                    {200: Answer(Message, f"{label} deleted successfully")},
+                    errors=(404,),
+                ),
+            },
+            name=entity.name,
+        ),
     ]
 
 
@@ -179,12 +215,15 @@ CUSTOMERS = _Entity(
     "customers",
     CustomerCreate,
     CustomerUpdate,
+    CustomerList,
+    CustomerOne,
+    CustomerWritten,
     service.create_customer,
     service.get_customer,
     service.list_customers,
     service.update_customer,
     service.delete_customer,
-    customer_json,
+    customer_read,
 )
 TEAMS = _Entity(
     "Team",
@@ -192,13 +231,16 @@ TEAMS = _Entity(
     "teams",
     TeamCreate,
     TeamUpdate,
+    TeamList,
+    TeamOne,
+    TeamWritten,
     service.create_team,
     service.get_team,
     service.list_teams,
     service.update_team,
     service.delete_team,
-    team_json,
-    filters=("customer_id",),
+    team_read,
+    query=TeamsQuery,
 )
 VIRTUAL_KEYS = _Entity(
     "Virtual key",
@@ -206,33 +248,36 @@ VIRTUAL_KEYS = _Entity(
     "virtual-keys",
     VirtualKeyCreate,
     VirtualKeyUpdate,
+    VirtualKeyList,
+    VirtualKeyOne,
+    VirtualKeyWritten,
     service.create_key,
     service.get_key,
     service.list_keys,
     service.update_key,
     service.delete_key,
-    key_json,
-    filters=("team_id", "customer_id"),
+    key_read,
+    query=VirtualKeysQuery,
 )
 
 
 async def usage_stats(request: Request) -> Response:
     """Budget spend and rate-limit counters per key (one key with ``?virtual_key_id=``)."""
-    key_id = request.query_params.get("virtual_key_id") or None
+    key_id = UsageStatsQuery.parse(request.query_params).virtual_key_id
     meter = await _meter(request)
     async with _engine(request).connect() as conn:
         if key_id is not None:
             view = await service.get_key(conn, key_id)
-            return json_response(
-                {"virtual_key_id": key_id, "usage_stats": key_usage_json(view, meter)}
+            return JSONResponse(
+                UsageStatsOne(virtual_key_id=key_id, usage_stats=key_usage(view, meter))
             )
         views = await service.list_keys(conn)
-    return json_response({"usage_stats": [key_usage_json(v, meter) for v in views]})
+    return JSONResponse(UsageStatsAll(usage_stats=[key_usage(v, meter) for v in views]))
 
 
 async def usage_reset(request: Request) -> Response:
     """Zero the counters of one key, team or customer (not its parents or children)."""
-    body = parse_body(UsageReset, await read_body(request))
+    body = await read_model(request, UsageReset)
     async with _engine(request).connect() as conn:
         budget_ids, rate_limit_ids = await service.usage_targets(
             conn,
@@ -246,57 +291,103 @@ async def usage_reset(request: Request) -> Response:
     else:
         async with _engine(request).begin() as conn:
             await service.restart_windows(conn, budget_ids, rate_limit_ids)
-    return json_response({"message": "Usage reset successfully"})
-
-
-def _timestamp() -> str | None:
-    return rfc3339(datetime.now(UTC))
+    return JSONResponse(Message(message="Usage reset successfully"))
 
 
 async def debug_stats(request: Request) -> Response:
     async with _engine(request).connect() as conn:
         counts = await service.database_counts(conn)
     governance = _governance(request)
-    plugin = {
-        "loaded": governance is not None,
-        "counters_count": len(governance.counters()) if governance is not None else 0,
-    }
-    return json_response(
-        {"plugin_stats": plugin, "database_stats": counts, "timestamp": _timestamp()}
+    plugin = PluginStats(
+        loaded=governance is not None,
+        counters_count=len(governance.counters()) if governance is not None else 0,
+    )
+    database = DatabaseStats(**counts)
+    return JSONResponse(
+        DebugStats(plugin_stats=plugin, database_stats=database, timestamp=datetime.now(UTC))
     )
 
 
 async def debug_counters(request: Request) -> Response:
     await _meter(request)
     governance = _governance(request)
-    counters = list(governance.counters()) if governance is not None else []
-    return json_response({"counters": counters, "count": len(counters), "timestamp": _timestamp()})
+    rows = governance.counters() if governance is not None else []
+    counters = [CounterRead.model_validate(row) for row in rows]
+    return JSONResponse(
+        DebugCounters(counters=counters, count=len(counters), timestamp=datetime.now(UTC))
+    )
 
 
 async def debug_health(request: Request) -> Response:
+    database: DatabaseHealthy | DatabaseUnhealthy
     try:
         async with asyncio.timeout(_HEALTH_TIMEOUT_S):
             await ping(_engine(request))
-        database = {"status": "healthy"}
+        database = DatabaseHealthy(status="healthy")
     except Exception:  # any failure means unhealthy; the probe must answer, not raise
-        database = {"status": "unhealthy", "error": "Database connection failed"}
-    status = database["status"]
-    body = {"status": status, "timestamp": _timestamp(), "checks": {"database": database}}
-    return json_response(body, 200 if status == "healthy" else 503)
-
-
-async def openapi(request: Request) -> Response:
-    return json_response(document())
+        database = DatabaseUnhealthy(status="unhealthy", error="Database connection failed")
+    health = Health(
+        status=database.status, timestamp=datetime.now(UTC), checks=HealthChecks(database=database)
+    )
+    return JSONResponse(health, 200 if health.status == "healthy" else 503)
 
 
 routes = [
     *crud_routes(CUSTOMERS),
     *crud_routes(TEAMS),
     *crud_routes(VIRTUAL_KEYS),
-    resource("/governance/usage-stats", {"GET": usage_stats}),
-    resource("/governance/usage-reset", {"POST": usage_reset}),
-    resource("/governance/debug/stats", {"GET": debug_stats}),
-    resource("/governance/debug/counters", {"GET": debug_counters}),
-    resource("/governance/debug/health", {"GET": debug_health}),
-    resource("/openapi.json", {"GET": openapi}),
+    Resource(
+        "/governance/usage-stats",
+        {
+            "GET": Operation(
+                usage_stats,
+                "Budget spend and rate-limit counters per virtual key",
+                {200: Answer(UsageStats, "Every key, or the one asked for")},
+                query=UsageStatsQuery,
+                errors=(404,),
+            )
+        },
+    ),
+    Resource(
+        "/governance/usage-reset",
+        {
+            "POST": Operation(
+                usage_reset,
+                "Zero one key's, team's or customer's counters (a new window starts now)",
+                {200: Answer(Message, "Usage reset successfully")},
+                body=UsageReset,
+                errors=(404,),
+            )
+        },
+    ),
+    Resource(
+        "/governance/debug/stats",
+        {
+            "GET": Operation(
+                debug_stats,
+                "Counts of governance rows and admission-engine figures",
+                {200: Answer(DebugStats, "Statistics")},
+            )
+        },
+    ),
+    Resource(
+        "/governance/debug/counters",
+        {
+            "GET": Operation(
+                debug_counters,
+                "The admission engine's live counters",
+                {200: Answer(DebugCounters, "Counters")},
+            )
+        },
+    ),
+    Resource(
+        "/governance/debug/health",
+        {
+            "GET": Operation(
+                debug_health,
+                "Governance health (the database answers)",
+                {200: Answer(Health, "Healthy"), 503: Answer(Health, "Unhealthy")},
+            )
+        },
+    ),
 ]

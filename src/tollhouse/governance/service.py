@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -32,7 +32,6 @@ from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.errors import NotFound, ValidationFailed
-from tollhouse.governance.bounds import PREVIEW, preview
 from tollhouse.governance.budgets import merge_budget
 from tollhouse.governance.keys import generate_key
 from tollhouse.governance.models import (
@@ -42,6 +41,16 @@ from tollhouse.governance.models import (
     rate_limits,
     teams,
     virtual_keys,
+)
+from tollhouse.governance.rows import (
+    BudgetRow,
+    CustomerRow,
+    CustomerView,
+    KeyRow,
+    KeyView,
+    RateLimitRow,
+    TeamRow,
+    TeamView,
 )
 from tollhouse.governance.schemas import (
     CustomerCreate,
@@ -54,6 +63,7 @@ from tollhouse.governance.schemas import (
     VirtualKeyUpdate,
     check_rate_limit,
 )
+from tollhouse.web.validation import PREVIEW, preview
 
 R = TypeVar("R")
 
@@ -61,107 +71,6 @@ CUSTOMER_NOT_FOUND = "Customer not found"
 TEAM_NOT_FOUND = "Team not found"
 KEY_NOT_FOUND = "Virtual key not found"
 _CHUNK = 500
-
-
-# --- rows and views -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetRow:
-    id: str
-    max_limit: Decimal
-    reset_duration: str
-    calendar_aligned: bool
-    timezone: str
-    hard_limit_ratio: Decimal
-    alert_thresholds: tuple[Decimal, ...]
-    alert_channels: tuple[str, ...] | None
-    last_reset: datetime
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitRow:
-    id: str
-    token_max_limit: int | None
-    token_reset_duration: str | None
-    token_last_reset: datetime
-    request_max_limit: int | None
-    request_reset_duration: str | None
-    request_last_reset: datetime
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerRow:
-    id: str
-    name: str
-    budget_id: str | None
-    rate_limit_id: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class TeamRow:
-    id: str
-    name: str
-    customer_id: str | None
-    budget_id: str | None
-    rate_limit_id: str | None
-    on_meter_failure: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRow:
-    """A virtual key as stored, less its hash."""
-
-    id: str
-    name: str
-    description: str | None
-    key_hint: str
-    is_active: bool
-    expires_at: datetime | None
-    team_id: str | None
-    customer_id: str | None
-    budget_id: str | None
-    rate_limit_id: str | None
-    allowed_models: tuple[str, ...] | None
-    allowed_providers: tuple[str, ...] | None
-    max_parallel_requests: int | None
-    on_meter_failure: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerView:
-    customer: CustomerRow
-    budget: BudgetRow | None
-    rate_limit: RateLimitRow | None
-    teams: tuple[TeamRow, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TeamView:
-    team: TeamRow
-    customer: CustomerRow | None
-    budget: BudgetRow | None
-    rate_limit: RateLimitRow | None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyView:
-    key: KeyRow
-    team: TeamRow | None
-    customer: CustomerRow | None
-    budget: BudgetRow | None
-    rate_limit: RateLimitRow | None
-    value: str | None = None  # the plaintext, only in the view create_key returns
 
 
 def _from_row(cls: type[R], row: Row[Any], **converted: Any) -> R:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.background import woken
+from tollhouse.backoff import Backoff
 from tollhouse.db import insert_ignoring
 from tollhouse.errors import StoreUnavailable
 from tollhouse.ledger.models import usage_records
@@ -30,7 +31,7 @@ from tollhouse.ops.metrics import Metrics
 
 log = logging.getLogger("tollhouse.ledger")
 
-_RETRY_MAX_S = 2.0
+_RETRY = Backoff(0.05, 2.0)  # after a failed write: 0.05 s doubling to 2 s
 
 
 class UsageRecorder:
@@ -112,11 +113,11 @@ class UsageRecorder:
                 await self._replay()
 
     async def _run(self) -> None:
-        delay = 0.0
+        failures = 0  # in a row
         loop = asyncio.get_running_loop()
         while True:
-            if delay:
-                await asyncio.sleep(delay)
+            if failures:
+                await asyncio.sleep(_RETRY.delay(failures - 1))
             elif not self._stopping and len(self._buffer) < self._batch_size and not self._waiters:
                 await woken(self._wake, self._interval)
                 self._wake.clear()
@@ -125,10 +126,10 @@ class UsageRecorder:
                     await self._write_batch()
                 if self.degraded:
                     await self._replay()
-                delay = 0.0
+                failures = 0
             except Exception as exc:
                 # Unspooled rows stay buffered and spooled ones on disk; retried next pass.
-                delay = min(_RETRY_MAX_S, delay * 2 or 0.05)
+                failures += 1
                 self.database_ok = False
                 self._metrics.ledger_write_failures.inc()
                 log.error(

@@ -1,15 +1,17 @@
-"""Usage record values and their JSON form."""
+"""Usage records: the value the gateway writes, and the admin API's view of them
+(``GET /api/usage``: its query and its answer)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import orjson
+from pydantic import Field
 
-from tollhouse.money import format_usd
+from tollhouse.web.query import Count, Filter, Moment, Query
+from tollhouse.web.responses import Exact, Reply, Time
 
 Status = Literal["success", "error", "cancelled"]
 
@@ -46,15 +48,53 @@ class UsageRecord:
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
-def record_json(row: Any) -> dict[str, Any]:
-    """A ledger row as the admin API shows it; cost is an exact JSON number (no float)."""
-    # Column names come back as str subclasses, which orjson will not take as keys.
-    data = {str(name): value for name, value in zip(row._fields, row, strict=True)}
-    data["created_at"] = data["created_at"].isoformat()
-    data["cost"] = usd_json(data["cost"])
-    return data
+MAX_LIMIT = 1000
 
 
-def usd_json(amount: Decimal) -> orjson.Fragment:
-    """A USD amount as a raw JSON number, digit for digit (orjson would need a float)."""
-    return orjson.Fragment(format_usd(amount).encode())
+class UsageQuery(Query):
+    key_id: Filter = Field(default=None, description="only this virtual key")
+    virtual_key_id: Filter = Field(default=None, description="the same as key_id (key_id wins)")
+    team_id: Filter = Field(default=None, description="only this team")
+    customer_id: Filter = Field(default=None, description="only this customer")
+    model: Filter = Field(default=None, description="only this model")
+    since: Moment = Field(default=None, description="from this time on")
+    until: Moment = Field(default=None, description="before this time")
+    limit: Annotated[int, Count(default=50, high=MAX_LIMIT)] = Field(
+        default=50, description="how many, newest first"
+    )
+    cursor: Filter = Field(default=None, description="next_cursor of the previous page (opaque)")
+
+
+class UsageRecordRead(Reply):
+    """One request's consumption as the ledger stores it; ``cost`` exact (USD)."""
+
+    id: str
+    created_at: Time
+    key_id: str | None
+    team_id: str | None
+    customer_id: str | None
+    endpoint: str
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost: Exact
+    priced: bool
+    latency_ms: float
+    status: Status
+    http_status: int
+    streamed: bool
+    upstream_request_id: str | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> UsageRecordRead:
+        return cls.model_validate(row._mapping)
+
+
+class UsagePage(Reply):
+    usage: list[UsageRecordRead]
+    count: int
+    total: int = Field(description="records that match the filters, on every page")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null: last")

@@ -9,44 +9,39 @@ dependencies themselves: the database and, when configured, Redis. ``/health`` a
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tollhouse.db import ping
+from tollhouse.web.responses import JSONResponse
 
 _CHECK_TIMEOUT_S = 2.0
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
-
-
 async def healthz(request: Request) -> Response:
-    return _json({"status": "ok"})
+    return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
     state = request.app.state
     if getattr(state, "draining", False):
-        return _json({"status": "draining"}, 503)
+        return JSONResponse({"status": "draining"}, 503)
     if not getattr(state, "ready", False):
-        return _json({"status": "starting"}, 503)
+        return JSONResponse({"status": "starting"}, 503)
     recorder = state.recorder
     if recorder.degraded:
         # Still serving (records wait on disk), so still ready: a load balancer must not
         # take every replica out because the database is away.
-        return _json(
+        return JSONResponse(
             {
                 "status": "degraded",
                 "reason": "database unavailable: usage records are spooled to disk",
                 "usage_records_pending": recorder.pending,
             }
         )
-    return _json({"status": "ready", "usage_records_pending": recorder.pending})
+    return JSONResponse({"status": "ready", "usage_records_pending": recorder.pending})
 
 
 async def health(request: Request) -> Response:
@@ -69,7 +64,7 @@ async def health(request: Request) -> Response:
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
     healthy = all(v in ("ok", "not_configured") for v in checks.values())
-    return _json({"status": "ok" if healthy else "error", **checks}, 200 if healthy else 503)
+    return JSONResponse({"status": "ok" if healthy else "error", **checks}, 200 if healthy else 503)
 
 
 async def metrics(request: Request) -> Response:

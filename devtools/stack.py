@@ -1,9 +1,12 @@
-"""Real Postgres and Redis servers on free loopback ports, for local runs and benchmarks.
+"""Real Postgres and Redis servers on free loopback ports, for tests, benchmarks and
+local runs.
 
+The test fixtures (``tests/postgres_server.py``, ``tests/redis_server.py``),
 ``scripts/cluster`` and ``benchmarks/replicas.py`` use this to start PostgreSQL (the
 ``initdb``/``pg_ctl`` binaries on PATH) and ``redis-server`` in a temporary directory,
 and to tear everything down at the end. As root, Postgres runs as the ``postgres`` user
-(it refuses to run as root). Nothing here is used by the gateway itself.
+(it refuses to run as root). Nothing here is used by the gateway itself, so it lives
+outside ``src/`` and is not in the wheel.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``tollhouse serve --workers N``: N gateway processes sharing one listening socket.
+"""The supervisor of ``tollhouse serve --workers N``: N gateway processes sharing one
+listening socket.
 
 The parent migrates the database once, binds the socket, forks the workers and then only
 supervises: SIGTERM or SIGINT is passed to every worker (each drains its own requests,

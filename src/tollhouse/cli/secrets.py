@@ -1,34 +1,22 @@
-"""``tollhouse secrets rotate`` and ``tollhouse worker``: what alerts need from a shell.
-
-``secrets rotate`` re-encrypts every stored channel secret and channel URL with the
-first key of ``TOLLHOUSE_SECRET_KEY`` (older keys, listed after it, still decrypt; so do
-tokens of the old SHA-256 key derivation, which move to HKDF), and encrypts URLs an
-older version stored in plaintext, in one transaction: after it, the old keys can be
-removed from the setting.
-
-``worker`` runs the alert dispatcher alone, for deployments that keep it out of the
-gateway processes (every ``tollhouse serve`` also dispatches; claims never overlap).
+"""``tollhouse secrets rotate``: re-encrypts every stored channel secret and channel URL
+with the first key of ``TOLLHOUSE_SECRET_KEY`` (older keys, listed after it, still
+decrypt; so do tokens of the old SHA-256 key derivation, which move to HKDF), and
+encrypts URLs an older version stored in plaintext, in one transaction: after it, the
+old keys can be removed from the setting.
 """
 
 from __future__ import annotations
-
-import asyncio
-import contextlib
-import signal
 
 import click
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.alerts import urls
-from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.models import notification_channels
 from tollhouse.cli.db import on_database
 from tollhouse.cli.options import config_option, settings_from
 from tollhouse.crypto import SecretBox
-from tollhouse.db import create_engine
-from tollhouse.errors import ConfigError
-from tollhouse.ops.logging import configure_logging
+from tollhouse.errors import SecretUnreadable
 
 
 def _box(config_file: str | None) -> SecretBox:
@@ -71,32 +59,6 @@ def rotate(config_file: str | None) -> None:
 
     try:
         count = on_database(config_file, action)
-    except ConfigError as exc:
+    except SecretUnreadable as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"{count} secret{'s' if count != 1 else ''} re-encrypted with the newest key")
-
-
-@click.command()
-@config_option
-def worker(config_file: str | None) -> None:
-    """Send alert deliveries from the outbox until SIGTERM or Ctrl-C."""
-    settings = settings_from(config_file)
-    configure_logging(settings.log_level, settings.log_format)
-    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-
-    async def run() -> None:
-        engine = create_engine(settings)
-        dispatcher = Dispatcher(engine, settings, SecretBox.from_setting(secret))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await dispatcher.start()
-        try:
-            await stop.wait()
-        finally:
-            await dispatcher.stop()
-            await engine.dispose()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())

@@ -1,15 +1,16 @@
-"""Helpers the governance request-path tests share (a plain module: import, don't conftest).
+"""Helpers the governance tests share: the admin API (``/api/governance/*``) called as an
+operator would, and the request path's arithmetic.
 
-Entities are created through the admin API (``/api/governance/*``) of the app under test,
-as an operator would; the plaintext key comes back once, as ``value``. Money is read back
-with ``parse_float=Decimal`` so sums are compared exactly, never as floats.
+Entities are created through the admin API of the app under test; the plaintext key
+comes back once, as ``value``. Money is read back with ``parse_float=Decimal`` and
+written digit for digit, so sums are compared exactly, never as floats. Helpers every
+directory uses (``running``, ``records``, ``scenario``, ``upstream_stats``) live in
+``tests/support.py``; the request-path tests import them from here as well.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,10 +18,12 @@ from typing import Any
 import httpx
 from sqlalchemy import String, cast, insert, literal, select
 from starlette.applications import Starlette
-from tests.support import JSON_WRITES
+from tests.support import decode
+from tests.support import records as records
+from tests.support import running as running
+from tests.support import scenario as scenario
+from tests.support import upstream_stats as upstream_stats
 
-from tollhouse.app import create_app
-from tollhouse.config import Settings
 from tollhouse.db.types import Money, UTCDateTime
 from tollhouse.gateway.estimate import PER_MESSAGE_OVERHEAD, PER_REQUEST_OVERHEAD
 from tollhouse.ledger.models import usage_records
@@ -38,61 +41,122 @@ assert _PRICE is not None
 INPUT_PRICE, OUTPUT_PRICE = _PRICE.input, _PRICE.output
 
 
-def decode(response: httpx.Response) -> Any:
-    return json.loads(response.text, parse_float=Decimal)
+# The path segment and the envelope key of each entity.
+ENVELOPE = {"customers": "customer", "teams": "team", "virtual-keys": "virtual_key"}
+KINDS = tuple(ENVELOPE)
 
 
-def _encode(body: Any) -> bytes:
-    """JSON with ``Decimal`` written digit for digit (the admin API echoes numbers exactly)."""
+def raw(body: Any) -> bytes:
+    """JSON with ``Decimal`` written digit for digit (the admin API echoes numbers exactly);
+    bytes are sent as they are."""
+    if isinstance(body, bytes):
+        return body
 
-    def default(value: Any) -> Any:
+    def encode(value: Any) -> Any:
         if isinstance(value, Decimal):
-            return f"\x00{value}\x00"
+            return _Number(value)
         raise TypeError(type(value))
 
-    return (
-        json.dumps(body, default=default).replace('"\\u0000', "").replace('\\u0000"', "").encode()
-    )
+    text = json.dumps(body, default=encode)
+    return text.replace('"__num__', "").replace('__num__"', "").encode()
+
+
+class _Number(str):
+    def __new__(cls, value: Decimal) -> _Number:
+        return super().__new__(cls, f"__num__{value}__num__")
 
 
 async def admin(
     client: httpx.AsyncClient, method: str, path: str, body: Any = None, *, status: int = 200
 ) -> Any:
+    """One admin API call under ``/api/governance``: asserts ``status`` and a JSON answer,
+    returns the body with exact numbers."""
+    content = None if body is None else raw(body)
     response = await client.request(
-        method,
-        f"{API}{path}",
-        content=None if body is None else _encode(body),
-        headers={"content-type": "application/json"},
+        method, f"{API}{path}", content=content, headers={"content-type": "application/json"}
     )
     assert response.status_code == status, (method, path, response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
     return decode(response)
+
+
+async def create(client: httpx.AsyncClient, kind: str, **body: Any) -> dict[str, Any]:
+    """Create a ``customers``/``teams``/``virtual-keys`` entity; the entity."""
+    data = await admin(client, "POST", f"/{kind}", body, status=201)
+    assert set(data) == {"message", ENVELOPE[kind]}
+    return dict(data[ENVELOPE[kind]])
+
+
+async def get_entity(client: httpx.AsyncClient, kind: str, entity_id: str) -> dict[str, Any]:
+    """``kind`` is the admin path segment: ``customers``, ``teams`` or ``virtual-keys``."""
+    return dict((await admin(client, "GET", f"/{kind}/{entity_id}"))[ENVELOPE[kind]])
+
+
+async def update(
+    client: httpx.AsyncClient, kind: str, entity_id: str, body: Any, *, status: int = 200
+) -> Any:
+    data = await admin(client, "PUT", f"/{kind}/{entity_id}", body, status=status)
+    if status != 200:
+        return data
+    assert data["message"].endswith("updated successfully")
+    return dict(data[ENVELOPE[kind]])
+
+
+async def listing(client: httpx.AsyncClient, kind: str, **params: str) -> list[dict[str, Any]]:
+    response = await client.get(f"{API}/{kind}", params=params)
+    assert response.status_code == 200, response.text
+    data = decode(response)
+    plural = f"{ENVELOPE[kind]}s"
+    assert set(data) == {plural, "count"}
+    assert data["count"] == len(data[plural])
+    return list(data[plural])
+
+
+async def bad_request(
+    client: httpx.AsyncClient, method: str, path: str, body: Any
+) -> dict[str, Any]:
+    """A 400 in the admin error shape; returns the body."""
+    data = await admin(client, method, path, body, status=400)
+    assert set(data) == {"error", "code"}, data
+    assert isinstance(data["error"], str) and data["error"]
+    assert data["code"] in ("invalid_json", "invalid_value")
+    return dict(data)
+
+
+async def counts(client: httpx.AsyncClient) -> dict[str, int]:
+    """Rows per table (``/debug/stats``), without the change version."""
+    data = await admin(client, "GET", "/debug/stats")
+    stats = dict(data["database_stats"])
+    stats.pop("version")
+    return stats
+
+
+def without(data: Any, *names: str) -> Any:
+    """``data`` with the keys ``names`` removed at every depth (e.g. ``updated_at``)."""
+    if isinstance(data, dict):
+        return {k: without(v, *names) for k, v in data.items() if k not in names}
+    if isinstance(data, list):
+        return [without(v, *names) for v in data]
+    return data
 
 
 async def create_customer(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     body.setdefault("name", "acme")
-    return dict((await admin(client, "POST", "/customers", body, status=201))["customer"])
+    return await create(client, "customers", **body)
 
 
 async def create_team(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     body.setdefault("name", "search")
-    return dict((await admin(client, "POST", "/teams", body, status=201))["team"])
+    return await create(client, "teams", **body)
 
 
 async def create_key(client: httpx.AsyncClient, **body: Any) -> tuple[dict[str, Any], str]:
     """A virtual key; returns ``(entity, plaintext value)``."""
     body.setdefault("name", "k")
-    key = dict((await admin(client, "POST", "/virtual-keys", body, status=201))["virtual_key"])
+    key = await create(client, "virtual-keys", **body)
     value = key["value"]
     assert isinstance(value, str) and value.startswith("th-")
     return key, value
-
-
-_ENVELOPE = {"customers": "customer", "teams": "team", "virtual-keys": "virtual_key"}
-
-
-async def get_entity(client: httpx.AsyncClient, kind: str, entity_id: str) -> dict[str, Any]:
-    """``kind`` is the admin path segment: ``customers``, ``teams`` or ``virtual-keys``."""
-    return dict((await admin(client, "GET", f"/{kind}/{entity_id}"))[_ENVELOPE[kind]])
 
 
 async def usage_reset(client: httpx.AsyncClient, **which: str) -> None:
@@ -116,25 +180,8 @@ async def chat(client: httpx.AsyncClient, value: str | None, **extra: Any) -> ht
     return await client.post(CHAT, json=chat_body(**extra), headers=headers)
 
 
-async def records(client: httpx.AsyncClient, app: Starlette, **params: str) -> list[dict[str, Any]]:
-    """Every usage record so far (flushed first), optionally filtered (``key_id=`` …)."""
-    await app.state.recorder.flush()
-    response = await client.get("/api/usage", params={"limit": "1000", **params})
-    assert response.status_code == 200, response.text
-    return list(decode(response)["usage"])
-
-
 def cost_sum(rows: list[dict[str, Any]]) -> Decimal:
     return sum((Decimal(r["cost"]) for r in rows), Decimal(0))
-
-
-def scenario(upstream: Any, **fields: Any) -> None:
-    """Queue a dev-upstream fault for the next ``count`` requests."""
-    httpx.post(f"{upstream.url}/_dev/scenario", json=fields).raise_for_status()
-
-
-def upstream_stats(upstream: Any) -> dict[str, Any]:
-    return dict(httpx.get(f"{upstream.url}/_dev/stats").json())
 
 
 def hi_prompt_bound() -> int:
@@ -167,18 +214,6 @@ def sequential_admits(limit_nanos: int, max_tokens: int = 16) -> int:
 
 def usd(nanos: int) -> Decimal:
     return Decimal(nanos) / NANOS_PER_USD
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    """A whole app (lifespan included) and an in-process loopback client for it."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
-        ) as client:
-            yield application, client
 
 
 _OWNER = {"customers": "customer_id", "teams": "team_id", "virtual-keys": "key_id"}

@@ -1,0 +1,1 @@
+"""Tooling for tests, benchmarks and ``scripts/cluster``; not part of the shipped package."""

@@ -1,0 +1,53 @@
+"""Every ``/api`` route, in one place: what ``app.py`` mounts and the OpenAPI document
+describes (``GET /api/openapi.json``).
+
+- ``routes``: mounted under ``/api`` behind the admin key (``admin/auth.py``):
+  governance, usage, notification channels and alerts, and this document;
+- ``webhook_routes``: ``/api/webhooks/budget``, whose credential is its signature.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tollhouse.admin.openapi import OpenAPIDocument, build
+from tollhouse.alerts.routes import routes as alert_routes
+from tollhouse.alerts.routes import webhook_routes
+from tollhouse.governance.routes import routes as governance_routes
+from tollhouse.ledger.routes import routes as ledger_routes
+from tollhouse.web.responses import JSONResponse
+from tollhouse.web.routing import Answer, Operation, Resource
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(document())
+
+
+routes = [
+    *governance_routes,
+    *ledger_routes,
+    *alert_routes,
+    Resource(
+        "/openapi.json",
+        {
+            "GET": Operation(
+                openapi,
+                "This document",
+                {200: Answer(OpenAPIDocument, "OpenAPI 3.1")},
+                tag="meta",
+            )
+        },
+    ),
+]
+
+__all__ = ["document", "routes", "webhook_routes"]
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The admin API's OpenAPI document (built once)."""
+    return build(routes, webhook_routes)
