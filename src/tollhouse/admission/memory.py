@@ -97,7 +97,6 @@ class MemoryMeter:
         ids: tuple[CounterId, ...],
         amounts: tuple[int, ...],
         now_us: int,
-        *,
         fail_open: bool = False,
     ) -> Reservation | Refusal:
         """Every amount or none, checked in the order given; nothing here awaits, so no
@@ -119,7 +118,6 @@ class MemoryMeter:
         held: Reservation,
         actual: Mapping[Kind, int],
         created: datetime,
-        *,
         on_spent: Spent | None = None,
         uncovered: tuple[CounterId, ...] = (),
     ) -> None:

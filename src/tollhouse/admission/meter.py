@@ -162,7 +162,6 @@ class Meter(Protocol[H]):
         ids: tuple[CounterId, ...],
         amounts: tuple[int, ...],
         now_us: int,
-        *,
         fail_open: bool = False,
     ) -> H | Refusal:
         """Reserve ``amounts[i]`` on ``ids[i]``, every one or none, checked in order.
@@ -177,7 +176,6 @@ class Meter(Protocol[H]):
         held: H,
         actual: Mapping[Kind, int],
         created: datetime,
-        *,
         on_spent: Spent | None = None,
         uncovered: tuple[CounterId, ...] = (),
     ) -> None:

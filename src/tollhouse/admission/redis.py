@@ -100,7 +100,6 @@ class RedisMeter:
         ids: tuple[CounterId, ...],
         amounts: tuple[int, ...],
         now_us: int,
-        *,
         fail_open: bool = False,
     ) -> SharedReservation | Refusal:
         if not ids:
@@ -154,7 +153,6 @@ class RedisMeter:
         held: SharedReservation,
         actual: Mapping[Kind, int],
         created: datetime,
-        *,
         on_spent: Spent | None = None,
         uncovered: tuple[CounterId, ...] = (),
     ) -> None:

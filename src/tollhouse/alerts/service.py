@@ -71,23 +71,27 @@ class AlertService:
 
     def budget_reached(
         self,
+        ids: tuple[str | None, str | None, str | None],
         counter: Counter,
         before: int,
         after: int,
-        ids: tuple[str | None, str | None, str | None],
-        *,
-        refused: bool,
+        refused: bool = False,
     ) -> None:
         """Notice every threshold of ``counter``'s budget that a settle from ``before``
         to ``after`` nano-dollars crossed, or that a refusal reached. ``ids`` are the
-        request's key, team and customer ids."""
+        request's key, team and customer ids (first, so that the engine binds them once
+        per request with ``functools.partial``)."""
         spec = counter.scope.budget
         if spec is None or counter.start is None or counter.end is None:
             return
         if refused:
             reached = exhausted(spec.alert_thresholds)
         else:
-            reached = crossed_marks(spec.alert_marks, before, after)
+            marks = spec.alert_marks
+            # Most settles cross nothing: they stay below the first mark or past the last.
+            if not marks or after < marks[0][1] or before >= marks[-1][1]:
+                return
+            reached = crossed_marks(marks, before, after)
         if not reached:
             return
         spend = from_nanos(after)
