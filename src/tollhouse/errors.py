@@ -19,9 +19,9 @@
     │   └── ModelNotFound              404 model_not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── RequestTimeout                 408 request_timeout
+    ├── SecretUnreadable               409 secret_unreadable
     ├── PayloadTooLarge                413 payload_too_large
     ├── UnsupportedMediaType           415 unsupported_media_type
-    ├── SecretUnreadable               409 secret_unreadable
     ├── MisdirectedRequest             421 misdirected_request
     ├── UnprocessableEvent             422 invalid_event
     ├── RateLimited                    429 rate_limit_error
@@ -201,7 +201,7 @@ class SecretUnreadable(TollhouseError):
     """A stored secret (a channel's secret or URL) that ``TOLLHOUSE_SECRET_KEY`` cannot
     decrypt: the key that sealed it was removed, or no key is set. A conflict between
     the resource and the server's keys, which the operator resolves by storing the
-    secret again (``PATCH``) or by restoring the key; never a 5xx."""
+    secret again (``PUT``) or by restoring the key; never a 5xx."""
 
     status = 409
     type = "invalid_request_error"
