@@ -7,9 +7,11 @@ reach the ledger in the order they were made. A replay pass inserts the oldest l
 first; the insert skips ids already in the ledger, so a replay interrupted by a crash and
 done again writes each record exactly once.
 
-Each process writes its own file (``usage-<random>.spool``) under an exclusive ``flock``.
-Files whose lock is free belong to a process that is gone: the next recorder to start
-adopts and replays them, so a crash with records on disk loses nothing.
+Each process writes its own file (``usage-<random>.spool``) under an exclusive ``flock``,
+taken before the file gets that name: a file of that name whose lock is free belongs to
+a process that is gone, and the next recorder to start adopts and replays it, so a crash
+with records on disk loses nothing. (Locked only after it was named, a starting worker's
+new file was adopted, and removed as empty, by a worker starting beside it.)
 
 Records name keys, teams and customers: the directory is ``0700`` and every file in it
 ``0600``, whatever the umask.
@@ -121,8 +123,10 @@ class Spool:
         if directory.stat().st_mode & 0o077:
             directory.chmod(0o700)  # made by an older version, or by hand
         path = directory / f"usage-{secrets.token_hex(6)}.spool"
-        handle = _open_private(path, "a+b")
+        staged = path.with_suffix(".new")  # not a name adopt() looks at
+        handle = _open_private(staged, "a+b")
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(staged, path)  # visible to other processes only once locked
         self.own = SpoolFile(path, handle)
         self.adopted: list[SpoolFile] = []
         self.adopt()
@@ -133,14 +137,18 @@ class Spool:
         for path in sorted(self.directory.glob("usage-*.spool")):
             if path == self.own.path or any(f.path == path for f in self.adopted):
                 continue
-            handle = _open_private(path, "a+b")
+            try:
+                handle = _open_private(path, "a+b", create=False)
+            except FileNotFoundError:
+                continue  # another process adopted and removed it just now
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()  # a live process owns it
+                spool_file = SpoolFile(path, handle)
+                pending = spool_file.pending
+            except (BlockingIOError, FileNotFoundError):
+                handle.close()  # a live process owns it, or another adopter removed it
                 continue
-            spool_file = SpoolFile(path, handle)
-            if spool_file.pending:
+            if pending:
                 log.warning(
                     "replaying usage records left by a stopped process", extra={"file": str(path)}
                 )
@@ -172,10 +180,12 @@ class Spool:
         self.own.close(remove_if_empty=True)
 
 
-def _open_private(path: Path, mode: str) -> IO[bytes]:
-    """``path`` opened in ``mode`` (``a+b`` or ``wb``), created ``0600``; an existing
-    file that others could read is made ``0600`` too."""
-    flags = os.O_CREAT | (os.O_RDWR | os.O_APPEND if mode == "a+b" else os.O_WRONLY)
+def _open_private(path: Path, mode: str, *, create: bool = True) -> IO[bytes]:
+    """``path`` opened in ``mode`` (``a+b`` or ``wb``), created ``0600`` (unless
+    ``create`` is false: then a missing file raises); an existing file that others could
+    read is made ``0600`` too."""
+    flags = os.O_CREAT if create else 0
+    flags |= os.O_RDWR | os.O_APPEND if mode == "a+b" else os.O_WRONLY
     fd = os.open(path, flags, 0o600)
     try:
         if os.fstat(fd).st_mode & 0o077:
