@@ -23,6 +23,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+# Its own generator: jitter drawn from the module-level one would move the global state
+# that libraries (and Hypothesis, in the suite) expect no one else to touch.
+_JITTER = random.Random()
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -38,4 +42,4 @@ class Backoff:
     def delay(self, retry: int) -> float:
         """The wait before retry ``retry``: the ceiling, or a uniform draw below it."""
         ceiling = self.ceiling(retry)
-        return random.uniform(0, ceiling) if self.jitter else ceiling
+        return _JITTER.uniform(0, ceiling) if self.jitter else ceiling
