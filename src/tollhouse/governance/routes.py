@@ -78,25 +78,25 @@ def _engine(request: Request) -> AsyncEngine:
     return engine
 
 
-def _governance(request: Request) -> Any:
+def _admission(request: Request) -> Any:
     """The admission engine, or ``None`` when none runs in this process."""
     return getattr(request.app.state, "admission", None)
 
 
 async def _meter(request: Request) -> UsageMeter | None:
     """Usage as every replica sees it (scaled out, read from Redis first)."""
-    governance = _governance(request)
-    if governance is not None:
-        await governance.refresh()
-    meter: UsageMeter | None = governance
+    admission = _admission(request)
+    if admission is not None:
+        await admission.refresh()
+    meter: UsageMeter | None = admission
     return meter
 
 
 async def _changed(request: Request) -> None:
     """After a committed write: the running gateway applies it before we answer."""
-    governance = _governance(request)
-    if governance is not None:
-        await governance.reload()
+    admission = _admission(request)
+    if admission is not None:
+        await admission.reload()
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,9 +285,9 @@ async def usage_reset(request: Request) -> Response:
             team_id=body.team_id,
             customer_id=body.customer_id,
         )
-    governance = _governance(request)
-    if governance is not None:
-        await governance.reset_usage(budget_ids, rate_limit_ids)
+    admission = _admission(request)
+    if admission is not None:
+        await admission.reset_usage(budget_ids, rate_limit_ids)
     else:
         async with _engine(request).begin() as conn:
             await service.restart_windows(conn, budget_ids, rate_limit_ids)
@@ -297,10 +297,10 @@ async def usage_reset(request: Request) -> Response:
 async def debug_stats(request: Request) -> Response:
     async with _engine(request).connect() as conn:
         counts = await service.database_counts(conn)
-    governance = _governance(request)
+    admission = _admission(request)
     plugin = PluginStats(
-        loaded=governance is not None,
-        counters_count=len(governance.counters()) if governance is not None else 0,
+        loaded=admission is not None,
+        counters_count=len(admission.counters()) if admission is not None else 0,
     )
     database = DatabaseStats(**counts)
     return JSONResponse(
@@ -310,8 +310,8 @@ async def debug_stats(request: Request) -> Response:
 
 async def debug_counters(request: Request) -> Response:
     await _meter(request)
-    governance = _governance(request)
-    rows = governance.counters() if governance is not None else []
+    admission = _admission(request)
+    rows = admission.counters() if admission is not None else []
     counters = [CounterRead.model_validate(row) for row in rows]
     return JSONResponse(
         DebugCounters(counters=counters, count=len(counters), timestamp=datetime.now(UTC))
