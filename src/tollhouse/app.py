@@ -24,6 +24,8 @@ from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
 from tollhouse.config import Settings
+from tollhouse.credits import journal
+from tollhouse.credits.routes import key_routes as credit_key_routes
 from tollhouse.crypto import SecretBox
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
@@ -178,6 +180,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             *gateway_routes,
+            *credit_key_routes,
             *_ops_routes(settings, throttle),
             # Signed by its sender instead of the admin key, so outside the admin mount.
             *webhook_routes,
@@ -223,6 +226,7 @@ async def _start(
         batch_size=settings.ledger_batch_size,
         flush_interval_ms=settings.ledger_flush_interval_ms,
         spool=Spool(Path(settings.spool_dir)),
+        companion=journal.post_usage,  # credit posts commit with their usage records
     )
     await recorder.start()
     stack.push_async_callback(_stopped, recorder, settings.shutdown_timeout_s)

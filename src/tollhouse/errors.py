@@ -11,7 +11,8 @@
     ├── AuthenticationFailed           401 authentication_error
     │   └── SignatureInvalid           401 invalid_signature
     ├── PaymentRequired                402 insufficient_quota
-    │   └── BudgetExceeded             402 budget_exceeded
+    │   ├── BudgetExceeded             402 budget_exceeded
+    │   └── InsufficientCredits        402 insufficient_credits
     ├── PermissionDenied               403 permission_error
     │   ├── KeyInactive                403 key_inactive
     │   └── ModelNotAllowed            403 model_not_allowed
@@ -19,6 +20,7 @@
     │   └── ModelNotFound              404 model_not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── RequestTimeout                 408 request_timeout
+    ├── Conflict                       409 conflict
     ├── SecretUnreadable               409 secret_unreadable
     ├── PayloadTooLarge                413 payload_too_large
     ├── UnsupportedMediaType           415 unsupported_media_type
@@ -138,6 +140,12 @@ class BudgetExceeded(PaymentRequired):
     code = "budget_exceeded"
 
 
+class InsufficientCredits(PaymentRequired):
+    """The prepaid account paying for the key cannot cover the worst case."""
+
+    code = "insufficient_credits"
+
+
 class PermissionDenied(TollhouseError):
     status = 403
     type = "permission_error"
@@ -195,6 +203,15 @@ class UnsupportedMediaType(TollhouseError):
     status = 415
     type = "invalid_request_error"
     code = "unsupported_media_type"
+
+
+class Conflict(TollhouseError):
+    """A write that contradicts what is stored: a second credit account for one owner,
+    an ``Idempotency-Key`` reused for a different request."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class SecretUnreadable(TollhouseError):

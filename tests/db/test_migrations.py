@@ -30,7 +30,7 @@ async def indexes(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0005"
+    assert head() == "0006"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):

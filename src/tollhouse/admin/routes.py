@@ -2,7 +2,7 @@
 describes (``GET /api/openapi.json``).
 
 - ``routes``: mounted under ``/api`` behind the admin key (``admin/auth.py``):
-  governance, usage, notification channels and alerts, and this document;
+  governance, usage, notification channels and alerts, credits, and this document;
 - ``webhook_routes``: ``/api/webhooks/budget``, whose credential is its signature.
 """
 
@@ -17,6 +17,7 @@ from starlette.responses import Response
 from tollhouse.admin.openapi import OpenAPIDocument, build
 from tollhouse.alerts.routes import routes as alert_routes
 from tollhouse.alerts.routes import webhook_routes
+from tollhouse.credits.routes import routes as credit_routes
 from tollhouse.governance.routes import routes as governance_routes
 from tollhouse.ledger.routes import routes as ledger_routes
 from tollhouse.web.responses import JSONResponse
@@ -31,6 +32,7 @@ routes = [
     *governance_routes,
     *ledger_routes,
     *alert_routes,
+    *credit_routes,
     Resource(
         "/openapi.json",
         {

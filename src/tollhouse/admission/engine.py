@@ -53,7 +53,7 @@ from tollhouse.gateway.routing import Target
 from tollhouse.governance.keys import hash_key
 from tollhouse.governance.service import current_version, restart_windows
 from tollhouse.ledger.schemas import UsageRecord
-from tollhouse.money import to_nanos
+from tollhouse.money import from_nanos, to_nanos
 
 log = logging.getLogger("tollhouse.admission")
 
@@ -216,6 +216,7 @@ class Admission:
         ctx.key_id = key.scope.id
         ctx.team_id = plan.team_id
         ctx.customer_id = plan.customer_id
+        ctx.credit_account_id = plan.credit_account_id
         return rate_headers(plan, counters, now_us)
 
     def settle(self, ctx: RequestContext, record: UsageRecord) -> None:
@@ -224,10 +225,12 @@ class Admission:
         if held is None:
             return
         ctx.reservation = None
+        cost = to_nanos(record.cost)
         actual: dict[Kind, int] = {
-            "budget": to_nanos(record.cost),
+            "budget": cost,
             "tokens": record.prompt_tokens + record.completion_tokens,
             "requests": 1,
+            "credits": cost,
         }
         on_spent: Spent | None = None
         alerts = self._alerts
@@ -281,6 +284,19 @@ class Admission:
 
     def counters(self) -> list[dict[str, Any]]:
         return views.counter_rows(self.meter.counters, datetime.now(UTC))
+
+    async def credit_usage(self, account_id: str) -> tuple[Decimal, Decimal] | None:
+        """A prepaid account's usage as admission counts it — settled (including what
+        the ledger has not written yet) and held by requests in flight, every replica's
+        on Redis — or ``None`` when no request of this process has used it."""
+        counter_id: CounterId = ("credits", account_id)
+        if counter_id not in self.meter.counters:
+            return None
+        await self.meter.refresh([counter_id], datetime.now(UTC))
+        counter = self.meter.counters.get(counter_id)
+        if counter is None:
+            return None
+        return from_nanos(counter.committed), from_nanos(counter.reserved)
 
     async def reset_usage(self, budget_ids: list[str], rate_limit_ids: list[str]) -> None:
         """Start the current windows afresh: the next request passes (``usage-reset``)."""

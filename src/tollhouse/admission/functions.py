@@ -33,6 +33,7 @@ log = logging.getLogger("tollhouse.admission")
 PREFIX = "{tollhouse}:"  # one hash tag: every Redis key of a request on one cluster slot
 _LIBRARY = resources.files("tollhouse.admission").joinpath("meter.lua").read_text()
 _SAFETY_TTL_MS = 86_400_000
+_COUNTED_TTL_MS = 86_400_000
 _ATTEMPTS = 3  # orphaned reservation hashes vanish after a day regardless
 _RETRY = Backoff(0.005, 0.02)  # 5 ms, then 10 ms: a dropped connection, not an outage
 
@@ -154,7 +155,11 @@ class MeterFunctions:
     ) -> bool:
         generation = f"{time.time_ns():x}"
         args: list[Any] = [committed, cut_us, window[0], window[1]]
-        args += [max(window[1] // 1000 - time.time_ns() // 1_000_000, 0) + 60_000, generation]
+        # The ids of records the total already counts matter only until their settles
+        # have landed: until the window ends, and never more than a day (a prepaid
+        # account's usage has no window end).
+        until_end = max(window[1] // 1000 - time.time_ns() // 1_000_000, 0) + 60_000
+        args += [min(until_end, _COUNTED_TTL_MS), generation]
         args += counted
         return bool(await self._call("tollhouse_load", [redis_key(counter_id)], args))
 

@@ -3,7 +3,8 @@
 Every limited quantity is a ``Counter``, named by a ``CounterId`` ``(kind, id)``: one
 budget's spend in nano-dollars (``("budget", budget_id)``), one rate limit's tokens or
 requests (``("tokens" | "requests", rate_limit_id)``), one virtual key's requests in
-flight (``("parallel", key_id)``). A request ``reserve``s its worst case on every
+flight (``("parallel", key_id)``), one prepaid account's usage in nano-dollars against
+its funding (``("credits", account_id)``, no window). A request ``reserve``s its worst case on every
 counter it touches, all or nothing; it later ``settle``s to what it consumed, or is
 ``release``d. The invariant, for every counter at every moment, is
 
@@ -27,9 +28,9 @@ from typing import Literal, Protocol, TypeVar
 
 from tollhouse.admission.snapshot import Scope, WindowSpec
 
-# The kinds of counter a reservation may claim. Prepaid credits will be one more kind
-# here, claimed in the same reservation (see the package docstring).
-Kind = Literal["budget", "tokens", "requests", "parallel"]
+# The kinds of counter a reservation may claim; a prepaid account's usage ("credits")
+# is claimed in the same reservation as budgets and limits.
+Kind = Literal["budget", "tokens", "requests", "parallel", "credits"]
 CounterId = tuple[Kind, str]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

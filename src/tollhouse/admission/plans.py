@@ -2,8 +2,10 @@
 
 A plan names the counters a key's requests reserve, in the order admission checks them
 (request rates, token rates, requests in flight, budgets, from the key up to its
-customer), picks each counter's amount out of a request's amounts by kind with one
-C-level ``itemgetter``, and lists the rate counters the ``x-ratelimit-*`` headers read.
+customer, then the prepaid account that pays: the nearest of the key's, its team's and
+its customer's — one account pays for a request, never two), picks each counter's
+amount out of a request's amounts by kind with one C-level ``itemgetter``, and lists
+the rate counters the ``x-ratelimit-*`` headers read.
 
 ``follow`` applies a new snapshot to the counters already kept: a counter whose limit
 or window changed is rebuilt on next use, the others take the new scope.
@@ -19,9 +21,15 @@ from typing import Any
 from tollhouse.admission.meter import Counter, CounterId, Kind
 from tollhouse.admission.snapshot import KeyInfo, Scope, Snapshot, WindowSpec
 
-# A request's amounts by kind, in this order: (requests, tokens, parallel, budget).
-# Credits will add their own index here, their amount being the cost bound.
-KIND_INDEX: dict[Kind, int] = {"requests": 0, "tokens": 1, "parallel": 2, "budget": 3}
+# A request's amounts by kind, in this order: (requests, tokens, parallel, cost); a
+# budget and a prepaid account both reserve the cost bound.
+KIND_INDEX: dict[Kind, int] = {
+    "requests": 0,
+    "tokens": 1,
+    "parallel": 2,
+    "budget": 3,
+    "credits": 3,
+}
 Amounts = tuple[int, int, int, int]
 
 
@@ -35,6 +43,7 @@ class Plan:
     rates: tuple[tuple[str, tuple[CounterId, ...]], ...]  # rate counters, for the headers
     team_id: str | None
     customer_id: str | None
+    credit_account_id: str | None  # the prepaid account that pays, if any
     fail_open: bool  # when the shared meter is unreachable (``on_meter_failure``)
 
 
@@ -45,6 +54,9 @@ def new_counter(chain: tuple[Scope, ...], counter_id: CounterId, key: KeyInfo | 
             raise KeyError(counter_id)
         return Counter("parallel", key.max_parallel or 0, None, key.scope)
     for scope in chain:
+        credit = scope.credit
+        if kind == "credits" and credit is not None and credit.account_id == ident:
+            return Counter("credits", credit.limit_nanos, None, scope)
         if kind == "budget" and scope.budget is not None and scope.budget.id == ident:
             return Counter("budget", scope.budget.limit_nanos, scope.budget.window, scope)
         rate = scope.rate
@@ -65,6 +77,8 @@ def scope_counters(scope: Scope) -> list[CounterId]:
             ids.append(("requests", scope.rate.id))
         if scope.rate.token_limit is not None:
             ids.append(("tokens", scope.rate.id))
+    if scope.credit is not None:
+        ids.append(("credits", scope.credit.account_id))
     return ids
 
 
@@ -82,6 +96,9 @@ def plan_for(key: KeyInfo, default_failure: str) -> Plan:
         if scope.budget is not None:
             money.append(("budget", scope.budget.id))
     parallel: list[CounterId] = [("parallel", key.scope.id)] if key.max_parallel else []
+    account = next((s.credit.account_id for s in key.chain if s.credit is not None), None)
+    if account is not None:
+        money.append(("credits", account))
     ids = (*requests, *tokens, *parallel, *money)
     rates = tuple((kind, tuple(ks)) for kind, ks in (("requests", requests), ("tokens", tokens)))
     owners = {scope.kind: scope.id for scope in key.chain[1:]}
@@ -92,6 +109,7 @@ def plan_for(key: KeyInfo, default_failure: str) -> Plan:
         rates=tuple((kind, ks) for kind, ks in rates if ks),
         team_id=owners.get("team"),
         customer_id=owners.get("customer"),
+        credit_account_id=account,
         fail_open=(key.on_meter_failure or default_failure) == "open",
     )
 
@@ -109,6 +127,8 @@ def _picker(indexes: tuple[int, ...]) -> Callable[[Amounts], tuple[int, ...]]:
 def _collect_specs(scope: Scope, specs: dict[CounterId, Any]) -> None:
     if scope.budget is not None:
         specs[("budget", scope.budget.id)] = (scope.budget.limit_nanos, scope.budget.window)
+    if scope.credit is not None:
+        specs[("credits", scope.credit.account_id)] = (scope.credit.limit_nanos, None)
     rate = scope.rate
     if rate is not None:
         if rate.token_limit is not None:
@@ -149,6 +169,10 @@ def follow(counters: dict[CounterId, Counter], new: Snapshot) -> None:
         if spec is None or spec != (counter.limit, counter.window):
             if counter.kind == "parallel" and spec is not None:
                 counter.limit = int(spec)
+                continue
+            if counter.kind == "credits" and spec is not None:
+                # Funding moved: usage (committed) is unchanged, only what it may reach.
+                counter.limit = spec[0]
                 continue
             if counter.reserved == 0:
                 del counters[counter_id]

@@ -30,7 +30,10 @@ _MEASURE: dict[Kind, totals.Measure] = {
     "budget": "cost",
     "tokens": "tokens",
     "requests": "requests",
+    "credits": "cost",
 }
+# A prepaid account's usage has no window: everything it ever paid for.
+_EVER = from_micros(0)
 
 
 class Flushable(Protocol):
@@ -47,7 +50,15 @@ class Rebuilt:
 
 
 def _summed(counter: Counter) -> bool:
-    return counter.window is not None and counter.kind != "parallel"
+    return counter.kind == "credits" or (counter.window is not None and counter.kind != "parallel")
+
+
+def _payer(counter: Counter) -> tuple[totals.Payer, str]:
+    scope = counter.scope
+    if counter.kind == "credits":
+        assert scope.credit is not None  # a credits counter is built from its account
+        return "account", scope.credit.account_id
+    return scope.kind, scope.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +76,11 @@ class LedgerTotals:
         async with self.engine.connect() as conn:
             for counter, window in zip(counters, windows, strict=True):
                 committed = 0
-                if window is not None and _summed(counter):
-                    scope = counter.scope
+                if _summed(counter):
+                    since = window.start if window is not None else _EVER
+                    payer, payer_id = _payer(counter)
                     measure = _MEASURE[counter.kind]
-                    committed = await totals.total(
-                        conn, measure, scope.kind, scope.id, window.start
-                    )
+                    committed = await totals.total(conn, measure, payer, payer_id, since)
                 out.append(Rebuilt(window, committed))
         return out
 
@@ -85,17 +95,17 @@ class LedgerTotals:
         out = []
         async with self.engine.connect() as conn:
             for counter in counters:
-                if counter.window is None or not _summed(counter):
+                if not _summed(counter):
                     out.append(Rebuilt(None, 0))
                     continue
-                window = counter.window.at(now)
-                scope = counter.scope
+                window = counter.window.at(now) if counter.window is not None else None
+                payer, payer_id = _payer(counter)
                 committed, recent = await totals.total_with_recent(
                     conn,
                     _MEASURE[counter.kind],
-                    scope.kind,
-                    scope.id,
-                    window.start,
+                    payer,
+                    payer_id,
+                    window.start if window is not None else _EVER,
                     from_micros(cut_us),
                 )
                 out.append(Rebuilt(window, committed, tuple(recent)))

@@ -24,6 +24,7 @@ from tollhouse.admission import refusals
 from tollhouse.admission.functions import Committed, Held, MeterFunctions, Missing, Settle
 from tollhouse.admission.memory import MemoryMeter, Reservation
 from tollhouse.admission.meter import (
+    ALWAYS,
     Counter,
     CounterId,
     Kind,
@@ -231,5 +232,10 @@ class RedisMeter:
         cut_us, rebuilt = await self._ledger.rebuild_with_recent([c for _, c in known], now_us)
         for (counter_id, _), state in zip(known, rebuilt, strict=True):
             window = state.window
-            span = (micros(window.start), micros(window.end)) if window is not None else (0, 0)
+            if window is not None:
+                span = (micros(window.start), micros(window.end))
+            else:
+                # A prepaid account's usage lives as long as the account: no window end
+                # to expire it (requests in flight are rebuilt at 0 whenever lost).
+                span = ALWAYS if counter_id[0] == "credits" else (0, 0)
             await self.functions.load(counter_id, state.committed, cut_us, span, state.recent)

@@ -16,6 +16,7 @@ from tollhouse.admission.snapshot import KeyInfo
 from tollhouse.errors import (
     AuthenticationFailed,
     BudgetExceeded,
+    InsufficientCredits,
     KeyInactive,
     ModelNotAllowed,
     ParallelLimited,
@@ -95,6 +96,8 @@ def over_limit(refusal: Refusal, cost_nanos: int, now: datetime) -> TollhouseErr
     label = counter.scope.label
     retry = _retry_after(counter, now)
     until = f" until {counter.end.isoformat()}" if counter.end else ""
+    if counter.kind == "credits":
+        return insufficient_credits(counter, cost_nanos)
     if counter.kind == "budget":
         left = format_usd(from_nanos(counter.remaining))
         limit = format_usd(from_nanos(counter.limit))
@@ -124,3 +127,17 @@ def _retry_after(counter: Counter, now: datetime) -> int:
     if counter.end is None:
         return 1
     return max(1, math.ceil((counter.end - now).total_seconds()))
+
+
+def insufficient_credits(counter: Counter, cost_nanos: int) -> InsufficientCredits:
+    """402: the prepaid account cannot cover the worst case (overdraft included)."""
+    credit = counter.scope.credit
+    overdraft = credit.overdraft_nanos if credit is not None else 0
+    available = counter.limit - overdraft - counter.committed - counter.reserved
+    account = credit.account_id if credit is not None else "?"
+    also = f" (overdraft limit {format_usd(from_nanos(overdraft))} USD)" if overdraft else ""
+    return InsufficientCredits(
+        f"Insufficient credits on account {account} of {counter.scope.label}: "
+        f"{format_usd(from_nanos(available))} USD available{also}; this request may cost "
+        f"up to {format_usd(from_nanos(cost_nanos))} USD. Top up to continue."
+    )

@@ -18,9 +18,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tollhouse.credits.models import credit_accounts
 from tollhouse.governance.models import budgets, customers, rate_limits, teams, virtual_keys
 from tollhouse.governance.service import current_version
-from tollhouse.money import NANOS_PER_USD
+from tollhouse.money import NANOS_PER_USD, to_nanos
 from tollhouse.thresholds import Marks, marks
 from tollhouse.windows import Duration, Window, parse_duration, window_at, zone
 
@@ -72,6 +73,16 @@ class RateSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CreditSpec:
+    """A prepaid account: what its usage may reach (funding plus overdraft limit)."""
+
+    account_id: str
+    limit_nanos: int
+    overdraft_nanos: int
+    revision: int  # moves whenever the limit does (docs/credits.md, *Admission*)
+
+
+@dataclass(frozen=True, slots=True)
 class Scope:
     """A key, team or customer, with what it limits."""
 
@@ -80,6 +91,7 @@ class Scope:
     name: str
     budget: BudgetSpec | None
     rate: RateSpec | None
+    credit: CreditSpec | None = None
 
     @property
     def label(self) -> str:
@@ -115,6 +127,10 @@ async def load_snapshot(conn: AsyncConnection) -> Snapshot:
     version = await current_version(conn)
     budget_specs = {row.id: _budget(row) for row in await conn.execute(select(budgets))}
     rate_specs = {row.id: _rate(row) for row in await conn.execute(select(rate_limits))}
+    credit_specs = {
+        (row.owner_type, row.owner_id): _credit(row)
+        for row in await conn.execute(select(credit_accounts))
+    }
 
     def scope(kind: ScopeKind, row: Any) -> Scope:
         return Scope(
@@ -123,6 +139,7 @@ async def load_snapshot(conn: AsyncConnection) -> Snapshot:
             row.name,
             budget_specs.get(row.budget_id) if row.budget_id else None,
             rate_specs.get(row.rate_limit_id) if row.rate_limit_id else None,
+            credit_specs.get((kind, row.id)),
         )
 
     scopes: dict[tuple[ScopeKind, str], Scope] = {}
@@ -178,6 +195,13 @@ def _budget(row: Any) -> BudgetSpec:
         alert_thresholds=tuple(Decimal(str(t)) for t in row.alert_thresholds or ()),
         alert_channels=None if row.alert_channels is None else tuple(row.alert_channels),
     )
+
+
+def _credit(row: Any) -> CreditSpec:
+    # Usage (the counter's committed value) may reach funding plus the overdraft limit;
+    # funding taken back below zero (a refund of spent credit) admits nothing.
+    limit = max(to_nanos(row.funded + row.overdraft_limit), 0)
+    return CreditSpec(row.id, limit, to_nanos(row.overdraft_limit), row.revision)
 
 
 def _rate(row: Any) -> RateSpec:

@@ -47,7 +47,7 @@ def counter_rows(counters: dict[CounterId, Counter], now: datetime) -> list[dict
     rows = []
     for (kind, ident), counter in sorted(counters.items()):
         counter.roll(now)
-        money = kind == "budget"
+        money = kind in ("budget", "credits")
         rows.append(
             {
                 "kind": kind,

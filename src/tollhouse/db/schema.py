@@ -25,6 +25,7 @@ _MODEL_MODULES = (
     "tollhouse.ledger.models",
     "tollhouse.governance.models",
     "tollhouse.alerts.models",
+    "tollhouse.credits.models",
 )
 
 

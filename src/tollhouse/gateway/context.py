@@ -39,6 +39,7 @@ class RequestContext:
     key_id: str | None = None
     team_id: str | None = None
     customer_id: str | None = None
+    credit_account_id: str | None = None  # the prepaid account that pays, if any
     reservation: Any = None  # governance's hold on the worst case, until settled
 
     def elapsed_ms(self) -> float:

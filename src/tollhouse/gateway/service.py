@@ -417,6 +417,7 @@ class Gateway:
             customer_id=ctx.customer_id,
             upstream_request_id=outcome.upstream_id,
             error=outcome.error,
+            credit_account_id=ctx.credit_account_id,
         )
         # Settle with the very record the ledger stores: counters and ledger agree.
         self._admission.settle(ctx, record)

@@ -29,9 +29,11 @@ usage_records = Table(
     Column("streamed", Boolean, nullable=False, default=False),
     Column("upstream_request_id", Text),
     Column("error", Text),
+    Column("credit_account_id", String(64)),  # the prepaid account that paid, if any
     Index("ix_usage_records_created_at_id", "created_at", "id"),
     Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
     Index("ix_usage_records_team_id_created_at", "team_id", "created_at"),
     Index("ix_usage_records_customer_id_created_at", "customer_id", "created_at"),
     Index("ix_usage_records_model_created_at", "model", "created_at"),
+    Index("ix_usage_records_credit_account_id_created_at", "credit_account_id", "created_at"),
 )

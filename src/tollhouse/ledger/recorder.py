@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.background import woken
 from tollhouse.backoff import Backoff
@@ -30,6 +31,10 @@ from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
 
 log = logging.getLogger("tollhouse.ledger")
+
+# Written in the transaction of each batch, after its records (the credit journal's
+# posts): what depends on usage records commits with them or not at all.
+Companion = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
 
 _RETRY = Backoff(0.05, 2.0)  # after a failed write: 0.05 s doubling to 2 s
 
@@ -43,8 +48,10 @@ class UsageRecorder:
         batch_size: int = 500,
         flush_interval_ms: int = 100,
         spool: Spool | None = None,
+        companion: Companion | None = None,
     ) -> None:
         self._engine = engine
+        self._companion = companion
         self.spool = spool
         self._metrics = metrics
         self._batch_size = batch_size
@@ -232,3 +239,5 @@ class UsageRecorder:
             return
         async with self._engine.begin() as conn:
             await conn.execute(insert_ignoring(usage_records, conn.dialect.name, "id"), rows)
+            if self._companion is not None:
+                await self._companion(conn, rows)

@@ -17,6 +17,7 @@ async def usage(request: Request) -> Response:
         key_id=q.key_id or q.virtual_key_id,
         team_id=q.team_id,
         customer_id=q.customer_id,
+        credit_account_id=q.credit_account_id,
         model=q.model,
         since=q.since,
         until=q.until,

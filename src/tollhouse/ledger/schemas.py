@@ -39,6 +39,7 @@ class UsageRecord:
     customer_id: str | None = None
     upstream_request_id: str | None = None
     error: str | None = None
+    credit_account_id: str | None = None  # the prepaid account that paid, if any
 
     def row(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every field, and this runs per record.
@@ -56,6 +57,7 @@ class UsageQuery(Query):
     virtual_key_id: Filter = Field(default=None, description="the same as key_id (key_id wins)")
     team_id: Filter = Field(default=None, description="only this team")
     customer_id: Filter = Field(default=None, description="only this customer")
+    credit_account_id: Filter = Field(default=None, description="only this prepaid account")
     model: Filter = Field(default=None, description="only this model")
     since: Moment = Field(default=None, description="from this time on")
     until: Moment = Field(default=None, description="before this time")
@@ -87,6 +89,7 @@ class UsageRecordRead(Reply):
     streamed: bool
     upstream_request_id: str | None
     error: str | None
+    credit_account_id: str | None
 
     @classmethod
     def from_row(cls, row: Any) -> UsageRecordRead:

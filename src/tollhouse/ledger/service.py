@@ -26,6 +26,7 @@ class UsageFilter:
     key_id: str | None = None
     team_id: str | None = None
     customer_id: str | None = None
+    credit_account_id: str | None = None
     model: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -36,6 +37,7 @@ class UsageFilter:
             (t.c.key_id, self.key_id),
             (t.c.team_id, self.team_id),
             (t.c.customer_id, self.customer_id),
+            (t.c.credit_account_id, self.credit_account_id),
             (t.c.model, self.model),
         ):
             if value is not None:

@@ -25,11 +25,16 @@ from tollhouse.money import to_nanos
 
 # What a total adds up: cost in nano-dollars, prompt + completion tokens, or records.
 Measure = Literal["cost", "tokens", "requests"]
-# Whose records: a virtual key's, a team's or a customer's.
-Payer = Literal["key", "team", "customer"]
+# Whose records: a virtual key's, a team's, a customer's, or a prepaid account's.
+Payer = Literal["key", "team", "customer", "account"]
 
 _t = usage_records.c
-_PAYER_COLUMN = {"key": _t.key_id, "team": _t.team_id, "customer": _t.customer_id}
+_PAYER_COLUMN = {
+    "key": _t.key_id,
+    "team": _t.team_id,
+    "customer": _t.customer_id,
+    "account": _t.credit_account_id,
+}
 _SUM: dict[Measure, Any] = {
     "cost": func.coalesce(func.sum(_t.cost), 0),
     "tokens": func.coalesce(func.sum(_t.prompt_tokens + _t.completion_tokens), 0),
