@@ -26,6 +26,7 @@ from tollhouse.alerts.service import AlertService
 from tollhouse.config import Settings
 from tollhouse.credits import journal
 from tollhouse.credits.routes import key_routes as credit_key_routes
+from tollhouse.credits.worker import CreditSweeper
 from tollhouse.crypto import SecretBox
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
@@ -250,6 +251,10 @@ async def _start(
     await admission.start()
     stack.push_async_callback(admission.stop)
     state.admission = admission
+    sweeper = CreditSweeper(engine, settings.credits_sweep_interval_s, admission.reload)
+    await sweeper.start()
+    stack.push_async_callback(sweeper.stop)
+    state.credit_sweeper = sweeper
     upstreams = {name: Upstream(name, cfg, settings) for name, cfg in settings.providers.items()}
     for upstream in upstreams.values():
         await upstream.start()

@@ -218,6 +218,11 @@ class Settings(_Frozen):
         gt=0,
         description="How often a server looks for governance changes made elsewhere.",
     )
+    credits_sweep_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a server books credit grants that take effect and lots that expire.",
+    )
     allow_unpriced: bool = Field(
         default=False,
         description="Serve models with no known price at cost 0, flagged in usage and metrics.",

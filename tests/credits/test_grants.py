@@ -1,0 +1,159 @@
+"""Grants: ``Idempotency-Key`` answers the first grant again; a grant effective later is
+booked when it takes effect; usage draws lots by priority, then soonest expiry; what
+is left of an expired lot is booked to breakage, never what was already spent; a
+negative adjustment takes credit away. And the journal as a statement: cursor pages,
+``as_of``, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from tests.credits.helpers import balance, call, entries, grant, open_account
+from tests.governance.helpers import chat, create_customer, create_key, records
+
+pytestmark = pytest.mark.usefixtures("upstream")
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings(allow_anonymous=False, credits_sweep_interval_s=3600)
+
+
+async def account_with_key(gateway):
+    customer = await create_customer(gateway)
+    key, value = await create_key(gateway, customer_id=customer["id"])
+    account = await open_account(gateway, "customer", customer["id"])
+    return account["id"], key, value
+
+
+async def test_the_same_idempotency_key_grants_once(gateway):
+    account_id, _, _ = await account_with_key(gateway)
+    first = await grant(gateway, account_id, "5", key="welcome-1", category="referral")
+    again = await grant(gateway, account_id, "5", key="welcome-1", category="referral", status=200)
+    assert again["id"] == first["id"]
+    assert (await balance(gateway, account_id))["total"] == 5
+    changed = await call(
+        gateway,
+        "POST",
+        f"/accounts/{account_id}/grants",
+        {"amount": 6, "category": "referral"},
+        409,
+        headers={"Idempotency-Key": "welcome-1"},
+    )
+    assert "different grant" in changed["error"]
+    other = await grant(gateway, account_id, "5", key="welcome-2", category="referral")
+    assert other["id"] != first["id"]
+    assert (await balance(gateway, account_id))["total"] == 10
+
+
+async def test_a_future_grant_is_booked_when_it_takes_effect(gateway, app):
+    account_id, _, value = await account_with_key(gateway)
+    start = datetime.now(UTC) + timedelta(hours=1)
+    lot = await grant(gateway, account_id, "1", effective_at=start.isoformat())
+    assert lot["status"] == "scheduled"
+    assert (await balance(gateway, account_id))["total"] == 0
+    assert (await chat(gateway, value)).status_code == 402
+    assert await app.state.credit_sweeper.sweep(start - timedelta(seconds=1)) == (0, 0)
+    assert await app.state.credit_sweeper.sweep(start) == (1, 0)
+    assert (await balance(gateway, account_id))["total"] == 1
+    assert (await chat(gateway, value)).status_code == 200
+
+
+async def test_usage_draws_by_priority_then_soonest_expiry_and_expiry_books_the_rest(gateway, app):
+    account_id, key, value = await account_with_key(gateway)
+    now = datetime.now(UTC)
+    later = (now + timedelta(days=30)).isoformat()
+    sooner = (now + timedelta(days=1)).isoformat()
+    keeps = await grant(gateway, account_id, "0.001", priority=10)
+    lapses_later = await grant(gateway, account_id, "0.001", priority=5, expires_at=later)
+    lapses_sooner = await grant(gateway, account_id, "0.001", priority=5, expires_at=sooner)
+    assert (await chat(gateway, value)).status_code == 200
+    spent = (await records(gateway, app, key_id=key["id"]))[0]["cost"]
+    assert 0 < spent < Decimal("0.001")
+
+    # The sweeper draws the lots down before it expires the soonest one.
+    expired_at = now + timedelta(days=1, seconds=1)
+    assert await app.state.credit_sweeper.sweep(expired_at) == (0, 1)
+    journal = await entries(gateway, account_id)
+    assert journal[0]["kind"] == "expire"
+    assert journal[0]["lot_id"] == lapses_sooner["id"]
+    assert journal[0]["amount"] == -(Decimal("0.001") - spent)
+    lots = (await call(gateway, "GET", f"/accounts/{account_id}/grants"))["grants"]
+    assert [(g["id"], g["remaining"]) for g in lots] == [
+        (lapses_later["id"], Decimal("0.001")),
+        (keeps["id"], Decimal("0.001")),
+    ]
+    assert (await balance(gateway, account_id))["total"] == Decimal("0.002")
+
+
+async def test_spending_past_every_lot_is_debt_the_next_grant_repays(gateway, app):
+    customer = await create_customer(gateway)
+    key, value = await create_key(gateway, customer_id=customer["id"])
+    account = await open_account(gateway, "customer", customer["id"], overdraft_limit=1)
+    assert (await chat(gateway, value)).status_code == 200
+    cost = (await records(gateway, app, key_id=key["id"]))[0]["cost"]
+    lot = await grant(gateway, account["id"], "0.5")
+    assert lot["remaining"] == Decimal("0.5") - cost
+    assert (await balance(gateway, account["id"]))["total"] == Decimal("0.5") - cost
+
+
+async def test_a_negative_adjustment_takes_credit_away(gateway):
+    account_id, _, value = await account_with_key(gateway)
+    await grant(gateway, account_id, "0.00002")
+    taken = await grant(gateway, account_id, "-0.00002", category="adjustment", memo="oops")
+    assert taken["status"] == "booked" and taken["amount"] == Decimal("-0.00002")
+    assert (await balance(gateway, account_id))["total"] == 0
+    assert (await chat(gateway, value)).status_code == 402
+    for body, message in [
+        ({"amount": -1, "category": "promotional"}, "only an adjustment may be negative"),
+        ({"amount": 0}, "must not be 0"),
+        ({"amount": "1"}, "amount"),
+        ({"amount": 1, "expires_at": "2000-01-01T00:00:00Z"}, "after effective_at"),
+        ({"amount": 1, "category": "gift"}, "category"),
+    ]:
+        refused = await call(gateway, "POST", f"/accounts/{account_id}/grants", body, 400)
+        assert message in refused["error"], (body, refused)
+    await call(gateway, "POST", "/accounts/nope/grants", {"amount": 1}, 404)
+
+
+async def test_the_statement_pages_by_cursor_and_exports_csv(gateway):
+    account_id, _, _ = await account_with_key(gateway)
+    for n in range(1, 6):
+        await grant(gateway, account_id, str(n), memo="=HYPERLINK(1)" if n == 5 else None)
+    first = await call(gateway, "GET", f"/accounts/{account_id}/ledger", params={"limit": 2})
+    assert [e["amount"] for e in first["entries"]] == [5, 4]
+    assert [e["balance_after"] for e in first["entries"]] == [15, 10]
+    second = await call(
+        gateway,
+        "GET",
+        f"/accounts/{account_id}/ledger",
+        params={"limit": 2, "cursor": first["next_cursor"]},
+    )
+    assert [e["amount"] for e in second["entries"]] == [3, 2]
+    assert [e["balance_after"] for e in second["entries"]] == [6, 3]
+    last = await call(
+        gateway,
+        "GET",
+        f"/accounts/{account_id}/ledger",
+        params={"limit": 2, "cursor": second["next_cursor"]},
+    )
+    assert [e["amount"] for e in last["entries"]] == [1] and last["next_cursor"] is None
+    past = await call(
+        gateway, "GET", f"/accounts/{account_id}/ledger", params={"as_of": "2000-01-01T00:00:00Z"}
+    )
+    assert past["entries"] == []
+    await call(gateway, "GET", f"/accounts/{account_id}/ledger", params={"cursor": "x"}, status=400)
+
+    response = await gateway.get(
+        f"/api/credits/accounts/{account_id}/ledger", headers={"accept": "text/csv"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [r["amount"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r["balance_after"] for r in rows] == ["1", "3", "6", "10", "15"]
+    assert rows[-1]["memo"] == "'=HYPERLINK(1)"
