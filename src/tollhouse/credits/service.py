@@ -293,14 +293,14 @@ async def journal_totals(conn: AsyncConnection, account_id: str) -> tuple[Decima
     """(funded, spent) summed from the journal itself, for checks against projections."""
     t = credit_transactions.c
     rows = await conn.execute(
-        select(t.kind == "post", func.coalesce(func.sum(t.amount), 0))
+        select(t.kind, func.coalesce(func.sum(t.amount), 0))
         .where(t.account_id == account_id)
-        .group_by(t.kind == "post")
+        .group_by(t.kind)
     )
     funded = spent = ZERO
-    for is_post, total in rows:
-        if is_post:
-            spent = -Decimal(total)
+    for kind, total in rows:
+        if kind == "post":
+            spent -= Decimal(total)
         else:
-            funded = Decimal(total)
+            funded += Decimal(total)
     return funded, spent

@@ -1,0 +1,121 @@
+"""300 parallel requests on an account that can pay for a handful: never below
+``−overdraft_limit``, and the journal equals the usage ledger to the last nano-dollar —
+in one process (SQLite, then Postgres) and on two replicas sharing Postgres and Redis.
+
+A queued ``latency_ms`` scenario keeps every admitted request in flight while the rest
+of the burst is admitted, so reservations really overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from tests.credits.helpers import balance, grant, open_account
+from tests.governance.helpers import (
+    chat,
+    create_customer,
+    create_key,
+    records,
+    running,
+    scenario,
+    usd,
+    worst_case_nanos,
+)
+
+from tollhouse.credits import service
+from tollhouse.credits.models import credit_legs, credit_transactions
+
+BURST = 300
+
+
+async def journal_matches_ledger(app: Any, client: Any, account_id: str) -> Decimal:
+    """Posts = usage records of the account, legs balanced, projections = journal;
+    returns what the records cost."""
+    rows = await records(client, app, credit_account_id=account_id)
+    spent = sum((r["cost"] for r in rows), Decimal(0))
+    async with app.state.engine.connect() as conn:
+        funded, posted = await service.journal_totals(conn, account_id)
+        account = await service.get_account(conn, account_id)
+        t = credit_transactions.c
+        posts = (
+            await conn.execute(
+                select(func.count()).where(t.account_id == account_id, t.kind == "post")
+            )
+        ).scalar_one()
+        unbalanced = (
+            await conn.execute(
+                select(credit_legs.c.transaction_seq)
+                .group_by(credit_legs.c.transaction_seq)
+                .having(func.sum(credit_legs.c.amount) != 0)
+            )
+        ).all()
+    assert posted == spent, (posted, spent)
+    assert posts == len([r for r in rows if r["cost"]])
+    assert (account.funded, account.spent) == (funded, posted)
+    assert unbalanced == []
+    return spent
+
+
+async def burst(clients: list[Any], value: str) -> Counter[int]:
+    calls = (chat(clients[i % len(clients)], value) for i in range(BURST))
+    return Counter(r.status_code for r in await asyncio.gather(*calls))
+
+
+@pytest.mark.parametrize("overdraft_requests", [0, 2])
+async def test_one_process_never_overdraws(
+    make_settings, both_stores, upstream, overdraft_requests
+):
+    settings = make_settings(allow_anonymous=False, **both_stores)
+    async with running(settings) as (app, client):
+        customer = await create_customer(client)
+        _, value = await create_key(client, customer_id=customer["id"])
+        overdraft = usd(overdraft_requests * worst_case_nanos())
+        account = await open_account(client, "customer", customer["id"], overdraft_limit=overdraft)
+        funding = usd(5 * worst_case_nanos())
+        await grant(client, account["id"], str(funding))
+        scenario(upstream, latency_ms=40, count=BURST)
+
+        seen = await burst([client], value)
+
+        assert set(seen) <= {200, 402}, seen
+        assert seen[200] == 5 + overdraft_requests
+        left = await balance(client, account["id"])
+        assert left["available"] >= -overdraft and left["reserved"] == 0
+        spent = await journal_matches_ledger(app, client, account["id"])
+        assert left["total"] == funding - spent
+
+
+async def test_two_replicas_never_overdraw(make_settings, pg_url, redis_url, upstream):
+    settings = make_settings(allow_anonymous=False, database_url=pg_url, redis_url=redis_url)
+    async with contextlib.AsyncExitStack() as stack:
+        group = [await stack.enter_async_context(running(settings)) for _ in range(2)]
+        app, client = group[0]
+        customer = await create_customer(client)
+        _, value = await create_key(client, customer_id=customer["id"])
+        account = await open_account(client, "customer", customer["id"])
+        funding = usd(5 * worst_case_nanos())
+        await grant(client, account["id"], str(funding))
+        await group[1][0].state.admission.reload()
+        scenario(upstream, latency_ms=40, count=BURST)
+
+        seen = await burst([c for _, c in group], value)
+
+        assert set(seen) <= {200, 402}, seen
+        assert seen[200] == 5
+        for replica, _ in group:
+            for _ in range(500):
+                if replica.state.admission.meter.pending == 0:
+                    break
+                await asyncio.sleep(0.01)
+            await replica.state.recorder.flush()
+        for _, other in group:
+            left = await balance(other, account["id"])
+            assert left["available"] >= 0 and left["reserved"] == 0
+        spent = await journal_matches_ledger(app, client, account["id"])
+        assert (await balance(client, account["id"]))["total"] == funding - spent
