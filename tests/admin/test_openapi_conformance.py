@@ -129,6 +129,7 @@ async def test_every_route_answers_as_its_document_says(settings, tmp_path, make
         await governance(api)
         await usage(api, app)
         await alerts(api)
+        await credits(api)
         await debug(api, app, make_settings, tmp_path)
         await api.call("GET", "/api/openapi.json", 200)
         await api.call("GET", "/api/openapi.json", 401, headers=WRONG_KEY)
@@ -259,6 +260,37 @@ async def usage(api: Conformance, app: Any) -> None:
     await api.call("GET", "/api/usage", 200, params={"limit": "1", "until": "1700000000"})
     await api.call("GET", "/api/usage", 400, params={"limit": "²"})
     await api.call("GET", "/api/usage", 400, params={"since": "yesterday"})
+
+
+async def credits(api: Conformance) -> None:
+    c = "/api/credits/accounts"
+    customer = await api.call("POST", "/api/governance/customers", 201, json={"name": "prepaid"})
+    owner = {"owner_type": "customer", "owner_id": customer["customer"]["id"]}
+    auto = {"enabled": True, "threshold": 5, "amount": 20, "monthly_cap": 100}
+    account = (await api.call("POST", c, 201, json={**owner, "auto_topup": auto}))["account"]
+    await api.call("POST", c, 409, json=owner)
+    await api.call("POST", c, 400, json={"owner_type": "planet", "owner_id": "x"})
+    await api.call("GET", c, 200, params={"owner_type": "customer"})
+    await api.call("GET", c, 401, headers=WRONG_KEY)
+    one = {"id": account["id"]}
+    await api.call("GET", f"{c}/{{id}}", 200, ids=one)
+    await api.call("GET", f"{c}/{{id}}", 404, ids={"id": "nope"})
+    await api.call("PUT", f"{c}/{{id}}", 200, ids=one, json={"overdraft_limit": 1})
+    await api.call("PUT", f"{c}/{{id}}", 400, ids=one, json={"overdraft_limit": None})
+    grants = f"{c}/{{id}}/grants"
+    headers = {**ADMIN, "Idempotency-Key": "conformance-1"}
+    body = {"amount": 10, "category": "promotional", "expires_at": "2999-01-01T00:00:00Z"}
+    await api.call("POST", grants, 201, ids=one, json=body, headers=headers)
+    await api.call("POST", grants, 200, ids=one, json=body, headers=headers)
+    await api.call("POST", grants, 409, ids=one, json={**body, "amount": 11}, headers=headers)
+    await api.call("POST", grants, 400, ids=one, json={"amount": 0})
+    await api.call("GET", grants, 200, ids=one)
+    await api.call("GET", grants, 404, ids={"id": "nope"})
+    ledger = f"{c}/{{id}}/ledger"
+    await api.call("GET", ledger, 200, ids=one, params={"limit": "1"})
+    await api.call("GET", ledger, 400, ids=one, params={"cursor": "-1"})
+    await api.call("GET", f"{c}/{{id}}/topups", 200, ids=one)
+    await api.call("GET", f"{c}/{{id}}/topups", 404, ids={"id": "nope"})
 
 
 async def alerts(api: Conformance) -> None:

@@ -495,9 +495,9 @@ class DebugStats(Reply):
 
 
 class CounterRead(Reply):
-    """One live counter; money (``kind`` budget) as a decimal string of USD."""
+    """One live counter; money (``kind`` budget or credits) as a decimal string of USD."""
 
-    kind: Literal["budget", "tokens", "requests", "parallel"]
+    kind: Literal["budget", "tokens", "requests", "parallel", "credits"]
     id: str
     scope: str
     scope_id: str
