@@ -177,3 +177,17 @@ async def test_an_owner_has_one_account_and_owners_must_exist(gateway):
     assert "does not exist" in missing["error"]
     listed = await call(gateway, "GET", "/accounts", params={"owner_id": customer["id"]})
     assert listed["count"] == 1
+
+
+async def test_a_governed_response_says_what_it_cost(gateway, app):
+    customer = await create_customer(gateway)
+    key, value = await create_key(gateway, customer_id=customer["id"])
+    account = await open_account(gateway, "customer", customer["id"])
+    await grant(gateway, account["id"], "1")
+
+    response = await chat(gateway, value)
+
+    assert response.status_code == 200
+    cost = (await records(gateway, app, key_id=key["id"]))[0]["cost"]
+    assert Decimal(response.headers["x-tollhouse-cost"]) == cost
+    assert decode(response)["usage"]["cost"] == cost

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 
 from tollhouse.config import Settings
 from tollhouse.errors import (
@@ -42,7 +43,7 @@ from tollhouse.gateway.translate import Usage
 from tollhouse.gateway.upstreams import Upstream, send_with_retries
 from tollhouse.ledger import UsageRecord, UsageRecorder
 from tollhouse.ledger.schemas import Status
-from tollhouse.money import ZERO, to_nanos
+from tollhouse.money import ZERO, format_usd, to_nanos
 from tollhouse.ops.metrics import Metrics
 
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -207,6 +208,10 @@ class Gateway:
         durable = self._record(endpoint, body, target, ctx, outcome, streamed=False)
         if durable is not None:
             await durable  # durability: strict answers only once the record is safe
+        if key is not None:
+            # What this request cost, exactly: in a header and as OpenRouter's usage.cost.
+            headers["x-tollhouse-cost"] = format_usd(ctx.cost)
+            payload = with_cost(payload, ctx.cost)
         return Reply(resp.status, headers, body=payload)
 
     @property
@@ -397,6 +402,7 @@ class Gateway:
             else ZERO
         )
         latency = ctx.elapsed_ms()
+        ctx.cost = cost
         record = UsageRecord(
             id=ctx.request_id,
             created_at=datetime.now(UTC),
@@ -475,3 +481,16 @@ def _client_fault(exc: UpstreamError) -> bool:
 
 def _upstream_id(resp: aiohttp.ClientResponse) -> str | None:
     return resp.headers.get("x-request-id") or resp.headers.get("request-id")
+
+
+def with_cost(payload: bytes, cost: Decimal) -> bytes:
+    """``payload`` with ``usage.cost`` (USD, exact) added, when it has a ``usage`` object."""
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    if not isinstance(usage, dict):
+        return payload
+    usage["cost"] = orjson.Fragment(format_usd(cost).encode())
+    return orjson.dumps(parsed)
