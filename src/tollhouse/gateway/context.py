@@ -40,8 +40,8 @@ class RequestContext:
     team_id: str | None = None
     customer_id: str | None = None
     credit_account_id: str | None = None  # the prepaid account that pays, if any
-    reservation: Any = None
-    cost: Any = None  # the exact cost (Decimal) once the request is recorded  # governance's hold on the worst case, until settled
+    reservation: Any = None  # governance's hold on the worst case, until settled
+    cost: Any = None  # the exact cost (Decimal) once the request is recorded
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
