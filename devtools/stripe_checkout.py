@@ -254,7 +254,9 @@ class CheckoutApp:
         if request.path.startswith("/v1/"):
             scheme, _, key = request.headers.get("Authorization", "").partition(" ")
             if scheme != "Bearer" or not key.startswith(("sk_", "rk_")) or len(key) < 8:
-                raise Refused(401, "Invalid API Key provided.", type="invalid_request_error")
+                # Stripe quotes the key it refused, masked but for its ends.
+                shown = f"{key[:8]}{'*' * (len(key) - 12)}{key[-4:]}" if len(key) > 16 else "***"
+                raise Refused(401, f"Invalid API Key provided: {shown}")
         response: web.StreamResponse = await handler(request)
         return response
 
