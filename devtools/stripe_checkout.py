@@ -1,16 +1,22 @@
 """A loopback stand-in for Stripe Checkout, and for the events that follow a payment.
 
-localstripe has no Checkout Sessions, refund events or disputes; this small aiohttp
-server has exactly those, for the tests of top-ups. It is a real HTTP server that the
+localstripe has no Checkout Sessions, refund events or disputes, and its declines lack
+what Stripe's carry; this small aiohttp server has exactly those, for the tests of
+top-ups. It is a real HTTP server that the
 official ``stripe`` library talks to (``base_addresses={"api": url}``), form-encoded as
 the SDK sends, and it answers like Stripe:
 
 - ``POST /v1/checkout/sessions`` (``mode=payment`` with ``price_data`` line items; the
   parameters Stripe would refuse are refused with its error envelope, unknown ones too),
   ``GET /v1/checkout/sessions/{id}``, ``POST /v1/checkout/sessions/{id}/expire``,
-  ``GET /v1/payment_intents/{id}``, ``GET /v1/events/{id}``; a ``sk_``/``rk_`` bearer key
-  is required; every ``/v1`` call is recorded with its ``Idempotency-Key``, and a key is
-  honoured like Stripe's (``devtools.stripe_wire``).
+  ``POST /v1/payment_intents`` (off-session charges of Stripe's test cards
+  ``pm_card_visa``, ``pm_card_chargeCustomerFail``,
+  ``pm_card_chargeDeclinedInsufficientFunds``, ``pm_card_authenticationRequired``, and
+  ``pm_test_processing`` of its own for a delayed method; a
+  decline is Stripe's 402 ``card_error`` holding the failed PaymentIntent, which
+  localstripe's is not), ``GET /v1/payment_intents/{id}``, ``GET /v1/events/{id}``; a
+  ``sk_``/``rk_`` bearer key is required; every ``/v1`` call is recorded with its
+  ``Idempotency-Key``, and a key is honoured like Stripe's (``devtools.stripe_wire``).
 - Webhook endpoints are registered as with localstripe: ``POST /_config/webhooks/{id}``
   (``url``, ``secret``, optional ``events``). Events are signed exactly as Stripe signs
   them and delivered *before* the control call returns, ``times`` copies at once (for
@@ -40,6 +46,8 @@ Test controls (JSON bodies, all optional; each answers ``{"object", "events"}``)
 ``POST /_test/disputes/{id}/close``                    ``{"status": "won"|"lost"}``:
                                                        ``charge.dispute.closed``
 ``POST /_test/events``                                 ``{"type", "object"}``: any event
+``POST /_test/faults``                                ``{"statuses": [429, 500]}``: the next
+                                                       ``/v1`` calls answer these instead
 ``POST /_test/events/{id}/deliver``                    the same event again: ``{"times": N,
                                                        "timestamp": unix}`` (an old
                                                        timestamp makes a stale signature)
@@ -80,6 +88,24 @@ from devtools.stripe_wire import (
 API_VERSION = "2026-10-28.endive"  # the version the stripe library of pyproject pins
 MIN_AMOUNT = {"usd": 50}  # Stripe's smallest charge, in cents
 MAX_AMOUNT = 99_999_999  # eight digits of the smallest unit
+INTENT_PARAMS = {
+    "amount", "currency", "customer", "payment_method", "off_session", "confirm", "metadata",
+    "description", "expand",
+}  # fmt: skip
+# Stripe's test cards for off-session charges: None succeeds, else (code, decline, message);
+# "processing" is this server's own: a delayed method (a bank debit) that stays pending.
+CARDS: dict[str, tuple[str, str, str] | str | None] = {
+    "pm_card_visa": None,
+    "pm_test_processing": "processing",
+    "pm_card_chargeCustomerFail": ("card_declined", "generic_decline", "Your card was declined."),
+    "pm_card_chargeDeclinedInsufficientFunds": (
+        "card_declined", "insufficient_funds", "Your card has insufficient funds."
+    ),
+    "pm_card_authenticationRequired": (
+        "authentication_required", "authentication_required",
+        "Your card was declined. This transaction requires authentication.",
+    ),
+}  # fmt: skip
 SESSION_PARAMS = {
     "mode", "line_items", "success_url", "cancel_url", "client_reference_id", "customer",
     "customer_email", "customer_creation", "metadata", "payment_intent_data", "expires_at",
@@ -222,12 +248,14 @@ class CheckoutApp:
         self.store = Store()
         self.log = RequestLog()
         self.webhooks = Webhooks()
+        self.faults: list[int] = []  # statuses the next /v1 calls answer instead
         self.port = 0
         self.app = web.Application(middlewares=[self.log.middleware, self._errors, self._auth])
         r = self.app.router
         r.add_post("/v1/checkout/sessions", self.create)
         r.add_get("/v1/checkout/sessions/{id}", self.retrieve)
         r.add_post("/v1/checkout/sessions/{id}/expire", self.expire)
+        r.add_post("/v1/payment_intents", self.create_intent)
         r.add_get("/v1/payment_intents/{id}", self.intent)
         r.add_get("/v1/events/{id}", self.event)
         r.add_post("/_config/webhooks/{id}", self.register)
@@ -240,6 +268,7 @@ class CheckoutApp:
         r.add_get("/_test/requests", self.requests)
         r.add_get("/_test/events", self.sent)
         r.add_post("/_test/reset", self.reset)
+        r.add_post("/_test/faults", self.add_faults)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -257,6 +286,12 @@ class CheckoutApp:
                 # Stripe quotes the key it refused, masked but for its ends.
                 shown = f"{key[:8]}{'*' * (len(key) - 12)}{key[-4:]}" if len(key) > 16 else "***"
                 raise Refused(401, f"Invalid API Key provided: {shown}")
+            if self.faults:
+                status = self.faults.pop(0)
+                kind = "rate_limit_error" if status == 429 else "api_error"
+                fault = stripe_error(status, f"A fault of the test server ({status})", type=kind)
+                fault.headers["Stripe-Should-Retry"] = "true"  # and is not kept for the key
+                return fault
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -365,6 +400,14 @@ class CheckoutApp:
         self.store = Store()
         self.log.clear()
         self.webhooks.clear()
+        self.faults.clear()
+        return web.Response()
+
+    async def add_faults(self, request: web.Request) -> web.Response:
+        statuses = (await _options(request)).get("statuses")
+        if not isinstance(statuses, list) or not all(isinstance(s, int) for s in statuses):
+            raise Refused(400, "statuses must be a list of HTTP statuses")
+        self.faults.extend(statuses)
         return web.Response()
 
     # -- what happens after the API call: payments, refunds, disputes --------------------
@@ -424,26 +467,81 @@ class CheckoutApp:
         return web.json_response({"object": public(session), "events": sent})
 
     def _pay(self, session: dict[str, Any], *, succeeded: bool) -> dict[str, Any]:
-        intent_id, now = _id("pi_test"), int(time.time())
-        intent = {
-            "id": intent_id,
-            "object": "payment_intent",
-            "amount": session["amount_total"],
-            "amount_received": 0,
-            "created": now,
-            "currency": session["currency"],
-            "customer": session["customer"],
-            "last_payment_error": None,
-            "latest_charge": None,
-            "livemode": False,
-            "metadata": dict(session["_intent_metadata"]),
-            "setup_future_usage": session["_setup_future_usage"],
-            "status": "processing",
-        }
-        self.store.intents[intent_id] = intent
+        intent = self._intent(
+            session["amount_total"],
+            session["currency"],
+            session["customer"],
+            dict(session["_intent_metadata"]),
+            session["_setup_future_usage"],
+        )
         if succeeded:
             self._settle(intent)
         return intent
+
+    def _intent(
+        self,
+        amount: int,
+        currency: str,
+        customer: str | None,
+        metadata: dict[str, Any],
+        setup_future_usage: str | None = None,
+    ) -> dict[str, Any]:
+        intent_id = _id("pi_test")
+        intent = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "amount": amount,
+            "amount_received": 0,
+            "created": int(time.time()),
+            "currency": currency,
+            "customer": customer,
+            "last_payment_error": None,
+            "latest_charge": None,
+            "livemode": False,
+            "metadata": metadata,
+            "setup_future_usage": setup_future_usage,
+            "status": "processing",
+        }
+        self.store.intents[intent_id] = intent
+        return intent
+
+    async def create_intent(self, request: web.Request) -> web.Response:
+        """An off-session charge of a test card, answered as Stripe answers it: a decline
+        is a 402 ``card_error`` whose body holds the failed PaymentIntent."""
+        form = unflatten((k, str(v)) for k, v in (await request.post()).items())
+        unknown = sorted(set(form) - INTENT_PARAMS)
+        if unknown:
+            raise Refused(400, f"Received unknown parameter: {unknown[0]}", param=unknown[0])
+        if (form.get("confirm"), form.get("off_session")) != ("true", "true"):
+            raise Refused(400, "This test server takes confirm=true with off_session=true only")
+        amount, currency = _int("amount", form.get("amount")), str(form.get("currency"))
+        if not MIN_AMOUNT.get(currency, 1) <= amount <= MAX_AMOUNT:
+            raise Refused(400, "Amount must be at least $0.50 usd", param="amount")
+        card = form.get("payment_method")
+        if card not in CARDS:
+            raise Refused(
+                400,
+                f"No such PaymentMethod: '{card}'",
+                code="resource_missing",
+                param="payment_method",
+            )
+        _check_metadata(form.get("metadata"), "metadata")
+        intent = self._intent(amount, currency, form.get("customer"), form.get("metadata") or {})
+        decline = CARDS[card]
+        if decline == "processing":
+            return web.json_response(public(intent))
+        if not isinstance(decline, tuple):
+            self._settle(intent)
+            await self._succeeded(intent, 1)
+            return web.json_response(public(intent))
+        code, reason, message = decline
+        error = {"code": code, "decline_code": reason, "type": "card_error"}
+        intent.update(
+            status="requires_payment_method",
+            last_payment_error={**error, "message": message, "payment_method": {"id": card}},
+        )
+        await self._emit("payment_intent.payment_failed", intent)
+        return stripe_error(402, message, **error, payment_intent=public(intent))
 
     def _settle(self, intent: dict[str, Any]) -> None:
         charge_id = _id("ch_test")

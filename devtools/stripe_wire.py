@@ -9,7 +9,8 @@
   ``Idempotency-Key``, form fields; never the ``Authorization`` header), and idempotency
   keys are honoured like Stripe's: the same key with the same method, path and
   parameters replays the first answer (``Idempotent-Replayed: true``), with other
-  parameters it is a 400 ``idempotency_error``;
+  parameters it is a 400 ``idempotency_error``; a refused request (400, 401) or an
+  answer marked ``Stripe-Should-Retry: true`` is not kept;
 - ``Webhooks``: endpoints registered by id (``url``, ``secret``, optional event types),
   and delivery of one event body to all of them, ``times`` copies at once.
 
@@ -144,6 +145,7 @@ class RequestLog:
         # malformed request, which may be sent again with the same key.
         body = getattr(response, "body", None)
         keep = key is not None and request.method == "POST" and response.status not in (400, 401)
+        keep = keep and response.headers.get("Stripe-Should-Retry") != "true"
         if keep and key is not None and isinstance(body, bytes):
             self._answers[key] = (fingerprint, response.status, body)
         return response

@@ -9,6 +9,7 @@ Stripe's would.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -22,7 +23,7 @@ from tests.credits.stripe_support import SECRET_KEY, WEBHOOK_SECRET, Receiver, s
 
 from tollhouse.cli.processes import free_port
 from tollhouse.credits.stripe import Charge, PaymentFailed, Payments, Purchase, fact_of, verify
-from tollhouse.errors import UpstreamError
+from tollhouse.errors import UpstreamError, UpstreamTimeout, ValidationFailed
 
 ACCOUNT = "acct_9"
 
@@ -74,7 +75,9 @@ async def test_an_off_session_charge_succeeds_once_per_attempt(
     again = await payments.charge_off_session("att_1", amount=Decimal("25.00"), **kwargs)
     assert charge.status == "succeeded" and charge.payment_intent_id is not None
     assert again == charge  # the same attempt is the same PaymentIntent, charged once
-    first, retry = charges_sent(localstripe)
+    with pytest.raises(ValidationFailed, match="other parameters"):
+        await payments.charge_off_session("att_1", amount=Decimal("26.00"), **kwargs)
+    first, retry, _refused = charges_sent(localstripe)
     assert first["idempotency_key"] == retry["idempotency_key"] == "tollhouse:charge:att_1"
     assert retry["replayed"] is True
     assert first["form"] == {
@@ -223,3 +226,128 @@ async def test_a_refused_key_is_an_upstream_error_that_does_not_quote_it(
             await payments.create_checkout("top_1", Decimal("5"), account_id=ACCOUNT)
     assert refused.value.status_code == 502 and "sk_bad" not in refused.value.message
     assert "Invalid API Key" not in refused.value.message  # Stripe's words quote the key
+
+
+@pytest.mark.parametrize(
+    ("card", "status", "code", "decline"),
+    [
+        ("pm_card_chargeCustomerFail", "failed", "card_declined", "generic_decline"),
+        (
+            "pm_card_chargeDeclinedInsufficientFunds",
+            "failed",
+            "card_declined",
+            "insufficient_funds",
+        ),
+        (
+            "pm_card_authenticationRequired",
+            "requires_action",
+            "authentication_required",
+            "authentication_required",
+        ),
+    ],
+)
+async def test_a_decline_as_stripe_sends_it_names_its_payment_intent(
+    stripe_checkout: CheckoutServer, card: str, status: str, code: str, decline: str
+):
+    # Stripe's 402 holds the failed PaymentIntent (localstripe's does not): it is kept,
+    # and the payment_intent.payment_failed webhook reads as the same failed top-up.
+    with Receiver() as receiver:
+        stripe_checkout.register_webhook(receiver.url, WEBHOOK_SECRET)
+        async with Payments(stripe_settings(stripe_checkout.url)) as payments:
+            charge = await payments.charge_off_session(
+                "att_9",
+                customer="cus_1",
+                payment_method=card,
+                amount=Decimal("20"),
+                account_id=ACCOUNT,
+            )
+            again = await payments.charge_off_session(
+                "att_9",
+                customer="cus_1",
+                payment_method=card,
+                amount=Decimal("20"),
+                account_id=ACCOUNT,
+            )
+        [delivery] = receiver.of_type("payment_intent.payment_failed")
+    assert again == charge and (charge.status, charge.failure_code) == (status, code)
+    assert charge.decline_code == decline and charge.payment_intent_id is not None
+    failed = fact_of(verify(delivery.body, delivery.signature, SecretStr(WEBHOOK_SECRET)))
+    assert isinstance(failed, PaymentFailed)
+    assert (failed.payment_intent_id, failed.code, failed.decline_code) == (
+        charge.payment_intent_id,
+        code,
+        decline,
+    )
+    assert failed.key == f"stripe:payment_failed:{charge.payment_intent_id}"
+    assert [r["replayed"] for r in stripe_checkout.requests()] == [False, True]
+
+
+async def test_a_delayed_method_is_processing_until_its_webhook(stripe_checkout: CheckoutServer):
+    # localstripe reports its bank debits succeeded at once: the Checkout server's own
+    # delayed method stays processing, as a bank debit does on Stripe.
+    async with Payments(stripe_settings(stripe_checkout.url)) as payments:
+        charge = await payments.charge_off_session(
+            "att_10",
+            customer="cus_1",
+            payment_method="pm_test_processing",
+            amount=Decimal("30"),
+            account_id=ACCOUNT,
+        )
+    assert charge.status == "processing" and charge.payment_intent_id is not None
+
+
+@pytest.mark.parametrize(("status", "answer"), [(429, 429), (500, 502), (503, 502)])
+async def test_stripe_failing_is_an_upstream_error(
+    stripe_checkout: CheckoutServer, status: int, answer: int
+):
+    stripe_checkout.call("/_test/faults", statuses=[status])
+    async with Payments(stripe_settings(stripe_checkout.url)) as payments:
+        with pytest.raises(UpstreamError) as failed:
+            await payments.create_customer(ACCOUNT)
+    assert failed.value.status_code == answer
+
+
+async def test_the_library_retries_a_stripe_failure_under_the_same_key(
+    stripe_checkout: CheckoutServer,
+):
+    stripe_checkout.call("/_test/faults", statuses=[500])
+    settings = stripe_settings(stripe_checkout.url, stripe_max_network_retries=1)
+    async with Payments(settings) as payments:
+        charge = await payments.charge_off_session(
+            "att_11",
+            customer="cus_1",
+            payment_method="pm_card_visa",
+            amount=Decimal("8"),
+            account_id=ACCOUNT,
+        )
+    assert charge.status == "succeeded"
+    sent = stripe_checkout.requests()
+    assert [(r["status"], r["idempotency_key"]) for r in sent] == [
+        (500, "tollhouse:charge:att_11"),
+        (200, "tollhouse:charge:att_11"),
+    ]
+
+
+async def test_a_stripe_that_does_not_answer_is_a_timeout():
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        async with Payments(stripe_settings(url, stripe_timeout_s=0.3)) as payments:
+            with pytest.raises(UpstreamTimeout) as failed:
+                await payments.retrieve_checkout("cs_1")
+    assert failed.value.status_code == 504
+
+
+async def test_reading_or_expiring_what_stripe_cannot_is_an_upstream_error(
+    stripe_checkout: CheckoutServer,
+):
+    async with Payments(stripe_settings(stripe_checkout.url)) as payments:
+        with pytest.raises(UpstreamError, match="No such session") as missing:
+            await payments.retrieve_checkout("cs_missing")
+        session = await payments.create_checkout("top_1", Decimal("5"), account_id=ACCOUNT)
+        await payments.expire_checkout(session.session_id)
+        stripe_checkout.call("/_test/reset")  # forgets the kept answer of the expiry
+        with pytest.raises(UpstreamError, match="No such session"):
+            await payments.expire_checkout(session.session_id)
+    assert missing.value.status_code == 404

@@ -24,6 +24,7 @@ from tollhouse.credits.stripe import (
     EVENTS,
     Dispute,
     DisputeWon,
+    PaymentFailed,
     Payments,
     Purchase,
     Refund,
@@ -278,3 +279,69 @@ async def test_every_event_we_book_has_a_reader():
         "charge.dispute.closed",
     }
     assert Purchase.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+USD_REFUND = {"id": "re_1", "amount": 100, "currency": "usd", "payment_intent": "pi_1"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "obj"),
+    [
+        # Checkout Sessions: not in USD, not ours, not in payment mode, nothing to pay.
+        ("checkout.session.completed", {"id": "cs_1", "payment_status": "paid", "currency": "eur",
+                                        "amount_total": 100, "metadata": OURS}),
+        ("checkout.session.expired", {"id": "cs_1", "metadata": {}}),
+        ("checkout.session.completed", {"id": "cs_1", "mode": "subscription", "metadata": OURS}),
+        ("checkout.session.completed", {"id": "cs_1", "payment_status": "no_payment_required",
+                                        "metadata": OURS}),
+        # An auto top-up's PaymentIntent fails only for our auto top-ups.
+        ("payment_intent.payment_failed", {"id": "pi_1", "metadata": {}}),
+        # Refunds: not in USD, still pending -> succeeded, created already failed.
+        ("refund.created", USD_REFUND | {"currency": "gbp", "status": "succeeded"}),
+        ("refund.updated", USD_REFUND | {"status": "succeeded"}),
+        ("refund.created", USD_REFUND | {"status": "failed"}),
+    ],
+)  # fmt: skip
+def test_events_of_booked_types_that_move_nothing(
+    stripe_checkout: CheckoutServer, receiver: Receiver, kind: str, obj: dict[str, Any]
+):
+    stripe_checkout.send_event(kind, obj)
+    assert facts(receiver, kind) == [None]
+
+
+def test_an_expanded_payment_intent_stands_for_its_id(
+    stripe_checkout: CheckoutServer, receiver: Receiver
+):
+    session = {"id": "cs_1", "mode": "payment", "payment_status": "paid", "currency": "usd"}
+    session |= {"amount_total": 1999, "metadata": OURS, "payment_intent": {"id": "pi_9"}}
+    stripe_checkout.send_event("checkout.session.completed", session)
+    [bought] = facts(receiver, "checkout.session.completed")
+    assert isinstance(bought, Purchase)
+    assert (bought.payment_intent_id, bought.amount) == ("pi_9", Decimal("19.99"))
+
+
+def test_an_event_whose_object_is_not_an_object_is_a_422():
+    event = {"id": "evt_1", "object": "event", "type": "refund.created", "data": {"object": 5}}
+    with pytest.raises(UnprocessableEvent, match="data.object"):
+        fact_of(verify(*signed(orjson.dumps(event)), SECRET))
+
+
+def test_an_auto_top_up_that_fails_names_the_decline(
+    stripe_checkout: CheckoutServer, receiver: Receiver
+):
+    intent = {"id": "pi_1", "amount": 500, "currency": "usd"}
+    intent["metadata"] = OURS | {"tollhouse_flow": "auto", "tollhouse_topup": "att_1"}
+    intent["last_payment_error"] = {
+        "code": "card_declined",
+        "decline_code": "insufficient_funds",
+        "message": "Your card has insufficient funds.",
+    }
+    stripe_checkout.send_event("payment_intent.payment_failed", intent)
+    [failed] = facts(receiver, "payment_intent.payment_failed")
+    assert isinstance(failed, PaymentFailed)
+    assert (failed.topup_id, failed.code, failed.decline_code) == (
+        "att_1",
+        "card_declined",
+        "insufficient_funds",
+    )
+    assert failed.key == "stripe:payment_failed:pi_1"

@@ -102,6 +102,7 @@ class PaymentFailed:
     code: str
     message: str
     session_id: str | None = None
+    decline_code: str | None = None  # the issuer's reason, when a card was declined
 
     @property
     def key(self) -> str:
@@ -343,15 +344,15 @@ def _intent_failed(event: _Event) -> Fact | None:
         return None
     error = event.obj.get("last_payment_error")
     error = error if isinstance(error, dict) else {}
-    code = error.get("decline_code") or error.get("code") or "payment_failed"
-    message = error.get("message") or "the payment failed"
+    decline = error.get("decline_code")
     return PaymentFailed(
         event_id=event.id,
         payment_intent_id=event.text("id", required=True),
         account_id=account,
         topup_id=_topup(event),
-        code=str(code),
-        message=str(message),
+        code=str(error.get("code") or "payment_failed"),
+        message=str(error.get("message") or "the payment failed"),
+        decline_code=decline if isinstance(decline, str) else None,
     )
 
 
