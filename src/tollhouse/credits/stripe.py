@@ -412,8 +412,8 @@ def _charged(intent: stripe.PaymentIntent) -> Charge:
 
 def _declined(exc: stripe.CardError) -> Charge:
     body = exc.json_body if isinstance(exc.json_body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    assert isinstance(error, dict)
+    found = body.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
     intent = error.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
     code = exc.code or error.get("code")
