@@ -9,10 +9,14 @@
 - ``gateway`` — the app in-process through ``httpx.ASGITransport`` (fast; most tests);
 - ``live_gateway`` — the same app under a real uvicorn on a free loopback port, for the
   official SDKs, streaming and disconnects;
-- ``tests/e2e`` starts whole ``tollhouse`` processes instead.
+- ``tests/e2e`` starts whole ``tollhouse`` processes instead;
+- Stripe, for top-ups: ``localstripe`` (a localstripe process: customers, PaymentIntents,
+  refunds, its own signed webhooks; ``localstripe_url`` is its base URL) and
+  ``stripe_checkout`` (``devtools/stripe_checkout.py``: Checkout Sessions and the refund
+  and dispute events localstripe lacks), both on loopback, emptied for each test.
 
-Nothing of Tollhouse is mocked: the only stand-in is the upstream provider, and it is a
-real server (``tollhouse dev-upstream``).
+Nothing of Tollhouse is mocked: the stand-ins are the upstream provider and Stripe, and
+they are real servers (``tollhouse dev-upstream``, localstripe, the Checkout server).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 
 import httpx
 import pytest
+from devtools.localstripe_server import LocalStripe
+from devtools.stripe_checkout import CheckoutServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from tests.postgres_server import pg_url, postgres_server, private_postgres
@@ -166,3 +172,44 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def localstripe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStripe]:
+    """One localstripe per test session (per xdist worker), its store in a directory of
+    the session's own."""
+    with LocalStripe(tmp_path_factory.mktemp("localstripe")) as server:
+        yield server
+
+
+@pytest.fixture
+def localstripe(localstripe_server: LocalStripe) -> LocalStripe:
+    """The session's localstripe, emptied for this test (store, recorded requests, webhook
+    endpoints): ``.url``, ``.register_webhook(url, secret)``, ``.requests()``. Its
+    webhooks arrive about a second late, so a late one of the test before may too: wait
+    for the event of your own object, never count."""
+    localstripe_server.reset()
+    return localstripe_server
+
+
+@pytest.fixture
+def localstripe_url(localstripe: LocalStripe) -> str:
+    """The base URL of an emptied localstripe (``stripe_api_base``)."""
+    return localstripe.url
+
+
+@pytest.fixture(scope="session")
+def stripe_checkout_server() -> Iterator[CheckoutServer]:
+    with CheckoutServer() as server:
+        yield server
+
+
+@pytest.fixture
+def stripe_checkout(stripe_checkout_server: CheckoutServer) -> CheckoutServer:
+    """The in-repo Checkout server, emptied for this test: ``.url``,
+    ``.register_webhook(url, secret)``, ``.complete(session_id)``, ``.refund(pi)``,
+    ``.dispute(pi)``, ``.deliver(event_id, times=N)``, ``.requests()``
+    (``devtools/stripe_checkout.py``). Its events are delivered before those calls
+    return; they block, so the receiver must not be served by the test's own loop."""
+    stripe_checkout_server.reset()
+    return stripe_checkout_server

@@ -305,6 +305,48 @@ class Settings(_Frozen):
     shutdown_timeout_s: float = Field(
         default=30.0, ge=0, description="How long SIGTERM waits for in-flight requests."
     )
+    stripe_secret_key: SecretStr | None = Field(
+        default=None,
+        description="Stripe secret or restricted API key (`sk_…`, `rk_…`) that creates "
+        "top-up Checkout Sessions and auto top-up charges (unset: Stripe top-ups off); "
+        "never logged.",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret (`whsec_…`) of the Stripe webhook endpoint that calls "
+        "POST /api/webhooks/stripe (unset: endpoint off); never logged.",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        description="Stripe API base URL (unset: Stripe's own); tests point it at a local "
+        "stand-in.",
+    )
+    stripe_success_url: str | None = Field(
+        default=None,
+        description="Where Stripe Checkout sends a payer after a top-up; "
+        "`{CHECKOUT_SESSION_ID}` in it is filled in by Stripe. Needed for Checkout top-ups.",
+    )
+    stripe_cancel_url: str | None = Field(
+        default=None,
+        description="Where Stripe Checkout sends a payer who goes back without paying "
+        "(unset: no back link).",
+    )
+    stripe_product_name: str = Field(
+        default="Prepaid credits",
+        min_length=1,
+        max_length=250,
+        description="The line item's name a payer sees on the Checkout page and receipt.",
+    )
+    stripe_timeout_s: float = Field(
+        default=30.0, gt=0, description="Timeout of one Stripe API call, seconds."
+    )
+    stripe_max_network_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a Stripe API call after a network error or a 409/5xx, "
+        "with the same idempotency key.",
+    )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict, description="Upstreams by name (also from SDK env variables)."
     )
@@ -338,6 +380,29 @@ class Settings(_Frozen):
                 SecretBox.from_setting(secret)
             except ConfigError as exc:
                 raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("stripe_secret_key", "stripe_webhook_secret")
+    @classmethod
+    def _stripe_secret_shape(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        # A publishable key (pk_…) pasted as the secret key, or an empty value, is a
+        # mistake caught at start; the value itself is never part of the message.
+        if value is None:
+            return None
+        prefixes = ("sk_", "rk_") if info.field_name == "stripe_secret_key" else ("whsec_",)
+        secret = value.get_secret_value()
+        if not secret.startswith(prefixes) or secret != secret.strip():
+            raise ValueError(
+                f"must start with {' or '.join(prefixes)} and hold no spaces; "
+                "copy it from the Stripe Dashboard (Developers)"
+            )
+        return value
+
+    @field_validator("stripe_api_base", "stripe_success_url", "stripe_cancel_url")
+    @classmethod
+    def _stripe_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("database_url")
