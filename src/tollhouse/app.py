@@ -186,6 +186,7 @@ def create_app(settings: Settings) -> Starlette:
             # Signed by its sender instead of the admin key, so outside the admin mount.
             *webhook_routes,
             Route("/api/webhooks/budget", _OnlyAllows("POST")),
+            Route("/api/webhooks/stripe", _OnlyAllows("POST")),
             Mount("/api", app=admin),
         ],
         lifespan=lifespan,

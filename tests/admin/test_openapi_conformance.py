@@ -17,6 +17,9 @@ from typing import Any
 import httpx
 import jsonschema_rs
 import pytest
+from devtools.stripe_wire import sign as stripe_sign
+from tests.credits.stripe_support import SECRET_KEY, SUCCESS_URL
+from tests.credits.stripe_support import WEBHOOK_SECRET as STRIPE_WEBHOOK_SECRET
 from tests.support import running
 
 from tollhouse.admin.routes import document
@@ -114,8 +117,13 @@ def signed(body: dict[str, Any], secret: str = WEBHOOK_SECRET) -> dict[str, Any]
 
 
 @pytest.fixture
-def settings(make_settings):
+def settings(make_settings, stripe_checkout):
     return make_settings(
+        stripe_secret_key=SECRET_KEY,
+        stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
+        stripe_api_base=stripe_checkout.url,
+        stripe_success_url=SUCCESS_URL,
+        stripe_max_network_retries=0,
         admin_key=ADMIN_KEY,
         inbound_webhook_secret=WEBHOOK_SECRET,
         secret_key="conformance-secret-key-0123456789abcdefgh",
@@ -289,6 +297,26 @@ async def credits(api: Conformance) -> None:
     ledger = f"{c}/{{id}}/ledger"
     await api.call("GET", ledger, 200, ids=one, params={"limit": "1"})
     await api.call("GET", ledger, 400, ids=one, params={"cursor": "-1"})
+    checkout = f"{c}/{{id}}/checkout"
+    await api.call("POST", checkout, 201, ids=one, json={"amount": 10})
+    await api.call("POST", checkout, 400, ids=one, json={"amount": "10"})
+    await api.call("POST", checkout, 404, ids={"id": "nope"}, json={"amount": 10})
+    event = json.dumps(
+        {
+            "id": "evt_conformance",
+            "type": "customer.created",
+            "object": "event",
+            "data": {"object": {"id": "cus_1", "object": "customer"}},
+        }
+    ).encode()
+    hook = "/api/webhooks/stripe"
+    signed_event = {
+        "stripe-signature": stripe_sign(event, STRIPE_WEBHOOK_SECRET),
+        "content-type": "application/json",
+    }
+    await api.call("POST", hook, 200, content=event, headers=signed_event)
+    await api.call("POST", hook, 200, content=event, headers=signed_event)  # a duplicate
+    await api.call("POST", hook, 401, content=event, headers={"stripe-signature": "t=1,v1=0"})
     await api.call("GET", f"{c}/{{id}}/topups", 200, ids=one)
     await api.call("GET", f"{c}/{{id}}/topups", 404, ids={"id": "nope"})
 

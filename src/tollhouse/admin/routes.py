@@ -3,7 +3,8 @@ describes (``GET /api/openapi.json``).
 
 - ``routes``: mounted under ``/api`` behind the admin key (``admin/auth.py``):
   governance, usage, notification channels and alerts, credits, and this document;
-- ``webhook_routes``: ``/api/webhooks/budget``, whose credential is its signature.
+- ``webhook_routes``: ``/api/webhooks/budget`` and ``/api/webhooks/stripe``, whose
+  credential is their signature.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from starlette.responses import Response
 
 from tollhouse.admin.openapi import OpenAPIDocument, build
 from tollhouse.alerts.routes import routes as alert_routes
-from tollhouse.alerts.routes import webhook_routes
+from tollhouse.alerts.routes import webhook_routes as alert_webhooks
 from tollhouse.credits.routes import routes as credit_routes
+from tollhouse.credits.routes import webhook_routes as credit_webhooks
 from tollhouse.governance.routes import routes as governance_routes
 from tollhouse.ledger.routes import routes as ledger_routes
 from tollhouse.web.responses import JSONResponse
@@ -45,6 +47,8 @@ routes = [
         },
     ),
 ]
+
+webhook_routes = [*alert_webhooks, *credit_webhooks]
 
 __all__ = ["document", "routes", "webhook_routes"]
 

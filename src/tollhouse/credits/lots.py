@@ -71,6 +71,9 @@ async def allocate(conn: AsyncConnection, account_id: str) -> None:
     last = account.allocated_seq
     for debit in debits:
         last = debit.seq
+        if debit.kind == "reversal" and debit.lot_id in remaining:
+            remaining[debit.lot_id] += debit.amount  # a refund or dispute undone
+            continue
         if debit.amount >= 0 or debit.kind == "expire":
             continue  # credits fund lots when booked; an expiry already emptied its lot
         owed = -debit.amount

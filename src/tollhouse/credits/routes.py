@@ -9,6 +9,7 @@ changes what admission may spend reloads this process's engine before answering.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +27,8 @@ from tollhouse.credits.schemas import (
     AccountsQuery,
     AccountUpdate,
     AccountWritten,
+    CheckoutCreate,
+    CheckoutRead,
     GrantCreate,
     GrantList,
     GrantWritten,
@@ -33,14 +36,17 @@ from tollhouse.credits.schemas import (
     KeyCreditsReply,
     LedgerPage,
     LedgerQuery,
+    StripeReceipt,
     TopupList,
 )
-from tollhouse.errors import NotFound, ValidationFailed
+from tollhouse.errors import NotFound, ServiceUnavailable, SignatureInvalid, ValidationFailed
+from tollhouse.web.bodies import read_body
 from tollhouse.web.responses import JSONResponse
-from tollhouse.web.routing import Answer, Operation, Resource
+from tollhouse.web.routing import Answer, Operation, Resource, client_address
 from tollhouse.web.validation import read_model
 
 IDEMPOTENCY_HEADER = "idempotency-key"
+CHECKOUT_LIFETIME = timedelta(hours=1)
 _MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -173,6 +179,64 @@ async def list_topups(request: Request) -> Response:
     return JSONResponse(TopupList(topups=items, count=len(items)))
 
 
+async def checkout(request: Request) -> Response:
+    """A Stripe Checkout top-up: a pending top-up row, then the hosted session."""
+    state = _state(request)
+    if state.settings.stripe_secret_key is None:
+        raise ServiceUnavailable("Stripe is not configured: set TOLLHOUSE_STRIPE_SECRET_KEY")
+    body = await read_model(request, CheckoutCreate)
+    account_id = request.path_params["id"]
+    from tollhouse.credits.stripe import Payments, to_cents  # the optional stripe extra
+
+    to_cents(body.amount)  # whole cents, within Stripe's bounds: a 400 before any write
+    async with state.engine.begin() as conn:
+        account = await service.get_account(conn, account_id)
+        topup = await service.open_topup(conn, account.id, "checkout", body.amount)
+    async with Payments(state.settings) as payments:
+        session = await payments.create_checkout(
+            topup.id,
+            body.amount,
+            account_id=account.id,
+            customer=account.stripe_customer,
+            expires_at=topup.created_at + CHECKOUT_LIFETIME,
+        )
+    async with state.engine.begin() as conn:
+        await service.checkout_opened(conn, topup.id, session)
+    reply = CheckoutRead(
+        topup_id=topup.id,
+        checkout_url=session.url or "",
+        session_id=session.session_id,
+        expires_at=session.expires_at,
+    )
+    return JSONResponse(reply, 201)
+
+
+async def stripe_webhook(request: Request) -> Response:
+    """A Stripe event, verified with ``stripe_webhook_secret``; each booked once."""
+    state = _state(request)
+    secret = state.settings.stripe_webhook_secret
+    if secret is None:
+        raise ServiceUnavailable("Stripe webhooks are off: set TOLLHOUSE_STRIPE_WEBHOOK_SECRET")
+    from tollhouse.credits import payments, stripe_events  # the optional stripe extra
+
+    client = client_address(request)
+    state.auth_throttle.check(client)
+    raw = await read_body(request)
+    try:
+        event = stripe_events.verify(raw, request.headers.get("stripe-signature"), secret)
+    except SignatureInvalid:
+        state.auth_throttle.failed(client)
+        raise
+    fact = stripe_events.fact_of(event)
+    async with state.engine.begin() as conn:
+        booked = await payments.book_event(conn, event.id, event.type, fact)
+    if booked:
+        await _changed(request)
+    if booked is None:
+        return JSONResponse(StripeReceipt(received=True, status="duplicate"))
+    return JSONResponse(StripeReceipt(received=True, status="booked" if booked else "ignored"))
+
+
 async def key_credits(request: Request) -> Response:
     """``GET /v1/credits``: the balance of the account that pays for the caller's key."""
     admission = _admission(request)
@@ -273,6 +337,19 @@ routes = [
         },
     ),
     Resource(
+        "/credits/accounts/{id}/checkout",
+        {
+            "POST": _op(
+                checkout,
+                "Start a Stripe Checkout top-up; the account is credited when Stripe says "
+                "it was paid",
+                {201: Answer(CheckoutRead, "The hosted page to send the payer to")},
+                body=CheckoutCreate,
+                errors=(404, 502, 503),
+            )
+        },
+    ),
+    Resource(
         "/credits/accounts/{id}/topups",
         {
             "GET": _op(
@@ -283,6 +360,22 @@ routes = [
             )
         },
     ),
+]
+
+# Signed by Stripe instead of the admin key: outside the admin mount, at its full path.
+webhook_routes = [
+    Resource(
+        "/api/webhooks/stripe",
+        {
+            "POST": _op(
+                stripe_webhook,
+                "Receive a Stripe event (Stripe-Signature verified; each event and each "
+                "payment booked once; unknown event types acknowledged)",
+                {200: Answer(StripeReceipt, "Booked, ignored, or a duplicate")},
+                errors=(400, 401, 422, 429, 503),
+            )
+        },
+    )
 ]
 
 # For key holders, beside the other /v1 routes (OpenAI-shaped errors, no admin key).

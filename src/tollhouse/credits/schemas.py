@@ -271,3 +271,8 @@ class KeyCredits(Reply):
 
 class KeyCreditsReply(Reply):
     data: KeyCredits
+
+
+class StripeReceipt(Reply):
+    received: bool
+    status: Literal["booked", "ignored", "duplicate"]

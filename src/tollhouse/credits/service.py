@@ -304,3 +304,36 @@ async def journal_totals(conn: AsyncConnection, account_id: str) -> tuple[Decima
         else:
             funded += Decimal(total)
     return funded, spent
+
+
+async def open_topup(conn: AsyncConnection, account_id: str, kind: str, amount: Decimal) -> Any:
+    """A pending top-up: its id is what Stripe's idempotency key and metadata carry."""
+    now = datetime.now(UTC)
+    topup_id = new_id("top")
+    await conn.execute(
+        credit_topups.insert().values(
+            id=topup_id,
+            account_id=account_id,
+            kind=kind,
+            amount=amount,
+            status="pending",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    t = credit_topups.c
+    return (await conn.execute(select(credit_topups).where(t.id == topup_id))).one()
+
+
+async def checkout_opened(conn: AsyncConnection, topup_id: str, session: Any) -> None:
+    t = credit_topups.c
+    await conn.execute(
+        update(credit_topups)
+        .where(t.id == topup_id)
+        .values(
+            session_id=session.session_id,
+            checkout_url=session.url,
+            expires_at=session.expires_at,
+            updated_at=datetime.now(UTC),
+        )
+    )
