@@ -30,12 +30,11 @@ import pytest
 from devtools.localstripe_server import LocalStripe
 from devtools.stripe_checkout import CheckoutServer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
 from tests.postgres_server import pg_url, postgres_server, private_postgres
 from tests.redis_server import RedisServer
 from tests.support import JSON_WRITES, LiveServer, engine_for, upstream_env
 
-from tollhouse.app import create_app
+from tollhouse.app import Tollhouse, create_app
 from tollhouse.config import Settings, load_settings
 from tollhouse.devupstream import BackgroundServer, DevUpstreamOptions
 
@@ -134,14 +133,14 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Starlette]:
+async def app(settings: Settings) -> AsyncIterator[Tollhouse]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
 
 
 @pytest.fixture
-async def gateway(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(app: Tollhouse) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the in-process gateway, as a loopback client (admin API open)."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
     async with httpx.AsyncClient(

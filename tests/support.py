@@ -22,9 +22,8 @@ import httpx
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
 
-from tollhouse.app import create_app
+from tollhouse.app import Tollhouse, create_app
 from tollhouse.config import Settings, load_settings
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
@@ -72,7 +71,7 @@ async def engine_for(database_url: str, *, migrated: bool = True) -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+async def running(settings: Settings) -> AsyncIterator[tuple[Tollhouse, httpx.AsyncClient]]:
     """A whole app (lifespan included) and an in-process loopback client for it, for a
     test that needs settings of its own (the ``app``/``gateway`` fixtures otherwise)."""
     application = create_app(settings)
@@ -89,12 +88,12 @@ def decode(response: httpx.Response) -> Any:
     return json.loads(response.text, parse_float=Decimal)
 
 
-async def flushed(app: Starlette) -> None:
+async def flushed(app: Tollhouse) -> None:
     """Wait until every usage record so far is in the database."""
-    await app.state.recorder.flush()
+    await app.services.recorder.flush()
 
 
-async def records(client: httpx.AsyncClient, app: Starlette, **params: str) -> list[dict[str, Any]]:
+async def records(client: httpx.AsyncClient, app: Tollhouse, **params: str) -> list[dict[str, Any]]:
     """Every usage record so far (flushed first), newest first, optionally filtered
     (``key_id=`` …), with money as exact ``Decimal``."""
     await flushed(app)
@@ -177,7 +176,7 @@ class LiveServer:
     def flush(self) -> None:
         """Write all buffered usage records now (runs on the server's loop)."""
         assert self.loop is not None
-        future = asyncio.run_coroutine_threadsafe(self.app.state.recorder.flush(), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self.app.services.recorder.flush(), self.loop)
         future.result(timeout=10)
 
     def usage(self, **params: str) -> list[dict[str, Any]]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from starlette.applications import Starlette
 
+from tollhouse.app import Tollhouse
 from tollhouse.background import woken
 
 
@@ -37,7 +37,7 @@ async def test_woken_says_whether_the_event_was_set() -> None:
 
 
 async def test_the_alert_dispatcher_stops_when_stopped_as_alerts_are_written(
-    app: Starlette,
+    app: Tollhouse,
 ) -> None:
     """The shutdown order that hung: the alert writer sets the dispatcher's wake-up event,
     then the dispatcher is stopped in the same turn."""
@@ -47,7 +47,7 @@ async def test_the_alert_dispatcher_stops_when_stopped_as_alerts_are_written(
         return any(t.get_name() == "tollhouse-alert-dispatcher" and not t.done() for t in tasks)
 
     assert dispatching()
-    app.state.alerts.on_written.set()
+    app.services.alerts.on_written.set()
     async with asyncio.timeout(5):  # hung forever before the fix
-        await app.state.dispatcher.stop()
+        await app.services.dispatcher.stop()
     assert not dispatching()

@@ -6,9 +6,11 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -51,8 +53,78 @@ from tollhouse.pricing import load_catalog
 from tollhouse.pricing.catalog import Catalog
 from tollhouse.web.guard import EdgeGuard, body_unread
 from tollhouse.web.responses import JSONResponse
+from tollhouse.web.services import NotStarted
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis  # the optional redis extra
+
+    from tollhouse.alerts.routes import AlertServices
+    from tollhouse.credits.routes import CreditServices
+    from tollhouse.gateway.routes import GatewayServices
+    from tollhouse.governance.routes import GovernanceServices
+    from tollhouse.ledger.routes import LedgerServices
+    from tollhouse.ops.routes import OpsServices
+    from tollhouse.web.bodies import BodyLimits
 
 log = logging.getLogger("tollhouse")
+
+
+@dataclass(slots=True, eq=False)
+class Services:
+    """Every resource of the running service, each with its type (``web/services.py``
+    says how routes reach them). Built once the lifespan has started all of them, so
+    none is ``None`` for want of having started."""
+
+    settings: Settings
+    auth_throttle: FailureThrottle
+    metrics: Metrics
+    catalog: Catalog
+    engine: AsyncEngine
+    recorder: UsageRecorder
+    redis: Redis | None  # None unless ``redis_url`` is set
+    alerts: AlertService
+    secret_box: SecretBox | None  # None unless ``secret_key`` is set
+    dispatcher: Dispatcher
+    admission: Admission
+    gateway: Gateway
+    credit_sweeper: CreditSweeper
+    # For ``/readyz``: ready once start-up is done; draining from the shutdown signal on.
+    ready: bool = False
+    draining: bool = False
+
+
+if TYPE_CHECKING:
+
+    def _serves_every_route(services: Services) -> None:
+        """Never called: each assignment is mypy's proof that ``Services`` gives a routes
+        module what its Protocol asks for (a missing or mistyped field is an error here,
+        not an ``AttributeError`` on a request)."""
+        _gateway: GatewayServices = services
+        _ops: OpsServices = services
+        _governance: GovernanceServices = services
+        _credits: CreditServices = services
+        _alerts: AlertServices = services
+        _ledger: LedgerServices = services
+        _bodies: BodyLimits = services
+
+
+class Tollhouse(Starlette):
+    """The ASGI app, holding its ``Services`` once the lifespan has started them.
+
+    An attribute of the app rather than of ``app.state``: a ``State`` read goes through
+    ``__getattr__`` after a failed lookup, several times slower, on every request."""
+
+    _services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise NotStarted("the app has not started: its lifespan builds its services")
+        return self._services
+
+    @services.setter
+    def services(self, services: Services) -> None:
+        self._services = services
 
 
 def error_response(request: Request, exc: TollhouseError) -> Response:
@@ -154,7 +226,7 @@ def _ops_routes(settings: Settings, throttle: FailureThrottle) -> list[Route]:
     return routes
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> Tollhouse:
     """Build the service for ``settings``; resources open in the lifespan."""
     catalog = load_catalog()
     metrics = Metrics()
@@ -162,23 +234,24 @@ def create_app(settings: Settings) -> Starlette:
     admin = _AdminGate(settings, throttle, Router(routes=admin_routes))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Tollhouse) -> AsyncIterator[None]:
         # Each resource registers its stop as soon as it has started, so a start-up that
         # fails half-way stops what it had started (in reverse order) instead of leaking
         # it; shutdown is the same unwinding.
         async with contextlib.AsyncExitStack() as stack:
-            await _start(app, settings, catalog, metrics, stack)
+            services = await _start(settings, throttle, catalog, metrics, stack)
             # Everything allocated so far lives as long as the process: keep the cyclic
             # GC from walking it again on every full collection (a latency-tail source).
             gc.collect()
             gc.freeze()
-            app.state.ready = True
+            app.services = services
+            services.ready = True
             try:
                 yield
             finally:
-                app.state.ready, app.state.draining = False, True
+                services.ready, services.draining = False, True
 
-    app = Starlette(
+    return Tollhouse(
         routes=[
             *gateway_routes,
             *credit_key_routes,
@@ -202,23 +275,17 @@ def create_app(settings: Settings) -> Starlette:
             Exception: _server_error,
         },
     )
-    app.state.settings = settings
-    app.state.auth_throttle = throttle
-    app.state.metrics = metrics
-    app.state.catalog = catalog
-    return app
 
 
 async def _start(
-    app: Starlette,
     settings: Settings,
+    throttle: FailureThrottle,
     catalog: Catalog,
     metrics: Metrics,
     stack: contextlib.AsyncExitStack,
-) -> None:
-    """Start every resource of the service onto ``app.state``, each stop on ``stack``."""
-    state = app.state
-    state.engine = engine = create_engine(settings)
+) -> Services:
+    """Start every resource of the service, each stop on ``stack``."""
+    engine = create_engine(settings)
     stack.push_async_callback(engine.dispose)
     if settings.auto_migrate:
         await upgrade(engine)
@@ -232,36 +299,46 @@ async def _start(
     )
     await recorder.start()
     stack.push_async_callback(_stopped, recorder, settings.shutdown_timeout_s)
-    state.recorder = recorder
-    state.redis = redis = _redis_client(settings)
+    redis = _redis_client(settings)
     if redis is not None:
         stack.push_async_callback(redis.aclose)
     alerts = AlertService(engine)
     await alerts.start()
     stack.push_async_callback(alerts.stop, settings.shutdown_timeout_s)
-    state.alerts = alerts
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-    state.secret_box = SecretBox.from_setting(secret)
-    dispatcher = Dispatcher(engine, settings, state.secret_box, wake=alerts.on_written)
+    secret_box = SecretBox.from_setting(secret)
+    dispatcher = Dispatcher(engine, settings, secret_box, wake=alerts.on_written)
     if settings.alert_dispatch_in_process:
         await dispatcher.start()
         stack.push_async_callback(dispatcher.stop)
-    state.dispatcher = dispatcher
     meter = _meter(settings, LedgerTotals(engine, recorder), redis, metrics)
     admission = Admission(settings, engine, meter, alerts=alerts)
     await admission.start()
     stack.push_async_callback(admission.stop)
-    state.admission = admission
     sweeper = CreditSweeper(engine, settings.credits_sweep_interval_s, admission.reload)
     await sweeper.start()
     stack.push_async_callback(sweeper.stop)
-    state.credit_sweeper = sweeper
     upstreams = {name: Upstream(name, cfg, settings) for name, cfg in settings.providers.items()}
     for upstream in upstreams.values():
         await upstream.start()
         stack.push_async_callback(upstream.close)
-    state.gateway = Gateway(
+    gateway = Gateway(
         settings, ModelRouter(settings, catalog), upstreams, recorder, metrics, admission
+    )
+    return Services(
+        settings=settings,
+        auth_throttle=throttle,
+        metrics=metrics,
+        catalog=catalog,
+        engine=engine,
+        recorder=recorder,
+        redis=redis,
+        alerts=alerts,
+        secret_box=secret_box,
+        dispatcher=dispatcher,
+        admission=admission,
+        gateway=gateway,
+        credit_sweeper=sweeper,
     )
 
 
@@ -270,7 +347,9 @@ async def _stopped(recorder: UsageRecorder, timeout_s: float) -> None:
     log.info("stopped", extra={"usage_records_written": recorder.written})
 
 
-def _meter(settings: Settings, ledger: LedgerTotals, redis: Any, metrics: Metrics) -> Meter[Any]:
+def _meter(
+    settings: Settings, ledger: LedgerTotals, redis: Redis | None, metrics: Metrics
+) -> Meter[Any]:
     """The admission strategy, chosen once: counters in Redis when ``redis_url`` is set
     (every replica shares them), else in this process."""
     ttl_s = settings.request_timeout_s + 60  # reservations outlive any request
@@ -281,7 +360,7 @@ def _meter(settings: Settings, ledger: LedgerTotals, redis: Any, metrics: Metric
     return RedisMeter(redis, ledger, ttl_s=ttl_s, metrics=metrics)
 
 
-def _redis_client(settings: Settings) -> Any:
+def _redis_client(settings: Settings) -> Redis | None:
     if not settings.redis_url:
         return None
     try:

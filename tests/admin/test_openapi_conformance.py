@@ -262,7 +262,7 @@ async def usage(api: Conformance, app: Any) -> None:
     key = {"Authorization": f"Bearer {api.key}"}
     response = await api.client.post("/v1/chat/completions", json=chat, headers=key)
     assert response.status_code == 200, response.text
-    await app.state.recorder.flush()
+    await app.services.recorder.flush()
     page = await api.call("GET", "/api/usage", 200, params={"limit": "10", "since": "2020-01-01"})
     assert page["count"] == 1 and page["usage"][0]["cost"] > 0
     await api.call("GET", "/api/usage", 200, params={"limit": "1", "until": "1700000000"})
@@ -382,9 +382,9 @@ async def debug(api: Conformance, app: Any, make_settings: Any, tmp_path: Any) -
     await api.call("GET", f"{g}/health", 401, headers=WRONG_KEY)
     # A database that does not answer (a path no engine can open).
     broken = create_engine(make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/no/x.db"))
-    working, app.state.engine = app.state.engine, broken
+    working, app.services.engine = app.services.engine, broken
     try:
         await api.call("GET", f"{g}/health", 503)
     finally:
-        app.state.engine = working
+        app.services.engine = working
         await broken.dispose()

@@ -255,7 +255,7 @@ async def test_a_burst_while_a_budget_changes_never_overspends(gateway, app):
     takes long enough for the first admitted requests to settle before every request
     that started its own rebuild has finished it."""
     max_limit = usd(5 * worst_case_nanos())
-    meter = app.state.admission.meter
+    meter = app.services.admission.meter
     for attempt in range(4):
         key, value = await create_key(
             gateway, name=f"busy-{attempt}", budget={"max_limit": 1, "reset_duration": "1d"}

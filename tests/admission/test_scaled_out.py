@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from tests.governance.helpers import (
     admin,
     assert_counters_match_ledger,
@@ -34,7 +33,9 @@ from tests.governance.helpers import (
     worst_case_nanos,
 )
 
-Replica = tuple[Starlette, httpx.AsyncClient]
+from tollhouse.app import Tollhouse
+
+Replica = tuple[Tollhouse, httpx.AsyncClient]
 
 
 @pytest.fixture
@@ -53,12 +54,12 @@ async def replicas(settings: Any, n: int = 2) -> AsyncIterator[list[Replica]]:
 async def quiet(group: list[Replica]) -> None:
     """Every settle sent to Redis and every record in the ledger, on every replica."""
     for _ in range(500):
-        if all(app.state.admission.meter.pending == 0 for app, _ in group):
+        if all(app.services.admission.meter.pending == 0 for app, _ in group):
             break
         await asyncio.sleep(0.01)
     for app, _ in group:
-        await app.state.recorder.flush()
-        assert app.state.admission.meter.pending == 0
+        await app.services.recorder.flush()
+        assert app.services.admission.meter.pending == 0
 
 
 async def spread(group: list[Replica], value: str, n: int, **body: Any) -> list[httpx.Response]:
@@ -78,7 +79,7 @@ async def test_two_replicas_never_overspend(settings, upstream):
         max_limit = usd(5 * worst_case_nanos())
         budget = {"max_limit": max_limit, "reset_duration": "1d"}
         key, value = await create_key(client, team_id=team["id"], budget=budget)
-        await group[1][0].state.admission.reload()
+        await group[1][0].services.admission.reload()
         scenario(upstream, latency_ms=40, count=200)
 
         responses = await spread(group, value, 200)
@@ -109,7 +110,7 @@ async def test_request_limit_is_exact_across_replicas(settings, upstream, scope)
         key, value = await create_key(
             client, team_id=team["id"], **({"rate_limit": rate} if scope == "key" else {})
         )
-        await group[1][0].state.admission.reload()
+        await group[1][0].services.admission.reload()
         scenario(upstream, latency_ms=30, count=50)
 
         responses = await spread(group, value, 50)
@@ -126,7 +127,7 @@ async def test_counters_are_rebuilt_when_redis_loses_its_data(settings, upstream
         rate = {"request_max_limit": 10_000, "request_reset_duration": "1d"}
         rate |= {"token_max_limit": 10**9, "token_reset_duration": "1d"}
         key, value = await create_key(client, budget=budget, rate_limit=rate)
-        await group[1][0].state.admission.reload()
+        await group[1][0].services.admission.reload()
         assert statuses(await spread(group, value, 30)) == {200: 30}
         await quiet(group)
 
@@ -240,13 +241,13 @@ async def test_on_meter_failure_is_validated_merged_and_inherited(settings, upst
         assert team["on_meter_failure"] == "open"
         key, _ = await create_key(client, team_id=team["id"])
         assert key["on_meter_failure"] is None
-        info = app.state.admission.snapshot.keys_by_id[key["id"]]
+        info = app.services.admission.snapshot.keys_by_id[key["id"]]
         assert info.on_meter_failure == "open"  # inherited from the team
         response = await client.put(
             f"/api/governance/virtual-keys/{key['id']}", json={"on_meter_failure": "closed"}
         )
         assert response.json()["virtual_key"]["on_meter_failure"] == "closed"
-        assert app.state.admission.snapshot.keys_by_id[key["id"]].on_meter_failure == "closed"
+        assert app.services.admission.snapshot.keys_by_id[key["id"]].on_meter_failure == "closed"
         response = await client.put(f"/api/governance/teams/{team['id']}", json={})
         assert response.json()["team"]["on_meter_failure"] == "open"  # {} changes nothing
 
@@ -274,14 +275,14 @@ async def test_a_budget_added_while_a_request_is_in_flight_still_matches_the_led
         app, client = group[0]
         team = await create_team(client)
         _, value = await create_key(client, team_id=team["id"])
-        await group[1][0].state.admission.reload()
+        await group[1][0].services.admission.reload()
         scenario(upstream, latency_ms=400)
         slow = asyncio.create_task(chat(client, value))
         await asyncio.sleep(0.1)  # admitted, waiting on the upstream
         budget = {"budget": {"max_limit": 1, "reset_duration": "1d"}}
         await admin(client, "PUT", f"/teams/{team['id']}", budget)
         assert (await slow).status_code == 200
-        await group[1][0].state.admission.reload()
+        await group[1][0].services.admission.reload()
         assert (await chat(group[1][1], value)).status_code == 200
         await quiet(group)
         for _, other in group:

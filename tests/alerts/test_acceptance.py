@@ -24,12 +24,12 @@ def settings(make_settings, both_deployments):
 
 
 async def settled(app) -> None:
-    meter = app.state.admission.meter
+    meter = app.services.admission.meter
     for _ in range(500):
         if meter.pending == 0:
             break
         await asyncio.sleep(0.01)
-    await app.state.alerts.flush()
+    await app.services.alerts.flush()
 
 
 async def wait_for_mail(smtp: SmtpReceiver, count: int, limit_s: float = 10.0) -> None:

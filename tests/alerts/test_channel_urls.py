@@ -25,7 +25,7 @@ def settings(make_settings, both_stores):
 
 
 async def stored_rows(app) -> str:
-    async with app.state.engine.connect() as conn:
+    async with app.services.engine.connect() as conn:
         return repr((await conn.execute(select(notification_channels))).all())
 
 
@@ -91,7 +91,7 @@ async def test_plaintext_urls_of_an_older_version_are_encrypted_at_start(setting
     try:
         async with running(settings) as (app, _):
             now = datetime.now(UTC)
-            async with app.state.engine.begin() as conn:
+            async with app.services.engine.begin() as conn:
                 await conn.execute(
                     insert(notification_channels).values(
                         id=str(uuid.uuid4()),

@@ -35,9 +35,9 @@ async def test_crud_with_a_write_only_secret(app, gateway):
     )
     channel = made["notification_channel"]
     assert channel["has_secret"] is True and "secret" not in channel
-    async with app.state.engine.connect() as conn:
+    async with app.services.engine.connect() as conn:
         stored = (await conn.execute(select(notification_channels.c.secret))).scalar_one()
-    assert "s3" not in stored and app.state.secret_box.decrypt(stored) == "s3"
+    assert "s3" not in stored and app.services.secret_box.decrypt(stored) == "s3"
 
     listed = (await gateway.get(API)).json()
     assert listed["count"] == 1 and "secret" not in listed["notification_channels"][0]

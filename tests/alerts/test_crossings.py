@@ -20,8 +20,8 @@ def settings(make_settings, both_stores):
 
 
 async def events(app) -> list[tuple[str, Decimal, bool]]:
-    await app.state.alerts.flush()
-    async with app.state.engine.connect() as conn:
+    await app.services.alerts.flush()
+    async with app.services.engine.connect() as conn:
         rows = await conn.execute(
             select(alert_events.c.event, alert_events.c.threshold, alert_events.c.payload)
         )
@@ -69,7 +69,7 @@ async def test_two_replicas_on_redis_alert_once_each(
         app, client = group[0]
         budget = {"max_limit": usd(20 * worst_case_nanos()), "reset_duration": "1d"}
         _, value = await create_key(client, budget=budget)
-        await group[1][0].state.admission.reload()
+        await group[1][0].services.admission.reload()
         scenario(upstream, latency_ms=20, count=200)
 
         calls = (chat(group[i % 2][1], value) for i in range(200))
@@ -78,10 +78,10 @@ async def test_two_replicas_on_redis_alert_once_each(
         assert {r.status_code for r in responses} == {200, 402}
         for replica, _ in group:
             for _ in range(200):  # settles reach Redis, then the alert writers run
-                if replica.state.admission.meter.pending == 0:
+                if replica.services.admission.meter.pending == 0:
                     break
                 await asyncio.sleep(0.01)
-            await replica.state.alerts.flush()
+            await replica.services.alerts.flush()
         seen = await events(app)
     assert [(e, t) for e, t, _ in seen] == [
         ("budget_crossed", Decimal(1)),

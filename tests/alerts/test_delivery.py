@@ -35,9 +35,9 @@ def settings(make_settings, both_deployments):
 
 async def add_channel(app, kind: str, config: dict, secret: str | None = None) -> str:
     channel_id = str(uuid.uuid4())
-    token = app.state.secret_box.encrypt(secret) if secret else None
+    token = app.services.secret_box.encrypt(secret) if secret else None
     now = datetime.now(UTC)
-    async with app.state.engine.begin() as conn:
+    async with app.services.engine.begin() as conn:
         await conn.execute(
             insert(notification_channels).values(
                 id=channel_id,
@@ -66,7 +66,7 @@ async def until(check, limit_s: float = 10.0) -> None:
 
 
 async def deliveries(app) -> list[tuple[str, int]]:
-    async with app.state.engine.connect() as conn:
+    async with app.services.engine.connect() as conn:
         rows = await conn.execute(select(alert_deliveries.c.status, alert_deliveries.c.attempts))
         return sorted((r.status, r.attempts) for r in rows)
 
@@ -84,7 +84,7 @@ async def test_a_receiver_failing_three_times_gets_each_event_once_after_four_at
         channel = await add_channel(app, "webhook", {"url": receiver.url}, SECRET)
         _, value = await key_alerting_to(app, gateway, [channel])
         await spend_to_the_limit(gateway, value)
-        await app.state.alerts.flush()
+        await app.services.alerts.flush()
 
         async def done() -> bool:
             rows = await deliveries(app)
@@ -98,7 +98,7 @@ async def test_a_receiver_failing_three_times_gets_each_event_once_after_four_at
         assert receiver.verified == 2  # each event accepted once, signature checked
         accepted = [r.json()["event"] for r in receiver.requests if r.json()]
         assert sorted(set(accepted)) == ["budget_crossed", "threshold_crossed"]
-        async with app.state.engine.connect() as conn:
+        async with app.services.engine.connect() as conn:
             attempts = (await conn.execute(select(alert_attempts.c.ok))).scalars().all()
         assert sorted(attempts) == [False] * 6 + [True] * 2
     finally:
@@ -112,7 +112,7 @@ async def test_email_over_smtp_with_text_and_html(app, gateway, upstream):
         channel = await add_channel(app, "email", config)
         _, value = await key_alerting_to(app, gateway, [channel])
         await spend_to_the_limit(gateway, value)
-        await app.state.alerts.flush()
+        await app.services.alerts.flush()
 
         async def two() -> bool:
             return len(smtp.messages) == 2
@@ -131,7 +131,7 @@ async def test_an_unconfigured_channel_logs_a_preview(app, gateway, upstream, ca
     channel = await add_channel(app, "email", {"to": ["nobody@example.test"]})
     _, value = await key_alerting_to(app, gateway, [channel])
     await spend_to_the_limit(gateway, value)
-    await app.state.alerts.flush()
+    await app.services.alerts.flush()
 
     async def sent() -> bool:
         rows = await deliveries(app)
@@ -156,7 +156,7 @@ async def test_a_channel_that_never_answers_does_not_slow_inference(app, gateway
             timings.append(time.perf_counter() - started)
         baseline = sorted(timings)[len(timings) // 2]
         await spend_to_the_limit(gateway, value)
-        await app.state.alerts.flush()
+        await app.services.alerts.flush()
 
         async def hanging() -> bool:
             return len(receiver.requests) >= 1

@@ -50,7 +50,7 @@ async def post(gateway, body: bytes, headers: dict[str, str]):
 
 
 async def stored(app) -> int:
-    async with app.state.engine.connect() as conn:
+    async with app.services.engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(alert_events))).scalar())
 
 
@@ -83,7 +83,7 @@ async def test_a_litellm_event_is_stored_once_and_routed(app, gateway):
             await asyncio.sleep(0.02)
         assert len(receiver.requests) == 1
         assert receiver.requests[0].json()["event_message"] == LITELLM_EVENT["event_message"]
-        async with app.state.engine.connect() as conn:
+        async with app.services.engine.connect() as conn:
             assert (
                 await conn.execute(select(func.count()).select_from(alert_deliveries))
             ).scalar() == 1

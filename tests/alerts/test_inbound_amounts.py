@@ -120,7 +120,7 @@ async def test_an_event_without_max_budget_is_delivered(settings):
             assert (await post(client, raw_event(spend="12.5"))).status_code == 200
 
             async def delivered() -> bool:
-                async with app.state.engine.connect() as conn:
+                async with app.services.engine.connect() as conn:
                     rows = (await conn.execute(select(alert_deliveries.c.status))).scalars()
                     return sorted(rows) == ["sent", "sent"]
 
@@ -137,7 +137,7 @@ async def test_a_channel_that_cannot_render_records_failed_attempts_and_gives_up
     every attempt is recorded as failed, with backoff, until ``alert_max_attempts``."""
     async with running(settings) as (app, client):
         now = datetime.now(UTC)
-        async with app.state.engine.begin() as conn:
+        async with app.services.engine.begin() as conn:
             await conn.execute(
                 insert(notification_channels).values(
                     id=str(uuid.uuid4()),
@@ -152,12 +152,12 @@ async def test_a_channel_that_cannot_render_records_failed_attempts_and_gives_up
         assert (await post(client, raw_event(spend="1", max_budget="2"))).status_code == 200
 
         async def given_up() -> bool:
-            async with app.state.engine.connect() as conn:
+            async with app.services.engine.connect() as conn:
                 rows = (await conn.execute(select(alert_deliveries))).all()
                 return bool(rows) and rows[0].status == "failed"
 
         await wait_until(given_up, within=10)
-        async with app.state.engine.connect() as conn:
+        async with app.services.engine.connect() as conn:
             delivery = (await conn.execute(select(alert_deliveries))).one()
             attempts = (await conn.execute(select(alert_attempts))).all()
     assert delivery.attempts == 3 and len(attempts) == 3

@@ -20,7 +20,7 @@ def settings(make_settings):
 
 
 async def stored(app) -> int:
-    async with app.state.engine.connect() as conn:
+    async with app.services.engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(alert_events))).scalar())
 
 

@@ -74,7 +74,7 @@ async def test_credentials_without_tls_are_refused_and_recorded(settings):
             ).status_code == 200
             deadline = time.monotonic() + 10
             while True:
-                async with app.state.engine.connect() as conn:
+                async with app.services.engine.connect() as conn:
                     status = (await conn.execute(select(alert_deliveries.c.status))).scalar()
                     errors = (await conn.execute(select(alert_attempts.c.error))).scalars().all()
                 if status == "failed":

@@ -1,12 +1,18 @@
-"""``tollhouse serve`` refuses settings that cannot work, naming the settings to change."""
+"""``tollhouse serve`` refuses settings that cannot work, naming the settings to change;
+a shutdown signal turns ``/readyz`` to draining at once."""
 
 from __future__ import annotations
 
+import signal
+
 import click
 import pytest
+from tests.support import running
 
-from tollhouse.cli.serve import check_startup
+from tollhouse.app import create_app
+from tollhouse.cli.serve import GatewayServer, check_startup
 from tollhouse.config import load_settings
+from tollhouse.web.server import server_config
 
 
 def settings(**overrides):
@@ -87,3 +93,21 @@ def test_serve_refuses_an_empty_admin_key(invoke):
     result = invoke("serve", "--host", "0.0.0.0", env={"TOLLHOUSE_ADMIN_KEY": ""})
     assert result.exit_code != 0
     assert "admin_key" in result.output and "empty" in result.output
+
+
+async def test_a_shutdown_signal_turns_readyz_to_draining(make_settings):
+    async with running(make_settings()) as (app, client):
+        server = GatewayServer(server_config(app.services.settings, app), app)
+        assert (await client.get("/readyz")).json()["status"] == "ready"
+        server.handle_exit(signal.SIGTERM, None)
+        assert server.should_exit
+        response = await client.get("/readyz")
+        assert (response.status_code, response.json()) == (503, {"status": "draining"})
+
+
+def test_a_shutdown_signal_before_start_up_only_stops_the_server(make_settings):
+    settings = make_settings()
+    app = create_app(settings)
+    server = GatewayServer(server_config(settings, app), app)
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.should_exit

@@ -39,7 +39,7 @@ async def journal_matches_ledger(app: Any, client: Any, account_id: str) -> Deci
     returns what the records cost."""
     rows = await records(client, app, credit_account_id=account_id)
     spent = sum((r["cost"] for r in rows), Decimal(0))
-    async with app.state.engine.connect() as conn:
+    async with app.services.engine.connect() as conn:
         funded, posted = await service.journal_totals(conn, account_id)
         account = await service.get_account(conn, account_id)
         t = credit_transactions.c

@@ -57,8 +57,8 @@ async def test_a_future_grant_is_booked_when_it_takes_effect(gateway, app):
     assert lot["status"] == "scheduled"
     assert (await balance(gateway, account_id))["total"] == 0
     assert (await chat(gateway, value)).status_code == 402
-    assert await app.state.credit_sweeper.sweep(start - timedelta(seconds=1)) == (0, 0)
-    assert await app.state.credit_sweeper.sweep(start) == (1, 0)
+    assert await app.services.credit_sweeper.sweep(start - timedelta(seconds=1)) == (0, 0)
+    assert await app.services.credit_sweeper.sweep(start) == (1, 0)
     assert (await balance(gateway, account_id))["total"] == 1
     assert (await chat(gateway, value)).status_code == 200
 
@@ -77,7 +77,7 @@ async def test_usage_draws_by_priority_then_soonest_expiry_and_expiry_books_the_
 
     # The sweeper draws the lots down before it expires the soonest one.
     expired_at = now + timedelta(days=1, seconds=1)
-    assert await app.state.credit_sweeper.sweep(expired_at) == (0, 1)
+    assert await app.services.credit_sweeper.sweep(expired_at) == (0, 1)
     journal = await entries(gateway, account_id)
     assert journal[0]["kind"] == "expire"
     assert journal[0]["lot_id"] == lapses_sooner["id"]

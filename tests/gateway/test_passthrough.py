@@ -118,7 +118,7 @@ async def test_openrouter_models_list_is_charged_at_its_dearest_entry(make_setti
         assert response.status_code == 200, response.text
         (record,) = await records(client, app)
         # The provider may have served any entry: the record is charged at the dearest.
-        dearest = app.state.catalog.get("openrouter", "anthropic/claude-sonnet-4")
+        dearest = app.services.catalog.get("openrouter", "anthropic/claude-sonnet-4")
         assert record["cost"] == dearest.cost(4, 5)
         assert record["model"] == "openai/gpt-4o-mini"
 
@@ -273,7 +273,7 @@ async def test_unpriced_model_names_keep_metrics_and_router_cache_bounded(make_s
                 assert response.status_code == 200, response.text
 
         await asyncio.gather(*(send(name) for name in names))
-        assert app.state.gateway.router.cache_size <= CACHE_LIMIT
+        assert app.services.gateway.router.cache_size <= CACHE_LIMIT
         text = (await client.get("/metrics")).text
         models = {labels["model"] for labels in _series(text, "tollhouse_requests_total")}
         assert len(models) <= UNPRICED_MODEL_LABELS + 1

@@ -413,7 +413,7 @@ async def test_chat_stream_cut_short_is_charged_for_what_was_streamed(gateway, a
     assert record["prompt_tokens"] == prompt_token_bound(body)
     # One token is at least one byte, and never more than max_tokens were asked for.
     assert record["completion_tokens"] == min(len(streamed.encode()), body["max_tokens"])
-    price = app.state.catalog.get("openai", "gpt-4o-mini")
+    price = app.services.catalog.get("openai", "gpt-4o-mini")
     assert record["cost"] == price.cost(record["prompt_tokens"], record["completion_tokens"])
     assert record["cost"] > 0
 

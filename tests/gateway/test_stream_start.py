@@ -68,7 +68,7 @@ class ClientGone(OSError):
 
 
 def in_flight(app: Any) -> float:
-    return float(app.state.metrics.in_flight._value.get())
+    return float(app.services.metrics.in_flight._value.get())
 
 
 @pytest.mark.parametrize("path", [CHAT, "/v1/messages"])

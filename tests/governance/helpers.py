@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 from sqlalchemy import String, cast, insert, literal, select
-from starlette.applications import Starlette
 from tests.support import decode
 from tests.support import records as records
 from tests.support import running as running
 from tests.support import scenario as scenario
 from tests.support import upstream_stats as upstream_stats
 
+from tollhouse.app import Tollhouse
 from tollhouse.db.types import Money, UTCDateTime
 from tollhouse.gateway.estimate import PER_MESSAGE_OVERHEAD, PER_REQUEST_OVERHEAD
 from tollhouse.ledger.models import usage_records
@@ -220,7 +220,7 @@ _OWNER = {"customers": "customer_id", "teams": "team_id", "virtual-keys": "key_i
 
 
 async def assert_counters_match_ledger(
-    client: httpx.AsyncClient, app: Starlette, kind: str, entity_id: str
+    client: httpx.AsyncClient, app: Tollhouse, kind: str, entity_id: str
 ) -> list[dict[str, Any]]:
     """The entity's budget and rate-limit counters (as the admin API shows them) equal
     what its ledger records add up to, to the last nano-dollar; no capacity stays held.
@@ -242,7 +242,7 @@ async def assert_counters_match_ledger(
     return rows
 
 
-async def fill_ledger(app: Starlette, key_id: str, count: int, at: datetime) -> None:
+async def fill_ledger(app: Tollhouse, key_id: str, count: int, at: datetime) -> None:
     """``count`` zero-cost error records of ``key_id`` at ``at``, in one INSERT … SELECT:
     a ledger as big as a busy key's day, which makes rebuilding its counters take a while.
     """
@@ -267,5 +267,5 @@ async def fill_ledger(app: Starlette, key_id: str, count: int, at: datetime) -> 
         t.streamed: literal(False),
     }
     query = insert(usage_records).from_select(list(values), select(*values.values()))
-    async with app.state.engine.begin() as conn:
+    async with app.services.engine.begin() as conn:
         await conn.execute(query)

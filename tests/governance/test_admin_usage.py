@@ -200,11 +200,11 @@ async def test_debug_health_when_the_database_is_gone(gateway, app, make_setting
     broken = create_engine(
         make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db")
     )
-    working, app.state.engine = app.state.engine, broken
+    working, app.services.engine = app.services.engine, broken
     try:
         data = await admin(gateway, "GET", "/debug/health", status=503)
     finally:
-        app.state.engine = working
+        app.services.engine = working
         await broken.dispose()
     assert data["status"] == "unhealthy"
     assert data["checks"]["database"]["status"] == "unhealthy"

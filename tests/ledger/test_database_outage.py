@@ -46,7 +46,7 @@ async def send(client: httpx.AsyncClient, n: int) -> list[httpx.Response]:
 
 async def test_postgres_outage_loses_no_record(settings, private_postgres, upstream):
     async with running(settings) as (app, client):
-        recorder = app.state.recorder
+        recorder = app.services.recorder
         before = await send(client, 40)
         await recorder.flush()
         await asyncio.to_thread(private_postgres.stop)
@@ -71,14 +71,14 @@ async def test_records_left_on_disk_are_replayed_by_the_next_start(
     settings, private_postgres, upstream
 ):
     async with running(settings) as (app, client):
-        await app.state.recorder.flush()
+        await app.services.recorder.flush()
         await asyncio.to_thread(private_postgres.stop)
         answered = [r.headers["x-request-id"] for r in await send(client, 30)]
     # Stopped with the database still away: the records wait in the spool directory.
     assert spooled_bytes(settings.spool_dir) > 0
     await asyncio.to_thread(private_postgres.start)
     async with running(settings) as (app, client):
-        await wait_until(lambda: _true(not app.state.recorder.degraded), within=20)
+        await wait_until(lambda: _true(not app.services.recorder.degraded), within=20)
     assert sorted(await ledger_ids(private_postgres)) == sorted(answered)
     assert spooled_bytes(settings.spool_dir) == 0
 

@@ -14,7 +14,7 @@ from tests.support import flushed
 
 async def add(app, records) -> None:
     for record in records:
-        app.state.recorder.add(record)
+        app.services.recorder.add(record)
     await flushed(app)
 
 

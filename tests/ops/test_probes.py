@@ -84,7 +84,7 @@ async def test_metrics_exposition_after_a_request(gateway, app):
         "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": HI, "max_tokens": 5}
     )
     assert response.status_code == 200
-    await app.state.recorder.flush()
+    await app.services.recorder.flush()
     metrics = await gateway.get("/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")

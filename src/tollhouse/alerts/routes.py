@@ -9,8 +9,9 @@ connection (``service``, ``inbound``) and shape the reply (``schemas``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,7 +34,10 @@ from tollhouse.alerts.schemas import (
     WebhookReceipt,
     WebhookStored,
 )
+from tollhouse.alerts.service import AlertService
 from tollhouse.alerts.signing import HEADER, SignatureError, check, parse_header
+from tollhouse.config import Settings
+from tollhouse.crypto import SecretBox
 from tollhouse.errors import ServiceUnavailable, SignatureInvalid
 from tollhouse.web.bodies import max_depth, read_body
 from tollhouse.web.responses import JSONResponse
@@ -41,21 +45,50 @@ from tollhouse.web.routing import Answer, Operation, Resource, client_address
 from tollhouse.web.validation import read_model
 
 
-def _state(request: Request) -> Any:
-    return request.app.state
+class FailureCounter(Protocol):
+    """The admin API's failure throttle (``admin`` imports ``alerts``, not back): bad
+    signatures count against their sender as bad admin keys do."""
+
+    def check(self, client: str) -> None: ...
+
+    def failed(self, client: str) -> None: ...
 
 
-async def _seal_legacy(state: Any) -> None:
+class AlertServices(Protocol):
+    """What these routes use of the running service (``web/services.py``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def secret_box(self) -> SecretBox | None: ...
+
+    @property
+    def alerts(self) -> AlertService: ...
+
+    @property
+    def auth_throttle(self) -> FailureCounter: ...
+
+
+def _services(request: Request) -> AlertServices:
+    services: AlertServices = request.app.services
+    return services
+
+
+async def _seal_legacy(services: AlertServices) -> None:
     """Encrypt URLs an older version stored in plaintext, when the key is at hand."""
-    if state.secret_box is not None:
-        async with state.engine.begin() as conn:
-            await service.seal_legacy(conn, state.secret_box)
+    if services.secret_box is not None:
+        async with services.engine.begin() as conn:
+            await service.seal_legacy(conn, services.secret_box)
 
 
 async def list_channels(request: Request) -> Response:
-    state = _state(request)
-    await _seal_legacy(state)
-    async with state.engine.connect() as conn:
+    services = _services(request)
+    await _seal_legacy(services)
+    async with services.engine.connect() as conn:
         rows = await service.list_channels(conn)
     items = [ChannelRead.from_row(row) for row in rows]
     return JSONResponse(ChannelList(notification_channels=items, count=len(items)))
@@ -63,44 +96,48 @@ async def list_channels(request: Request) -> Response:
 
 async def create_channel(request: Request) -> Response:
     body = await read_model(request, ChannelCreate)
-    state = _state(request)
-    async with state.engine.begin() as conn:
-        row = await service.create_channel(conn, body, state.secret_box)
+    services = _services(request)
+    async with services.engine.begin() as conn:
+        row = await service.create_channel(conn, body, services.secret_box)
     message = "Notification channel created successfully"
     reply = ChannelWritten(message=message, notification_channel=ChannelRead.from_row(row))
     return JSONResponse(reply, 201)
 
 
 async def get_channel(request: Request) -> Response:
-    state = _state(request)
-    await _seal_legacy(state)
-    async with state.engine.connect() as conn:
+    services = _services(request)
+    await _seal_legacy(services)
+    async with services.engine.connect() as conn:
         row = await service.get_channel(conn, request.path_params["id"])
     return JSONResponse(ChannelOne(notification_channel=ChannelRead.from_row(row)))
 
 
 async def update_channel(request: Request) -> Response:
     body = await read_model(request, ChannelUpdate)
-    state = _state(request)
-    async with state.engine.begin() as conn:
-        row = await service.update_channel(conn, request.path_params["id"], body, state.secret_box)
+    services = _services(request)
+    async with services.engine.begin() as conn:
+        row = await service.update_channel(
+            conn, request.path_params["id"], body, services.secret_box
+        )
     message = "Notification channel updated successfully"
     reply = ChannelWritten(message=message, notification_channel=ChannelRead.from_row(row))
     return JSONResponse(reply)
 
 
 async def delete_channel(request: Request) -> Response:
-    async with _state(request).engine.begin() as conn:
+    async with _services(request).engine.begin() as conn:
         await service.delete_channel(conn, request.path_params["id"])
     return JSONResponse(ChannelDeleted(message="Notification channel deleted successfully"))
 
 
 async def send_test(request: Request) -> Response:
     """Send a sample event through the channel now; answers what happened."""
-    state = _state(request)
-    async with state.engine.connect() as conn:
+    services = _services(request)
+    async with services.engine.connect() as conn:
         row = await service.get_channel(conn, request.path_params["id"])
-    outcome = await service.send_test(row, state.secret_box, state.settings.alert_send_timeout_s)
+    outcome = await service.send_test(
+        row, services.secret_box, services.settings.alert_send_timeout_s
+    )
     return JSONResponse(
         SendResult(
             ok=outcome.ok,
@@ -113,14 +150,14 @@ async def send_test(request: Request) -> Response:
 
 async def list_alerts(request: Request) -> Response:
     limit = AlertsQuery.parse(request.query_params).limit
-    async with _state(request).engine.connect() as conn:
+    async with _services(request).engine.connect() as conn:
         rows, total = await service.list_events(conn, limit)
     items = [AlertRead.from_row(row) for row in rows]
     return JSONResponse(AlertList(alerts=items, count=len(items), total=total))
 
 
 async def list_deliveries(request: Request) -> Response:
-    async with _state(request).engine.connect() as conn:
+    async with _services(request).engine.connect() as conn:
         found = await service.list_deliveries(conn, request.path_params["id"])
     items = [DeliveryRead.from_rows(row, attempts) for row, attempts in found]
     return JSONResponse(DeliveryList(deliveries=items, count=len(items)))
@@ -128,8 +165,8 @@ async def list_deliveries(request: Request) -> Response:
 
 async def budget_webhook(request: Request) -> Response:
     """A budget event signed with ``inbound_webhook_secret`` (``inbound``)."""
-    state = _state(request)
-    secret = state.settings.inbound_webhook_secret
+    services = _services(request)
+    secret = services.settings.inbound_webhook_secret
     if secret is None:
         raise ServiceUnavailable(
             "inbound budget webhooks are off: set TOLLHOUSE_INBOUND_WEBHOOK_SECRET"
@@ -137,20 +174,20 @@ async def budget_webhook(request: Request) -> Response:
     # The header is checked before the body is read: an unsigned or stale request costs
     # no more than its headers. Failures count against the sender's address.
     client = client_address(request)
-    state.auth_throttle.check(client)
+    services.auth_throttle.check(client)
     try:
         parsed = parse_header(request.headers.get(HEADER))
         raw = await read_body(request)
         check(parsed, raw, secret.get_secret_value())
     except SignatureError as exc:
-        state.auth_throttle.failed(client)
+        services.auth_throttle.failed(client)
         raise SignatureInvalid(str(exc)) from None
     event, data = inbound.read_event(raw, max_depth(request))
-    async with state.engine.begin() as conn:
+    async with services.engine.begin() as conn:
         event_id = await inbound.store_event(conn, event, data, raw)
     if event_id is None:
         return JSONResponse(WebhookDuplicate(status="duplicate"))
-    state.alerts.on_written.set()
+    services.alerts.on_written.set()
     return JSONResponse(WebhookStored(status="stored", id=event_id))
 
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from types import FrameType
 
 import click
 import uvicorn
-from starlette.applications import Starlette
 
 from tollhouse.admin.auth import is_loopback
-from tollhouse.app import create_app
+from tollhouse.app import Tollhouse, create_app
 from tollhouse.cli.options import config_option, settings_from
 from tollhouse.cli.supervisor import run_workers
 from tollhouse.config import Settings
 from tollhouse.ops.logging import configure_logging
 from tollhouse.web.server import server_config
+from tollhouse.web.services import NotStarted
 
 
 def check_startup(settings: Settings) -> None:
@@ -40,12 +41,15 @@ class GatewayServer(uvicorn.Server):
     look like a crash (exit -15) to supervisors and tests.
     """
 
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+    def __init__(self, config: uvicorn.Config, app: Tollhouse) -> None:
         super().__init__(config)
         self._app = app
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._app.state.draining = True
+        # Before start-up is done there is nothing to drain: uvicorn serves nothing once
+        # it has been told to exit.
+        with contextlib.suppress(NotStarted):
+            self._app.services.draining = True
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
 

@@ -9,14 +9,17 @@ changes what admission may spend reloads this process's engine before answering.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tollhouse.config import Settings
 from tollhouse.credits import service, statement
 from tollhouse.credits.answers import account_read, entry_read, grant_read, topup_read
 from tollhouse.credits.lots import open_lots
@@ -50,28 +53,58 @@ CHECKOUT_LIFETIME = timedelta(hours=1)
 _MAX_IDEMPOTENCY_KEY = 255
 
 
-def _state(request: Request) -> Any:
-    return request.app.state
+class FailureCounter(Protocol):
+    """The admin API's failure throttle: bad signatures count against their sender."""
+
+    def check(self, client: str) -> None: ...
+
+    def failed(self, client: str) -> None: ...
 
 
-def _admission(request: Request) -> Any:
-    """The admission engine, or ``None`` when none runs in this process."""
-    return getattr(request.app.state, "admission", None)
+class Admission(Protocol):
+    """The admission engine, as these routes use it (``admission`` imports this package's
+    tables, so not back)."""
+
+    def authenticate(self, headers: Mapping[str, str]) -> Any: ...
+
+    async def credit_usage(self, account_id: str) -> tuple[Decimal, Decimal] | None: ...
+
+    async def reload(self) -> None: ...
+
+
+class CreditServices(Protocol):
+    """What these routes use of the running service (``web/services.py``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    @property
+    def auth_throttle(self) -> FailureCounter: ...
+
+
+def _state(request: Request) -> CreditServices:
+    services: CreditServices = request.app.services
+    return services
+
+
+def _admission(request: Request) -> Admission:
+    return _state(request).admission
 
 
 async def _live(request: Request, account_id: str) -> tuple[Decimal, Decimal] | None:
     """Admission's live usage of the account (settled, held), when it has any."""
-    admission = _admission(request)
-    if admission is None:
-        return None
-    live: tuple[Decimal, Decimal] | None = await admission.credit_usage(account_id)
-    return live
+    return await _admission(request).credit_usage(account_id)
 
 
 async def _changed(request: Request) -> None:
-    admission = _admission(request)
-    if admission is not None:
-        await admission.reload()
+    """After a committed write: the running gateway applies it before we answer."""
+    await _admission(request).reload()
 
 
 async def _account_reply(request: Request, row: Any) -> Any:
@@ -239,10 +272,7 @@ async def stripe_webhook(request: Request) -> Response:
 
 async def key_credits(request: Request) -> Response:
     """``GET /v1/credits``: the balance of the account that pays for the caller's key."""
-    admission = _admission(request)
-    if admission is None:
-        raise NotFound("credits are not served by this process")
-    key = admission.authenticate(request.headers)
+    key = _admission(request).authenticate(request.headers)
     if key is None:
         raise NotFound("anonymous requests have no credit account")
     account_id = next((s.credit.account_id for s in key.chain if s.credit is not None), None)

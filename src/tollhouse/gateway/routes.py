@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +16,18 @@ from tollhouse.web.bodies import read_json_object
 from tollhouse.web.responses import JSONResponse
 
 
+class GatewayServices(Protocol):
+    """What these routes use of the running service (``web/services.py``)."""
+
+    @property
+    def gateway(self) -> Gateway: ...
+
+
+def _services(request: Request) -> GatewayServices:
+    services: GatewayServices = request.app.services
+    return services
+
+
 def _respond(reply: Reply) -> ASGIApp:
     if reply.stream is not None:
         return EventStreamResponse(reply.stream, reply.headers)
@@ -24,7 +36,7 @@ def _respond(reply: Reply) -> ASGIApp:
 
 def _endpoint(name: str) -> Any:
     async def handler(request: Request) -> ASGIApp:
-        gateway: Gateway = request.app.state.gateway
+        gateway = _services(request).gateway
         ctx = RequestContext()
         request.state.request_id = ctx.request_id
         # The key is checked from the headers before a byte of the body is read.
@@ -37,7 +49,7 @@ def _endpoint(name: str) -> Any:
 
 
 async def list_models(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = _services(request).gateway
     data = [
         {"id": model, "object": "model", "created": 0, "owned_by": owner}
         for model, owner in gateway.models(request.headers)

@@ -2,11 +2,10 @@
 usage counters and debug views.
 
 Handlers are thin: parse the body or the query (``schemas``, through the toolkit), run
-one service call in one transaction, tell the admission engine
-(``app.state.admission``) to reload, shape the reply (``answers``). When no engine runs
-in the process, budgets show no spend and the stored window anchors. Each route says
-what it takes and answers (``web.routing.Operation``): the OpenAPI document is built
-from that.
+one service call in one transaction, tell the admission engine (``GovernanceServices``)
+to reload, shape the reply (``answers``). When no engine runs in the process, budgets
+show no spend and the stored window anchors. Each route says what it takes and answers
+(``web.routing.Operation``): the OpenAPI document is built from that.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -73,14 +72,42 @@ from tollhouse.web.validation import read_model
 _HEALTH_TIMEOUT_S = 2.0
 
 
+class AdmissionEngine(UsageMeter, Protocol):
+    """What these routes ask of the admission engine (``admission`` imports
+    ``governance``, so it is described here rather than imported)."""
+
+    async def refresh(self) -> None: ...
+
+    async def reload(self) -> None: ...
+
+    async def reset_usage(self, budget_ids: list[str], rate_limit_ids: list[str]) -> None: ...
+
+    def counters(self) -> list[dict[str, Any]]: ...
+
+
+class GovernanceServices(Protocol):
+    """What these routes use of the running service (``web/services.py``)."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    # ``None`` where no engine runs: these routes then read and write the database only.
+    @property
+    def admission(self) -> AdmissionEngine | None: ...
+
+
+def _services(request: Request) -> GovernanceServices:
+    services: GovernanceServices = request.app.services
+    return services
+
+
 def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
+    return _services(request).engine
 
 
-def _admission(request: Request) -> Any:
+def _admission(request: Request) -> AdmissionEngine | None:
     """The admission engine, or ``None`` when none runs in this process."""
-    return getattr(request.app.state, "admission", None)
+    return _services(request).admission
 
 
 async def _meter(request: Request) -> UsageMeter | None:
@@ -88,8 +115,7 @@ async def _meter(request: Request) -> UsageMeter | None:
     admission = _admission(request)
     if admission is not None:
         await admission.refresh()
-    meter: UsageMeter | None = admission
-    return meter
+    return admission
 
 
 async def _changed(request: Request) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -9,6 +12,18 @@ from tollhouse.ledger.schemas import UsagePage, UsageQuery, UsageRecordRead
 from tollhouse.ledger.service import UsageFilter, count_usage, list_usage
 from tollhouse.web.responses import JSONResponse
 from tollhouse.web.routing import Answer, Operation, Resource
+
+
+class LedgerServices(Protocol):
+    """What these routes use of the running service (``web/services.py``)."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+
+def _services(request: Request) -> LedgerServices:
+    services: LedgerServices = request.app.services
+    return services
 
 
 async def usage(request: Request) -> Response:
@@ -22,7 +37,7 @@ async def usage(request: Request) -> Response:
         since=q.since,
         until=q.until,
     )
-    async with request.app.state.engine.connect() as conn:
+    async with _services(request).engine.connect() as conn:
         rows, next_cursor = await list_usage(conn, where, limit=q.limit, cursor=q.cursor)
         total = await count_usage(conn, where)
     records = [UsageRecordRead.from_row(row) for row in rows]

@@ -9,15 +9,63 @@ dependencies themselves: the database and, when configured, Redis. ``/health`` a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Protocol
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tollhouse.db import ping
+from tollhouse.ops.metrics import Metrics
 from tollhouse.web.responses import JSONResponse
+from tollhouse.web.services import NotStarted
 
 _CHECK_TIMEOUT_S = 2.0
+
+
+class LedgerWriter(Protocol):
+    """The usage recorder as the probes read it (``ledger`` imports ``ops``, not back)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def degraded(self) -> bool: ...
+
+
+class Pingable(Protocol):
+    """The Redis client, when one is configured (the redis extra is optional)."""
+
+    def ping(self) -> Awaitable[object]: ...
+
+
+class OpsServices(Protocol):
+    """What these routes use of the running service (``web/services.py``)."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def recorder(self) -> LedgerWriter: ...
+
+    @property
+    def redis(self) -> Pingable | None: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+
+def _services(request: Request) -> OpsServices:
+    services: OpsServices = request.app.services
+    return services
 
 
 async def healthz(request: Request) -> Response:
@@ -25,12 +73,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    state = request.app.state
-    if getattr(state, "draining", False):
-        return JSONResponse({"status": "draining"}, 503)
-    if not getattr(state, "ready", False):
+    try:
+        services = _services(request)
+    except NotStarted:
         return JSONResponse({"status": "starting"}, 503)
-    recorder = state.recorder
+    if services.draining:
+        return JSONResponse({"status": "draining"}, 503)
+    if not services.ready:
+        return JSONResponse({"status": "starting"}, 503)
+    recorder = services.recorder
     if recorder.degraded:
         # Still serving (records wait on disk), so still ready: a load balancer must not
         # take every replica out because the database is away.
@@ -45,15 +96,15 @@ async def readyz(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    state = request.app.state
+    services = _services(request)
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(_CHECK_TIMEOUT_S):
-            await ping(state.engine)
+            await ping(services.engine)
         checks["database"] = "ok"
     except Exception as exc:  # any failure means unhealthy; the reason is reported
         checks["database"] = f"error: {type(exc).__name__}"
-    redis = getattr(state, "redis", None)
+    redis = services.redis
     if redis is None:
         checks["redis"] = "not_configured"
     else:
@@ -68,9 +119,9 @@ async def health(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    state = request.app.state
-    state.metrics.ledger_pending.set(state.recorder.pending)
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+    services = _services(request)
+    services.metrics.ledger_pending.set(services.recorder.pending)
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
 # Load balancers probe these without credentials; they tell nothing about the inside.

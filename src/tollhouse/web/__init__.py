@@ -16,7 +16,8 @@ The toolkit, in routes:
 - ``responses``: ``JSONResponse`` (exact ``Decimal``, one RFC 3339 time format) and the
   response models' base (``Reply``);
 - ``routing``: ``Resource`` and ``Operation``, routes that describe themselves;
-- ``openapi``: the OpenAPI document built from those routes.
+- ``openapi``: the OpenAPI document built from those routes;
+- ``services``: how a route reaches the running service's resources.
 
 ``docs/security.md`` explains each limit of the edge and the threat it answers.
 """

@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
+from tollhouse.config import Settings
 from tollhouse.errors import BadRequest, InvalidJSON
 from tollhouse.web.guard import BODY_DONE
 
@@ -165,9 +166,16 @@ def check_surrogates(raw: bytes, value: Any) -> None:
             stack.extend(item)
 
 
+class BodyLimits(Protocol):
+    """What the body reader uses of the running service (``web/services.py``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+
 def max_depth(request: Request) -> int:
-    depth: int = request.app.state.settings.max_json_depth
-    return depth
+    services: BodyLimits = request.app.services
+    return services.settings.max_json_depth
 
 
 async def read_json_object(request: Request, *, exact: bool = False) -> dict[str, Any]:

@@ -1,0 +1,16 @@
+"""How a route reaches the resources the running service holds (docs/architecture.md).
+
+``app.py`` starts them in its lifespan and gathers them into one typed ``Services``
+object, which the app holds as ``request.app.services``. A domain's routes cannot import
+``app.py`` (it imports them), so each declares the part it uses as a ``Protocol`` of
+read-only properties and reads it through one accessor annotated with that Protocol;
+``app.py`` assigns its ``Services`` to every such Protocol, so mypy proves the one object
+satisfies them all.
+"""
+
+from __future__ import annotations
+
+
+class NotStarted(RuntimeError):
+    """The services were asked for before the lifespan had started them (no lifespan
+    ran, or its start-up failed): nothing can be served yet."""
