@@ -23,6 +23,8 @@ from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
+from tollhouse.catalog import listing
+from tollhouse.catalog.routes import routes as catalog_routes
 from tollhouse.config import Settings
 from tollhouse.crypto import SecretBox
 from tollhouse.db import create_engine
@@ -55,7 +57,8 @@ log = logging.getLogger("tollhouse")
 def error_response(request: Request, exc: TollhouseError) -> Response:
     """The one place an error becomes a response; the body shape follows the path."""
     path = request.url.path
-    if path.startswith("/api/"):
+    # The catalog is described by the admin API's document, so it refuses in its shape.
+    if path.startswith(("/api/", "/catalog/")):
         body = admin_body(exc)
     elif path.startswith("/v1/messages"):
         body = anthropic_body(exc)
@@ -179,6 +182,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *gateway_routes,
             *_ops_routes(settings, throttle),
+            *catalog_routes,
             # Signed by its sender instead of the admin key, so outside the admin mount.
             *webhook_routes,
             Route("/api/webhooks/budget", _OnlyAllows("POST")),
@@ -201,6 +205,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.auth_throttle = throttle
     app.state.metrics = metrics
     app.state.catalog = catalog
+    app.state.catalog_listing = listing(settings, catalog)
     return app
 
 

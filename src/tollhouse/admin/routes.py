@@ -4,6 +4,9 @@ describes (``GET /api/openapi.json``).
 - ``routes``: mounted under ``/api`` behind the admin key (``admin/auth.py``):
   governance, usage, notification channels and alerts, and this document;
 - ``webhook_routes``: ``/api/webhooks/budget``, whose credential is its signature.
+
+The document also describes the public catalog (``/catalog/*``, ``catalog/routes.py``),
+which needs no credential: one contract for every JSON API that is not a provider's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.responses import Response
 from tollhouse.admin.openapi import OpenAPIDocument, build
 from tollhouse.alerts.routes import routes as alert_routes
 from tollhouse.alerts.routes import webhook_routes
+from tollhouse.catalog.routes import routes as catalog_routes
 from tollhouse.governance.routes import routes as governance_routes
 from tollhouse.ledger.routes import routes as ledger_routes
 from tollhouse.web.responses import JSONResponse
@@ -50,4 +54,4 @@ __all__ = ["document", "routes", "webhook_routes"]
 @functools.cache
 def document() -> dict[str, Any]:
     """The admin API's OpenAPI document (built once)."""
-    return build(routes, webhook_routes)
+    return build(routes, webhook_routes, catalog_routes)
