@@ -192,3 +192,13 @@ def test_urls_and_verdicts():
     other = {"error": {"message": "pay", "type": "billing", "code": "payment_required"}}
     assert chat_verdict(Answer(402, other, "", {})) == ("fail", "402 payment_required: pay")
     assert chat_verdict(Answer(429, None, "slow down", {})) == ("fail", "429: slow down")
+
+
+def test_no_model_to_ask_fails_naming_the_option(make_settings, invoke):
+    with LiveServer(make_settings(providers={}, allow_anonymous=False)) as server:
+        key = new_key(server)
+        result, _ = smoke(invoke, server.url, "--key", key)
+    assert result.exit_code == 1
+    found = checks(result.output)
+    assert found["catalog"] == ("pass", "0 routable models")
+    assert found["chat"] == ("fail", "no routable chat model in the catalog: name one with --model")
