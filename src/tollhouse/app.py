@@ -25,6 +25,9 @@ from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
+from tollhouse.catalog import listing
+from tollhouse.catalog.routes import routes as catalog_routes
+from tollhouse.catalog.service import Listing
 from tollhouse.config import Settings
 from tollhouse.credits import journal
 from tollhouse.credits.routes import key_routes as credit_key_routes
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis  # the optional redis extra
 
     from tollhouse.alerts.routes import AlertServices
+    from tollhouse.catalog.routes import CatalogServices
     from tollhouse.credits.routes import CreditServices
     from tollhouse.gateway.routes import GatewayServices
     from tollhouse.governance.routes import GovernanceServices
@@ -79,6 +83,7 @@ class Services:
     auth_throttle: FailureThrottle
     metrics: Metrics
     catalog: Catalog
+    catalog_listing: Listing  # what /catalog/* answers, worked out once
     engine: AsyncEngine
     recorder: UsageRecorder
     redis: Redis | None  # None unless ``redis_url`` is set
@@ -103,6 +108,7 @@ if TYPE_CHECKING:
         _ops: OpsServices = services
         _governance: GovernanceServices = services
         _credits: CreditServices = services
+        _catalog: CatalogServices = services
         _alerts: AlertServices = services
         _ledger: LedgerServices = services
         _bodies: BodyLimits = services
@@ -130,7 +136,8 @@ class Tollhouse(Starlette):
 def error_response(request: Request, exc: TollhouseError) -> Response:
     """The one place an error becomes a response; the body shape follows the path."""
     path = request.url.path
-    if path.startswith("/api/"):
+    # The catalog is described by the admin API's document, so it refuses in its shape.
+    if path.startswith(("/api/", "/catalog/")):
         body = admin_body(exc)
     elif path.startswith("/v1/messages"):
         body = anthropic_body(exc)
@@ -256,6 +263,7 @@ def create_app(settings: Settings) -> Tollhouse:
             *gateway_routes,
             *credit_key_routes,
             *_ops_routes(settings, throttle),
+            *catalog_routes,
             # Signed by its sender instead of the admin key, so outside the admin mount.
             *webhook_routes,
             Route("/api/webhooks/budget", _OnlyAllows("POST")),
@@ -330,6 +338,7 @@ async def _start(
         auth_throttle=throttle,
         metrics=metrics,
         catalog=catalog,
+        catalog_listing=listing(settings, catalog),
         engine=engine,
         recorder=recorder,
         redis=redis,

@@ -1,5 +1,6 @@
-"""``GET /api/openapi.json`` describes every ``/api`` route the app serves, with bodies,
-queries, answers and refusals, all generated from the routes' models."""
+"""``GET /api/openapi.json`` describes every ``/api`` route the app serves, and the public
+catalog (``/catalog/*``), with bodies, queries, answers and refusals, all generated from
+the routes' models."""
 
 from __future__ import annotations
 
@@ -40,10 +41,11 @@ def served(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str, Rou
 
 
 def api_operations(settings) -> set[tuple[str, str]]:
-    """(method, path) of every ``/api`` operation the app built from ``settings`` serves."""
+    """(method, path) of every ``/api`` and ``/catalog`` operation the app built from
+    ``settings`` serves."""
     found = set()
     for path, route in served(list(create_app(settings).routes)):
-        if not path.startswith("/api/"):
+        if not path.startswith(("/api/", "/catalog/")):
             continue
         if route.methods is None:  # ``app._OnlyAllows``: a 405 for any method, no more
             continue
@@ -58,6 +60,7 @@ def test_every_api_route_of_the_app_is_described_and_nothing_else(settings):
     app_serves = api_operations(settings)
     assert ("post", "/api/webhooks/budget") in app_serves
     assert ("get", "/api/openapi.json") in app_serves
+    assert ("get", "/catalog/models") in app_serves
     assert app_serves - described == set(), "served but not in the document"
     assert described - app_serves == set(), "in the document but not served"
 
@@ -78,6 +81,11 @@ def test_every_operation_documents_its_refusals():
             if path == "/api/webhooks/budget":
                 assert {"400", "401", "413", "422", "429", "503"} <= codes
                 assert op["security"] == [{"webhookSignature": []}]
+                continue
+            if path.startswith("/catalog/"):
+                # Public: no credential to refuse, only a body over the limit.
+                assert op["security"] == [] and "413" in codes, (method, path)
+                assert not {"401", "403", "421", "429"} & codes, (method, path)
                 continue
             assert {"401", "403", "413", "421", "429"} <= codes, (method, path)
             if "requestBody" in op:

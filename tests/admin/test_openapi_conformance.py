@@ -1,7 +1,8 @@
-"""Every ``/api`` operation, called on the in-process app — its happy path and at least
-one refusal — with each real answer checked against the OpenAPI document: the status is
-one the operation documents, the content type is JSON, and the body validates against
-the document's schema for that status (``jsonschema_rs``, the components resolved).
+"""Every ``/api`` and ``/catalog`` operation, called on the in-process app — its happy
+path and at least one refusal — with each real answer checked against the OpenAPI
+document: the status is one the operation documents, the content type is JSON, and the
+body validates against the document's schema for that status (``jsonschema_rs``, the
+components resolved).
 
 The calls run in the order an operator would make them (create, read, use, delete), so
 the answers hold real data: budgets and rate limits with live counters, a usage record,
@@ -139,6 +140,7 @@ async def test_every_route_answers_as_its_document_says(settings, tmp_path, make
         await alerts(api)
         await credits(api)
         await debug(api, app, make_settings, tmp_path)
+        await catalog(api, settings)
         await api.call("GET", "/api/openapi.json", 200)
         await api.call("GET", "/api/openapi.json", 401, headers=WRONG_KEY)
         await api.call(
@@ -388,3 +390,22 @@ async def debug(api: Conformance, app: Any, make_settings: Any, tmp_path: Any) -
     finally:
         app.services.engine = working
         await broken.dispose()
+
+
+async def catalog(api: Conformance, settings: Any) -> None:
+    # Public: no credential sent (an admin key would change nothing).
+    none: dict[str, str] = {}
+    models = await api.call("GET", "/catalog/models", 200, headers=none)
+    assert models["count"] > 0
+    await api.call(
+        "GET", "/catalog/models", 200, headers=none, params={"provider": "openai", "mode": "chat"}
+    )
+    await api.call("GET", "/catalog/models", 400, headers=none, params={"routable": "maybe"})
+    await api.call("GET", "/catalog/providers", 200, headers=none)
+    await api.call(
+        "GET",
+        "/catalog/providers",
+        413,
+        headers=none,
+        content=b"x" * (settings.max_request_body_bytes + 1),
+    )

@@ -50,6 +50,7 @@ def invoke(config: Path, tmp_path: Path) -> Invoke:
                 "TOLLHOUSE_CONFIG",
                 "TOLLHOUSE_DATABASE_URL",
                 "TOLLHOUSE_ADMIN_KEY",
+                "TOLLHOUSE_SMOKE_KEY",
                 "TOLLHOUSE_HOST",
                 "TOLLHOUSE_WORKERS",
             )

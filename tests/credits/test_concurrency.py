@@ -101,7 +101,7 @@ async def test_two_replicas_never_overdraw(make_settings, pg_url, redis_url, ups
         account = await open_account(client, "customer", customer["id"])
         funding = usd(5 * worst_case_nanos())
         await grant(client, account["id"], str(funding))
-        await group[1][0].state.admission.reload()
+        await group[1][0].services.admission.reload()
         scenario(upstream, latency_ms=40, count=BURST)
 
         seen = await burst([c for _, c in group], value)
@@ -110,10 +110,10 @@ async def test_two_replicas_never_overdraw(make_settings, pg_url, redis_url, ups
         assert seen[200] == 5
         for replica, _ in group:
             for _ in range(500):
-                if replica.state.admission.meter.pending == 0:
+                if replica.services.admission.meter.pending == 0:
                     break
                 await asyncio.sleep(0.01)
-            await replica.state.recorder.flush()
+            await replica.services.recorder.flush()
         for _, other in group:
             left = await balance(other, account["id"])
             assert left["available"] >= 0 and left["reserved"] == 0

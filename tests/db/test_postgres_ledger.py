@@ -115,7 +115,7 @@ async def test_gateway_on_postgres_end_to_end(pg_url, upstream, make_settings):
                 assert response.status_code == 200, response.text
                 sent.append(response.headers["x-request-id"])
             health = await client.get("/health")
-            assert health.json()["database"] == "ok"
+            assert health.json()["database"] == "connected"
             await app.services.recorder.flush()
             first = json.loads(
                 (await client.get("/api/usage", params={"limit": 2})).text, parse_float=Decimal

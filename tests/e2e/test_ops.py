@@ -26,7 +26,11 @@ def test_health_endpoints(stack: Gateway) -> None:
 
     health = httpx.get(f"{stack.url}/health")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "database": "ok", "redis": "not_configured"}
+    assert health.json() == {
+        "status": "ok",
+        "database": "connected",
+        "redis": "not_configured",
+    }
 
 
 def _samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -1,7 +1,8 @@
 """The documented error shapes (``docs/errors.md``), as checks that return what is wrong.
 
 - ``/v1/messages``: Anthropic's ``{"type": "error", "error": {"type", "message"}}``;
-- ``/api/*``: ``{"error": "<message>", "code": "<code>"}``;
+- ``/api/*`` and ``/catalog/*`` (which the admin API's document describes):
+  ``{"error": "<message>", "code": "<code>"}``;
 - everything else (``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``, the
   unprefixed aliases, unknown paths): OpenAI's
   ``{"error": {"message", "type", "param", "code"}}``.
@@ -18,7 +19,7 @@ from typing import Any
 
 def shape_for(path: str) -> str:
     path = path.split("?", 1)[0]
-    if path.startswith("/api/"):
+    if path.startswith(("/api/", "/catalog/")):
         return "admin"
     if path.startswith("/v1/messages"):
         return "anthropic"

@@ -52,10 +52,25 @@ async def test_readyz_before_start_and_after_stop(make_settings):
         assert (await client.get("/healthz")).status_code == 200
 
 
-async def test_health(gateway):
-    response = await gateway.get("/health")
+async def test_health_names_each_dependency_connected(make_settings, both_deployments):
+    # Embedded (SQLite, no Redis), then scaled out (Postgres and a real redis-server).
+    async with running(make_settings(**both_deployments)) as (_, client):
+        response = await client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "redis": "not_configured"}
+    redis = "connected" if both_deployments else "not_configured"
+    assert response.json() == {"status": "ok", "database": "connected", "redis": redis}
+
+
+async def test_health_redis_unreachable_is_503(make_settings, redis_url, redis_server):
+    async with running(make_settings(redis_url=redis_url)) as (_, client):
+        assert (await client.get("/health")).json()["redis"] == "connected"
+        redis_server.stop()  # SIGKILL; the fixture starts it again for the next test
+        response = await client.get("/health")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "error"
+        assert body["database"] == "connected"
+        assert body["redis"].startswith("error: ")
 
 
 async def test_health_database_unreachable_is_503(make_settings):

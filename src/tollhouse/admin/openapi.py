@@ -62,8 +62,9 @@ ERRORS = {
 }
 
 DESCRIPTION = """\
-Governance (Bifrost-compatible), usage, notification channels and alerts, and inbound \
-budget webhooks.
+Governance (Bifrost-compatible), usage, notification channels and alerts, inbound \
+budget webhooks, and the public catalog of models and providers (`/catalog/*`: no \
+credentials; docs/catalog.md).
 
 - Errors are `{"error": "<message>", "code": "<machine code>"}`.
 - Times are RFC 3339 in UTC with microseconds and a `Z`: `2026-11-21T10:00:00.000000Z`.
@@ -80,9 +81,13 @@ the admin API is not for browsers).
 _ADMIN_ALWAYS = (401, 403, 413, 421, 429)
 
 
-def build(admin_routes: Sequence[BaseRoute], webhook_routes: Sequence[BaseRoute]) -> dict[str, Any]:
-    """The document for the routes mounted under ``/api`` behind the admin key, and the
-    signed webhook routes (full paths)."""
+def build(
+    admin_routes: Sequence[BaseRoute],
+    webhook_routes: Sequence[BaseRoute],
+    public_routes: Sequence[BaseRoute] = (),
+) -> dict[str, Any]:
+    """The document for the routes mounted under ``/api`` behind the admin key, the
+    signed webhook routes and the public ones (full paths, no credentials: the catalog)."""
     try:
         release = version("tollhouse")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
@@ -97,6 +102,9 @@ def build(admin_routes: Sequence[BaseRoute], webhook_routes: Sequence[BaseRoute]
                 always=(401, 413, 429),
                 security=[{"webhookSignature": []}],
             ),
+            # Any client: refused only for a body over the limit (the edge, before any
+            # route) and a query out of bounds.
+            Section("", public_routes, always=(413,), security=[]),
         ],
         errors=ERRORS,
         error_model=Error,

@@ -5,6 +5,9 @@ describes (``GET /api/openapi.json``).
   governance, usage, notification channels and alerts, credits, and this document;
 - ``webhook_routes``: ``/api/webhooks/budget`` and ``/api/webhooks/stripe``, whose
   credential is their signature.
+
+The document also describes the public catalog (``/catalog/*``, ``catalog/routes.py``),
+which needs no credential: one contract for every JSON API that is not a provider's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from starlette.responses import Response
 from tollhouse.admin.openapi import OpenAPIDocument, build
 from tollhouse.alerts.routes import routes as alert_routes
 from tollhouse.alerts.routes import webhook_routes as alert_webhooks
+from tollhouse.catalog.routes import routes as catalog_routes
 from tollhouse.credits.routes import routes as credit_routes
 from tollhouse.credits.routes import webhook_routes as credit_webhooks
 from tollhouse.governance.routes import routes as governance_routes
@@ -56,4 +60,4 @@ __all__ = ["document", "routes", "webhook_routes"]
 @functools.cache
 def document() -> dict[str, Any]:
     """The admin API's OpenAPI document (built once)."""
-    return build(routes, webhook_routes)
+    return build(routes, webhook_routes, catalog_routes)

@@ -10,6 +10,7 @@ from tollhouse.cli.devupstream import dev_upstream
 from tollhouse.cli.governance import customers, keys, teams
 from tollhouse.cli.secrets import secrets
 from tollhouse.cli.serve import serve
+from tollhouse.cli.smoke import smoke
 from tollhouse.cli.usage import usage
 from tollhouse.cli.worker import worker
 
@@ -20,7 +21,8 @@ def main() -> None:
     """Tollhouse: an AI gateway where every unit of consumption is metered and budgeted."""
 
 
-for command in (serve, db, usage, dev_upstream, demo, customers, teams, keys, secrets, worker):
+commands = (serve, db, usage, dev_upstream, demo, customers, teams, keys, secrets, worker, smoke)
+for command in commands:
     main.add_command(command)
 
 __all__ = ["main"]

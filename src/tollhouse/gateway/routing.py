@@ -76,7 +76,7 @@ class Router:
         """``(id, owner)`` for every model a client can name: routes, then catalog models."""
         seen: dict[str, str] = {name: "tollhouse" for name in self._routes}
         for name, cfg in self._settings.providers.items():
-            pricing = _pricing_provider(name, cfg)
+            pricing = pricing_provider(name, cfg)
             for provider, model in self._catalog.prices:
                 if provider == pricing:
                     seen.setdefault(model, name)
@@ -95,7 +95,7 @@ class Router:
             return [(head, rest)]
         for catalog_provider in self._catalog.providers_of(requested):
             for name, cfg in providers.items():
-                if _pricing_provider(name, cfg) == catalog_provider:
+                if pricing_provider(name, cfg) == catalog_provider:
                     return [(name, requested)]
         if len(providers) == 1:
             return [(next(iter(providers)), requested)]
@@ -138,7 +138,7 @@ class Router:
                 ),
             )
         cfg = settings.providers[provider]
-        catalog_price = self._catalog.get(_pricing_provider(provider, cfg), model)
+        catalog_price = self._catalog.get(pricing_provider(provider, cfg), model)
         if catalog_price is not None:
             return Target(provider, model, catalog_price)
         if settings.allow_unpriced or cfg.allow_unpriced:
@@ -152,5 +152,6 @@ class Router:
         )
 
 
-def _pricing_provider(name: str, cfg: ProviderConfig) -> str:
+def pricing_provider(name: str, cfg: ProviderConfig) -> str:
+    """The catalog provider whose prices apply to the configured provider ``name``."""
     return cfg.pricing_provider or cfg.preset or name

@@ -2,7 +2,8 @@
 
 ``/healthz`` is liveness (the process answers). ``/readyz`` is readiness (migrations
 applied, ledger writer running, not draining for shutdown). ``/health`` checks the
-dependencies themselves: the database and, when configured, Redis. ``/health`` and
+dependencies themselves: the database and, when configured, Redis, each ``connected``,
+``not_configured`` (Redis only) or ``error: <exception class>``. ``/health`` and
 ``/metrics`` answer whoever may use the admin API unless ``ops_public`` is set.
 """
 
@@ -101,7 +102,7 @@ async def health(request: Request) -> Response:
     try:
         async with asyncio.timeout(_CHECK_TIMEOUT_S):
             await ping(services.engine)
-        checks["database"] = "ok"
+        checks["database"] = "connected"
     except Exception as exc:  # any failure means unhealthy; the reason is reported
         checks["database"] = f"error: {type(exc).__name__}"
     redis = services.redis
@@ -111,10 +112,10 @@ async def health(request: Request) -> Response:
         try:
             async with asyncio.timeout(_CHECK_TIMEOUT_S):
                 await redis.ping()
-            checks["redis"] = "ok"
+            checks["redis"] = "connected"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
-    healthy = all(v in ("ok", "not_configured") for v in checks.values())
+    healthy = all(v in ("connected", "not_configured") for v in checks.values())
     return JSONResponse({"status": "ok" if healthy else "error", **checks}, 200 if healthy else 503)
 
 
