@@ -82,6 +82,10 @@ def test_every_operation_documents_its_refusals():
                 assert {"400", "401", "413", "422", "429", "503"} <= codes
                 assert op["security"] == [{"webhookSignature": []}]
                 continue
+            if path == "/api/webhooks/stripe":
+                assert {"401", "413", "422", "429", "503"} <= codes
+                assert op["security"] == [{"stripeSignature": []}]
+                continue
             if path.startswith("/catalog/"):
                 # Public: no credential to refuse, only a body over the limit.
                 assert op["security"] == [] and "413" in codes, (method, path)

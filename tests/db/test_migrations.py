@@ -15,6 +15,7 @@ EXPECTED_INDEXES = {
     "ix_usage_records_team_id_created_at",
     "ix_usage_records_customer_id_created_at",
     "ix_usage_records_model_created_at",
+    "ix_usage_records_credit_account_id_created_at",
 }
 
 
@@ -27,6 +28,12 @@ async def indexes(engine, table: str) -> set[str]:
     async with engine.connect() as conn:
         found = await conn.run_sync(lambda c: inspect(c).get_indexes(table))
     return {index["name"] for index in found}
+
+
+async def columns(engine, table: str) -> set[str]:
+    async with engine.connect() as conn:
+        found = await conn.run_sync(lambda c: inspect(c).get_columns(table))
+    return {column["name"] for column in found}
 
 
 def test_head_is_the_newest_revision():
@@ -59,6 +66,10 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0005"
+    assert "credit_accounts" not in await tables(db_engine)
+    assert "credit_account_id" not in {c for c in await columns(db_engine, "usage_records")}
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0004"
     assert "alert_events" in await tables(db_engine)

@@ -45,24 +45,31 @@ ERRORS = {
     "fails validation (wrong type, bad value, an unknown team_id or customer_id), a NUL "
     "character in the body or a query parameter, or a query parameter out of its bounds",
     401: "Admin key missing or wrong (when TOLLHOUSE_ADMIN_KEY is set); on the budget "
-    "webhook, a Tollhouse-Signature that is missing, malformed, stale or wrong",
+    "webhook, a Tollhouse-Signature, on the Stripe webhook a Stripe-Signature, that is "
+    "missing, malformed, stale or wrong",
     403: "No admin key is set and the client is not loopback, comes through a proxy or "
     "from another site's page (Origin)",
     404: "No such entity",
     405: "The path does not take this method (OPTIONS included); Allow lists those it does",
     409: "A stored secret the server cannot decrypt: TOLLHOUSE_SECRET_KEY is not set or is "
-    "not the key that encrypted it (code secret_unreadable; the message names the fix)",
+    "not the key that encrypted it (code secret_unreadable; the message names the fix); "
+    "or a write that contradicts what is stored: an owner's second credit account, an "
+    "Idempotency-Key reused for a different grant (code conflict)",
     413: "The request body is larger than max_request_body_mb",
     415: "No admin key is set and a POST is not Content-Type: application/json",
     421: "No admin key is set and Host is not a loopback name",
-    422: "A signed budget event that is JSON but not a valid event (the message names the field)",
+    422: "A signed budget or Stripe event that is JSON but not a valid event (the message "
+    "names the field)",
     429: "Too many failed admin-key or signature checks from this address this minute "
     "(code too_many_failures)",
-    503: "Inbound budget webhooks are off (TOLLHOUSE_INBOUND_WEBHOOK_SECRET is not set)",
+    502: "Stripe refused the request or could not be reached (the message says which)",
+    503: "Inbound budget webhooks are off (TOLLHOUSE_INBOUND_WEBHOOK_SECRET is not set); "
+    "Stripe is not configured (TOLLHOUSE_STRIPE_SECRET_KEY, TOLLHOUSE_STRIPE_WEBHOOK_SECRET)",
 }
 
 DESCRIPTION = """\
-Governance (Bifrost-compatible), usage, notification channels and alerts, inbound \
+Governance (Bifrost-compatible), usage, notification channels and alerts, prepaid \
+credits and Stripe top-ups (docs/credits.md), inbound \
 budget webhooks, and the public catalog of models and providers (`/catalog/*`: no \
 credentials; docs/catalog.md).
 
@@ -85,6 +92,7 @@ def build(
     admin_routes: Sequence[BaseRoute],
     webhook_routes: Sequence[BaseRoute],
     public_routes: Sequence[BaseRoute] = (),
+    stripe_routes: Sequence[BaseRoute] = (),
 ) -> dict[str, Any]:
     """The document for the routes mounted under ``/api`` behind the admin key, the
     signed webhook routes and the public ones (full paths, no credentials: the catalog)."""
@@ -101,6 +109,12 @@ def build(
                 webhook_routes,
                 always=(401, 413, 429),
                 security=[{"webhookSignature": []}],
+            ),
+            Section(
+                "",
+                stripe_routes,
+                always=(401, 413, 429),
+                security=[{"stripeSignature": []}],
             ),
             # Any client: refused only for a body over the limit (the edge, before any
             # route) and a query out of bounds.
@@ -121,6 +135,13 @@ def build(
                 "name": "Tollhouse-Signature",
                 "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'> with "
                 "TOLLHOUSE_INBOUND_WEBHOOK_SECRET (docs/alerts.md)",
+            },
+            "stripeSignature": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Stripe-Signature",
+                "description": "Stripe's webhook signature with TOLLHOUSE_STRIPE_WEBHOOK_SECRET, "
+                "at most 300 s old (docs/stripe.md)",
             },
         },
         security=[{"adminKey": []}],

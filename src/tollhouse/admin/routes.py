@@ -60,4 +60,4 @@ __all__ = ["document", "routes", "webhook_routes"]
 @functools.cache
 def document() -> dict[str, Any]:
     """The admin API's OpenAPI document (built once)."""
-    return build(routes, webhook_routes, catalog_routes)
+    return build(routes, alert_webhooks, catalog_routes, credit_webhooks)

@@ -402,7 +402,7 @@ webhook_routes = [
                 "Receive a Stripe event (Stripe-Signature verified; each event and each "
                 "payment booked once; unknown event types acknowledged)",
                 {200: Answer(StripeReceipt, "Booked, ignored, or a duplicate")},
-                errors=(400, 401, 422, 429, 503),
+                errors=(422, 503),
             )
         },
     )
