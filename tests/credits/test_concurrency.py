@@ -119,3 +119,31 @@ async def test_two_replicas_never_overdraw(make_settings, pg_url, redis_url, ups
             assert left["available"] >= 0 and left["reserved"] == 0
         spent = await journal_matches_ledger(app, client, account["id"])
         assert (await balance(client, account["id"]))["total"] == funding - spent
+
+
+async def test_credit_taken_away_on_one_replica_is_gone_on_the_other_at_once(
+    make_settings, pg_url, redis_url, upstream
+):
+    # The second replica never polls for changes during the test: only the limit the
+    # first one published to Redis can stop it.
+    settings = make_settings(
+        allow_anonymous=False,
+        database_url=pg_url,
+        redis_url=redis_url,
+        governance_poll_interval_s=3600,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        group = [await stack.enter_async_context(running(settings)) for _ in range(2)]
+        (_, first), (second_app, second) = group
+        customer = await create_customer(first)
+        _, value = await create_key(first, customer_id=customer["id"])
+        account = await open_account(first, "customer", customer["id"])
+        await grant(first, account["id"], "1")
+        await second_app.services.admission.reload()
+        assert (await chat(second, value)).status_code == 200
+
+        await grant(first, account["id"], "-1", category="adjustment")
+
+        refused = await chat(second, value)
+        assert refused.status_code == 402, refused.text
+        assert (await chat(first, value)).status_code == 402

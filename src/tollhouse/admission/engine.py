@@ -131,6 +131,14 @@ class Admission:
             self._plans = {}
             self._by_value = {}
             follow(self.meter.counters, snapshot)
+        # A refund or an expiry lowers what an account may spend: tell every replica now,
+        # not at its next poll (docs/credits.md, *Admission*).
+        credits = [i for i in self.meter.counters if i[0] == "credits"]
+        if credits:
+            try:
+                await self.meter.publish_limits(credits)
+            except MeterUnreachable as exc:  # the next request carries the limit along
+                log.warning("credit limits not published", extra={"error": repr(exc)})
         await self.prime()
 
     async def prime(self) -> None:

@@ -125,7 +125,7 @@ class MeterFunctions:
         args: list[Any] = [len(counters), rid, now_us // 1000 + self._ttl_ms]
         args.append(self._ttl_ms + _SAFETY_TTL_MS)
         for (_, counter), amount in zip(counters, amounts, strict=True):
-            args += (counter.limit, amount, counter.start_us, counter.end_us)
+            args += (limit_arg(counter), amount, counter.start_us, counter.end_us)
         keys = [redis_key(counter_id) for counter_id, _ in counters]
         reply = await self._call("tollhouse_reserve", keys, args)
         status = int(reply[0])
@@ -177,6 +177,12 @@ class MeterFunctions:
             else:
                 _mirror([counter], values)
         return missing
+
+    async def limits(self, counters: list[tuple[CounterId, Counter]]) -> None:
+        """Record each counter's limit at its revision, where newer than Redis has."""
+        if counters:
+            keys = [redis_key(counter_id) for counter_id, _ in counters]
+            await self._call("tollhouse_limits", keys, [limit_arg(c) for _, c in counters])
 
     async def reset(self, ids: list[CounterId], window: tuple[int, int]) -> None:
         if ids:
@@ -257,3 +263,12 @@ def _mirror(counters: list[Counter], values: list[Any]) -> None:
         start_us, end_us = int(start), int(end)
         if counter.window is not None and start_us != counter.start_us and end_us > start_us:
             counter.set_window_us(start_us, end_us)
+
+
+def limit_arg(counter: Counter) -> int | str:
+    """A counter's limit as ``tollhouse_reserve`` takes it: a prepaid account's with its
+    revision (the newest wins in Redis), any other plain."""
+    credit = counter.scope.credit
+    if counter.kind == "credits" and credit is not None:
+        return f"{counter.limit}@{credit.revision}"
+    return counter.limit

@@ -173,6 +173,9 @@ class MemoryMeter:
     async def refresh(self, ids: list[CounterId], now: datetime) -> None:
         pass  # these counters are the truth
 
+    async def publish_limits(self, ids: list[CounterId]) -> None:
+        pass  # one process: its counters already hold the limits it checks
+
     async def reset(self, ids: list[CounterId], now: datetime) -> None:
         for counter_id in ids:
             counter = self.counters.get(counter_id)

@@ -56,8 +56,25 @@ local function current(key, start, finish)
   return {c, r, s, e, g, rolled}
 end
 
+-- A prepaid account's limit (funding plus overdraft) comes as "limit@revision": the
+-- newest revision any replica has passed wins, so a replica that has not reloaded since
+-- a refund or an expiry cannot admit against the funding it had before. Other counters'
+-- limits come plain and are used as given.
+--   <p>c:credits:<id>  also  l the newest limit, v its revision
+local function newest_limit(key, arg)
+  local at = string.find(arg, "@", 1, true)
+  if not at then return arg end
+  local limit, revision = string.sub(arg, 1, at - 1), tonumber(string.sub(arg, at + 1))
+  local l, v = unpack(redis.call("HMGET", key, "l", "v"))
+  if v and tonumber(v) > revision then return l end
+  if not v or tonumber(v) < revision then
+    redis.call("HSET", key, "l", limit, "v", revision)
+  end
+  return limit
+end
+
 -- KEYS: n counter keys. ARGV: n, rid, expires_ms, ttl_ms, then per counter
--- limit, amount, start_us, end_us. Returns {0, (c, r, s, e, g) per counter} when reserved,
+-- limit (or limit@revision), amount, start_us, end_us. Returns {0, (c, r, s, e, g) per counter} when reserved,
 -- {1, i, (c, r, s, e, g) per counter} when counter i refused, {2, i...} when missing.
 local function reserve(keys, args)
   local n, rid = tonumber(args[1]), args[2]
@@ -82,8 +99,9 @@ local function reserve(keys, args)
     values[#values + 1] = st[3]
     values[#values + 1] = st[4]
     values[#values + 1] = st[5]
+    local limit = newest_limit(keys[i], args[base + 1])
     if not again and not refused
-        and not le(add(add(st[1], st[2]), args[base + 2]), args[base + 1]) then
+        and not le(add(add(st[1], st[2]), args[base + 2]), limit) then
       refused = i
     end
   end
@@ -249,7 +267,17 @@ local function reset(keys, args)
   return #keys
 end
 
+-- KEYS: counter keys. ARGV: "limit@revision" per key. Records each newer limit on the
+-- counters that exist (a missing one takes its limit when it is rebuilt and used).
+local function limits(keys, args)
+  for i = 1, #keys do
+    if redis.call("EXISTS", keys[i]) == 1 then newest_limit(keys[i], args[i]) end
+  end
+  return #keys
+end
+
 redis.register_function("tollhouse_reserve", reserve)
+redis.register_function("tollhouse_limits", limits)
 redis.register_function("tollhouse_settle", settle)
 redis.register_function("tollhouse_load", load)
 redis.register_function("tollhouse_sweep", sweep)

@@ -200,3 +200,8 @@ class Meter(Protocol[H]):
     async def reset(self, ids: list[CounterId], now: datetime) -> None:
         """Start the windows containing ``now`` afresh: committed 0, reservations kept."""
         ...
+
+    async def publish_limits(self, ids: list[CounterId]) -> None:
+        """Make these counters' current limits (prepaid accounts': at their revision) the
+        ones every replica checks against, where newer than what the store has."""
+        ...

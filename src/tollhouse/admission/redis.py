@@ -216,6 +216,9 @@ class RedisMeter:
             await self._rebuild(Missing(tuple(missing)), micros(now))
             await self.functions.read(pairs)
 
+    async def publish_limits(self, ids: list[CounterId]) -> None:
+        await self.functions.limits([(i, self.counters[i]) for i in ids if i in self.counters])
+
     async def reset(self, ids: list[CounterId], now: datetime) -> None:
         await self.local.reset(ids, now)
         for counter_id in ids:
