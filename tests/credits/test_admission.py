@@ -6,6 +6,7 @@ the key → team → customer chain pays, and only it."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from tests.credits.helpers import balance, call, entries, grant, open_account
 from tests.governance.helpers import (
     actual_nanos,
     chat,
+    chat_body,
     create_customer,
     create_key,
     create_team,
@@ -191,3 +193,25 @@ async def test_a_governed_response_says_what_it_cost(gateway, app):
     cost = (await records(gateway, app, key_id=key["id"]))[0]["cost"]
     assert Decimal(response.headers["x-tollhouse-cost"]) == cost
     assert decode(response)["usage"]["cost"] == cost
+
+
+async def test_a_governed_stream_says_what_it_cost_in_its_usage_chunk(gateway, app):
+    customer = await create_customer(gateway)
+    key, value = await create_key(gateway, customer_id=customer["id"])
+    account = await open_account(gateway, "customer", customer["id"])
+    await grant(gateway, account["id"], "1")
+
+    body = chat_body(stream=True, stream_options={"include_usage": True})
+    response = await gateway.post(
+        "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {value}"}
+    )
+
+    assert response.status_code == 200
+    chunks = [
+        json.loads(line[6:], parse_float=Decimal)
+        for line in response.text.splitlines()
+        if line.startswith("data: {")
+    ]
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    cost = (await records(gateway, app, key_id=key["id"]))[0]["cost"]
+    assert usage and usage[-1]["cost"] == cost

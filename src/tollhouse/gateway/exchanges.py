@@ -18,7 +18,9 @@ embeddings          openai       ``EmbeddingsToOpenAI`` (pass-through)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any, ClassVar, Protocol
 
 import orjson
@@ -37,12 +39,16 @@ from tollhouse.gateway.translate import (
     usage_from_chat,
     usage_from_messages,
 )
+from tollhouse.money import format_usd
 
 
 class StreamRelay(Protocol):
     """Per-request state of one stream being relayed to the client."""
 
     content_bytes: int  # bytes of generated content sent so far (bounds output tokens)
+    # Set for a governed request: the exact cost of a usage, which the relay adds to the
+    # usage it passes on as ``usage.cost`` where its format allows (OpenAI chunks).
+    cost_of: Callable[[Usage], Decimal] | None
 
     @property
     def usage(self) -> Usage | None: ...
@@ -103,6 +109,7 @@ class _ChatPassRelay:
         self._client_wants_usage = client_wants_usage
         self.usage: Usage | None = None
         self.content_bytes = 0
+        self.cost_of: Callable[[Usage], Decimal] | None = None
 
     def feed(self, event: sse.Event) -> bytes:
         if event.data == b"[DONE]":
@@ -120,6 +127,9 @@ class _ChatPassRelay:
             # We asked for the usage chunk on the client's behalf; hide it if unasked.
             if not self._client_wants_usage and not chunk.get("choices"):
                 return b""
+            if self.cost_of is not None and usage.completion_tokens:
+                chunk["usage"]["cost"] = orjson.Fragment(format_usd(self.cost_of(usage)).encode())
+                return sse.encode(chunk)
         return event.raw
 
     def finish(self) -> bytes:
@@ -153,6 +163,7 @@ class ChatToOpenAI:
 
 class _AnthropicToChatRelay:
     def __init__(self, model: str, include_usage: bool) -> None:
+        self.cost_of: Callable[[Usage], Decimal] | None = None  # not added to these yet
         self._translator = MessagesStreamToChat(model=model, include_usage=include_usage)
         self._output_counted = False
         self.content_bytes = 0
@@ -213,6 +224,7 @@ class ChatToAnthropic:
 
 class _MessagesPassRelay:
     def __init__(self) -> None:
+        self.cost_of: Callable[[Usage], Decimal] | None = None  # not added to these yet
         self.usage: Usage | None = None
         self.content_bytes = 0
         self._input: dict[str, Any] = {}
@@ -260,6 +272,7 @@ class MessagesToAnthropic:
 
 class _ChatToMessagesRelay:
     def __init__(self, model: str) -> None:
+        self.cost_of: Callable[[Usage], Decimal] | None = None  # not added to these yet
         self._translator = ChatStreamToMessages(model=model)
         self.content_bytes = 0
 

@@ -181,7 +181,10 @@ class Gateway:
             target = replace(target, price=dearest_price(prices))
         headers = {"x-request-id": ctx.request_id, "x-tollhouse-target": target.label, **limits}
         if stream:
-            live = _Live(resp, exchange.relay(body), endpoint, body, target, ctx)
+            relay = exchange.relay(body)
+            if key is not None and target.price is not None:
+                relay.cost_of = _costing(target.price)
+            live = _Live(resp, relay, endpoint, body, target, ctx)
             chunks = ClosingStream(self._relay(live), partial(self._end_stream, live))
             headers.update(_STREAM_HEADERS)
             return Reply(200, headers, stream=chunks, media_type="text/event-stream")
@@ -494,3 +497,18 @@ def with_cost(payload: bytes, cost: Decimal) -> bytes:
         return payload
     usage["cost"] = orjson.Fragment(format_usd(cost).encode())
     return orjson.dumps(parsed)
+
+
+def _costing(price: Any) -> Any:
+    """The cost of a stream's usage as its record will say (``_record``)."""
+
+    def cost_of(usage: Usage) -> Decimal:
+        cost: Decimal = price.cost(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.cache_creation_tokens,
+        )
+        return cost
+
+    return cost_of
