@@ -48,6 +48,12 @@ def test_demo_runs_offline_and_prints_the_ledger(tollhouse: Tollhouse) -> None:
     assert re.search(r"team budget: +402 after \d+ requests", out), out
     assert "Request rate limit reached for key 'notebook'" in out
     assert "Budget exceeded for team 'research'" in out
+    assert re.search(r"prepaid credit: +402 insufficient_credits after \d+", out), out
+    assert "Insufficient credits on account" in out
+    assert re.search(r"top-up of 0.01 USD: +served again", out), out
+    journal = out.split("The account's journal", 1)[1]
+    assert re.search(r"^\s*grant\s+2\s", journal, re.M), journal
+    assert re.search(r"^\s*post\s+\d+\s+-", journal, re.M), journal
     table = out.split("What the ledger recorded", 1)[1].split("Spend per scope", 1)[0]
     header = next(line for line in table.splitlines() if line.startswith("endpoint"))
     assert header.split() == [

@@ -9,7 +9,9 @@ SQLite ledger, then, through the official ``openai`` SDK:
    requests with that key, and shows an unpriced model refused;
 3. keeps sending until the request limit refuses (429), then, with a second key, until
    the team's budget refuses (402);
-4. prints what the ledger recorded and the spend per scope, exactly.
+4. opens a prepaid account for a second customer, spends its credit down to a 402
+   ``insufficient_credits``, tops it up and is served again (``demo_credits``);
+5. prints what the ledger recorded and the spend per scope, exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import click
 
+from tollhouse.cli import demo_credits
 from tollhouse.cli.processes import free_port, tollhouse_process
 from tollhouse.cli.tables import render_table
 from tollhouse.money import format_usd
@@ -73,6 +76,7 @@ def demo() -> None:
                 ("customer", "acme", admin.get(f"customers/{ids['customer']}")["customer"]),
                 ("team", "research", admin.get(f"teams/{ids['team']}")["team"]),
             ]
+            demo_credits.run(gateway, openai)
     _print_ledger(records)
     click.echo("\nSpend per scope (the ledger and the counters agree to the nano-dollar):\n")
     rows = []
