@@ -37,6 +37,8 @@ TARGET_ADDED_P50_MS = 0.6  # Tollhouse adds at most this much p50 latency at c1
 TARGET_RPS_RATIO = 10.0  # and serves at least this many times LiteLLM's requests/s at c32
 TARGET_GOV_ADDED_P50_MS = 0.8  # with governance on (key + team + customer), added p50 at c1
 TARGET_GOV_COST = 0.15  # and governance on costs at most this share of c32 throughput
+TARGET_CREDITS_ADDED_P50_MS = 0.05  # a prepaid account adds at most this to governed p50
+TARGET_CREDITS_COST = 0.05  # and costs at most this share of governed c32 throughput
 QUIET_CPUS = h.QUIET_CPUS
 
 Targets = dict[str, tuple[str, str]]  # name: (base URL, bearer key)
@@ -53,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--skip-litellm", action="store_true", help="do not measure the reference")
     add("--skip-tollhouse", action="store_true", help="measure only direct and LiteLLM")
     add("--skip-governance", action="store_true", help="do not measure governance on")
+    add(
+        "--credits",
+        action="store_true",
+        help="also measure governance with a prepaid account paying (tollhouse-credits)",
+    )
     add("--tollhouse", metavar="EXE", help="default: <repo>/.venv/bin/tollhouse, else PATH")
     add(
         "--baseline",
@@ -117,6 +124,10 @@ def start_servers(
             # the key's, team's and customer's budgets and rate limits; without, it is not.
             governed_key = servers.create_governed_key(targets["tollhouse"][0])
             targets["tollhouse-gov"] = (targets["tollhouse"][0], governed_key)
+            if args.credits:
+                # The same chain of limits, and the customer's prepaid account pays too.
+                prepaid = servers.create_governed_key(targets["tollhouse"][0], prepaid=True)
+                targets["tollhouse-credits"] = (targets["tollhouse"][0], prepaid)
         if args.baseline:
             env = servers.tollhouse_env(base_env, workdir / "baseline", upstream)
             start_tollhouse(args, procs, workdir, cpus, targets, "baseline", args.baseline, env)
@@ -176,7 +187,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = h.medians(raw)
     c1, c32 = out["c1"], out["c32"]
     derived: dict[str, Any] = {}
-    for name in ("tollhouse", "tollhouse-gov", "baseline", "baseline-gov", "litellm"):
+    names = ("tollhouse", "tollhouse-gov", "tollhouse-credits", "baseline", "baseline-gov")
+    for name in (*names, "litellm"):
         if name in c1:
             added = c1[name]["p50_ms"] - c1["direct"]["p50_ms"]
             derived[f"{name}_added_p50_ms"] = round(added, 3)  # wrk's resolution is 1 µs
@@ -185,6 +197,11 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     if "tollhouse" in c32 and "tollhouse-gov" in c32:
         kept = c32["tollhouse-gov"]["rps"] / c32["tollhouse"]["rps"]
         derived["governance_throughput_cost"] = round(1 - kept, 4)
+    if "tollhouse-gov" in c32 and "tollhouse-credits" in c32:
+        kept = c32["tollhouse-credits"]["rps"] / c32["tollhouse-gov"]["rps"]
+        derived["credits_throughput_cost"] = round(1 - kept, 4)
+        added = c1["tollhouse-credits"]["p50_ms"] - c1["tollhouse-gov"]["p50_ms"]
+        derived["credits_added_p50_ms"] = round(added, 3)
     for name in ("tollhouse", "tollhouse-gov"):
         before = name.replace("tollhouse", "baseline")
         if name in c32 and before in c32:
@@ -246,6 +263,18 @@ def report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
             f"target: governance on costs {cost:.1%} of throughput at c32"
             f" (<= {TARGET_GOV_COST:.0%}): {verdict}"
         )
+    if "credits_added_p50_ms" in d:
+        added, cost = d["credits_added_p50_ms"], d["credits_throughput_cost"]
+        verdict = "PASS" if added <= TARGET_CREDITS_ADDED_P50_MS else "FAIL"
+        print(
+            f"target: a prepaid account adds {added:+.3f} ms to the governed p50 at c1"
+            f" (<= {TARGET_CREDITS_ADDED_P50_MS}): {verdict}"
+        )
+        verdict = "PASS" if cost <= TARGET_CREDITS_COST else "FAIL"
+        print(
+            f"target: a prepaid account costs {cost:.1%} of governed throughput at c32"
+            f" (<= {TARGET_CREDITS_COST:.0%}): {verdict}"
+        )
     if "rps_ratio_tollhouse_to_litellm" in d:
         ratio = d["rps_ratio_tollhouse_to_litellm"]
         verdict = "PASS" if ratio >= TARGET_RPS_RATIO else "FAIL"
@@ -274,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     governed = not args.skip_tollhouse and not args.skip_governance
     n_targets = 1 + (not args.skip_tollhouse) + governed + (not args.skip_litellm)
     n_targets += (1 + governed) if args.baseline else 0
+    n_targets += governed and args.credits
     per_target = 2 * args.warmup_seconds + args.runs * (args.c1_seconds + args.c32_seconds)
     print(f"measuring for about {n_targets * per_target / 60:.1f} min plus start-up", flush=True)
     started = time.monotonic()

@@ -219,15 +219,17 @@ def tollhouse_version(exe: str) -> str:
     return f"{out.stdout.strip() or '?'} ({commit.stdout.strip() or 'no git'})"
 
 
-def create_governed_key(base_url: str) -> str:
+def create_governed_key(base_url: str, *, prepaid: bool = False) -> str:
     """A customer, a team and a key, each with a budget and rate limits too large to
-    refuse anything in a benchmark; returns the key's value."""
+    refuse anything in a benchmark; returns the key's value. ``prepaid``: the customer
+    also has a prepaid account holding more credit than a benchmark can spend, so every
+    request is paid from it as well."""
     import json
     import urllib.request
 
     def post(path: str, body: dict[str, object]) -> dict[str, object]:
         request = urllib.request.Request(
-            f"{base_url}/api/governance/{path}",
+            f"{base_url}/api/{path}",
             data=json.dumps(body).encode(),
             headers={"content-type": "application/json"},
             method="POST",
@@ -244,10 +246,16 @@ def create_governed_key(base_url: str) -> str:
             "token_reset_duration": "1h",
         },
     }
-    customer = post("customers", {"name": "bench-customer", **limits})["customer"]
-    team = post("teams", {"name": "bench-team", "customer_id": customer["id"], **limits})  # type: ignore[index]
+    customer = post("governance/customers", {"name": "bench-customer", **limits})["customer"]
+    team = post("governance/teams", {"name": "bench-team", "customer_id": customer["id"], **limits})  # type: ignore[index]
     key = post(
-        "virtual-keys",
+        "governance/virtual-keys",
         {"name": "bench-key", "team_id": team["team"]["id"], **limits},  # type: ignore[index]
     )["virtual_key"]
+    if prepaid:
+        account = post(
+            "credits/accounts",
+            {"owner_type": "customer", "owner_id": customer["id"]},  # type: ignore[index]
+        )["account"]
+        post(f"credits/accounts/{account['id']}/grants", {"amount": 1000000000})  # type: ignore[index]
     return str(key["value"])  # type: ignore[index]
