@@ -13,13 +13,14 @@ from typing import Annotated, Literal, Self
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    ConfigDict,
     Field,
     StrictBool,
     WithJsonSchema,
     model_validator,
 )
 
-from tollhouse.governance.bounds import MAX_BUDGET_USD, places
+from tollhouse.governance.bounds import MAX_BUDGET_USD, places, usd
 from tollhouse.governance.fields import NANO, USD, Kept, Name, Timestamp, or_default
 from tollhouse.web.query import Count, Filter, Moment, Query
 from tollhouse.web.responses import Exact, Reply, Time
@@ -59,7 +60,45 @@ SignedUSD = Annotated[
         }
     ),
 ]
-PositiveUSD = Annotated[USD, AfterValidator(_positive)]
+PositiveUSD = Annotated[
+    Decimal,
+    BeforeValidator(number),
+    AfterValidator(usd),
+    AfterValidator(_positive),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1_000_000_000,
+            "multipleOf": NANO,
+            "description": "USD above 0, echoed exactly; at most 9 decimal places",
+        }
+    ),
+]
+
+
+def _cents(value: Decimal) -> Decimal:
+    if value != value.quantize(Decimal("0.01")) or not Decimal("0.5") <= value <= _MAX_TOP_UP:
+        raise ValueError(f"must be whole cents from 0.50 to {_MAX_TOP_UP} USD")
+    return value
+
+
+_MAX_TOP_UP = Decimal("999999.99")
+# What Stripe charges in USD: whole cents from 0.50 to 999,999.99.
+TopUpUSD = Annotated[
+    Decimal,
+    BeforeValidator(number),
+    AfterValidator(_cents),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "minimum": 0.5,
+            "maximum": 999999.99,
+            "multipleOf": 0.01,
+            "description": "USD in whole cents, from 0.50 to 999999.99 (what Stripe charges)",
+        }
+    ),
+]
 Priority = Annotated[int, Field(ge=0, le=MAX_PRIORITY), BeforeValidator(whole)]
 Reference = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00\s]+$")]
 Memo = Annotated[str, Field(max_length=1000)]
@@ -106,6 +145,23 @@ class AccountUpdate(Body):
 class GrantCreate(Body):
     """Credit given by an operator; drawn down by ``priority`` then soonest expiry."""
 
+    # Only an adjustment may be negative, and it takes effect now, for good.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"amount": {"exclusiveMinimum": 0}}},
+                {
+                    "properties": {
+                        "category": {"const": "adjustment"},
+                        "effective_at": {"type": "null"},
+                        "expires_at": {"type": "null"},
+                    },
+                    "required": ["category"],
+                },
+            ]
+        }
+    )
+
     amount: SignedUSD
     category: Category = "promotional"
     priority: Annotated[Priority, or_default(lambda: 10)] = 10
@@ -125,7 +181,7 @@ class GrantCreate(Body):
 class CheckoutCreate(Body):
     """A Stripe Checkout top-up of ``amount`` USD (whole cents)."""
 
-    amount: PositiveUSD
+    amount: TopUpUSD
 
 
 class AccountsQuery(Query):
