@@ -157,3 +157,33 @@ async def test_the_statement_pages_by_cursor_and_exports_csv(gateway):
     assert [r["amount"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert [r["balance_after"] for r in rows] == ["1", "3", "6", "10", "15"]
     assert rows[-1]["memo"] == "'=HYPERLINK(1)"
+
+
+async def test_auto_topup_settings_merge_and_reenabling_clears_the_failures(gateway):
+    account_id, _, _ = await account_with_key(gateway)
+    path = f"/accounts/{account_id}"
+    on = {"enabled": True, "threshold": 5, "amount": 20, "stripe_payment_method": "pm_1"}
+    account = (await call(gateway, "PUT", path, {"auto_topup": on}))["account"]
+    assert account["auto_topup"] == {
+        "enabled": True,
+        "threshold": 5,
+        "amount": 20,
+        "monthly_cap": None,
+        "consecutive_failures": 0,
+        "disabled_reason": None,
+        "stripe_customer": None,
+        "has_payment_method": True,
+    }
+    merged = (await call(gateway, "PUT", path, {"auto_topup": {"monthly_cap": 100}}))["account"]
+    assert merged["auto_topup"]["monthly_cap"] == 100 and merged["auto_topup"]["amount"] == 20
+    low = (await call(gateway, "PUT", path, {"low_balance": Decimal("0.5")}))["account"]
+    assert low["low_balance"] == Decimal("0.5")
+    unset = (await call(gateway, "PUT", path, {"low_balance": None}))["account"]
+    assert unset["low_balance"] is None
+    again = (await call(gateway, "PUT", path, {"auto_topup": {"enabled": True}}))["account"]
+    assert again["auto_topup"]["enabled"] is True  # the stored threshold and amount count
+    off = {"enabled": False, "threshold": None}
+    await call(gateway, "PUT", path, {"auto_topup": off})
+    refused = await call(gateway, "PUT", path, {"auto_topup": {"enabled": True}}, 400)
+    assert "needs threshold and amount" in refused["error"]
+    await call(gateway, "PUT", "/accounts/nope", {}, 404)

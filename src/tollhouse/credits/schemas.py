@@ -107,6 +107,18 @@ Memo = Annotated[str, Field(max_length=1000)]
 # --- requests -------------------------------------------------------------------------
 
 
+class AutoTopupUpdate(Body):
+    """Merge into the stored settings; enabled needs a threshold and an amount, given
+    here or stored."""
+
+    enabled: StrictBool = False
+    threshold: USD | None = None
+    amount: PositiveUSD | None = None
+    monthly_cap: USD | None = None
+    stripe_customer: Reference | None = None
+    stripe_payment_method: Reference | None = None
+
+
 class AutoTopup(Body):
     """Charge the saved card when ``available`` falls below ``threshold``."""
 
@@ -139,7 +151,7 @@ class AccountUpdate(Body):
 
     overdraft_limit: Kept[USD] = None
     low_balance: USD | None = None
-    auto_topup: AutoTopup | None = None
+    auto_topup: AutoTopupUpdate | None = None
 
 
 class GrantCreate(Body):

@@ -61,11 +61,6 @@ async def get_account(conn: AsyncConnection, account_id: str) -> Any:
     return row
 
 
-async def account_of_owner(conn: AsyncConnection, owner_type: str, owner_id: str) -> Any | None:
-    query = select(credit_accounts).where(_a.owner_type == owner_type, _a.owner_id == owner_id)
-    return (await conn.execute(query)).one_or_none()
-
-
 async def list_accounts(
     conn: AsyncConnection, owner_type: str | None = None, owner_id: str | None = None
 ) -> list[Any]:
@@ -145,6 +140,13 @@ async def update_account(conn: AsyncConnection, account_id: str, body: AccountUp
         for field, column in columns.items():
             if field in merged:
                 values[column] = merged[field]
+        enabled = merged.get("enabled", account.auto_topup_enabled)
+        threshold = merged.get("threshold", account.auto_topup_threshold)
+        amount = merged.get("amount", account.auto_topup_amount)
+        if enabled and (threshold is None or amount is None):
+            raise ValidationFailed(
+                "auto_topup: enabled needs threshold and amount", param="auto_topup"
+            )
         if merged.get("enabled"):
             # Turning it on again is how an operator answers "disabled after failures".
             values["auto_topup_failures"] = 0
