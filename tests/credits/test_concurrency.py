@@ -63,8 +63,7 @@ async def journal_matches_ledger(app: Any, client: Any, account_id: str) -> Deci
 
 
 async def burst(clients: list[Any], value: str) -> Counter[int]:
-    calls = (chat(clients[i % len(clients)], value) for i in range(BURST))
-    return Counter(r.status_code for r in await asyncio.gather(*calls))
+    return await burst_of(clients, value, BURST)
 
 
 @pytest.mark.parametrize("overdraft_requests", [0, 2])
@@ -147,3 +146,44 @@ async def test_credit_taken_away_on_one_replica_is_gone_on_the_other_at_once(
         refused = await chat(second, value)
         assert refused.status_code == 402, refused.text
         assert (await chat(first, value)).status_code == 402
+
+
+async def test_an_account_is_rebuilt_exactly_when_redis_loses_its_data(
+    make_settings, pg_url, redis_url, redis_server, upstream
+):
+    settings = make_settings(allow_anonymous=False, database_url=pg_url, redis_url=redis_url)
+    async with contextlib.AsyncExitStack() as stack:
+        group = [await stack.enter_async_context(running(settings)) for _ in range(2)]
+        app, client = group[0]
+        customer = await create_customer(client)
+        _, value = await create_key(client, customer_id=customer["id"])
+        account = await open_account(client, "customer", customer["id"])
+        await grant(client, account["id"], "1")
+        await group[1][0].services.admission.reload()
+        clients = [c for _, c in group]
+        assert (await burst_of(clients, value, 30)) == {200: 30}
+
+        # In flight while Redis forgets everything: their settles land on rebuilt counters.
+        scenario(upstream, latency_ms=150, count=20)
+        in_flight = asyncio.ensure_future(burst_of(clients, value, 20))
+        await asyncio.sleep(0.05)
+        redis_server.flush()
+        assert (await burst_of(clients, value, 20)) == {200: 20}
+        assert (await in_flight) == {200: 20}
+
+        for replica, _ in group:
+            for _ in range(500):
+                if replica.services.admission.meter.pending == 0:
+                    break
+                await asyncio.sleep(0.01)
+            await replica.services.recorder.flush()
+        spent = await journal_matches_ledger(app, client, account["id"])
+        assert len(await records(client, app, credit_account_id=account["id"])) == 70
+        for _, other in group:
+            left = await balance(other, account["id"])
+            assert left == {"total": 1 - spent, "reserved": 0, "available": 1 - spent}
+
+
+async def burst_of(clients: list[Any], value: str, n: int) -> Counter[int]:
+    calls = (chat(clients[i % len(clients)], value) for i in range(n))
+    return Counter(r.status_code for r in await asyncio.gather(*calls))
