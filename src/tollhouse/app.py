@@ -29,8 +29,9 @@ from tollhouse.catalog import listing
 from tollhouse.catalog.routes import routes as catalog_routes
 from tollhouse.catalog.service import Listing
 from tollhouse.config import Settings
-from tollhouse.credits import journal
+from tollhouse.credits import autotopup, journal
 from tollhouse.credits.routes import key_routes as credit_key_routes
+from tollhouse.credits.watch import BalanceWatch
 from tollhouse.credits.worker import CreditSweeper
 from tollhouse.crypto import SecretBox
 from tollhouse.db import create_engine
@@ -93,6 +94,7 @@ class Services:
     admission: Admission
     gateway: Gateway
     credit_sweeper: CreditSweeper
+    balance_watch: BalanceWatch
     # For ``/readyz``: ready once start-up is done; draining from the shutdown signal on.
     ready: bool = False
     draining: bool = False
@@ -297,6 +299,8 @@ async def _start(
     stack.push_async_callback(engine.dispose)
     if settings.auto_migrate:
         await upgrade(engine)
+    # Balance alerts and auto top-ups: told of each batch of posts once it commits.
+    watch = BalanceWatch(engine, settings.credits_sweep_interval_s)
     recorder = UsageRecorder(
         engine,
         metrics,
@@ -304,6 +308,7 @@ async def _start(
         flush_interval_ms=settings.ledger_flush_interval_ms,
         spool=Spool(Path(settings.spool_dir)),
         companion=journal.post_usage,  # credit posts commit with their usage records
+        on_written=watch.posted,
     )
     await recorder.start()
     stack.push_async_callback(_stopped, recorder, settings.shutdown_timeout_s)
@@ -326,6 +331,17 @@ async def _start(
     sweeper = CreditSweeper(engine, settings.credits_sweep_interval_s, admission.reload)
     await sweeper.start()
     stack.push_async_callback(sweeper.stop)
+    charging = await autotopup.start(settings, engine)
+    if charging is not None:
+        stack.push_async_callback(charging[1])  # closes the Stripe client, after the watch
+    await watch.start(
+        live=admission.credit_usage,
+        sink=alerts,
+        topups=charging[0] if charging is not None else None,
+        on_change=admission.reload,
+        notify=alerts.wake,
+    )
+    stack.push_async_callback(watch.stop)
     upstreams = {name: Upstream(name, cfg, settings) for name, cfg in settings.providers.items()}
     for upstream in upstreams.values():
         await upstream.start()
@@ -348,6 +364,7 @@ async def _start(
         admission=admission,
         gateway=gateway,
         credit_sweeper=sweeper,
+        balance_watch=watch,
     )
 
 

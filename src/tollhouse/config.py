@@ -223,6 +223,12 @@ class Settings(_Frozen):
         gt=0,
         description="How often a server books credit grants that take effect and lots that expire.",
     )
+    credits_auto_topup_retry_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long auto top-up waits after a failed charge before it tries the "
+        "card again (three failures in a row turn it off).",
+    )
     allow_unpriced: bool = Field(
         default=False,
         description="Serve models with no known price at cost 0, flagged in usage and metrics.",

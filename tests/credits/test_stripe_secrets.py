@@ -19,7 +19,7 @@ from tests.credits.stripe_support import (
 
 from tollhouse.config import load_settings
 from tollhouse.credits.stripe import Payments, fact_of, verify
-from tollhouse.errors import ConfigError, SignatureInvalid, TollhouseError
+from tollhouse.errors import ConfigError, ServiceUnavailable, SignatureInvalid, TollhouseError
 
 SECRETS = (SECRET_KEY, WEBHOOK_SECRET)
 
@@ -91,3 +91,11 @@ def test_payments_needs_a_key_and_a_page_to_return_to(stripe_checkout: CheckoutS
         Payments(stripe_settings(stripe_checkout.url, stripe_secret_key=None))
     with pytest.raises(ConfigError, match="TOLLHOUSE_STRIPE_SUCCESS_URL"):
         Payments(stripe_settings(stripe_checkout.url, stripe_success_url=None))
+
+
+async def test_off_session_charges_need_no_page_to_return_to(stripe_checkout: CheckoutServer):
+    settings = stripe_settings(stripe_checkout.url, stripe_success_url=None)
+    async with Payments(settings, checkout=False) as payments:
+        with pytest.raises(ServiceUnavailable, match="TOLLHOUSE_STRIPE_SUCCESS_URL"):
+            await payments.create_checkout("top_1", Decimal("5"), account_id="acct_1")
+    assert stripe_checkout.requests() == []

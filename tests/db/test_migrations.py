@@ -37,7 +37,7 @@ async def columns(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0006"
+    assert head() == "0007"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):
@@ -66,6 +66,10 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0006"
+    assert "ux_credit_topups_pending_auto" not in await indexes(db_engine, "credit_topups")
+    assert "alert_crossings" not in await columns(db_engine, "credit_accounts")
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0005"
     assert "credit_accounts" not in await tables(db_engine)

@@ -132,7 +132,7 @@ async def record(conn: AsyncConnection, alert: BudgetAlert, now: datetime) -> st
         max_limit=alert.max_limit,
         window_start=alert.window_start,
         window_end=alert.window_end,
-        payload=_json_safe(payload(alert, event_id, now)),
+        payload=json_safe(payload(alert, event_id, now)),
         created_at=now,
     )
     if not stored:
@@ -167,10 +167,22 @@ async def enqueue(
 
 # Stored payloads keep these as exact decimal strings (a JSON column would turn numbers
 # into floats); ``encode`` writes them as bare JSON numbers, digit for digit.
-NUMBER_FIELDS = ("spend", "max_budget", "threshold", "percentage", "projected_spend")
+NUMBER_FIELDS = (
+    "spend",
+    "max_budget",
+    "threshold",
+    "percentage",
+    "projected_spend",
+    # credit balance alerts (alerts/balance.py)
+    "balance",
+    "reserved",
+    "available",
+    "low_balance",
+    "overdraft_limit",
+)
 
 
-def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
+def json_safe(value: dict[str, Any]) -> dict[str, Any]:
     return {k: format_usd(v) if isinstance(v, Decimal) else v for k, v in value.items()}
 
 

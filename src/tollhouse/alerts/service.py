@@ -10,6 +10,9 @@ a refusal shows a budget reaching a threshold. A background task writes the even
 deliveries. A process remembers the
 keys it has written so that a flood of refusals does not become a flood of inserts.
 
+``credit_crossed`` stores a credit balance alert (``balance.py``) in the transaction that
+moved the account's alert state, decided by ``credits.alerting``.
+
 **Channels and history** (the functions below ``AlertService``): every one takes a
 connection, never a request; the caller owns the transaction. A channel's ``secret`` and
 its webhook or Slack URL are stored encrypted (``crypto.SecretBox``, ``urls``).
@@ -27,7 +30,7 @@ import aiohttp
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tollhouse.alerts import urls
+from tollhouse.alerts import balance, urls
 from tollhouse.alerts.channels import Channel, Outcome, send
 from tollhouse.alerts.events import BudgetAlert, record
 from tollhouse.alerts.models import (
@@ -38,6 +41,7 @@ from tollhouse.alerts.models import (
 )
 from tollhouse.alerts.schemas import ChannelCreate, ChannelUpdate, checked_config
 from tollhouse.background import BatchQueue
+from tollhouse.credits.alerting import Crossing
 from tollhouse.crypto import SecretBox, require_box
 from tollhouse.errors import NotFound, SecretUnreadable
 from tollhouse.money import from_nanos
@@ -127,6 +131,18 @@ class AlertService:
             self._seen.clear()  # only an optimisation: the database deduplicates
         self._seen.add(key)
         self._queue.put(alert)
+
+    async def credit_crossed(self, conn: AsyncConnection, crossing: Crossing) -> bool:
+        """Store a credit balance crossing and its deliveries in the caller's transaction
+        (``credits.alerting.AlertSink``); ``wake`` the dispatcher once it commits."""
+        stored = await balance.record(conn, crossing, crossing.at) is not None
+        if stored:
+            self.written += 1
+        return stored
+
+    def wake(self) -> None:
+        """New deliveries were committed: the dispatcher looks now."""
+        self.on_written.set()
 
     @property
     def pending(self) -> int:

@@ -13,6 +13,8 @@ import html
 from string import Template
 from typing import Any
 
+from tollhouse.alerts import balance
+
 _SUBJECT = {
     "warning": Template("[Tollhouse] $scope_label reached $percentage % of its budget"),
     "critical": Template("[Tollhouse] CRITICAL: $scope_label reached its budget"),
@@ -86,8 +88,14 @@ def variables(payload: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _credit(payload: dict[str, Any]) -> bool:
+    return str(payload.get("event")) in balance.EVENTS
+
+
 def render_email(payload: dict[str, Any]) -> tuple[str, str, str]:
     """``(subject, text, html)``."""
+    if _credit(payload):
+        return balance.render_email(payload)
     values = variables(payload)
     level = "critical" if payload.get("level") == "critical" else "warning"
     subject = _SUBJECT[level].substitute(values)
@@ -98,6 +106,8 @@ def render_email(payload: dict[str, Any]) -> tuple[str, str, str]:
 
 def render_slack(payload: dict[str, Any]) -> dict[str, Any]:
     """An incoming-webhook message: a fallback ``text`` and formatted blocks."""
+    if _credit(payload):
+        return balance.render_slack(payload)
     v = variables(payload)
     icon = ":red_circle:" if payload.get("level") == "critical" else ":large_orange_circle:"
     fields = [

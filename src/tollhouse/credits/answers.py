@@ -35,6 +35,7 @@ def account_read(row: Any, live: tuple[Decimal, Decimal] | None) -> AccountRead:
             monthly_cap=row.auto_topup_monthly_cap,
             consecutive_failures=row.auto_topup_failures,
             disabled_reason=row.auto_topup_disabled_reason,
+            skipped_reason=row.auto_topup_skipped_reason,
             stripe_customer=row.stripe_customer,
             has_payment_method=row.stripe_payment_method is not None,
         ),

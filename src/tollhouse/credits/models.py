@@ -25,6 +25,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
+    text,
 )
 
 from tollhouse.db.meta import metadata
@@ -52,12 +54,17 @@ credit_accounts = Table(
     Column("debt", Money(), nullable=False),
     Column("low_balance", Money()),  # credit_low below this; NULL: no low alert
     Column("alert_state", String(16), nullable=False),  # ok | low | depleted
+    # How many times alert_state has moved: the n of each balance alert's dedup key, and
+    # the condition of the UPDATE that moves it (one replica wins each crossing).
+    Column("alert_crossings", Integer, nullable=False, server_default=text("0")),
     Column("auto_topup_enabled", Boolean, nullable=False),
     Column("auto_topup_threshold", Money()),
     Column("auto_topup_amount", Money()),
     Column("auto_topup_monthly_cap", Money()),
     Column("auto_topup_failures", Integer, nullable=False),
     Column("auto_topup_disabled_reason", Text),
+    # Why the last check that wanted a charge made none (the monthly cap); NULL once one is made.
+    Column("auto_topup_skipped_reason", Text),
     Column("stripe_customer", String(255)),
     Column("stripe_payment_method", String(255)),
     Column("created_at", UTCDateTime(), nullable=False),
@@ -135,6 +142,17 @@ credit_topups = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_credit_topups_account_id_created_at", "account_id", "created_at"),
+)
+
+# At most one auto top-up in flight per account, decided by the database: a second
+# replica's insert of another pending attempt fails (``autotopup.open_attempt``).
+_PENDING_AUTO = and_(credit_topups.c.kind == "auto", credit_topups.c.status == "pending")
+Index(
+    "ux_credit_topups_pending_auto",
+    credit_topups.c.account_id,
+    unique=True,
+    sqlite_where=_PENDING_AUTO,
+    postgresql_where=_PENDING_AUTO,
 )
 
 stripe_events = Table(

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tollhouse.credits import lots
+from tollhouse.credits import attempts, lots
 from tollhouse.credits.journal import Kind, Movement, book, new_id
 from tollhouse.credits.models import (
     credit_accounts,
     credit_lots,
-    credit_topups,
     credit_transactions,
     stripe_events,
 )
@@ -103,7 +103,7 @@ async def _purchase(conn: AsyncConnection, fact: Purchase, now: datetime) -> int
             key=fact.key,
             lot_id=lot_id,
             payment_intent=fact.payment_intent_id,
-            stripe_event=fact.event_id,
+            stripe_event=fact.event_id,  # None: booked from the charge's own answer
             created_at=now,
         ),
     )
@@ -127,12 +127,37 @@ async def _purchase(conn: AsyncConnection, fact: Purchase, now: datetime) -> int
     )
     await lots.allocate(conn, fact.account_id)  # repay any overdraft from it
     if fact.topup_id is not None:
-        await conn.execute(
-            update(credit_topups)
-            .where(credit_topups.c.id == fact.topup_id)
-            .values(status="succeeded", payment_intent=fact.payment_intent_id, updated_at=now)
-        )
+        await attempts.succeeded(conn, fact.topup_id, fact.payment_intent_id, now)
     return seq
+
+
+async def book_charge(
+    conn: AsyncConnection,
+    topup_id: str,
+    account_id: str,
+    payment_intent_id: str,
+    amount: Decimal,
+) -> bool:
+    """Book an auto top-up from Stripe's own answer that its charge succeeded, under the
+    key its ``payment_intent.succeeded`` webhook books (``stripe:purchase:<pi>``): the
+    credit does not wait for the webhook, and whichever comes second books nothing.
+    Whether money moved."""
+    now = datetime.now(UTC)
+    fact = Purchase(
+        event_id=None,
+        payment_intent_id=payment_intent_id,
+        amount=amount,
+        account_id=account_id,
+        topup_id=topup_id,
+        source="payment_intent",
+    )
+    seq = await _purchase(conn, fact, now)
+    if seq is None:
+        # Booked from the webhook already (which ended the attempt), or ours to end now.
+        await attempts.succeeded(conn, topup_id, payment_intent_id, now)
+        return False
+    await bump_version(conn)
+    return True
 
 
 async def _take_back(
@@ -174,13 +199,4 @@ async def _take_back(
 async def _failed(conn: AsyncConnection, fact: PaymentFailed, now: datetime) -> None:
     if fact.topup_id is None:
         return
-    await conn.execute(
-        update(credit_topups)
-        .where(credit_topups.c.id == fact.topup_id, credit_topups.c.status == "pending")
-        .values(
-            status="failed",
-            failure_code=(fact.decline_code or fact.code)[:64],
-            failure_message=fact.message,
-            updated_at=now,
-        )
-    )
+    await attempts.failed(conn, fact.topup_id, fact.decline_code or fact.code, fact.message, now)

@@ -9,7 +9,7 @@ changes what admission may spend reloads this process's engine before answering.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -72,6 +72,13 @@ class Admission(Protocol):
     async def reload(self) -> None: ...
 
 
+class Watch(Protocol):
+    """The balance watch (``watch.BalanceWatch``): accounts whose funding changed are
+    checked for balance alerts and auto top-ups without waiting for its next scan."""
+
+    def touched(self, account_ids: Iterable[str]) -> None: ...
+
+
 class CreditServices(Protocol):
     """What these routes use of the running service (``web/services.py``)."""
 
@@ -86,6 +93,9 @@ class CreditServices(Protocol):
 
     @property
     def auth_throttle(self) -> FailureCounter: ...
+
+    @property
+    def balance_watch(self) -> Watch: ...
 
 
 def _state(request: Request) -> CreditServices:
@@ -102,9 +112,12 @@ async def _live(request: Request, account_id: str) -> tuple[Decimal, Decimal] | 
     return await _admission(request).credit_usage(account_id)
 
 
-async def _changed(request: Request) -> None:
-    """After a committed write: the running gateway applies it before we answer."""
+async def _changed(request: Request, account_id: str | None = None) -> None:
+    """After a committed write: the running gateway applies it before we answer, and the
+    account's balance alerts and auto top-up are looked at soon."""
     await _admission(request).reload()
+    if account_id is not None:
+        _state(request).balance_watch.touched([account_id])
 
 
 async def _account_reply(request: Request, row: Any) -> Any:
@@ -140,7 +153,7 @@ async def update_account(request: Request) -> Response:
     body = await read_model(request, AccountUpdate)
     async with _state(request).engine.begin() as conn:
         row = await service.update_account(conn, request.path_params["id"], body)
-    await _changed(request)
+    await _changed(request, row.id)
     reply = AccountWritten(
         message="Credit account updated successfully", account=await _account_reply(request, row)
     )
@@ -165,7 +178,7 @@ async def create_grant(request: Request) -> Response:
     async with _state(request).engine.begin() as conn:
         lot, new = await service.grant(conn, request.path_params["id"], body, key)
     if new:
-        await _changed(request)
+        await _changed(request, request.path_params["id"])
     message = "Grant created successfully" if new else "Grant already created with this key"
     return JSONResponse(GrantWritten(message=message, grant=grant_read(lot)), 201 if new else 200)
 
@@ -264,7 +277,7 @@ async def stripe_webhook(request: Request) -> Response:
     async with state.engine.begin() as conn:
         booked = await payments.book_event(conn, event.id, event.type, fact)
     if booked:
-        await _changed(request)
+        await _changed(request, getattr(fact, "account_id", None))
     if booked is None:
         return JSONResponse(StripeReceipt(received=True, status="duplicate"))
     return JSONResponse(StripeReceipt(received=True, status="booked" if booked else "ignored"))

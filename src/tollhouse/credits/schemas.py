@@ -223,6 +223,9 @@ class AutoTopupRead(Reply):
     monthly_cap: Exact | None
     consecutive_failures: int
     disabled_reason: str | None
+    skipped_reason: str | None = Field(
+        description="why the last check that wanted a charge made none (the monthly cap)"
+    )
     stripe_customer: str | None
     has_payment_method: bool
 

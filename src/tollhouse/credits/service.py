@@ -95,12 +95,14 @@ async def create_account(conn: AsyncConnection, body: AccountCreate) -> Any:
         "debt": ZERO,
         "low_balance": body.low_balance,
         "alert_state": "ok",
+        "alert_crossings": 0,
         "auto_topup_enabled": bool(auto and auto.enabled),
         "auto_topup_threshold": auto.threshold if auto else None,
         "auto_topup_amount": auto.amount if auto else None,
         "auto_topup_monthly_cap": auto.monthly_cap if auto else None,
         "auto_topup_failures": 0,
         "auto_topup_disabled_reason": None,
+        "auto_topup_skipped_reason": None,
         "stripe_customer": auto.stripe_customer if auto else None,
         "stripe_payment_method": auto.stripe_payment_method if auto else None,
         "created_at": now,
@@ -151,6 +153,7 @@ async def update_account(conn: AsyncConnection, account_id: str, body: AccountUp
             # Turning it on again is how an operator answers "disabled after failures".
             values["auto_topup_failures"] = 0
             values["auto_topup_disabled_reason"] = None
+            values["auto_topup_skipped_reason"] = None
     await conn.execute(update(credit_accounts).where(_a.id == account_id).values(**values))
     return await get_account(conn, account_id)
 

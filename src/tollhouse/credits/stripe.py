@@ -63,6 +63,7 @@ from tollhouse.credits.stripe_events import (
 )
 from tollhouse.errors import (
     ConfigError,
+    ServiceUnavailable,
     TollhouseError,
     UpstreamError,
     UpstreamTimeout,
@@ -163,11 +164,13 @@ def _check_id(name: str, value: str) -> str:
 class Payments:
     """The Stripe API calls of top-ups, over one async HTTP client (close it)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, checkout: bool = True) -> None:
+        """``checkout=False``: for off-session charges only (auto top-ups), which need no
+        page to return to; ``create_checkout`` is then refused."""
         key = settings.stripe_secret_key
         if key is None:
             raise ConfigError("Stripe top-ups need TOLLHOUSE_STRIPE_SECRET_KEY (sk_… or rk_…)")
-        if settings.stripe_success_url is None:
+        if checkout and settings.stripe_success_url is None:
             raise ConfigError(
                 "Stripe Checkout top-ups need TOLLHOUSE_STRIPE_SUCCESS_URL, the page payers "
                 "return to"
@@ -218,6 +221,11 @@ class Payments:
         hours ahead (Stripe's rule; unset: 24 hours). ``save_payment_method`` keeps the
         card for auto top-ups (``setup_future_usage=off_session``), on ``customer`` or on
         a customer Stripe creates."""
+        if self._success_url is None:
+            raise ServiceUnavailable(
+                "Stripe Checkout top-ups need TOLLHOUSE_STRIPE_SUCCESS_URL, the page payers "
+                "return to"
+            )
         cents = to_cents(amount)
         _check_id("topup_id", topup_id)
         _check_id("account_id", account_id)

@@ -75,9 +75,10 @@ Source = Literal["checkout", "payment_intent"]
 
 @dataclass(frozen=True, slots=True)
 class Purchase:
-    """Money in: a top-up paid. Booked once per PaymentIntent."""
+    """Money in: a top-up paid. Booked once per PaymentIntent. ``event_id`` is ``None``
+    when it is booked from Stripe's answer to our own charge (an auto top-up)."""
 
-    event_id: str
+    event_id: str | None
     payment_intent_id: str
     amount: Decimal
     account_id: str

@@ -35,6 +35,9 @@ log = logging.getLogger("tollhouse.ledger")
 # Written in the transaction of each batch, after its records (the credit journal's
 # posts): what depends on usage records commits with them or not at all.
 Companion = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
+# Told of each batch once it has committed (the credits balance watch): synchronous and
+# cheap; whatever it raises is logged and changes nothing here.
+Written = Callable[[list[dict[str, Any]]], None]
 
 _RETRY = Backoff(0.05, 2.0)  # after a failed write: 0.05 s doubling to 2 s
 
@@ -49,9 +52,11 @@ class UsageRecorder:
         flush_interval_ms: int = 100,
         spool: Spool | None = None,
         companion: Companion | None = None,
+        on_written: Written | None = None,
     ) -> None:
         self._engine = engine
         self._companion = companion
+        self._on_written = on_written
         self.spool = spool
         self._metrics = metrics
         self._batch_size = batch_size
@@ -241,3 +246,8 @@ class UsageRecorder:
             await conn.execute(insert_ignoring(usage_records, conn.dialect.name, "id"), rows)
             if self._companion is not None:
                 await self._companion(conn, rows)
+        if self._on_written is not None:
+            try:
+                self._on_written(rows)
+            except Exception:
+                log.exception("usage batch listener failed")
