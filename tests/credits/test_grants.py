@@ -173,6 +173,7 @@ async def test_auto_topup_settings_merge_and_reenabling_clears_the_failures(gate
         "disabled_reason": None,
         "stripe_customer": None,
         "has_payment_method": True,
+        "skipped_reason": None,
     }
     merged = (await call(gateway, "PUT", path, {"auto_topup": {"monthly_cap": 100}}))["account"]
     assert merged["auto_topup"]["monthly_cap"] == 100 and merged["auto_topup"]["amount"] == 20
