@@ -113,7 +113,7 @@ class AutoTopupUpdate(Body):
 
     enabled: StrictBool = False
     threshold: USD | None = None
-    amount: PositiveUSD | None = None
+    amount: TopUpUSD | None = None
     monthly_cap: USD | None = None
     stripe_customer: Reference | None = None
     stripe_payment_method: Reference | None = None
@@ -124,7 +124,7 @@ class AutoTopup(Body):
 
     enabled: StrictBool = False
     threshold: USD | None = None
-    amount: PositiveUSD | None = None
+    amount: TopUpUSD | None = None
     monthly_cap: USD | None = None
     stripe_customer: Reference | None = None
     stripe_payment_method: Reference | None = None
