@@ -8,6 +8,7 @@ from tollhouse.cli.db import db
 from tollhouse.cli.demo import demo
 from tollhouse.cli.devupstream import dev_upstream
 from tollhouse.cli.governance import customers, keys, teams
+from tollhouse.cli.ledger import ledger
 from tollhouse.cli.secrets import secrets
 from tollhouse.cli.serve import serve
 from tollhouse.cli.smoke import smoke
@@ -21,7 +22,10 @@ def main() -> None:
     """Tollhouse: an AI gateway where every unit of consumption is metered and budgeted."""
 
 
-commands = (serve, db, usage, dev_upstream, demo, customers, teams, keys, secrets, worker, smoke)
+commands = (
+    serve, db, usage, dev_upstream, demo, customers, teams, keys, ledger, secrets,
+    worker, smoke,
+)  # fmt: skip
 for command in commands:
     main.add_command(command)
 

@@ -8,17 +8,18 @@ here (a server's live counters hold it): see ``tollhouse usage`` or the admin AP
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import click
-from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tollhouse.cli.options import config_option, settings_from
+from tollhouse.cli.options import config_option
+from tollhouse.cli.plumbing import RATIO, USD, json_option
+from tollhouse.cli.plumbing import body as _body
+from tollhouse.cli.plumbing import print_json as _print_json
+from tollhouse.cli.plumbing import run_db as _run
+from tollhouse.cli.plumbing import show as _show
 from tollhouse.cli.tables import render_table
 from tollhouse.cli.views import (
     budget_text,
@@ -28,9 +29,6 @@ from tollhouse.cli.views import (
     rate_text,
     team_details,
 )
-from tollhouse.db import create_engine
-from tollhouse.db.schema import upgrade
-from tollhouse.errors import TollhouseError
 from tollhouse.governance import service
 from tollhouse.governance.answers import customer_read, key_read, team_read
 from tollhouse.governance.schemas import (
@@ -41,34 +39,11 @@ from tollhouse.governance.schemas import (
     VirtualKeyCreate,
     VirtualKeyUpdate,
 )
-from tollhouse.web.responses import dumps
-from tollhouse.web.validation import parse
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-# --- plumbing -------------------------------------------------------------------------
-
-
-class _Exact(click.ParamType[Decimal]):
-    """A decimal number, read exactly (never through a float)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Decimal:
-        try:
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            amount = Decimal("NaN")
-        if not amount.is_finite():
-            self.fail(f"{value!r} is not a number (e.g. 10 or 0.5)", param, ctx)
-        return amount
-
-
-USD = _Exact("USD")
-RATIO = _Exact("RATIO")
+# --- options --------------------------------------------------------------------------
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -76,47 +51,6 @@ def _names(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _body(model: type[BaseModel], data: dict[str, Any]) -> Any:
-    try:
-        return parse(model, data)
-    except TollhouseError as exc:
-        raise click.UsageError(exc.message) from None
-
-
-def _run(
-    config_file: str | None,
-    action: Callable[[AsyncConnection], Awaitable[T]],
-    *,
-    write: bool = False,
-) -> T:
-    """Run ``action`` in one transaction (``write``) or on one connection."""
-    settings = settings_from(config_file)
-
-    async def run() -> T:
-        try:
-            engine = create_engine(settings)
-        except TollhouseError as exc:
-            raise click.ClickException(exc.message) from None
-        try:
-            if settings.auto_migrate:
-                await upgrade(engine)
-            if write:
-                async with engine.begin() as conn:
-                    return await action(conn)
-            async with engine.connect() as conn:
-                return await action(conn)
-        except TollhouseError as exc:
-            raise click.ClickException(exc.message) from None
-        except DBAPIError as exc:
-            raise click.ClickException(
-                f"database error: {exc.orig} (is it migrated? `tollhouse db upgrade`)"
-            ) from None
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def _limit_options(func: F) -> F:
@@ -188,20 +122,6 @@ def _limits(options: dict[str, Any]) -> dict[str, Any]:
 def _removals(func: F) -> F:
     func = click.option("--no-rate-limit", is_flag=True, help="Remove the rate limit.")(func)
     return click.option("--no-budget", is_flag=True, help="Remove the budget.")(func)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (as the API).")
-
-
-def _print_json(data: Any) -> None:
-    click.echo(dumps(data, indent=True).decode())
-
-
-def _show(as_json: bool, data: Any, text: str) -> None:
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(text)
 
 
 @click.group()
