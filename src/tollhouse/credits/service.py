@@ -176,6 +176,10 @@ async def grant(
         ).one_or_none()
         if found is not None:
             return _same_grant(found, body), False
+        # A negative adjustment keeps no lot: its key is its journal movement's.
+        debit = await _movement_keyed(conn, key)
+        if debit is not None:
+            return _same_debit(debit, body), False
     effective = body.effective_at or now
     if body.expires_at is not None and body.expires_at <= effective:
         raise ValidationFailed("expires_at must be after effective_at", param="expires_at")
@@ -183,8 +187,12 @@ async def grant(
     await bump_version(conn)
     if body.amount < 0:
         # A negative adjustment takes credit away: a debit, drawn from lots like usage.
-        await book(conn, _movement(account_id, body, key or f"grant:{lot_id}", None, now))
-        return _negative_grant(lot_id, account_id, body, now), True
+        movement = _movement(account_id, body, key or f"grant:{lot_id}", None, now)
+        seq = await book(conn, movement)
+        debit = await _movement_keyed(conn, movement.key)
+        if seq is None:  # the same key, booked concurrently: answer that one
+            return _same_debit(debit, body), False
+        return _negative_grant(debit, body.priority), True
     row = {
         "id": lot_id,
         "account_id": account_id,
@@ -245,29 +253,45 @@ class _Debit:
     created_at: datetime
 
 
-def _negative_grant(lot_id: str, account_id: str, body: GrantCreate, now: datetime) -> _Debit:
+def _negative_grant(movement: Any, priority: int) -> _Debit:
+    """A negative adjustment as a grant: its id is its journal movement's."""
     return _Debit(
-        lot_id,
-        account_id,
-        body.category,
-        body.amount,
+        movement.id,
+        movement.account_id,
+        movement.category,
+        movement.amount,
         ZERO,
-        body.priority,
-        now,
+        priority,
+        movement.created_at,
         None,
         "booked",
-        body.memo,
-        now,
+        movement.memo,
+        movement.created_at,
     )
+
+
+async def _movement_keyed(conn: AsyncConnection, key: str) -> Any:
+    t = credit_transactions.c
+    return (await conn.execute(select(credit_transactions).where(t.key == key))).one_or_none()
 
 
 def _same_grant(found: Any, body: GrantCreate) -> Any:
     if (found.amount, found.source, found.priority) != (body.amount, body.category, body.priority):
-        raise Conflict(
-            "this Idempotency-Key was used for a different grant on this account",
-            param="Idempotency-Key",
-        )
+        raise _different_grant()
     return found
+
+
+def _same_debit(found: Any, body: GrantCreate) -> _Debit:
+    if found.kind != "grant" or (found.amount, found.category) != (body.amount, body.category):
+        raise _different_grant()
+    return _negative_grant(found, body.priority)
+
+
+def _different_grant() -> Conflict:
+    return Conflict(
+        "this Idempotency-Key was used for a different grant on this account",
+        param="Idempotency-Key",
+    )
 
 
 async def run_due(conn: AsyncConnection, now: datetime) -> tuple[int, int]:
