@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -114,6 +114,7 @@ async def book_many(
     by_key = {m.key: m for m in movements}
     if not by_key:
         return []
+    await _lock(conn, {m.account_id for m in by_key.values()})
     statement = (
         _insert(conn)
         .on_conflict_do_nothing(index_elements=["key"])
@@ -144,6 +145,21 @@ async def book_many(
     await conn.execute(credit_legs.insert(), legs)
     await _project(conn, [m for _, m in booked])
     return booked
+
+
+async def _lock(conn: AsyncConnection, account_ids: set[str]) -> None:
+    """Hold the accounts (in id order, as ``_project`` and ``lots.allocate`` take them)
+    before numbering their movements. Postgres numbers a movement when it is inserted
+    and shows it when it commits; an allocation reading the account's movements while
+    another transaction held a smaller number uncommitted would move ``allocated_seq``
+    past it and never draw it. Numbered under the account's lock, an account's movements
+    commit in the order of their numbers. (SQLite runs one writer at a time.)"""
+    if conn.dialect.name != "postgresql":
+        return
+    a = credit_accounts.c
+    await conn.execute(
+        select(a.id).where(a.id.in_(sorted(account_ids))).order_by(a.id).with_for_update()
+    )
 
 
 async def _project(conn: AsyncConnection, movements: list[Movement]) -> None:

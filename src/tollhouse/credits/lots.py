@@ -7,9 +7,11 @@ used before paid credit that keeps. What spending takes beyond every lot is the
 account's ``debt`` (its overdraft), repaid first by the next lot.
 
 Drawing happens after the fact, off the request path: ``allocate`` walks the journal's
-debits since the account's ``allocated_seq`` in order. The sweeper calls it before it
-books an expiry, so an expiring lot gives up only what spending has not already used.
-A grant effective later is *scheduled*: its money is booked when it takes effect.
+debits since the account's ``allocated_seq`` in order. It runs before every lot is
+funded (and after, to repay the debt from it), so spending is drawn from the lots there
+were when it was booked, whenever allocation happens to run; and before every expiry,
+so an expiring lot gives up only what spending has not already used. A grant effective
+later is *scheduled*: its money is booked when it takes effect.
 """
 
 from __future__ import annotations
@@ -97,6 +99,16 @@ async def allocate(conn: AsyncConnection, account_id: str) -> None:
     await conn.execute(
         update(credit_accounts).where(_a.id == account_id).values(allocated_seq=last, debt=debt)
     )
+
+
+async def fund(conn: AsyncConnection, lot: Any, now: datetime) -> int | None:
+    """Make a lot drawable, with the allocations around it: what was spent before it
+    existed is drawn from the lots there were (allocated first), and only what none of
+    them covered — the debt — is repaid from it (allocated after)."""
+    await allocate(conn, lot.account_id)
+    seq = await activate(conn, lot, now)
+    await allocate(conn, lot.account_id)
+    return seq
 
 
 async def activate(conn: AsyncConnection, lot: Any, now: datetime) -> int | None:

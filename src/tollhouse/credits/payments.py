@@ -62,6 +62,10 @@ async def book_event(
     )
     if inserted.first() is None:
         return None
+    if isinstance(fact, Purchase | Refund | Dispute | RefundFailed | DisputeWon):
+        # Before the account is locked, as every credits write does (grants, the
+        # sweeper): two writers taking the same locks in opposite orders would deadlock.
+        await bump_version(conn)
     seq: int | None = None
     if isinstance(fact, Purchase):
         seq = await _purchase(conn, fact, now)
@@ -79,7 +83,6 @@ async def book_event(
         .where(stripe_events.c.event_id == event_id)
         .values(transaction_seq=seq)
     )
-    await bump_version(conn)
     return True
 
 
@@ -94,6 +97,7 @@ async def _purchase(conn: AsyncConnection, fact: Purchase, now: datetime) -> int
         )
         return None
     lot_id = new_id("lot")
+    await lots.allocate(conn, fact.account_id)  # earlier spending: from the lots there were
     seq = await book(
         conn,
         Movement(
@@ -151,12 +155,12 @@ async def book_charge(
         topup_id=topup_id,
         source="payment_intent",
     )
+    await bump_version(conn)  # first, as every credits write (see book_event)
     seq = await _purchase(conn, fact, now)
     if seq is None:
         # Booked from the webhook already (which ended the attempt), or ours to end now.
         await attempts.succeeded(conn, topup_id, payment_intent_id, now)
         return False
-    await bump_version(conn)
     return True
 
 
@@ -177,6 +181,7 @@ async def _take_back(
             extra={"payment_intent": fact.payment_intent_id},
         )
         return None
+    await lots.allocate(conn, purchase.account_id)  # earlier spending first, as it came
     seq = await book(
         conn,
         Movement(

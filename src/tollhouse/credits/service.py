@@ -215,8 +215,7 @@ async def grant(
         return _same_grant(found, body), False
     lot = (await conn.execute(select(credit_lots).where(_l.id == lot_id))).one()
     if effective <= now:
-        await lots.activate(conn, lot, now)
-        await lots.allocate(conn, account_id)  # repay any overdraft from it
+        await lots.fund(conn, lot, now)
         lot = (await conn.execute(select(credit_lots).where(_l.id == lot_id))).one()
     return lot, True
 
@@ -297,13 +296,12 @@ def _different_grant() -> Conflict:
 async def run_due(conn: AsyncConnection, now: datetime) -> tuple[int, int]:
     """Book grants that took effect and expiries that fell due; returns how many of each."""
     starting, ending = await lots.due(conn, now)
+    if starting or ending:
+        await bump_version(conn)  # before any account is locked, as every write does
     for lot in starting:
-        await lots.activate(conn, lot, now)
-        await lots.allocate(conn, lot.account_id)
+        await lots.fund(conn, lot, now)
     for lot_id in ending:
         await lots.expire(conn, lot_id, now)
-    if starting or ending:
-        await bump_version(conn)
     return len(starting), len(ending)
 
 
