@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tollhouse.cli.credits import credits
 from tollhouse.cli.db import db
 from tollhouse.cli.demo import demo
 from tollhouse.cli.devupstream import dev_upstream
@@ -23,7 +24,7 @@ def main() -> None:
 
 
 commands = (
-    serve, db, usage, dev_upstream, demo, customers, teams, keys, ledger, secrets,
+    serve, db, usage, dev_upstream, demo, customers, teams, keys, credits, ledger, secrets,
     worker, smoke,
 )  # fmt: skip
 for command in commands:
