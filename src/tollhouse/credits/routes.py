@@ -39,6 +39,7 @@ from tollhouse.credits.schemas import (
     KeyCreditsReply,
     LedgerPage,
     LedgerQuery,
+    StripeEvent,
     StripeReceipt,
     TopupList,
 )
@@ -415,6 +416,7 @@ webhook_routes = [
                 "Receive a Stripe event (Stripe-Signature verified; each event and each "
                 "payment booked once; unknown event types acknowledged)",
                 {200: Answer(StripeReceipt, "Booked, ignored, or a duplicate")},
+                body=StripeEvent,
                 errors=(422, 503),
             )
         },

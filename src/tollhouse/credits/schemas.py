@@ -8,10 +8,11 @@ format). Amounts are USD with at most 9 decimal places (a nano-dollar), like bud
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -347,3 +348,20 @@ class KeyCreditsReply(Reply):
 class StripeReceipt(Reply):
     received: bool
     status: Literal["booked", "ignored", "duplicate"]
+
+
+class StripeEventObject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    object: dict[str, Any]
+
+
+class StripeEvent(BaseModel):
+    """What Stripe posts (documentation only: the official library reads the body after
+    its signature is checked); other fields are Stripe's."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: Annotated[str, Field(min_length=1)]
+    type: Annotated[str, Field(min_length=1)]
+    data: StripeEventObject
