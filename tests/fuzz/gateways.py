@@ -85,6 +85,9 @@ class Gateway:
     admin: httpx.Client  # keeps its connection: a client per call costs an SSL context
     key: str | None = None  # the virtual key sent on /v1/* (governed only)
     ids: dict[str, list[str]] = field(default_factory=dict)  # seeded entities by kind
+    # Seeded entities whose limits are as the schemathesis tests put them back, unchanged
+    # since (test_admin_openapi_fuzz.with_real_references).
+    restored: set[str] = field(default_factory=set)
 
     @property
     def url(self) -> str:
