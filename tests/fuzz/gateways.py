@@ -82,8 +82,12 @@ class Gateway:
     name: str
     server: LiveServer
     errors: _ErrorLog
+    admin: httpx.Client  # keeps its connection: a client per call costs an SSL context
     key: str | None = None  # the virtual key sent on /v1/* (governed only)
     ids: dict[str, list[str]] = field(default_factory=dict)  # seeded entities by kind
+    # Seeded entities whose limits are as the schemathesis tests put them back, unchanged
+    # since (test_admin_openapi_fuzz.with_real_references).
+    restored: set[str] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -137,8 +141,11 @@ def running_gateway(
     for logger, _ in saved:
         logger.propagate = False
     try:
-        with LiveServer(fuzz_settings(root, upstream, **overrides)) as server:
-            gateway = Gateway(name, server, errors)
+        with (
+            LiveServer(fuzz_settings(root, upstream, **overrides)) as server,
+            httpx.Client(base_url=server.url, headers=ADMIN_HEADERS, timeout=30) as admin,
+        ):
+            gateway = Gateway(name, server, errors, admin)
             seed(gateway)
             yield gateway
     finally:
@@ -149,9 +156,7 @@ def running_gateway(
 
 
 def admin_call(gateway: Gateway, method: str, path: str, body: Any = None) -> Any:
-    response = httpx.request(
-        method, f"{gateway.url}{path}", json=body, headers=ADMIN_HEADERS, timeout=30
-    )
+    response = gateway.admin.request(method, path, json=body)
     assert response.status_code in (200, 201), (method, path, response.text)
     return response.json()
 

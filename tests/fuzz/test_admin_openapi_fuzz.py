@@ -1,29 +1,39 @@
 """Schemathesis over the admin API's own OpenAPI document (``GET /api/openapi.json``).
 
-One test per documented operation, each with a bounded, reproducible number of
-generated requests (``derandomize``: the same cases on every run), valid ones and
-schema-violating ones (``GenerationMode.NEGATIVE``), sent to a live gateway that
-requires the admin key. Paths with an ``{id}`` get the id of a seeded entity for three
-valid cases in four, so they reach the handlers' found branches, not only their 404s;
-valid cases of ``test_admin_api_conforms`` name seeded parents and a well-formed cursor
-(``with_real_references``: what no schema can say).
+One test per documented operation, reproducible (``derandomize``: the same cases on
+every run), valid requests and schema-violating ones (``GenerationMode.NEGATIVE``),
+sent to a live gateway that requires the admin key. Paths with an ``{id}`` get the id of
+a seeded entity for three valid cases in four, so they reach the handlers' found
+branches, not only their 404s; valid cases of ``test_admin_api_conforms`` name seeded
+parents and a well-formed cursor (``with_real_references``: what no schema can say).
 
-- ``test_admin_api_never_errs``: no 5xx, and every refusal in the admin error shape;
-- ``test_admin_api_conforms``: every check schemathesis has (status codes, content
-  types, response schemas and headers, ``Allow`` on 405, valid data accepted, invalid
-  data refused, the admin key enforced…). ``POST /api/webhooks/budget`` is sent signed
-  (its credential) and held to the answer checks (``ANSWER_CHECKS``).
+- ``test_admin_api_conforms``: schemathesis' coverage phase (every keyword of the
+  schema at its boundaries and just past them, each undocumented method, missing and
+  malformed parameters: some 2,500 deterministic cases over the document) and
+  ``FUZZ_EXAMPLES`` generated cases, each held to every check schemathesis has (status
+  codes, content types, response schemas and headers, ``Allow`` on 405, valid data
+  accepted, invalid data refused, the admin key enforced…) and to ``verdict`` (no 5xx,
+  every refusal in the admin error shape, nothing logged as an unhandled error).
+  ``POST /api/webhooks/budget`` is sent signed (its credential) and held to the answer
+  checks (``ANSWER_CHECKS``);
+- ``test_admin_api_never_errs``: ``FUZZ_EXAMPLES`` other generated cases sent as
+  generated (made-up parents and cursors, updates on whatever an earlier case left):
+  no 5xx, every refusal in the admin error shape, nothing logged.
+
+``FUZZ_EXAMPLES`` (environment, default 10) is the number of generated cases per
+operation and test; ``FUZZ_EXAMPLES=500`` is the deep run (docs/testing.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.parameters import ParameterLocation
@@ -51,8 +61,10 @@ JSON_TYPES = (dict, list, str, int, float, bool, type(None))
 schema = schemathesis.openapi.from_dict(document())
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
+# Generated cases per operation and test; the coverage phase's cases come on top.
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 FUZZ_SETTINGS = settings(
-    max_examples=25,
+    max_examples=FUZZ_EXAMPLES,
     derandomize=True,
     deadline=None,
     database=None,
@@ -60,6 +72,9 @@ FUZZ_SETTINGS = settings(
     # The gateway is one per module by design (a fixture shared across examples).
     suppress_health_check=list(HealthCheck),
 )
+# Generated cases alone: the coverage phase's (Phase.explicit) are test_admin_api_conforms',
+# which holds each to every check this test makes and more.
+GENERATED_ONLY = settings(FUZZ_SETTINGS, phases=[Phase.generate, Phase.shrink])
 
 
 @schema.auth()
@@ -111,12 +126,16 @@ def with_real_references(case, gateway: Gateway) -> None:
     as valid data refused. Schema-violating cases keep what was generated (every update
     case starts from the seeded entity's limits, valid or not)."""
     kind, ids = case.path.split("/")[-2], case.path_parameters or {}
-    if case.method.upper() == "PUT" and ids.get("id") in gateway.ids.get(kind, ()):
-        # An update merges into the stored budget and rate limit, which an earlier case may
-        # have changed or removed: the document describes an update of an entity that has
-        # both (BudgetUpdate, RateLimitUpdate), so the seeded entity gets them back first.
+    entity = ids.get("id")
+    # An update merges into the stored budget and rate limit, which an earlier case may
+    # have changed or removed: the document describes an update of an entity that has both
+    # (BudgetUpdate, RateLimitUpdate), so the seeded entity gets them back first, unless
+    # no case has changed them since they were last put back (``send`` keeps track).
+    known = entity in gateway.ids.get(kind, ())
+    if case.method.upper() == "PUT" and known and entity not in gateway.restored:
         limits = {"budget": BIG_BUDGET, "rate_limit": GENEROUS_RATE}
-        admin_call(gateway, "PUT", f"/api/governance/{kind}/{ids['id']}", limits)
+        admin_call(gateway, "PUT", f"/api/governance/{kind}/{entity}", limits)
+        gateway.restored.add(entity)
     if case.meta is None or not case.meta.generation.mode.is_positive:
         return
     if isinstance(case.body, dict):
@@ -153,20 +172,36 @@ def signed(case) -> dict[str, Any]:
     return {"data": raw, "headers": headers}
 
 
-@schema.parametrize()
-@FUZZ_SETTINGS
-def test_admin_api_never_errs(case, anonymous_gateway):
-    with_real_ids(case, anonymous_gateway)
-    mark = anonymous_gateway.mark()
-    response = case.call(base_url=anonymous_gateway.url, **signed(case))
+def send(case, gateway: Gateway, *, validate: bool):
+    """The case sent, and held to schemathesis' checks if ``validate``.
+
+    An update that was not refused may have changed its entity's limits: the next update
+    case of that entity puts them back first (``with_real_references``)."""
+    status = None
+    try:
+        if validate:
+            checks = ANSWER_CHECKS if case.path == WEBHOOK else None
+            response = case.call_and_validate(base_url=gateway.url, checks=checks, **signed(case))
+        else:
+            response = case.call(base_url=gateway.url, **signed(case))
+        status = response.status_code
+        return response
+    finally:
+        if case.method.upper() == "PUT" and (status is None or not 400 <= status < 500):
+            gateway.restored.discard((case.path_parameters or {}).get("id"))
+
+
+def assert_verdict(case, gateway: Gateway, mark: int, response) -> None:
+    """No 5xx, every refusal in the admin error shape, nothing logged as unhandled."""
     problems = verdict(
-        anonymous_gateway,
+        gateway,
         f"{case.method} {case.formatted_path}",
         case.formatted_path,
         mark,
         response.status_code,
         response.headers.get("content-type", [""])[0],
         response.content,
+        method=case.method.upper(),
     )
     assert not problems, "\n".join(problems) + "\n" + case.as_curl_command()
 
@@ -176,7 +211,15 @@ def test_admin_api_never_errs(case, anonymous_gateway):
 def test_admin_api_conforms(case, anonymous_gateway):
     with_real_ids(case, anonymous_gateway)
     with_real_references(case, anonymous_gateway)
-    if case.path == WEBHOOK:
-        case.call_and_validate(base_url=anonymous_gateway.url, checks=ANSWER_CHECKS, **signed(case))
-    else:
-        case.call_and_validate(base_url=anonymous_gateway.url)
+    mark = anonymous_gateway.mark()
+    response = send(case, anonymous_gateway, validate=True)
+    assert_verdict(case, anonymous_gateway, mark, response)
+
+
+@schema.parametrize()
+@GENERATED_ONLY
+def test_admin_api_never_errs(case, anonymous_gateway):
+    with_real_ids(case, anonymous_gateway)
+    mark = anonymous_gateway.mark()
+    response = send(case, anonymous_gateway, validate=False)
+    assert_verdict(case, anonymous_gateway, mark, response)
