@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from devtools.stripe_checkout import CheckoutServer
+from tests.credits.stripe_support import SECRET_KEY as STRIPE_SECRET_KEY
+from tests.credits.stripe_support import SUCCESS_URL as STRIPE_SUCCESS_URL
+from tests.credits.stripe_support import WEBHOOK_SECRET as STRIPE_WEBHOOK_SECRET
 from tests.fuzz.shapes import PROTOCOL_REFUSAL, response_problems
 from tests.support import LiveServer, upstream_env
 
@@ -58,6 +62,10 @@ def fuzz_settings(root: Path, upstream: BackgroundServer, **overrides: Any) -> S
     # schemathesis sends wrong keys on purpose (its ignored-auth check), hundreds of times
     # from one address: the throttle would answer the rest of the run 429.
     overrides.setdefault("admin_failures_per_minute", 1_000_000)
+    overrides.setdefault("stripe_secret_key", STRIPE_SECRET_KEY)
+    overrides.setdefault("stripe_webhook_secret", STRIPE_WEBHOOK_SECRET)
+    overrides.setdefault("stripe_success_url", STRIPE_SUCCESS_URL)
+    overrides.setdefault("stripe_max_network_retries", 0)
     return load_settings(env=env, **overrides)
 
 
@@ -142,7 +150,10 @@ def running_gateway(
         logger.propagate = False
     try:
         with (
-            LiveServer(fuzz_settings(root, upstream, **overrides)) as server,
+            CheckoutServer() as stripe,
+            LiveServer(
+                fuzz_settings(root, upstream, stripe_api_base=stripe.url, **overrides)
+            ) as server,
             httpx.Client(base_url=server.url, headers=ADMIN_HEADERS, timeout=30) as admin,
         ):
             gateway = Gateway(name, server, errors, admin)
@@ -212,6 +223,19 @@ def seed(gateway: Gateway) -> None:
     ]
     ids["virtual-keys"] = [k["virtual_key"]["id"] for k in keys]
     gateway.key = keys[-1]["virtual_key"]["value"] if gateway.name == "governed" else None
+    # Prepaid accounts for the customers, with credit enough for the governed key.
+    accounts = [
+        admin_call(
+            gateway,
+            "POST",
+            "/api/credits/accounts",
+            {"owner_type": "customer", "owner_id": customer_id},
+        )["account"]["id"]
+        for customer_id in ids["customers"]
+    ]
+    ids["accounts"] = accounts
+    for account_id in accounts:
+        admin_call(gateway, "POST", f"/api/credits/accounts/{account_id}/grants", {"amount": 1000})
 
 
 @dataclass

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
+from devtools.stripe_wire import sign as stripe_sign
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -43,6 +44,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from tests.credits.stripe_support import WEBHOOK_SECRET as STRIPE_WEBHOOK_SECRET
 from tests.fuzz.gateways import (
     ADMIN_KEY,
     BIG_BUDGET,
@@ -56,6 +58,7 @@ from tests.fuzz.gateways import (
 from tollhouse.admin.routes import document
 from tollhouse.alerts.signing import sign
 from tollhouse.ledger.service import encode_cursor
+from tollhouse.web.query import parse_time
 
 JSON_TYPES = (dict, list, str, int, float, bool, type(None))
 schema = schemathesis.openapi.from_dict(document())
@@ -101,8 +104,11 @@ def with_real_ids(case, gateway: Gateway) -> None:
     ids = case.path_parameters or {}
     if "id" not in ids or (case.meta and case.meta.is_negative_at(ParameterLocation.PATH)):
         return
-    kind = case.path.split("/")[-2]
+    kind = "accounts" if "/credits/accounts/{id}" in case.path else case.path.split("/")[-2]
     pick = zlib.crc32(str(ids["id"]).encode())
+    if kind == "accounts" and pick % 4 != 3:
+        ids["id"] = gateway.ids[kind][pick % len(gateway.ids[kind])]
+        return
     if pick % 4 == 3 or kind not in _FRESH:
         return
     if case.method.upper() == "DELETE":
@@ -132,7 +138,8 @@ def with_real_references(case, gateway: Gateway) -> None:
     # (BudgetUpdate, RateLimitUpdate), so the seeded entity gets them back first, unless
     # no case has changed them since they were last put back (``send`` keeps track).
     known = entity in gateway.ids.get(kind, ())
-    if case.method.upper() == "PUT" and known and entity not in gateway.restored:
+    governed = "/api/governance/" in case.path
+    if case.method.upper() == "PUT" and governed and known and entity not in gateway.restored:
         limits = {"budget": BIG_BUDGET, "rate_limit": GENEROUS_RATE}
         admin_call(gateway, "PUT", f"/api/governance/{kind}/{entity}", limits)
         gateway.restored.add(entity)
@@ -146,10 +153,44 @@ def with_real_references(case, gateway: Gateway) -> None:
                 pick = zlib.crc32(value.encode("utf-8", "surrogatepass"))
                 case.body[field] = seeded[pick % len(seeded)]
     if case.query and case.query.get("cursor"):
-        case.query["cursor"] = encode_cursor(datetime.now(UTC), "fuzz")
+        if "/credits/" in case.path:
+            case.query["cursor"] = "1000000"  # a journal sequence number
+        else:
+            case.query["cursor"] = encode_cursor(datetime.now(UTC), "fuzz")
+    if isinstance(case.body, dict) and "/credits/" in case.path:
+        with_real_credits(case, gateway)
+
+
+_OWNERS = {"customer": "customers", "team": "teams", "key": "virtual-keys"}
+
+
+def with_real_credits(case, gateway: Gateway) -> None:
+    """What a credits schema cannot say: an account's owner exists and has no account
+    yet; a grant expires after it takes effect; an update that enables auto top-up has a
+    threshold and an amount (given, or stored — the seeded accounts have none)."""
+    body = case.body
+    if case.path == "/api/credits/accounts" and isinstance(body.get("owner_type"), str):
+        kind = _OWNERS.get(body["owner_type"])
+        if kind is not None:
+            made = admin_call(gateway, "POST", f"/api/governance/{kind}", _FRESH[kind])
+            body["owner_id"] = made[_ENVELOPE[kind]]["id"]
+    if case.path.endswith("/grants") and isinstance(body.get("expires_at"), str):
+        start = body.get("effective_at")
+        begins = parse_time(start) if isinstance(start, str) else datetime.now(UTC)
+        if parse_time(body["expires_at"]) <= begins:
+            body["expires_at"] = None
+    auto = body.get("auto_topup")
+    if case.method.upper() == "PUT" and isinstance(auto, dict) and auto.get("enabled"):
+        auto.setdefault("threshold", 5)
+        auto.setdefault("amount", 20)
+        if auto["threshold"] is None:
+            auto["threshold"] = 5
+        if auto["amount"] is None:
+            auto["amount"] = 20
 
 
 WEBHOOK = "/api/webhooks/budget"
+STRIPE_WEBHOOK = "/api/webhooks/stripe"
 # The budget webhook takes a sender's payload as it comes (an amount may be a number or a
 # string of one, within bounds a schema cannot state exactly): its answers are held to
 # the document, not its leniency.
@@ -163,13 +204,16 @@ ANSWER_CHECKS = [
 
 
 def signed(case) -> dict[str, Any]:
-    """A budget webhook case sent as bytes signed with the gateway's secret (its only
+    """A webhook case sent as bytes signed with the gateway's secret (its only
     credential), so that it reaches the handler: what schemathesis generated, as JSON."""
-    if case.path != WEBHOOK:
+    if case.path not in (WEBHOOK, STRIPE_WEBHOOK):
         return {}
     raw = json.dumps(case.body).encode() if isinstance(case.body, JSON_TYPES) else b""
-    headers = {"Tollhouse-Signature": sign(WEBHOOK_SECRET, raw), "Content-Type": "application/json"}
-    return {"data": raw, "headers": headers}
+    if case.path == STRIPE_WEBHOOK:
+        signature = {"Stripe-Signature": stripe_sign(raw, STRIPE_WEBHOOK_SECRET)}
+    else:
+        signature = {"Tollhouse-Signature": sign(WEBHOOK_SECRET, raw)}
+    return {"data": raw, "headers": {**signature, "Content-Type": "application/json"}}
 
 
 def send(case, gateway: Gateway, *, validate: bool):

@@ -22,7 +22,15 @@ from pydantic import (
 )
 
 from tollhouse.governance.bounds import MAX_BUDGET_USD, places, usd
-from tollhouse.governance.fields import NANO, USD, Kept, Name, Timestamp, or_default
+from tollhouse.governance.fields import (
+    NANO,
+    USD,
+    Kept,
+    Name,
+    Timestamp,
+    null_is_default,
+    or_default,
+)
 from tollhouse.web.query import Count, Filter, Moment, Query
 from tollhouse.web.responses import Exact, Reply, Time
 from tollhouse.web.validation import Body, number, preview, whole
@@ -123,6 +131,21 @@ class AutoTopupUpdate(Body):
 class AutoTopup(Body):
     """Charge the saved card when ``available`` falls below ``threshold``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"enabled": {"const": False}}},
+                {
+                    "required": ["threshold", "amount"],
+                    "properties": {
+                        "threshold": {"type": "number"},
+                        "amount": {"type": "number"},
+                    },
+                },
+            ]
+        }
+    )
+
     enabled: StrictBool = False
     threshold: USD | None = None
     amount: TopUpUSD | None = None
@@ -142,7 +165,9 @@ class AccountCreate(Body):
 
     owner_type: OwnerType
     owner_id: Name
-    overdraft_limit: Annotated[USD, or_default(lambda: Decimal(0))] = Decimal(0)
+    overdraft_limit: Annotated[USD, or_default(lambda: Decimal(0))] = Field(
+        default=Decimal(0), json_schema_extra=null_is_default(0)
+    )
     low_balance: USD | None = None
     auto_topup: AutoTopup | None = None
 
@@ -177,7 +202,9 @@ class GrantCreate(Body):
 
     amount: SignedUSD
     category: Category = "promotional"
-    priority: Annotated[Priority, or_default(lambda: 10)] = 10
+    priority: Annotated[Priority, or_default(lambda: 10)] = Field(
+        default=10, json_schema_extra=null_is_default(10)
+    )
     effective_at: Timestamp | None = None
     expires_at: Timestamp | None = None
     memo: Memo | None = None
