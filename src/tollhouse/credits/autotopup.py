@@ -352,10 +352,13 @@ async def start(
         except ImportError:
             why = "the stripe library is not installed (pip install 'tollhouse[stripe]')"
     if why is not None:
-        async with engine.connect() as conn:
-            enabled = (
-                await conn.execute(select(func.count()).where(_a.auto_topup_enabled.is_(True)))
-            ).scalar()
+        try:
+            async with engine.connect() as conn:
+                query = select(func.count()).where(_a.auto_topup_enabled.is_(True))
+                enabled = (await conn.execute(query)).scalar()
+        except Exception as exc:  # the server starts without its database (docs/ledger.md)
+            log.warning("auto top-up is off: %s (accounts not checked: %r)", why, exc)
+            return None
         if enabled:
             log.warning(
                 "auto top-up is off: %s; %d account(s) have it enabled and will not be charged",
