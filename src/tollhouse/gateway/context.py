@@ -6,7 +6,10 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
+
+from tollhouse.money import ZERO
 
 _PREFIX = ""
 _SEQUENCE = itertools.count(1)
@@ -41,7 +44,7 @@ class RequestContext:
     customer_id: str | None = None
     credit_account_id: str | None = None  # the prepaid account that pays, if any
     reservation: Any = None  # governance's hold on the worst case, until settled
-    cost: Any = None  # the exact cost (Decimal) once the request is recorded
+    cost: Decimal = ZERO  # the exact cost, once the request is recorded
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

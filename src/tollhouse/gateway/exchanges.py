@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import orjson
 
@@ -39,7 +39,7 @@ from tollhouse.gateway.translate import (
     usage_from_chat,
     usage_from_messages,
 )
-from tollhouse.money import format_usd
+from tollhouse.web.responses import exact
 
 
 class StreamRelay(Protocol):
@@ -63,8 +63,18 @@ class Exchange(Protocol):
     path: ClassVar[str]
 
     def request(self, body: dict[str, Any], model: str, max_tokens: int) -> bytes: ...
-    def response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]: ...
+    def response(self, raw: bytes) -> Answered: ...
     def relay(self, body: dict[str, Any]) -> StreamRelay: ...
+
+
+class Answered(NamedTuple):
+    """A provider's non-streamed answer: the body for the client as an object, the
+    provider's bytes when they can be sent unchanged (same format), its usage and id."""
+
+    data: dict[str, Any]
+    raw: bytes | None
+    usage: Usage | None
+    id: str | None
 
 
 def _load(raw: bytes) -> dict[str, Any]:
@@ -128,7 +138,7 @@ class _ChatPassRelay:
             if not self._client_wants_usage and not chunk.get("choices"):
                 return b""
             if self.cost_of is not None and usage.completion_tokens:
-                chunk["usage"]["cost"] = orjson.Fragment(format_usd(self.cost_of(usage)).encode())
+                chunk["usage"]["cost"] = exact(self.cost_of(usage))
                 return sse.encode(chunk)
         return event.raw
 
@@ -152,9 +162,9 @@ class ChatToOpenAI:
             out["stream_options"] = options
         return orjson.dumps(out)
 
-    def response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+    def response(self, raw: bytes) -> Answered:
         parsed = _load(raw)
-        return raw, usage_from_chat(parsed.get("usage")), parsed.get("id")
+        return Answered(parsed, raw, usage_from_chat(parsed.get("usage")), parsed.get("id"))
 
     def relay(self, body: dict[str, Any]) -> StreamRelay:
         options = body.get("stream_options") or {}
@@ -208,11 +218,10 @@ class ChatToAnthropic:
             raise BadRequest(str(exc)) from None
         return orjson.dumps(translated)
 
-    def response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+    def response(self, raw: bytes) -> Answered:
         parsed = _load(raw)
-        model = str(parsed.get("model", ""))
-        out = messages_response_to_chat(parsed, model=model)
-        return orjson.dumps(out), usage_from_messages(parsed.get("usage")), parsed.get("id")
+        out = messages_response_to_chat(parsed, model=str(parsed.get("model", "")))
+        return Answered(out, None, usage_from_messages(parsed.get("usage")), parsed.get("id"))
 
     def relay(self, body: dict[str, Any]) -> StreamRelay:
         options = body.get("stream_options") or {}
@@ -262,9 +271,9 @@ class MessagesToAnthropic:
         out["model"] = model
         return orjson.dumps(out)
 
-    def response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+    def response(self, raw: bytes) -> Answered:
         parsed = _load(raw)
-        return raw, usage_from_messages(parsed.get("usage")), parsed.get("id")
+        return Answered(parsed, raw, usage_from_messages(parsed.get("usage")), parsed.get("id"))
 
     def relay(self, body: dict[str, Any]) -> StreamRelay:
         return _MessagesPassRelay()
@@ -308,11 +317,10 @@ class MessagesToOpenAI:
         except TranslationError as exc:
             raise BadRequest(str(exc)) from None
 
-    def response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+    def response(self, raw: bytes) -> Answered:
         parsed = _load(raw)
-        model = str(parsed.get("model", ""))
-        out = chat_response_to_messages(parsed, model=model)
-        return orjson.dumps(out), usage_from_chat(parsed.get("usage")), parsed.get("id")
+        out = chat_response_to_messages(parsed, model=str(parsed.get("model", "")))
+        return Answered(out, None, usage_from_chat(parsed.get("usage")), parsed.get("id"))
 
     def relay(self, body: dict[str, Any]) -> StreamRelay:
         return _ChatToMessagesRelay(str(body.get("model", "")))
@@ -328,9 +336,9 @@ class EmbeddingsToOpenAI:
     def request(self, body: dict[str, Any], model: str, max_tokens: int) -> bytes:
         return orjson.dumps({**body, "model": model})
 
-    def response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+    def response(self, raw: bytes) -> Answered:
         parsed = _load(raw)
-        return raw, usage_from_chat(parsed.get("usage")), None
+        return Answered(parsed, raw, usage_from_chat(parsed.get("usage")), None)
 
     def relay(self, body: dict[str, Any]) -> StreamRelay:
         raise BadRequest("embeddings cannot be streamed", param="stream")

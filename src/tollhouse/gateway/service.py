@@ -45,6 +45,8 @@ from tollhouse.ledger import UsageRecord, UsageRecorder
 from tollhouse.ledger.schemas import Status
 from tollhouse.money import ZERO, format_usd, to_nanos
 from tollhouse.ops.metrics import Metrics
+from tollhouse.pricing.catalog import ModelPrice
+from tollhouse.web.responses import exact
 
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -183,7 +185,7 @@ class Gateway:
         if stream:
             relay = exchange.relay(body)
             if key is not None and target.price is not None:
-                relay.cost_of = _costing(target.price)
+                relay.cost_of = partial(_cost, target.price)
             live = _Live(resp, relay, endpoint, body, target, ctx)
             chunks = ClosingStream(self._relay(live), partial(self._end_stream, live))
             headers.update(_STREAM_HEADERS)
@@ -192,8 +194,9 @@ class Gateway:
         raw = b""
         try:
             raw = await resp.read()
-            payload, outcome.usage, body_id = exchange.response(raw)
-            outcome.upstream_id = outcome.upstream_id or body_id
+            answered = exchange.response(raw)
+            outcome.usage = answered.usage
+            outcome.upstream_id = outcome.upstream_id or answered.id
             if outcome.usage is None:
                 # No usage reported (some self-hosted servers): bound the output by the
                 # body's bytes rather than call it free.
@@ -211,11 +214,15 @@ class Gateway:
         durable = self._record(endpoint, body, target, ctx, outcome, streamed=False)
         if durable is not None:
             await durable  # durability: strict answers only once the record is safe
+        data, payload = answered.data, answered.raw
         if key is not None:
             # What this request cost, exactly: in a header and as OpenRouter's usage.cost.
             headers["x-tollhouse-cost"] = format_usd(ctx.cost)
-            payload = with_cost(payload, ctx.cost)
-        return Reply(resp.status, headers, body=payload)
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                usage["cost"] = exact(ctx.cost)
+                payload = None
+        return Reply(resp.status, headers, body=orjson.dumps(data) if payload is None else payload)
 
     @property
     def router(self) -> Router:
@@ -394,16 +401,7 @@ class Gateway:
             # The same bound admission reserved (``estimate.worst_case``).
             usage = _bounded_usage(body, outcome, usage, cap * choices(body))
         price = target.price
-        cost = (
-            price.cost(
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.cached_tokens,
-                usage.cache_creation_tokens,
-            )
-            if price is not None
-            else ZERO
-        )
+        cost = _cost(price, usage) if price is not None else ZERO
         latency = ctx.elapsed_ms()
         ctx.cost = cost
         record = UsageRecord(
@@ -486,29 +484,11 @@ def _upstream_id(resp: aiohttp.ClientResponse) -> str | None:
     return resp.headers.get("x-request-id") or resp.headers.get("request-id")
 
 
-def with_cost(payload: bytes, cost: Decimal) -> bytes:
-    """``payload`` with ``usage.cost`` (USD, exact) added, when it has a ``usage`` object."""
-    try:
-        parsed = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload
-    usage = parsed.get("usage") if isinstance(parsed, dict) else None
-    if not isinstance(usage, dict):
-        return payload
-    usage["cost"] = orjson.Fragment(format_usd(cost).encode())
-    return orjson.dumps(parsed)
-
-
-def _costing(price: Any) -> Any:
-    """The cost of a stream's usage as its record will say (``_record``)."""
-
-    def cost_of(usage: Usage) -> Decimal:
-        cost: Decimal = price.cost(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens,
-            usage.cache_creation_tokens,
-        )
-        return cost
-
-    return cost_of
+def _cost(price: ModelPrice, usage: Usage) -> Decimal:
+    """What ``usage`` costs at ``price``: the records' figure, and a stream's usage.cost."""
+    return price.cost(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        usage.cache_creation_tokens,
+    )
