@@ -42,16 +42,8 @@ from tollhouse.errors import ServiceUnavailable, SignatureInvalid
 from tollhouse.web.bodies import max_depth, read_body
 from tollhouse.web.responses import JSONResponse
 from tollhouse.web.routing import Answer, Operation, Resource, client_address
+from tollhouse.web.services import FailureCounter
 from tollhouse.web.validation import read_model
-
-
-class FailureCounter(Protocol):
-    """The admin API's failure throttle (``admin`` imports ``alerts``, not back): bad
-    signatures count against their sender as bad admin keys do."""
-
-    def check(self, client: str) -> None: ...
-
-    def failed(self, client: str) -> None: ...
 
 
 class AlertServices(Protocol):

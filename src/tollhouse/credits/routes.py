@@ -47,19 +47,12 @@ from tollhouse.errors import NotFound, ServiceUnavailable, SignatureInvalid, Val
 from tollhouse.web.bodies import read_body
 from tollhouse.web.responses import JSONResponse
 from tollhouse.web.routing import Answer, Operation, Resource, client_address
+from tollhouse.web.services import FailureCounter
 from tollhouse.web.validation import read_model
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 CHECKOUT_LIFETIME = timedelta(hours=1)
 _MAX_IDEMPOTENCY_KEY = 255
-
-
-class FailureCounter(Protocol):
-    """The admin API's failure throttle: bad signatures count against their sender."""
-
-    def check(self, client: str) -> None: ...
-
-    def failed(self, client: str) -> None: ...
 
 
 class Admission(Protocol):

@@ -10,7 +10,18 @@ satisfies them all.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 
 class NotStarted(RuntimeError):
     """The services were asked for before the lifespan had started them (no lifespan
     ran, or its start-up failed): nothing can be served yet."""
+
+
+class FailureCounter(Protocol):
+    """The admin API's failure throttle (``admin`` imports the domains, not back): a bad
+    webhook signature counts against its sender as a bad admin key does."""
+
+    def check(self, client: str) -> None: ...
+
+    def failed(self, client: str) -> None: ...
