@@ -526,3 +526,18 @@ def test_trusted_proxies_take_addresses_and_networks(load, value):
 def test_trusted_proxies_refuse_what_is_not_an_address(load):
     with pytest.raises(ConfigError, match="trusted_proxies"):
         load(env={"TOLLHOUSE_TRUSTED_PROXIES": "10.0.0.1, proxy.example"})
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("localhost:6379", "schemes"),
+        ("redis://:pw-SECRET@h:99999/0", "Port out of range"),
+        ("redis://[", "IPv6"),
+    ],
+)
+def test_a_malformed_redis_url_is_a_config_error_naming_it(load, url, says):
+    with pytest.raises(ConfigError) as info:
+        load(redis_url=url)
+    assert "redis_url" in str(info.value) and says in str(info.value)
+    assert "pw-SECRET" not in str(info.value)

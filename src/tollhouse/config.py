@@ -416,6 +416,22 @@ class Settings(_Frozen):
     def _async_driver(cls, value: str) -> str:
         return async_database_url(value)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        """Checked here, so that a typo is a ``ConfigError`` naming the setting before
+        anything starts, not a connection error from the first request."""
+        try:
+            from redis.asyncio.connection import parse_url  # the optional redis extra
+        except ImportError:  # refused when the app starts, naming the extra
+            return value
+        if value is not None:
+            try:
+                parse_url(value)
+            except ValueError as exc:
+                raise ValueError(f"{redact_url(value)!r}: {exc}") from None
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:

@@ -125,3 +125,18 @@ async def _rows_after(settings) -> str:
             return repr((await conn.execute(select(notification_channels))).all())
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@hooks.example:8443/services/T/B?x=1", "https://hooks.example:8443/***"),
+        ("http://[::1]/h", "http://[::1]/***"),
+        ("http://h:99999/h", "http://h/***"),  # a port out of range: none shown
+        ("http://[", "/***"),  # unparseable, as an older version may have stored it
+    ],
+)
+def test_redaction_shows_scheme_host_and_port_only(url, shown):
+    from tollhouse.alerts import urls
+
+    assert urls.redact(url) == shown

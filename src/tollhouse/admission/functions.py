@@ -36,6 +36,10 @@ _SAFETY_TTL_MS = 86_400_000
 _COUNTED_TTL_MS = 86_400_000
 _ATTEMPTS = 3  # orphaned reservation hashes vanish after a day regardless
 _RETRY = Backoff(0.005, 0.02)  # 5 ms, then 10 ms: a dropped connection, not an outage
+# A connection that broke: redis-py's errors, the socket's, and uvloop's RuntimeError for a
+# write to a transport that closed under it ("the handler is closed") when Redis dies.
+_DROPPED = (RedisConnectionError, OSError, RuntimeError)
+_FAILED = (RedisError, *_DROPPED)
 
 
 def redis_key(counter_id: CounterId) -> str:
@@ -84,7 +88,7 @@ class MeterFunctions:
             name="tollhouse-settler",
             what="settles",
             batch=settle_batch,
-            retry=(RedisError, OSError),  # kept and sent again: each settle is idempotent
+            retry=_FAILED,  # kept and sent again: each settle is idempotent
             max_delay_s=2.0,
         )
 
@@ -195,7 +199,7 @@ class MeterFunctions:
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except (RedisError, OSError):
+        except _FAILED:
             return False
 
     # -- internals ----------------------------------------------------------------------
@@ -213,11 +217,11 @@ class MeterFunctions:
                 # Redis restarted empty: its functions went with its data.
                 await self.install()
                 return await self.client.fcall(name, len(keys), *keys, *args)
-            except RedisConnectionError as exc:
+            except _DROPPED as exc:
                 if attempt + 1 == _ATTEMPTS:
-                    raise MeterUnreachable(str(exc)) from exc
+                    raise MeterUnreachable(str(exc) or type(exc).__name__) from exc
                 await asyncio.sleep(_RETRY.delay(attempt))
-            except (RedisError, OSError) as exc:
+            except RedisError as exc:
                 raise MeterUnreachable(str(exc) or type(exc).__name__) from exc
         raise AssertionError("unreachable")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,9 +69,10 @@ class RedisMeter:
         ttl_s: float,
         metrics: Metrics | None = None,
         settle_batch: int = 256,
+        clock: Callable[[], int] = time.monotonic_ns,  # expiry of local admissions
     ) -> None:
         self.functions = MeterFunctions(client, ttl_s=ttl_s, settle_batch=settle_batch)
-        self.local = MemoryMeter(ledger, ttl_s)
+        self.local = MemoryMeter(ledger, ttl_s, clock)
         self.counters: dict[CounterId, Counter] = self.local.counters
         self._ledger = ledger
         self._metrics = metrics
@@ -207,7 +208,13 @@ class RedisMeter:
     # -- expiry, rebuilding and reading -------------------------------------------------
 
     async def sweep(self, now: datetime) -> int:
-        return await self.functions.sweep(micros(now) // 1000)
+        # What was admitted on the local meter while Redis was away expires like the rest;
+        # first, so that Redis being away still does not keep those reservations held.
+        local = await self.local.sweep(now)
+        try:
+            return local + await self.functions.sweep(micros(now) // 1000)
+        except MeterUnreachable:  # Redis's own expire when it is back: next second's sweep
+            return local
 
     async def refresh(self, ids: list[CounterId], now: datetime) -> None:
         pairs = [(i, self.counters[i]) for i in ids if i in self.counters]

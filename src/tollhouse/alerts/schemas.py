@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -30,8 +31,17 @@ from tollhouse.web.responses import Exact, Reply, Time
 from tollhouse.web.validation import Body, parse, whole
 
 Kind = Literal["email", "slack", "webhook"]
+
+
+def _sendable(url: str) -> str:
+    """A URL a request can be sent to: it parses, and names a host and a valid port."""
+    if urls.host_of(url) is None:
+        raise ValueError("must be an http(s) URL with a host (and a port in 1-65535)")
+    return url
+
+
 # A URL, and never a NUL (which the body reader refuses anywhere).
-Url = Annotated[StrictStr, Field(pattern=r"^https?://[^\s\x00]+$")]
+Url = Annotated[StrictStr, Field(pattern=r"^https?://[^\s\x00]+$"), AfterValidator(_sendable)]
 Text = Annotated[StrictStr, Field(min_length=1)]
 
 

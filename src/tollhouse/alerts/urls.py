@@ -29,9 +29,22 @@ FIELDS = {"webhook": "url", "slack": "webhook_url"}
 MASK = "***"
 
 
+def host_of(url: str) -> str | None:
+    """The URL's host, or ``None`` when it has none, does not parse or has a bad port."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port out of range or not a number
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    return parts.hostname or None
+
+
 def redact(url: str) -> str:
     """Scheme and host (and port), the rest masked; no user info, path or query."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparseable (stored before URLs were checked): show nothing of it
+        return f"/{MASK}"
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"  # IPv6
