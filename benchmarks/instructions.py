@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU instructions a Tollhouse spends per request, counted by valgrind's callgrind.
 
-    python benchmarks/instructions.py [--requests 400] [--baseline EXE] [--json out.json]
+    python benchmarks/instructions.py [--requests 400] [--baseline EXE] [--credits] [--json out.json]
 
 Wall-clock figures (``gateway.py``) on a shared 2-core machine move by ±10 % between
 runs; an instruction count does not: the same build serving the same requests counts
@@ -11,7 +11,8 @@ says how fast the result is.
 
 For each build (this checkout's ``tollhouse``, and ``--baseline``'s when given), with
 governance off (anonymous) and on (a key under a team under a customer, each with a
-budget and rate limits), on loopback only:
+budget and rate limits) — and with ``--credits``, governed with the customer's prepaid
+account paying too — on loopback only:
 
 1. start ``tollhouse serve`` under callgrind with instrumentation off (start-up is not
    counted, and runs at near native speed), behind nginx answering a canned completion;
@@ -68,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--baseline", metavar="EXE", help="a second Tollhouse, counted the same way")
     add("--runs", type=int, default=3, help="runs per build and mode; medians (3)")
     add("--json", metavar="PATH", help="also write the figures as JSON")
+    add("--credits", action="store_true", help="also count governed with a prepaid account")
+    add("--only-credits", action="store_true", help="count governed and prepaid only")
     args = parser.parse_args(argv)
     whole = not (args.requests % 50 or args.warmup % 50)
     if not (whole and 50 <= args.requests <= 5000 and 0 <= args.warmup <= 5000):
@@ -102,10 +105,12 @@ def total(dump: Path) -> int:
     raise h.BenchError(f"no totals in {dump}")
 
 
-def count(
-    exe: str, workdir: Path, upstream: str, governed: bool, args: argparse.Namespace
-) -> float:
-    """Instructions per request of ``exe`` (governed or anonymous)."""
+# mode: the key a request carries ("anon": none, "gov": governed, "credits": prepaid too)
+MODES = {"governance off": "anon", "governance on": "gov", "credits": "credits"}
+
+
+def count(exe: str, workdir: Path, upstream: str, key_of: str, args: argparse.Namespace) -> float:
+    """Instructions per request of ``exe`` with the key ``key_of`` names (``MODES``)."""
     workdir.mkdir(parents=True)
     procs = h.Processes(workdir)
     port = h.free_port()
@@ -128,7 +133,10 @@ def count(
         proc = procs.start("tollhouse", argv, env=env, cwd=workdir)
         url = f"http://127.0.0.1:{port}"
         procs.wait_ready("tollhouse", url + "/readyz", timeout=300)
-        key = servers.create_governed_key(url) if governed else "sk-bench"
+        if key_of == "anon":
+            key = "sk-bench"
+        else:
+            key = servers.create_governed_key(url, prepaid=key_of == "credits")
         send(port, key, args.warmup)
         control(proc.pid, "--instr=on")
         send(port, key, 50)  # whole batches before and after the zero
@@ -165,12 +173,17 @@ def main(argv: list[str] | None = None) -> int:
             procs.wait_ready("nginx", f"http://127.0.0.1:{port}/healthz", timeout=10)
             upstream = f"http://127.0.0.1:{port}/v1"
             # Builds take turns within every run, as in gateway.py.
+            modes = dict(MODES)
+            if args.only_credits:
+                del modes["governance off"]
+            elif not args.credits:
+                del modes["credits"]
             for run in range(args.runs):
-                for mode, governed in (("governance off", False), ("governance on", True)):
+                for mode, key_of in modes.items():
                     for name, exe in builds.items():
                         started = time.monotonic()
-                        where = workdir / f"{name}-{'gov' if governed else 'anon'}-{run}"
-                        per = count(str(exe), where, upstream, governed, args)
+                        where = workdir / f"{name}-{key_of}-{run}"
+                        per = count(str(exe), where, upstream, key_of, args)
                         runs.setdefault(mode, {}).setdefault(name, []).append(per)
                         took = time.monotonic() - started
                         print(f"run {run + 1} {mode:15} {name:10} {per:>12,.0f} instructions"
@@ -192,6 +205,10 @@ def report(figures: dict[str, dict[str, Any]]) -> None:
     for mode, by_build in figures.items():
         for name, per in by_build.items():
             print(f"median {mode:15} {name:10} {per:>12,.0f} instructions/request")
+    if "credits" in figures and "governance on" in figures:
+        for name in figures["credits"]:
+            added = figures["credits"][name] / figures["governance on"][name] - 1
+            print(f"{name}: a prepaid account adds {added:+.2%} instructions per request")
     for mode, by_build in figures.items():
         if "baseline" in by_build:
             change = by_build["tollhouse"] / by_build["baseline"] - 1

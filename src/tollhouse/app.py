@@ -29,7 +29,8 @@ from tollhouse.catalog import listing
 from tollhouse.catalog.routes import routes as catalog_routes
 from tollhouse.catalog.service import Listing
 from tollhouse.config import Settings
-from tollhouse.credits import autotopup, journal
+from tollhouse.credits import autotopup
+from tollhouse.credits.posting import UsagePosts
 from tollhouse.credits.routes import key_routes as credit_key_routes
 from tollhouse.credits.watch import BalanceWatch
 from tollhouse.credits.worker import CreditSweeper
@@ -307,7 +308,7 @@ async def _start(
         batch_size=settings.ledger_batch_size,
         flush_interval_ms=settings.ledger_flush_interval_ms,
         spool=Spool(Path(settings.spool_dir)),
-        companion=journal.post_usage,  # credit posts commit with their usage records
+        companion=UsagePosts(),  # credit posts commit with their usage records
         on_written=watch.posted,
     )
     await recorder.start()

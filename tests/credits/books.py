@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.credits import payments, service
-from tollhouse.credits.journal import post_usage
+from tollhouse.credits.posting import UsagePosts
 from tollhouse.credits.schemas import AccountCreate, GrantCreate
 from tollhouse.credits.stripe_events import Purchase, Refund
 from tollhouse.governance import service as governance
@@ -49,7 +49,7 @@ def usage_record(
 
 async def record_usage(engine: AsyncEngine, records: list[UsageRecord]) -> None:
     """Write ``records`` as the gateway does: the real recorder, posts in its batches."""
-    recorder = UsageRecorder(engine, Metrics(), companion=post_usage)
+    recorder = UsageRecorder(engine, Metrics(), companion=UsagePosts())
     for record in records:
         recorder.add(record)
     await recorder.flush()

@@ -56,7 +56,10 @@ async def journal_matches_ledger(app: Any, client: Any, account_id: str) -> Deci
             )
         ).all()
     assert posted == spent, (posted, spent)
-    assert posts == len([r for r in rows if r["cost"]])
+    # One post per batch the recorder wrote; every paid record names its post.
+    paid = [r for r in rows if r["cost"]]
+    assert all(r["credit_post"] for r in paid)
+    assert posts == len({r["credit_post"] for r in paid})
     assert (account.funded, account.spent) == (funded, posted)
     assert unbalanced == []
     return spent

@@ -274,15 +274,27 @@ class CreditMachine(RuleBasedStateMachine):
         if unpaid:  # a request no prepaid account paid for posts nothing
             records.append(usage_record(None, Decimal("0.5"), self.now))
         self.run(record_usage(self.engine, records))
-        for record in records:
-            if record.credit_account_id and record.cost:
-                self.booked(account, f"post:{record.id}", -record.cost, post=True)
+        # One post for the account's records of the batch, keyed by the first of them.
+        paid = [r for r in records if r.credit_account_id and r.cost]
+        if paid:
+            total = sum((r.cost for r in paid), Decimal(0))
+            self.booked(account, f"post:{paid[0].id}", -total, post=True)
         return multiple(*records)
 
     @rule(record=records)
     def write_again(self, record: UsageRecord) -> None:
         """A record written twice (a replay from the spool) posts once."""
         self.run(record_usage(self.engine, [record]))
+
+    @rule(target=records, record=records, cost=costs)
+    def replay_with_more(self, record: UsageRecord, cost: Decimal) -> Any:
+        """A spooled batch replayed after its first write committed, with a record the
+        first write did not have: only the new one posts, under its own key."""
+        new = usage_record(record.credit_account_id, cost, self.now)
+        self.run(record_usage(self.engine, [record, new]))
+        if new.credit_account_id and new.cost:
+            self.booked(new.credit_account_id, f"post:{new.id}", -new.cost, post=True)
+        return new
 
     @rule(
         target=payments,

@@ -98,22 +98,37 @@ async def _post(conn: AsyncConnection, account: str, request_id: str, amount: st
     await book(conn, movement)
 
 
-async def test_posts_of_another_amount_twice_or_for_nothing_are_named(engine, books):
+async def test_posts_of_another_amount_or_for_nothing_are_named(engine, books):
     account = books.accounts[1]
     [request_id] = books.requests[account]
     async with engine.begin() as conn:
         await conn.execute(
             update(usage_records).where(usage_records.c.id == request_id).values(cost=1)
         )
-        await _post(conn, account, request_id, "-1", "post:again")
-        await _post(conn, account, "req_nothing", "-0.5", "post:req_nothing")
+        await _post(conn, account, "req_nothing", "-0.5", "post:nothing")
     [posts] = [d for d in await differences(engine) if d.check == "posts"]
     assert posts.account_id == account
-    assert posts.expected == "1 post(s), 1 USD (usage ledger)"
-    assert posts.found == "3 post(s), 1.75 USD (journal)"
-    assert posts.detail == (
-        f"extra: req_nothing; amount differs: {request_id}; posted twice: {request_id}"
-    )
+    assert posts.expected == "1 USD in 1 paid record(s) (usage ledger)"
+    assert posts.found == "0.75 USD in 2 post(s) (journal)"
+    assert posts.detail == f"extra: post:nothing; amount differs: post:{request_id}"
+
+
+async def test_a_record_naming_a_post_of_another_account_is_not_posted(engine, books):
+    a, b = books.accounts
+    [request_id] = books.requests[b]
+    key = await _post_key(engine, books.requests[a][0])
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(usage_records).where(usage_records.c.id == request_id).values(credit_post=key)
+        )
+    found = {d.account_id: d.detail for d in await differences(engine) if d.check == "posts"}
+    assert found == {b: f"missing: {request_id}; extra: post:{request_id}"}
+
+
+async def _post_key(engine: AsyncEngine, request_id: str) -> str:
+    async with engine.connect() as conn:
+        query = select(usage_records.c.credit_post).where(usage_records.c.id == request_id)
+        return str(await conn.scalar(query))
 
 
 async def test_long_lists_of_request_ids_are_cut_short(engine, books):
@@ -152,5 +167,5 @@ async def test_movements_of_no_account_and_legs_of_no_movement(engine, books):
         )
         assert legs == seq  # the foreign key would have taken them
     found = {(d.account_id, d.check, d.detail) for d in await differences(engine)}
-    assert ("acct_gone", "account", "3 transaction(s) name it") in found
+    assert ("acct_gone", "account", "2 transaction(s) name it") in found  # a: batch, late
     assert ("-", "legs", f"transaction {seq} is not in the journal") in found

@@ -16,6 +16,7 @@ EXPECTED_INDEXES = {
     "ix_usage_records_customer_id_created_at",
     "ix_usage_records_model_created_at",
     "ix_usage_records_credit_account_id_created_at",
+    "ix_usage_records_credit_post",
 }
 
 
@@ -37,7 +38,7 @@ async def columns(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0007"
+    assert head() == "0008"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):
@@ -66,6 +67,9 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0007"
+    assert "credit_post" not in await columns(db_engine, "usage_records")
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0006"
     assert "ux_credit_topups_pending_auto" not in await indexes(db_engine, "credit_topups")
@@ -103,3 +107,37 @@ async def test_migrations_match_the_models(db_engine):
     async with db_engine.connect() as conn:
         changes = await conn.run_sync(diff)
     assert changes == []
+
+
+async def test_posts_booked_per_request_before_0008_are_linked_to_their_records(db_engine):
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from sqlalchemy import insert, select
+    from tests.credits.books import open_customer_account, usage_record
+
+    from tollhouse.credits.journal import Movement, book
+    from tollhouse.credits.verify import verify_engine
+    from tollhouse.ledger.models import usage_records
+
+    await upgrade(db_engine, "0007")
+    async with db_engine.begin() as conn:
+        account = await open_customer_account(conn, "acme")
+        posted, unposted = (
+            usage_record(account, Decimal("0.25"), datetime.now(UTC)) for _ in range(2)
+        )
+        rows = [
+            {k: v for k, v in r.row().items() if k != "credit_post"} for r in (posted, unposted)
+        ]
+        await conn.execute(insert(usage_records), rows)
+        key = f"post:{posted.id}"
+        await book(conn, Movement(account, "post", Decimal("-0.25"), key, request_id=posted.id))
+    await upgrade(db_engine)
+    async with db_engine.connect() as conn:
+        linked = dict(
+            (await conn.execute(select(usage_records.c.id, usage_records.c.credit_post))).all()
+        )
+    assert linked == {posted.id: key, unposted.id: None}
+    report = await verify_engine(db_engine)
+    [posts] = [d for d in report.differences if d.check == "posts"]
+    assert posts.detail == f"missing: {unposted.id}"  # linked, the other still named

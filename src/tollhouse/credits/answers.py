@@ -64,6 +64,7 @@ def entry_read(row: Any, balance_after: Decimal) -> EntryRead:
     return EntryRead(
         seq=row.seq,
         id=row.id,
+        key=row.key,
         kind=row.kind,
         amount=row.amount,
         balance_after=balance_after,

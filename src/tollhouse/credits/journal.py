@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.credits.models import credit_accounts, credit_legs, credit_transactions
+from tollhouse.db.types import Money
 
 Kind = Literal["purchase", "grant", "post", "expire", "refund", "dispute", "reversal"]
 KINDS: tuple[Kind, ...] = ("purchase", "grant", "post", "expire", "refund", "dispute", "reversal")
@@ -94,9 +95,40 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def _insert(conn: AsyncConnection) -> Any:
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return insert(credit_transactions)
+def _insert(dialect: str) -> Any:
+    """The booking statement for ``dialect``, built once: statements are compared by
+    their shape on every execution, so a batch reuses one instead of building its own."""
+    statement = _INSERTS.get(dialect)
+    if statement is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        t = credit_transactions.c
+        statement = (
+            insert(credit_transactions)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(t.seq, t.key)
+        )
+        _INSERTS[dialect] = statement
+    return statement
+
+
+_INSERTS: dict[str, Any] = {}
+_LEGS = credit_legs.insert()
+_a = credit_accounts.c
+# The projections, moved by what a batch booked: one row of parameters per account.
+_SPEND = (
+    update(credit_accounts)
+    .where(_a.id == bindparam("account"))
+    .values(spent=_a.spent + bindparam("by", type_=Money()), updated_at=bindparam("at"))
+)
+_FUND = (
+    update(credit_accounts)
+    .where(_a.id == bindparam("account"))
+    .values(
+        funded=_a.funded + bindparam("by", type_=Money()),
+        revision=_a.revision + 1,
+        updated_at=bindparam("at"),
+    )
+)
 
 
 async def book(conn: AsyncConnection, movement: Movement) -> int | None:
@@ -115,56 +147,41 @@ async def book_many(
     if not by_key:
         return []
     await _lock(conn, {m.account_id for m in by_key.values()})
-    statement = (
-        _insert(conn)
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(credit_transactions.c.seq, credit_transactions.c.key)
-    )
-    result = await conn.execute(statement, [m.row() for m in by_key.values()])
+    result = await conn.execute(_insert(conn.dialect.name), [m.row() for m in by_key.values()])
     booked = sorted((seq, by_key[key]) for seq, key in result.all())
     if not booked:
         return []
     legs = []
     for seq, m in booked:
+        account, other = ledger_account(m.account_id), counterpart(m.kind, m.category)
         legs.append(
-            {
-                "transaction_seq": seq,
-                "leg": 0,
-                "ledger_account": ledger_account(m.account_id),
-                "amount": m.amount,
-            }
+            {"transaction_seq": seq, "leg": 0, "ledger_account": account, "amount": m.amount}
         )
         legs.append(
-            {
-                "transaction_seq": seq,
-                "leg": 1,
-                "ledger_account": counterpart(m.kind, m.category),
-                "amount": -m.amount,
-            }
+            {"transaction_seq": seq, "leg": 1, "ledger_account": other, "amount": -m.amount}
         )
-    await conn.execute(credit_legs.insert(), legs)
+    await conn.execute(_LEGS, legs)
     await _project(conn, [m for _, m in booked])
     return booked
 
 
 async def _lock(conn: AsyncConnection, account_ids: set[str]) -> None:
-    """Hold the accounts (in id order, as ``_project`` and ``lots.allocate`` take them)
-    before numbering their movements. Postgres numbers a movement when it is inserted
-    and shows it when it commits; an allocation reading the account's movements while
-    another transaction held a smaller number uncommitted would move ``allocated_seq``
-    past it and never draw it. Numbered under the account's lock, an account's movements
-    commit in the order of their numbers. (SQLite runs one writer at a time.)"""
+    """Hold the accounts (in id order, as ``lots.allocate`` takes them) before numbering
+    their movements. Postgres numbers a movement when it is inserted and shows it when
+    it commits; an allocation reading the account's movements while another transaction
+    held a smaller number uncommitted would move ``allocated_seq`` past it and never
+    draw it. Numbered under the account's lock, an account's movements commit in the
+    order of their numbers. (SQLite runs one writer at a time.)"""
     if conn.dialect.name != "postgresql":
         return
-    a = credit_accounts.c
     await conn.execute(
-        select(a.id).where(a.id.in_(sorted(account_ids))).order_by(a.id).with_for_update()
+        select(_a.id).where(_a.id.in_(sorted(account_ids))).order_by(_a.id).with_for_update()
     )
 
 
 async def _project(conn: AsyncConnection, movements: list[Movement]) -> None:
-    """Move each account's projections by what was booked; accounts in id order, so two
-    writers touching the same accounts lock them in the same order (no deadlock)."""
+    """Move each account's projections by what was booked (the accounts are locked
+    already: ``_lock``), in one statement per projection."""
     spent: dict[str, Decimal] = defaultdict(Decimal)
     funded: dict[str, Decimal] = defaultdict(Decimal)
     for m in movements:
@@ -173,37 +190,7 @@ async def _project(conn: AsyncConnection, movements: list[Movement]) -> None:
         else:
             funded[m.account_id] += m.amount
     now = datetime.now(UTC)
-    a = credit_accounts.c
-    for account_id in sorted(spent.keys() | funded.keys()):
-        values: dict[str, Any] = {"updated_at": now}
-        if account_id in spent:
-            values["spent"] = a.spent + spent[account_id]
-        if account_id in funded:
-            values["funded"] = a.funded + funded[account_id]
-            values["revision"] = a.revision + 1
-        await conn.execute(update(credit_accounts).where(a.id == account_id).values(**values))
-
-
-def posts_of(rows: Iterable[Mapping[str, Any]]) -> list[Movement]:
-    """The usage posts a batch of usage-record rows carries: one per record a prepaid
-    account paid for, keyed by the request id (a record written twice posts once)."""
-    return [
-        Movement(
-            account_id=row["credit_account_id"],
-            kind="post",
-            amount=-row["cost"],
-            key=f"post:{row['id']}",
-            request_id=row["id"],
-            created_at=row["created_at"],
-        )
-        for row in rows
-        if row.get("credit_account_id") and row["cost"]
-    ]
-
-
-async def post_usage(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Book the posts of usage records in the transaction that writes them (the usage
-    recorder calls this), so the journal and the ledger cannot disagree."""
-    posts = posts_of(rows)
-    if posts:
-        await book_many(conn, posts)
+    for statement, moved in ((_SPEND, spent), (_FUND, funded)):
+        if moved:
+            rows = [{"account": i, "by": by, "at": now} for i, by in sorted(moved.items())]
+            await conn.execute(statement, rows)

@@ -312,6 +312,10 @@ class GrantList(Reply):
 class EntryRead(Reply):
     seq: int
     id: str
+    key: str = Field(
+        description="unique per movement; a post's lists its requests: "
+        "GET /api/usage?credit_post=<key>"
+    )
     kind: str
     amount: Exact
     balance_after: Exact

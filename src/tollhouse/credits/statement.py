@@ -27,7 +27,7 @@ from tollhouse.web.responses import rfc3339
 
 _t = credit_transactions.c
 COLUMNS = (
-    "seq", "id", "created_at", "kind", "amount", "balance_after", "category", "lot_id",
+    "seq", "id", "key", "created_at", "kind", "amount", "balance_after", "category", "lot_id",
     "request_id", "payment_intent", "stripe_event", "reverses", "memo",
 )  # fmt: skip
 
@@ -104,8 +104,9 @@ async def csv_lines(
 
 def _cells(row: Any, balance: Decimal) -> list[str]:
     return [
-        str(row.seq), row.id, rfc3339(row.created_at) or "", row.kind, format_usd(row.amount),
-        format_usd(balance), row.category or "", row.lot_id or "", row.request_id or "",
+        str(row.seq), row.id, row.key, rfc3339(row.created_at) or "", row.kind,
+        format_usd(row.amount), format_usd(balance), row.category or "", row.lot_id or "",
+        row.request_id or "",
         row.payment_intent or "", row.stripe_event or "", row.reverses or "", _text(row.memo),
     ]  # fmt: skip
 

@@ -8,9 +8,10 @@ every difference it finds; ``tollhouse ledger verify`` prints them. For every ac
   against (``journal.counterpart``); no leg without its transaction;
 - ``funded``, ``spent``: the projections on ``credit_accounts`` equal the sums of the
   journal (everything but posts; posts);
-- ``posts``: the posts are the usage records the account paid for: one post per record
-  with that ``credit_account_id`` and a cost above zero, of minus its cost, and none for
-  any other request (the request ids missing, extra, differing or posted twice are
+- ``posts``: the posts are the usage records the account paid for: every record with
+  that ``credit_account_id`` and a cost above zero names a post of that account
+  (``credit_post``), every post is minus the costs of the records naming it, and their
+  sums agree (records without their post, and posts extra or of another amount, are
   named); a record naming an account that does not exist is a difference too;
 - ``lots``: what the lots hold reconciles with the balance. Funding is put on its lot
   when booked (a purchase's lot is created with it, a grant's lot is activated with it,
@@ -56,7 +57,7 @@ from tollhouse.ledger.models import usage_records
 from tollhouse.money import format_usd
 
 ZERO = Decimal(0)
-LISTED = 5  # request ids named per account and kind of difference
+LISTED = 5  # request ids or post keys named per account and kind of difference
 _FETCHED = 10_000  # ids read at most per kind of difference (the rest are counted)
 
 _a = credit_accounts.c
@@ -307,10 +308,9 @@ async def _posts(
         for account, records, nonzero, cost in await conn.execute(query)
     }
     named = {
-        "missing": await _ids(conn, _missing_posts(), account_id),
-        "extra": await _ids(conn, _extra_posts(), account_id),
+        "missing": await _ids(conn, _unposted(), account_id),
+        "extra": await _ids(conn, _uncovered_posts(), account_id),
         "amount differs": await _ids(conn, _differing_posts(), account_id),
-        "posted twice": await _ids(conn, _twice_posted(), account_id),
     }
     found = []
     for account in sorted(accounts.keys() | ledger.keys()):
@@ -328,23 +328,23 @@ async def _posts(
             continue
         posts_n, posts_sum = journal.get(account, {}).get("post", (0, ZERO))
         details = [_listed(what, ids[account]) for what, ids in named.items() if ids.get(account)]
-        if (posts_n, -posts_sum) != (expected_n, expected_sum) or details:
+        if -posts_sum != expected_sum or details:
             found.append(
                 Difference(
                     account,
                     "posts",
-                    f"{expected_n} post(s), {usd(expected_sum)} (usage ledger)",
-                    f"{posts_n} post(s), {usd(-posts_sum)} (journal)",
+                    f"{usd(expected_sum)} in {expected_n} paid record(s) (usage ledger)",
+                    f"{usd(-posts_sum)} in {posts_n} post(s) (journal)",
                     "; ".join(details),
                 )
             )
     return found
 
 
-def _missing_posts() -> Select[Any]:
-    """Paid records without their post (on the account the record names)."""
+def _unposted() -> Select[Any]:
+    """Paid records whose post is not in the journal (on the account the record names)."""
     post = and_(
-        _t.key == literal("post:") + _u.id,
+        _t.key == _u.credit_post,
         _t.account_id == _u.credit_account_id,
         _t.kind == "post",
     )
@@ -360,15 +360,15 @@ def _missing_posts() -> Select[Any]:
     )
 
 
-def _extra_posts() -> Select[Any]:
-    """Posts with no paid record of that account behind them."""
+def _uncovered_posts() -> Select[Any]:
+    """Posts that no paid record of their account names (by key)."""
     record = and_(
-        _u.id == _t.request_id,
+        _u.credit_post == _t.key,
         _u.credit_account_id == _t.account_id,
         _u.cost != literal(0, _u.cost.type),
     )
     return (
-        select(_t.account_id, func.coalesce(_t.request_id, _t.key))
+        select(_t.account_id, _t.key)
         .select_from(credit_transactions.outerjoin(usage_records, record))
         .where(_t.kind == "post", _u.id.is_(None))
         .order_by(_t.account_id, _t.seq)
@@ -376,23 +376,15 @@ def _extra_posts() -> Select[Any]:
 
 
 def _differing_posts() -> Select[Any]:
-    """Posts whose amount is not minus their record's cost."""
-    record = and_(_u.id == _t.request_id, _u.credit_account_id == _t.account_id)
+    """Posts whose amount is not minus the costs of the records that name them."""
+    record = and_(_u.credit_post == _t.key, _u.credit_account_id == _t.account_id)
     return (
-        select(_t.account_id, _t.request_id)
+        select(_t.account_id, _t.key)
         .join(usage_records, record)
-        .where(_t.kind == "post", (_u.cost + _t.amount) != literal_column("0"))
+        .where(_t.kind == "post")
+        .group_by(_t.seq, _t.account_id, _t.key, _t.amount)
+        .having(_t.amount + func.sum(_u.cost) != literal_column("0"))
         .order_by(_t.account_id, _t.seq)
-    )
-
-
-def _twice_posted() -> Select[Any]:
-    return (
-        select(_t.account_id, _t.request_id)
-        .where(_t.kind == "post", _t.request_id.is_not(None))
-        .group_by(_t.account_id, _t.request_id)
-        .having(func.count() > 1)
-        .order_by(_t.account_id, _t.request_id)
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text, text
 
 from tollhouse.db.meta import metadata
 from tollhouse.db.types import Money, UTCDateTime
@@ -30,10 +30,18 @@ usage_records = Table(
     Column("upstream_request_id", Text),
     Column("error", Text),
     Column("credit_account_id", String(64)),  # the prepaid account that paid, if any
+    # The key of the journal post that charged it to that account (credits/posting.py).
+    Column("credit_post", String(255)),
     Index("ix_usage_records_created_at_id", "created_at", "id"),
     Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
     Index("ix_usage_records_team_id_created_at", "team_id", "created_at"),
     Index("ix_usage_records_customer_id_created_at", "customer_id", "created_at"),
     Index("ix_usage_records_model_created_at", "model", "created_at"),
     Index("ix_usage_records_credit_account_id_created_at", "credit_account_id", "created_at"),
+    Index(
+        "ix_usage_records_credit_post",
+        "credit_post",
+        sqlite_where=text("credit_post IS NOT NULL"),
+        postgresql_where=text("credit_post IS NOT NULL"),
+    ),
 )

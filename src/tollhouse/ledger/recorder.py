@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,9 +32,21 @@ from tollhouse.ops.metrics import Metrics
 
 log = logging.getLogger("tollhouse.ledger")
 
-# Written in the transaction of each batch, after its records (the credit journal's
-# posts): what depends on usage records commits with them or not at all.
-Companion = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
+
+class Companion(Protocol):
+    """Writes in the transaction of each batch, with its records (the credit journal's
+    posts): what depends on usage records commits with them or not at all."""
+
+    def prepare(self, rows: list[dict[str, Any]]) -> bool:
+        """Before the insert: fill in the rows' own columns; ``True`` to ``book``."""
+
+    async def book(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]], written: set[str]
+    ) -> None:
+        """After the insert, in its transaction; ``written``: the ids it inserted (a
+        record written before is skipped)."""
+
+
 # Told of each batch once it has committed (the credits balance watch): synchronous and
 # cheap; whatever it raises is logged and changes nothing here.
 Written = Callable[[list[dict[str, Any]]], None]
@@ -243,9 +255,13 @@ class UsageRecorder:
         if not rows:
             return
         async with self._engine.begin() as conn:
-            await conn.execute(insert_ignoring(usage_records, conn.dialect.name, "id"), rows)
-            if self._companion is not None:
-                await self._companion(conn, rows)
+            statement = insert_ignoring(usage_records, conn.dialect.name, "id")
+            companion = self._companion
+            if companion is not None and companion.prepare(rows):
+                result = await conn.execute(statement.returning(usage_records.c.id), rows)
+                await companion.book(conn, rows, set(result.scalars()))
+            else:
+                await conn.execute(statement, rows)
         if self._on_written is not None:
             try:
                 self._on_written(rows)

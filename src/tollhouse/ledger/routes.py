@@ -33,6 +33,7 @@ async def usage(request: Request) -> Response:
         team_id=q.team_id,
         customer_id=q.customer_id,
         credit_account_id=q.credit_account_id,
+        credit_post=q.credit_post,
         model=q.model,
         since=q.since,
         until=q.until,

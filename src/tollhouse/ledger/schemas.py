@@ -40,6 +40,7 @@ class UsageRecord:
     upstream_request_id: str | None = None
     error: str | None = None
     credit_account_id: str | None = None  # the prepaid account that paid, if any
+    credit_post: str | None = None  # set when written: the journal post that charged it
 
     def row(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every field, and this runs per record.
@@ -58,6 +59,7 @@ class UsageQuery(Query):
     team_id: Filter = Field(default=None, description="only this team")
     customer_id: Filter = Field(default=None, description="only this customer")
     credit_account_id: Filter = Field(default=None, description="only this prepaid account")
+    credit_post: Filter = Field(default=None, description="only the requests of this post (key)")
     model: Filter = Field(default=None, description="only this model")
     since: Moment = Field(default=None, description="from this time on")
     until: Moment = Field(default=None, description="before this time")
@@ -90,6 +92,10 @@ class UsageRecordRead(Reply):
     upstream_request_id: str | None
     error: str | None
     credit_account_id: str | None
+    credit_post: str | None = Field(
+        description="key of the credit journal post that charged this request to "
+        "credit_account_id (one post per account per ledger batch)"
+    )
 
     @classmethod
     def from_row(cls, row: Any) -> UsageRecordRead:

@@ -27,6 +27,7 @@ class UsageFilter:
     team_id: str | None = None
     customer_id: str | None = None
     credit_account_id: str | None = None
+    credit_post: str | None = None
     model: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -38,6 +39,7 @@ class UsageFilter:
             (t.c.team_id, self.team_id),
             (t.c.customer_id, self.customer_id),
             (t.c.credit_account_id, self.credit_account_id),
+            (t.c.credit_post, self.credit_post),
             (t.c.model, self.model),
         ):
             if value is not None:
