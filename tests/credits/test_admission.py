@@ -22,7 +22,7 @@ from tests.governance.helpers import (
     usd,
     worst_case_nanos,
 )
-from tests.support import decode, reached
+from tests.support import decode, reached, running
 
 pytestmark = pytest.mark.usefixtures("upstream")
 
@@ -218,3 +218,40 @@ async def test_a_governed_stream_says_what_it_cost_in_its_usage_chunk(gateway, a
     usage = [c["usage"] for c in chunks if c.get("usage")]
     cost = (await records(gateway, app, key_id=key["id"]))[0]["cost"]
     assert usage and usage[-1]["cost"] == cost
+
+
+async def test_raising_the_overdraft_limit_lets_the_next_request_through_at_once(gateway):
+    """The limit is what admission may spend: changing it bumps the account's revision
+    and the running gateway applies it before the update is answered."""
+    customer = await create_customer(gateway)
+    _, value = await create_key(gateway, customer_id=customer["id"])
+    account = await open_account(gateway, "customer", customer["id"])
+    assert (await chat(gateway, value)).status_code == 402
+    path = f"/accounts/{account['id']}"
+    overdraft = usd(2 * worst_case_nanos())
+    updated = (await call(gateway, "PUT", path, {"overdraft_limit": overdraft}))["account"]
+    assert updated["overdraft_limit"] == overdraft
+    assert (await chat(gateway, value)).status_code == 200
+    # The same limit again changes nothing admission needs to know.
+    same = (await call(gateway, "PUT", path, {"overdraft_limit": overdraft}))["account"]
+    assert same["overdraft_limit"] == overdraft
+
+
+async def test_accounts_are_listed_by_owner_type(gateway):
+    customer = await create_customer(gateway)
+    team = await create_team(gateway, customer_id=customer["id"])
+    for_customer = await open_account(gateway, "customer", customer["id"])
+    for_team = await open_account(gateway, "team", team["id"])
+    everything = await call(gateway, "GET", "/accounts")
+    assert [a["id"] for a in everything["accounts"]] == [for_customer["id"], for_team["id"]]
+    teams = await call(gateway, "GET", "/accounts", params={"owner_type": "team"})
+    assert [a["id"] for a in teams["accounts"]] == [for_team["id"]]
+    both = {"owner_type": "customer", "owner_id": team["id"]}
+    assert (await call(gateway, "GET", "/accounts", params=both))["count"] == 0
+
+
+async def test_an_anonymous_caller_has_no_credits_to_read(make_settings):
+    async with running(make_settings(allow_anonymous=True)) as (_, client):
+        response = await client.get("/v1/credits")
+    assert response.status_code == 404
+    assert "anonymous requests have no credit account" in decode(response)["error"]["message"]

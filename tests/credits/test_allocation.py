@@ -11,7 +11,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tests.credits.books import (
     grant,
     open_customer_account,
@@ -21,7 +21,7 @@ from tests.credits.books import (
 )
 from tests.support import wait_until
 
-from tollhouse.credits import lots, payments, service
+from tollhouse.credits import journal, lots, payments, service
 from tollhouse.credits.models import credit_lots, credit_transactions
 from tollhouse.credits.stripe_events import Purchase
 from tollhouse.credits.verify import verify
@@ -112,3 +112,62 @@ async def test_a_grant_and_a_stripe_purchase_on_one_account_do_not_deadlock(pg_e
         row = await service.get_account(conn, account)
         assert (row.funded, row.spent) == (Decimal("21"), 0)
         assert (await verify(conn)).ok
+
+
+async def test_two_sweepers_expire_a_lot_once(sqlite_engine):
+    """Replicas sweep side by side: the second to reach an expired lot books nothing."""
+    engine = sqlite_engine
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        account = await open_customer_account(conn, "acme")
+        promo = await grant(
+            conn, account, "5", now, expires_at=(now + timedelta(hours=1)).isoformat()
+        )
+    later = now + timedelta(hours=2)
+    async with engine.begin() as conn:
+        _, ending = await lots.due(conn, later)
+    assert ending == [promo.id]
+    async with engine.begin() as conn:
+        assert await lots.expire(conn, promo.id, later) == Decimal("5")
+    async with engine.begin() as conn:  # the other sweeper, with the list it read before
+        assert await lots.expire(conn, promo.id, later) == 0
+        t = credit_transactions.c
+        expiries = await conn.scalar(
+            select(func.count()).where(t.account_id == account, t.kind == "expire")
+        )
+        assert expiries == 1
+        assert (await verify(conn, account)).ok
+
+
+async def test_allocating_an_account_there_is_not_does_nothing(sqlite_engine):
+    async with sqlite_engine.begin() as conn:
+        await lots.allocate(conn, "acct_none")
+        assert await lots.lock_account(conn, "acct_none") is None
+        assert (await verify(conn)).ok
+
+
+async def test_booking_no_movements_books_nothing(sqlite_engine):
+    async with sqlite_engine.begin() as conn:
+        account = await open_customer_account(conn, "acme")
+        assert await journal.book_many(conn, []) == []
+        await journal.post_usage(conn, [])  # a batch of records no account paid for
+        assert await conn.scalar(select(func.count()).select_from(credit_transactions)) == 0
+        assert (await service.get_account(conn, account)).revision == 1
+
+
+async def test_a_lot_spent_to_the_last_cent_expires_without_a_movement(sqlite_engine):
+    engine = sqlite_engine
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        account = await open_customer_account(conn, "acme")
+        expires = (now + timedelta(hours=1)).isoformat()
+        promo = await grant(conn, account, "2", now, expires_at=expires)
+    await record_usage(engine, [usage_record(account, Decimal("2"), now)])
+    async with engine.begin() as conn:
+        assert await service.run_due(conn, now + timedelta(hours=2)) == (0, 1)
+        t = credit_transactions.c
+        kinds = (await conn.execute(select(t.kind).where(t.account_id == account))).scalars()
+        assert sorted(kinds) == ["grant", "post"]
+        lot = (await conn.execute(select(credit_lots).where(credit_lots.c.id == promo.id))).one()
+        assert (lot.status, lot.remaining) == ("expired", 0)
+        assert (await verify(conn, account)).ok

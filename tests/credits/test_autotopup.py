@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,16 +20,28 @@ import httpx
 import pytest
 import stripe
 from devtools.localstripe_server import LocalStripe
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from tests.credits.books import grant as books_grant
+from tests.credits.books import open_customer_account, waiting_on_a_lock
 from tests.credits.helpers import balance, call, entries, grant, open_account
-from tests.credits.stripe_support import SECRET_KEY, SUCCESS_URL, WEBHOOK_SECRET, Receiver
+from tests.credits.stripe_support import (
+    SECRET_KEY,
+    SUCCESS_URL,
+    WEBHOOK_SECRET,
+    Receiver,
+    stripe_settings,
+)
 from tests.governance.helpers import chat, create_customer, create_key, usd, worst_case_nanos
-from tests.support import running
+from tests.support import engine_for, running, wait_until
 
 from tollhouse.cli.processes import free_port
-from tollhouse.credits import payments
+from tollhouse.credits import autotopup, payments
+from tollhouse.credits.autotopup import AutoTopups
 from tollhouse.credits.models import credit_topups, stripe_events
+from tollhouse.credits.service import get_account
+from tollhouse.credits.service import topups as topups_of
+from tollhouse.credits.stripe import Payments
 
 AMOUNT = Decimal("10.00")
 
@@ -402,3 +415,145 @@ async def test_an_attempt_stripe_never_answered_is_sent_again_under_its_own_key(
         [attempt] = await topups(client, account["id"])
         assert (attempt["id"], attempt["status"]) == ("top_lost", "succeeded")
         assert (await balance(client, account["id"]))["total"] == 1 + AMOUNT
+
+
+# --- the decision, on one database, without a server -----------------------------------
+
+CARD = {"enabled": True, "threshold": Decimal(5), "amount": AMOUNT}
+
+
+@contextlib.asynccontextmanager
+async def deciding(api_base: str, engine: Any) -> AsyncIterator[AutoTopups]:
+    """``AutoTopups`` on ``engine`` charging through Stripe at ``api_base``."""
+    settings = stripe_settings(api_base)
+    async with Payments(settings, checkout=False) as client:
+        yield AutoTopups(
+            engine, client, retry_after=timedelta(0), redrive_after=timedelta(minutes=5)
+        )
+
+
+async def auto_book_account(
+    engine: Any, card: str = "pm_card_visa", funding: str | None = "1"
+) -> str:
+    """An account with auto top-up on ``card`` (threshold 5 USD), funded ``funding``."""
+    auto = CARD | {"stripe_customer": "cus_test", "stripe_payment_method": card}
+    async with engine.begin() as conn:
+        account_id = await open_customer_account(conn, "acme", auto_topup=auto)
+        if funding is not None:
+            await books_grant(conn, account_id, funding, datetime.now(UTC))
+    return account_id
+
+
+async def attempts_of(engine: Any, account_id: str) -> list[Any]:
+    async with engine.connect() as conn:
+        return await topups_of(conn, account_id)
+
+
+async def test_no_attempt_for_an_account_not_due_or_never_moved(sqlite_engine):
+    engine, now = sqlite_engine, datetime.now(UTC)
+    never = await auto_book_account(engine, funding=None)  # below 5, but new and empty
+    plenty = await auto_book_account(engine, funding="50")
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with deciding(dead, engine) as topups, engine.begin() as conn:
+        for account_id in ("acct_none", never, plenty):
+            assert await topups.open_attempt(conn, account_id, None, now) is None
+        # Admission's live view counts: what requests hold makes it due.
+        live = (Decimal(0), Decimal(46))
+        assert await topups.open_attempt(conn, plenty, live, now) is not None
+    assert await attempts_of(engine, never) == []
+
+
+async def test_a_pending_attempt_the_latest_five_do_not_show_still_holds_the_next(sqlite_engine):
+    """The partial unique index is the last word: one pending auto top-up per account."""
+    engine = sqlite_engine
+    account_id = await auto_book_account(engine)
+    now = datetime.now(UTC)
+    rows = [{"id": "top_old", "status": "pending", "created_at": now - timedelta(days=1)}]
+    rows += [
+        {"id": f"top_{n}", "status": "failed", "created_at": now - timedelta(hours=n)}
+        for n in range(1, 6)
+    ]
+    async with engine.begin() as conn:
+        for row in rows:
+            values = {"account_id": account_id, "kind": "auto", "amount": AMOUNT}
+            await conn.execute(insert(credit_topups).values(**values, updated_at=now, **row))
+    async with deciding(f"http://127.0.0.1:{free_port()}", engine) as topups:
+        assert await topups.check(account_id, None) is None
+    assert len(await attempts_of(engine, account_id)) == 6
+
+
+async def test_a_delayed_method_stays_pending_for_its_webhook(sqlite_engine, stripe_checkout):
+    engine = sqlite_engine
+    account_id = await auto_book_account(engine, card="pm_test_processing")
+    async with deciding(stripe_checkout.url, engine) as topups:
+        assert await topups.check(account_id, None) == "processing"
+        [attempt] = await attempts_of(engine, account_id)
+        assert (attempt.status, attempt.payment_intent is not None) == ("pending", True)
+        # In flight at Stripe: not sent again, nothing new opened.
+        assert await topups.check(account_id, None) is None
+    assert len([r for r in stripe_checkout.requests() if r["path"] == "/v1/payment_intents"]) == 1
+    assert await attempts_of(engine, account_id) == [attempt]
+    async with engine.connect() as conn:
+        assert (await get_account(conn, account_id)).funded == 1
+
+
+async def test_an_attempt_answered_while_another_replica_claims_it_is_not_sent_again(pg_engine):
+    """Stripe's late answer (``processing``) is written while a replica claims the
+    attempt to send it again: the claim matches nothing and nothing is sent."""
+    engine = pg_engine
+    account_id = await auto_book_account(engine)
+    stale = datetime.now(UTC) - timedelta(hours=1)
+    row = {"account_id": account_id, "kind": "auto", "amount": AMOUNT, "status": "pending"}
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(credit_topups).values(id="top_slow", created_at=stale, updated_at=stale, **row)
+        )
+    t = credit_topups.c
+    async with deciding(f"http://127.0.0.1:{free_port()}", engine) as topups:
+
+        async def claim() -> Any:
+            async with engine.begin() as conn:
+                return await topups.open_attempt(conn, account_id, None, datetime.now(UTC))
+
+        async with engine.connect() as answer:
+            await answer.begin()
+            await answer.execute(
+                update(credit_topups)
+                .where(t.id == "top_slow", t.status == "pending")
+                .values(payment_intent="pi_slow", updated_at=datetime.now(UTC))
+            )
+            claiming = asyncio.create_task(claim())
+            await wait_until(lambda: waiting_on_a_lock(engine), what="the claim waiting")
+            await answer.commit()
+        assert await claiming is None
+        assert topups.charges == 0
+    [attempt] = await attempts_of(engine, account_id)
+    assert (attempt.status, attempt.payment_intent) == ("pending", "pi_slow")
+
+
+async def test_without_the_stripe_library_it_is_inert_and_says_so(
+    sqlite_engine, monkeypatch, caplog
+):
+    await auto_book_account(sqlite_engine)
+    settings = stripe_settings(f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setitem(sys.modules, "stripe", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "tollhouse.credits.stripe")
+    with caplog.at_level(logging.WARNING, logger="tollhouse.credits"):
+        assert await autotopup.start(settings, sqlite_engine) is None
+    assert any(
+        "auto top-up is off: the stripe library is not installed (pip install "
+        "'tollhouse[stripe]'); 1 account(s) have it enabled" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_without_stripe_and_without_its_database_the_server_still_starts(tmp_path, caplog):
+    settings = stripe_settings(f"http://127.0.0.1:{free_port()}", stripe_secret_key=None)
+    away = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'tollhouse.db'}"
+    async with engine_for(away, migrated=False) as engine:
+        with caplog.at_level(logging.WARNING, logger="tollhouse.credits"):
+            assert await autotopup.start(settings, engine) is None
+    [warning] = [r.getMessage() for r in caplog.records if "auto top-up is off" in r.getMessage()]
+    assert warning.startswith(
+        "auto top-up is off: TOLLHOUSE_STRIPE_SECRET_KEY is not set (accounts not checked: "
+    )

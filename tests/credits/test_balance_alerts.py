@@ -9,20 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from tests.alerts.receivers import HttpReceiver, SmtpReceiver
+from tests.credits.books import grant as books_grant
+from tests.credits.books import open_customer_account
 from tests.credits.helpers import call, grant, open_account
 from tests.credits.stripe_support import SECRET_KEY, SUCCESS_URL
 from tests.governance.helpers import chat, create_customer, create_key, usd, worst_case_nanos
 from tests.support import running, wait_until
 
 from tollhouse.alerts.models import alert_events
+from tollhouse.alerts.service import AlertService
 from tollhouse.alerts.templates import render_email, render_slack
+from tollhouse.credits import alerting
+from tollhouse.credits.alerting import cross
+from tollhouse.credits.models import credit_accounts
+from tollhouse.credits.service import balance_of
 
 HOOK_SECRET = "whsec_balance_alerts"
 
@@ -313,3 +321,55 @@ async def test_committed_posts_alone_set_the_watch_going(make_settings, upstream
 
         await wait_until(alerted, within=5, what="credit_low from the recorder's batches")
         assert app.services.balance_watch.crossings == 1
+
+
+async def account_row(conn: Any, account_id: str) -> Any:
+    return (
+        await conn.execute(select(credit_accounts).where(credit_accounts.c.id == account_id))
+    ).one()
+
+
+async def test_a_state_already_where_the_balance_is_is_no_crossing(sqlite_engine):
+    """``cross`` moves nothing and alerts nothing when the settled balance is in the state
+    the account is in (a caller that did not ask ``stale`` first)."""
+    engine, now = sqlite_engine, datetime.now(UTC)
+    async with engine.begin() as conn:
+        account_id = await open_customer_account(conn, "acme", low_balance=Decimal(5))
+        await books_grant(conn, account_id, "10", now)
+    sink = AlertService(engine)
+    async with engine.begin() as conn:
+        account = await account_row(conn, account_id)
+        assert (account.alert_state, alerting.stale(account)) == ("ok", False)
+        assert await cross(conn, account, balance_of(account, None), sink, now) is None
+        assert (await account_row(conn, account_id)).alert_crossings == 0
+    assert sink.written == 0
+
+
+async def test_an_owner_of_a_kind_we_do_not_know_alerts_without_a_name(sqlite_engine):
+    """A row whose owner type no table holds (written outside the API) still alerts."""
+    engine, now = sqlite_engine, datetime.now(UTC)
+    async with engine.begin() as conn:
+        account_id = await open_customer_account(conn, "acme")
+        await books_grant(conn, account_id, "1", now)
+        await books_grant(conn, account_id, "-1", now, category="adjustment")
+        await conn.execute(
+            update(credit_accounts)
+            .where(credit_accounts.c.id == account_id)
+            .values(owner_type="org", owner_id="org_1")
+        )
+    sink = AlertService(engine)
+    async with engine.begin() as conn:
+        account = await account_row(conn, account_id)
+        crossing = await cross(conn, account, balance_of(account, None), sink, now)
+    assert crossing is not None and sink.written == 1
+    assert (crossing.event, crossing.owner_type, crossing.owner_name) == (
+        "credit_depleted",
+        "org",
+        None,
+    )
+    assert await owner_name_of(engine, "customer", "cus_none") is None
+
+
+async def owner_name_of(engine: Any, owner_type: str, owner_id: str) -> str | None:
+    async with engine.connect() as conn:
+        return await alerting.owner_name(conn, owner_type, owner_id)

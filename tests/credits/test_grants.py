@@ -6,14 +6,24 @@ negative adjustment takes credit away. And the journal as a statement: cursor pa
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from tests.credits.books import open_customer_account, waiting_on_a_lock
 from tests.credits.helpers import balance, call, entries, grant, open_account
 from tests.governance.helpers import chat, create_customer, create_key, records
+from tests.support import wait_until
+
+from tollhouse.credits import service
+from tollhouse.credits.schemas import GrantCreate
+from tollhouse.credits.statement import COLUMNS
+from tollhouse.credits.verify import verify
+from tollhouse.web.validation import parse
 
 pytestmark = pytest.mark.usefixtures("upstream")
 
@@ -157,6 +167,14 @@ async def test_the_statement_pages_by_cursor_and_exports_csv(gateway):
     assert [r["amount"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert [r["balance_after"] for r in rows] == ["1", "3", "6", "10", "15"]
     assert rows[-1]["memo"] == "'=HYPERLINK(1)"
+    before = await gateway.get(
+        f"/api/credits/accounts/{account_id}/ledger",
+        params={"as_of": "2000-01-01T00:00:00Z"},
+        headers={"accept": "text/csv"},
+    )
+    assert list(csv.reader(io.StringIO(before.text))) == [list(COLUMNS)]
+    gone = await gateway.get("/api/credits/accounts/nope/ledger", headers={"accept": "text/csv"})
+    assert gone.status_code == 404
 
 
 async def test_auto_topup_settings_merge_and_reenabling_clears_the_failures(gateway):
@@ -188,3 +206,66 @@ async def test_auto_topup_settings_merge_and_reenabling_clears_the_failures(gate
     refused = await call(gateway, "PUT", path, {"auto_topup": {"enabled": True}}, 400)
     assert "needs threshold and amount" in refused["error"]
     await call(gateway, "PUT", "/accounts/nope", {}, 404)
+
+
+async def test_what_a_grant_or_an_account_may_not_say_is_a_400_naming_it(gateway):
+    account_id, _, _ = await account_with_key(gateway)
+    grants = f"/accounts/{account_id}/grants"
+    for body, message in [
+        ({"amount": Decimal("1000000000.5")}, "is too large: at most 1000000000 USD"),
+        ({"amount": Decimal("-1000000000.5"), "category": "adjustment"}, "is too large"),
+        (
+            {"amount": -1, "category": "adjustment", "expires_at": "2100-01-01T00:00:00Z"},
+            "a negative adjustment takes effect now and does not expire",
+        ),
+        (
+            {"amount": -1, "category": "adjustment", "effective_at": "2100-01-01T00:00:00Z"},
+            "a negative adjustment takes effect now and does not expire",
+        ),
+    ]:
+        refused = await call(gateway, "POST", grants, body, 400)
+        assert message in refused["error"], (body, refused)
+    for key in ["   ", "k" * 256, "tab\there"]:
+        refused = await call(
+            gateway, "POST", grants, {"amount": 1}, 400, headers={"Idempotency-Key": key}
+        )
+        assert "Idempotency-Key must be 1 to 255 printable characters" in refused["error"]
+    assert (await balance(gateway, account_id))["total"] == 0
+
+    # Auto top-up amounts are what Stripe can charge: whole cents from 0.50 USD.
+    for amount in ["0.505", "0.49", "1000000"]:
+        body = {"auto_topup": {"amount": Decimal(amount)}}
+        refused = await call(gateway, "PUT", f"/accounts/{account_id}", body, 400)
+        assert "must be whole cents from 0.50 to 999999.99 USD" in refused["error"], amount
+    other = await create_customer(gateway)
+    body = {"owner_type": "customer", "owner_id": other["id"]}
+    body["auto_topup"] = {"enabled": True, "threshold": 5}
+    refused = await call(gateway, "POST", "/accounts", body, 400)
+    assert "auto_topup: enabled needs threshold and amount" in refused["error"]
+    assert (await call(gateway, "GET", "/accounts", params={"owner_id": other["id"]}))["count"] == 0
+
+
+async def test_the_same_grant_sent_twice_at_once_is_granted_once(pg_engine):
+    """The second waits for the first, its lot insert meets the key the first committed,
+    and it answers the first grant."""
+    engine = pg_engine
+    async with engine.begin() as conn:
+        account = await open_customer_account(conn, "acme")
+    body = parse(GrantCreate, {"amount": Decimal("5"), "category": "referral"})
+
+    async def second() -> tuple[Any, bool]:
+        async with engine.begin() as conn:
+            return await service.grant(conn, account, body, "welcome-1")
+
+    async with engine.connect() as conn:
+        await conn.begin()
+        first, new = await service.grant(conn, account, body, "welcome-1")
+        assert new
+        answering = asyncio.create_task(second())
+        await wait_until(lambda: waiting_on_a_lock(engine), what="the second waiting")
+        await conn.commit()
+    again, new = await answering
+    assert (again.id, new) == (first.id, False)
+    async with engine.connect() as conn:
+        assert (await service.get_account(conn, account)).funded == Decimal("5")
+        assert (await verify(conn)).ok

@@ -4,9 +4,10 @@ PaymentIntent credited, and a failed top-up recorded without moving money."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from tollhouse.credits import payments, service
+from tollhouse.credits import attempts, payments, service
 from tollhouse.credits.models import credit_lots, credit_topups, stripe_events
 from tollhouse.credits.schemas import AccountCreate
 from tollhouse.credits.stripe_events import (
@@ -117,3 +118,35 @@ async def test_a_top_up_is_marked_by_its_outcome(engine):
     assert (rows[declined.id].status, rows[declined.id].failure_code) == ("failed", "generic")
     assert rows[declined.id].failure_message == "declined"
     assert await book(engine, "evt_none", None) is False  # an event that states nothing
+
+
+async def test_an_attempt_ends_once_and_only_auto_top_ups_count_failures(engine):
+    """A decline answered by Stripe and the same decline as a webhook end the attempt
+    once and count once; a failed Checkout is no auto top-up failure."""
+    account_id = await new_account(engine)
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        auto = await service.open_topup(conn, account_id, "auto", Decimal("10"))
+        checkout = await service.open_topup(conn, account_id, "checkout", Decimal("10"))
+    async with engine.begin() as conn:
+        assert await attempts.failed(conn, auto.id, "card_declined", "declined", now, "pi_1")
+        assert not await attempts.failed(conn, auto.id, "card_declined", "again", now)
+        assert await attempts.failed(conn, checkout.id, "expired", "session expired", now)
+    async with engine.connect() as conn:
+        account = await service.get_account(conn, account_id)
+        rows = {r.id: r for r in await service.topups(conn, account_id)}
+    assert account.auto_topup_failures == 1
+    assert (rows[auto.id].failure_message, rows[auto.id].payment_intent) == ("declined", "pi_1")
+    assert (rows[checkout.id].status, rows[checkout.id].payment_intent) == ("failed", None)
+
+
+async def test_a_payment_naming_a_top_up_we_do_not_know_is_credited_all_the_same(engine):
+    """Its metadata names a top-up there is no row of (a database restored from before the
+    Checkout): the money is ours to credit, and nothing else is marked."""
+    account_id = await new_account(engine)
+    fact = purchase("evt_lost", "pi_lost", account_id, topup="top_unknown")
+    assert await book(engine, "evt_lost", fact) is True
+    assert await funded(engine, account_id) == Decimal("10")
+    async with engine.connect() as conn:
+        assert await service.topups(conn, account_id) == []
+        assert await attempts.succeeded(conn, "top_unknown", "pi_lost", datetime.now(UTC)) is None

@@ -22,7 +22,16 @@ from pydantic import SecretStr
 from tests.credits.stripe_support import SECRET_KEY, WEBHOOK_SECRET, Receiver, stripe_settings
 
 from tollhouse.cli.processes import free_port
-from tollhouse.credits.stripe import Charge, PaymentFailed, Payments, Purchase, fact_of, verify
+from tollhouse.credits.stripe import (
+    Charge,
+    PaymentFailed,
+    Payments,
+    Purchase,
+    _charged,
+    _session,
+    fact_of,
+    verify,
+)
 from tollhouse.errors import UpstreamError, UpstreamTimeout, ValidationFailed
 
 ACCOUNT = "acct_9"
@@ -351,3 +360,32 @@ async def test_reading_or_expiring_what_stripe_cannot_is_an_upstream_error(
         with pytest.raises(UpstreamError, match="No such session"):
             await payments.expire_checkout(session.session_id)
     assert missing.value.status_code == 404
+
+
+def test_a_charge_stripe_answers_as_not_paid_without_an_error_is_a_failed_charge():
+    """A PaymentIntent answered 200 in a state that is neither paid, processing nor
+    waiting for its owner: a failure, with Stripe's last error when it gave one."""
+    declined = {"code": "card_declined", "message": "Declined.", "decline_code": "do_not_honor"}
+    with_error = stripe.PaymentIntent.construct_from(
+        {"id": "pi_1", "status": "requires_payment_method", "last_payment_error": declined},
+        SECRET_KEY,
+    )
+    assert _charged(with_error) == Charge(
+        "pi_1", "failed", "card_declined", "Declined.", "do_not_honor"
+    )
+    canceled = stripe.PaymentIntent.construct_from(
+        {"id": "pi_2", "status": "canceled", "last_payment_error": None}, SECRET_KEY
+    )
+    assert _charged(canceled) == Charge("pi_2", "failed", "canceled", "the payment is canceled")
+
+
+def test_an_expanded_payment_intent_of_a_session_stands_for_its_id():
+    fields = {"id": "cs_1", "url": None, "expires_at": 1_900_000_000, "status": "complete"}
+    fields |= {"payment_status": "paid", "amount_total": 1050}
+    session = stripe.checkout.Session.construct_from(
+        fields | {"payment_intent": {"id": "pi_9", "object": "payment_intent"}}, SECRET_KEY
+    )
+    read = _session(session)
+    assert (read.payment_intent_id, read.amount, read.url) == ("pi_9", Decimal("10.50"), None)
+    unpaid = stripe.checkout.Session.construct_from(fields | {"payment_intent": None}, SECRET_KEY)
+    assert _session(unpaid).payment_intent_id is None

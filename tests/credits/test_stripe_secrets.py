@@ -10,12 +10,14 @@ from decimal import Decimal
 import pytest
 from devtools.stripe_checkout import CheckoutServer
 from pydantic import SecretStr
+from tests.credits.helpers import call, open_account
 from tests.credits.stripe_support import (
     SECRET_KEY,
     WEBHOOK_SECRET,
     Receiver,
     stripe_settings,
 )
+from tests.governance.helpers import create_customer
 
 from tollhouse.config import load_settings
 from tollhouse.credits.stripe import Payments, fact_of, verify
@@ -99,3 +101,20 @@ async def test_off_session_charges_need_no_page_to_return_to(stripe_checkout: Ch
         with pytest.raises(ServiceUnavailable, match="TOLLHOUSE_STRIPE_SUCCESS_URL"):
             await payments.create_checkout("top_1", Decimal("5"), account_id="acct_1")
     assert stripe_checkout.requests() == []
+
+
+async def test_without_stripe_configured_top_ups_and_webhooks_are_unavailable(gateway):
+    """No secret key: no Checkout (and no top-up row opened); no webhook secret: no event
+    is read, since none could be verified."""
+    customer = await create_customer(gateway)
+    account = await open_account(gateway, "customer", customer["id"])
+    path = f"/accounts/{account['id']}/checkout"
+    refused = await call(gateway, "POST", path, {"amount": Decimal(10)}, 503)
+    assert "Stripe is not configured: set TOLLHOUSE_STRIPE_SECRET_KEY" in refused["error"]
+    assert (await call(gateway, "GET", f"/accounts/{account['id']}/topups"))["count"] == 0
+    event = {"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {}}}
+    response = await gateway.post(
+        "/api/webhooks/stripe", json=event, headers={"stripe-signature": "t=1,v1=00"}
+    )
+    assert response.status_code == 503
+    assert "set TOLLHOUSE_STRIPE_WEBHOOK_SECRET" in response.json()["error"]

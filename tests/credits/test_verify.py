@@ -169,3 +169,33 @@ async def test_movements_of_no_account_and_legs_of_no_movement(engine, books):
     found = {(d.account_id, d.check, d.detail) for d in await differences(engine)}
     assert ("acct_gone", "account", "2 transaction(s) name it") in found  # a: batch, late
     assert ("-", "legs", f"transaction {seq} is not in the journal") in found
+
+
+async def test_legs_that_do_not_balance_or_name_the_wrong_counter_account(engine, books):
+    account = books.accounts[1]
+    _g = credit_legs.c
+    async with engine.begin() as conn:
+        seq = await conn.scalar(select(_t.seq).where(_t.account_id == account, _t.kind == "grant"))
+        await conn.execute(
+            update(credit_legs).where(_g.transaction_seq == seq, _g.leg == 1).values(amount=-2)
+        )
+        seq = await conn.scalar(select(_t.seq).where(_t.account_id == account, _t.kind == "post"))
+        await conn.execute(
+            update(credit_legs)
+            .where(_g.transaction_seq == seq, _g.leg == 1)
+            .values(ledger_account="platform:breakage")
+        )
+    found = [(d.expected, d.found) for d in await differences(engine, account) if d.check == "legs"]
+    assert ("2 legs summing to 0", "2 leg(s) summing to 1") in found
+    assert ("platform:revenue", "platform:breakage") in found
+
+
+async def test_usage_paid_by_an_account_there_is_not_is_named(engine, books):
+    now = datetime.now(UTC)
+    async with without_foreign_keys(engine) as conn:
+        record = usage_record("acct_gone", Decimal("0.5"), now)
+        await conn.execute(insert(usage_records), [record.row()])
+    found = [d for d in await differences(engine) if d.check == "posts"]
+    assert [(d.account_id, d.expected, d.found, d.detail) for d in found] == [
+        ("acct_gone", "a credit account", "none", "1 usage record(s) name it as the paying account")
+    ]

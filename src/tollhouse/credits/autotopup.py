@@ -137,9 +137,9 @@ async def _latest(conn: AsyncConnection, account_id: str) -> list[Any]:
     return list((await conn.execute(query)).all())
 
 
-async def _booked(conn: AsyncConnection, payment_intent: str | None) -> bool:
-    if payment_intent is None:
-        return False
+async def _booked(conn: AsyncConnection, payment_intent: str) -> bool:
+    """Whether the purchase of a succeeded attempt is in the journal (an attempt succeeds
+    with its PaymentIntent: ``attempts.succeeded``)."""
     key = f"stripe:purchase:{payment_intent}"
     found = await conn.execute(select(_x.seq).where(_x.key == key))
     return found.first() is not None

@@ -194,18 +194,19 @@ async def ledger(request: Request) -> Response:
     query = LedgerQuery.parse(request.query_params)
     account_id = request.path_params["id"]
     engine = _state(request).engine
-    async with engine.connect() as conn:
-        await service.get_account(conn, account_id)
-        if not _wants_csv(request):
-            rows, cursor = await statement.page(
-                conn, account_id, query.limit, query.cursor, query.as_of
-            )
     if _wants_csv(request):
+        async with engine.connect() as conn:
+            await service.get_account(conn, account_id)
         name = f"credits-{account_id}.csv"
         return StreamingResponse(
             statement.csv_lines(engine, account_id, query.as_of),
             media_type="text/csv; charset=utf-8",
             headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+    async with engine.connect() as conn:
+        await service.get_account(conn, account_id)
+        rows, cursor = await statement.page(
+            conn, account_id, query.limit, query.cursor, query.as_of
         )
     entries = [entry_read(row, balance) for row, balance in rows]
     return JSONResponse(LedgerPage(entries=entries, count=len(entries), next_cursor=cursor))

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from tollhouse.governance.bounds import MAX_BUDGET_USD, places, usd
+from tollhouse.governance.bounds import MAX_BUDGET_USD, places
 from tollhouse.governance.fields import (
     NANO,
     USD,
@@ -48,12 +48,6 @@ def _signed(value: Decimal) -> Decimal:
     return places(value)
 
 
-def _positive(value: Decimal) -> Decimal:
-    if value <= 0:
-        raise ValueError("must be above 0")
-    return value
-
-
 SignedUSD = Annotated[
     Decimal,
     BeforeValidator(number),
@@ -66,21 +60,6 @@ SignedUSD = Annotated[
             "not": {"const": 0},
             "multipleOf": NANO,
             "description": "USD, echoed exactly; negative only for an adjustment",
-        }
-    ),
-]
-PositiveUSD = Annotated[
-    Decimal,
-    BeforeValidator(number),
-    AfterValidator(usd),
-    AfterValidator(_positive),
-    WithJsonSchema(
-        {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "maximum": 1_000_000_000,
-            "multipleOf": NANO,
-            "description": "USD above 0, echoed exactly; at most 9 decimal places",
         }
     ),
 ]
