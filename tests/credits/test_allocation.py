@@ -150,7 +150,6 @@ async def test_booking_no_movements_books_nothing(sqlite_engine):
     async with sqlite_engine.begin() as conn:
         account = await open_customer_account(conn, "acme")
         assert await journal.book_many(conn, []) == []
-        await journal.post_usage(conn, [])  # a batch of records no account paid for
         assert await conn.scalar(select(func.count()).select_from(credit_transactions)) == 0
         assert (await service.get_account(conn, account)).revision == 1
 

@@ -1,8 +1,8 @@
 """``credits.verify`` names each kind of difference it looks for, on SQLite and Postgres:
 a ledger built through the real code paths holds, then one thing at a time is broken in
-SQL and found — lots on their own, debt, posts of another amount or posted twice, extra
-posts, movements of no account, legs without their transaction — and long lists of
-request ids are cut short."""
+SQL and found — lots on their own, debt, posts of another amount, extra posts, records
+naming a post of another account, movements of no account, legs without their
+transaction — and long lists of request ids are cut short."""
 
 from __future__ import annotations
 
