@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """CPU instructions a Tollhouse spends per request, counted by valgrind's callgrind.
 
-    python benchmarks/instructions.py [--requests 400] [--baseline EXE] [--credits] [--json out.json]
+    python benchmarks/instructions.py [--requests 400] [--baseline EXE] [--credits]
+                                      [--json out.json]
 
 Wall-clock figures (``gateway.py``) on a shared 2-core machine move by ±10 % between
 runs; an instruction count does not: the same build serving the same requests counts
@@ -128,6 +129,8 @@ def count(exe: str, workdir: Path, upstream: str, key_of: str, args: argparse.Na
         TOLLHOUSE_LEDGER_FLUSH_INTERVAL_MS="3600000",
         TOLLHOUSE_GOVERNANCE_POLL_INTERVAL_S="3600",
         TOLLHOUSE_ALERT_POLL_INTERVAL_S="3600",
+        TOLLHOUSE_CREDITS_SWEEP_INTERVAL_S="3600",
+        TOLLHOUSE_CREDITS_WATCH_GAP_S="3600",
     )
     try:
         proc = procs.start("tollhouse", argv, env=env, cwd=workdir)

@@ -301,7 +301,9 @@ async def _start(
     if settings.auto_migrate:
         await upgrade(engine)
     # Balance alerts and auto top-ups: told of each batch of posts once it commits.
-    watch = BalanceWatch(engine, settings.credits_sweep_interval_s)
+    watch = BalanceWatch(
+        engine, settings.credits_sweep_interval_s, gap_s=settings.credits_watch_gap_s
+    )
     recorder = UsageRecorder(
         engine,
         metrics,

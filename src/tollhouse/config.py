@@ -223,6 +223,13 @@ class Settings(_Frozen):
         gt=0,
         description="How often a server books credit grants that take effect and lots that expire.",
     )
+    credits_watch_gap_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=3600,
+        description="Least time between two balance checks of the accounts usage was charged to "
+        "(balance alerts and auto top-ups follow spending this closely).",
+    )
     credits_auto_topup_retry_s: float = Field(
         default=3600.0,
         ge=0,

@@ -6,10 +6,10 @@ Two ways an account gets checked, both in one background task per server:
 - **After its usage posts commit.** The usage recorder calls ``posted`` with each batch
   it has written (synchronous, O(batch)); the accounts it names are checked on the next
   pass. Funding written through the API (grants, Stripe webhooks, account updates) calls
-  ``touched`` the same way. Passes are at least ``_MIN_GAP_S`` apart and take at most
-  ``batch`` touched accounts each, so however busy the gateway, a server checks at most
-  ``batch / _MIN_GAP_S`` accounts a second (400), each costing one row read (and, with
-  auto top-up on, one look at admission's live counter).
+  ``touched`` the same way. Passes are at least ``gap_s`` apart (``credits_watch_gap_s``,
+  0.25 s) and take at most ``batch`` touched accounts each, so however busy the gateway,
+  a server checks at most ``batch / gap_s`` accounts a second (400), each costing one
+  row read (and, with auto top-up on, one look at admission's live counter).
 - **Every ``interval_s``** (``credits_sweep_interval_s``), a scan of the accounts whose
   journal balance says their alert state is stale or an auto top-up is due, at most
   ``batch`` of them per pass, continuing from where the last pass stopped — so changes no
@@ -47,13 +47,15 @@ log = logging.getLogger("tollhouse.credits")
 
 ZERO = Decimal(0)
 _a = credit_accounts.c
-_MIN_GAP_S = 0.25  # between passes: a busy account is checked at most 4 times a second
 
 
 class BalanceWatch:
-    def __init__(self, engine: AsyncEngine, interval_s: float, *, batch: int = 100) -> None:
+    def __init__(
+        self, engine: AsyncEngine, interval_s: float, *, batch: int = 100, gap_s: float = 0.25
+    ) -> None:
         self._engine = engine
         self._interval_s = interval_s
+        self._gap_s = gap_s  # between passes: a busy account is checked 1/gap_s times a second
         self._batch = batch
         self._live: Live | None = None
         self._sink: AlertSink | None = None
@@ -237,4 +239,4 @@ class BalanceWatch:
                 log.exception("balance watch pass failed")
             if scan:
                 next_scan = loop.time() + self._interval_s
-            await asyncio.sleep(_MIN_GAP_S)
+            await asyncio.sleep(self._gap_s)
