@@ -15,7 +15,8 @@
     │   └── InsufficientCredits        402 insufficient_credits
     ├── PermissionDenied               403 permission_error
     │   ├── KeyInactive                403 key_inactive
-    │   └── ModelNotAllowed            403 model_not_allowed
+    │   ├── ModelNotAllowed            403 model_not_allowed
+    │   └── PolicyDenied               403 policy_denied
     ├── NotFound                       404 not_found_error
     │   └── ModelNotFound              404 model_not_found
     ├── MethodNotAllowed               405 method_not_allowed
@@ -162,6 +163,12 @@ class ModelNotAllowed(PermissionDenied):
     """The key may not use this model or provider."""
 
     code = "model_not_allowed"
+
+
+class PolicyDenied(PermissionDenied):
+    """A policy denied the action (or none of the policies that apply allowed it)."""
+
+    code = "policy_denied"
 
 
 class NotFound(TollhouseError):
