@@ -54,6 +54,8 @@ from tollhouse.ledger import UsageRecorder
 from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
 from tollhouse.ops.routes import operator_endpoints, probe_routes
+from tollhouse.policies.gate import PolicyGate
+from tollhouse.policies.setup import policy_engines
 from tollhouse.pricing import load_catalog
 from tollhouse.pricing.catalog import Catalog
 from tollhouse.web.guard import EdgeGuard, body_unread
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from tollhouse.governance.routes import GovernanceServices
     from tollhouse.ledger.routes import LedgerServices
     from tollhouse.ops.routes import OpsServices
+    from tollhouse.policies.routes import PolicyServices
     from tollhouse.web.bodies import BodyLimits
 
 log = logging.getLogger("tollhouse")
@@ -93,6 +96,7 @@ class Services:
     secret_box: SecretBox | None  # None unless ``secret_key`` is set
     dispatcher: Dispatcher
     admission: Admission
+    policies: PolicyGate
     gateway: Gateway
     credit_sweeper: CreditSweeper
     balance_watch: BalanceWatch
@@ -114,6 +118,7 @@ if TYPE_CHECKING:
         _catalog: CatalogServices = services
         _alerts: AlertServices = services
         _ledger: LedgerServices = services
+        _policies: PolicyServices = services
         _bodies: BodyLimits = services
 
 
@@ -328,7 +333,13 @@ async def _start(
         await dispatcher.start()
         stack.push_async_callback(dispatcher.stop)
     meter = _meter(settings, LedgerTotals(engine, recorder), redis, metrics)
-    admission = Admission(settings, engine, meter, alerts=alerts)
+    regions = {name: cfg.region for name, cfg in settings.providers.items()}
+    policies = PolicyGate(
+        engine, policy_engines(settings), metrics, regions, log_allows=settings.policy_log_allows
+    )
+    await policies.start()
+    stack.push_async_callback(policies.stop, settings.shutdown_timeout_s)
+    admission = Admission(settings, engine, meter, alerts=alerts, also_load=[policies.reload])
     await admission.start()
     stack.push_async_callback(admission.stop)
     sweeper = CreditSweeper(engine, settings.credits_sweep_interval_s, admission.reload)
@@ -349,9 +360,8 @@ async def _start(
     for upstream in upstreams.values():
         await upstream.start()
         stack.push_async_callback(upstream.close)
-    gateway = Gateway(
-        settings, ModelRouter(settings, catalog), upstreams, recorder, metrics, admission
-    )
+    router = ModelRouter(settings, catalog)
+    gateway = Gateway(settings, router, upstreams, recorder, metrics, admission, policies)
     return Services(
         settings=settings,
         auth_throttle=throttle,
@@ -365,6 +375,7 @@ async def _start(
         secret_box=secret_box,
         dispatcher=dispatcher,
         admission=admission,
+        policies=policies,
         gateway=gateway,
         credit_sweeper=sweeper,
         balance_watch=watch,

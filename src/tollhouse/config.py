@@ -76,6 +76,11 @@ class ProviderConfig(_Frozen):
         default=False, description="Serve models of this provider that have no price, at cost 0."
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra upstream headers.")
+    region: str = Field(
+        default="",
+        max_length=64,
+        description="Where the provider serves from (eu, us-east…): policies read it.",
+    )
 
     @property
     def resolved_type(self) -> ProviderType:
@@ -222,6 +227,11 @@ class Settings(_Frozen):
         default=5.0,
         gt=0,
         description="How often a server books credit grants that take effect and lots that expire.",
+    )
+    policy_log_allows: bool = Field(
+        default=False,
+        description="Write every policy decision to the decision log, allows too "
+        "(denials and decisions an engine error touched are always written).",
     )
     credits_watch_gap_s: float = Field(
         default=0.25,

@@ -23,13 +23,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.admission import access, refusals, views
 from tollhouse.admission.headers import rate_headers
@@ -73,6 +73,10 @@ class AlertSink(Protocol):
         ...
 
 
+# Something loaded with the governance snapshot (``also_load``).
+Loader = Callable[[AsyncConnection], Awaitable[None]]
+
+
 class Admission:
     def __init__(
         self,
@@ -81,11 +85,14 @@ class Admission:
         meter: Meter[Any],
         *,
         alerts: AlertSink | None = None,
+        also_load: Sequence[Loader] = (),
     ) -> None:
         self._settings = settings
         self._engine = engine
         self.meter = meter
         self._alerts = alerts
+        # Read with the snapshot, on its connection (the policies): one version for all.
+        self._also_load = tuple(also_load)
         self.snapshot = Snapshot.empty()
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -126,7 +133,10 @@ class Admission:
         """Read the whole snapshot again (after an admin write, or a version change)."""
         async with self._reload_lock:
             async with self._engine.connect() as conn:
+                # A write between the two reads bumps the version: the next poll reloads.
                 snapshot = await load_snapshot(conn)
+                for load in self._also_load:
+                    await load(conn)
             self.snapshot = snapshot
             self._plans = {}
             self._by_value = {}

@@ -92,6 +92,7 @@ class Scope:
     budget: BudgetSpec | None
     rate: RateSpec | None
     credit: CreditSpec | None = None
+    tags: tuple[str, ...] = ()  # a team's or a key's (policies match them)
 
     @property
     def label(self) -> str:
@@ -140,6 +141,7 @@ async def load_snapshot(conn: AsyncConnection) -> Snapshot:
             budget_specs.get(row.budget_id) if row.budget_id else None,
             rate_specs.get(row.rate_limit_id) if row.rate_limit_id else None,
             credit_specs.get((kind, row.id)),
+            tuple(getattr(row, "tags", None) or ()),  # customers have none
         )
 
     scopes: dict[tuple[ScopeKind, str], Scope] = {}

@@ -26,6 +26,7 @@ _MODEL_MODULES = (
     "tollhouse.governance.models",
     "tollhouse.alerts.models",
     "tollhouse.credits.models",
+    "tollhouse.policies.models",
 )
 
 

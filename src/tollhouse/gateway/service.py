@@ -111,6 +111,23 @@ class Admission(Protocol):
     def release(self, ctx: RequestContext) -> None: ...
 
 
+class Policies(Protocol):
+    """The choke point of ``llm.request``: ``tollhouse.policies.PolicyGate``."""
+
+    async def llm_request(
+        self,
+        key: Any,
+        endpoint: str,
+        body: Mapping[str, Any],
+        model: str,
+        targets: tuple[Target, ...],
+        request_id: str,
+    ) -> tuple[tuple[Target, ...], dict[str, str]]:
+        """The targets the policies allow, and the headers naming the decision; raises
+        ``PolicyDenied`` (403) when they allow none."""
+        ...
+
+
 class Gateway:
     def __init__(
         self,
@@ -120,6 +137,7 @@ class Gateway:
         recorder: UsageRecorder,
         metrics: Metrics,
         admission: Admission,
+        policies: Policies,
     ) -> None:
         self._settings = settings
         self._router = router
@@ -127,6 +145,7 @@ class Gateway:
         self._recorder = recorder
         self._metrics = metrics
         self._admission = admission
+        self._policies = policies
 
     def authenticate(self, headers: Mapping[str, str]) -> Any:
         """The caller's key (``None`` when anonymous use is allowed and none was sent)."""
@@ -170,10 +189,36 @@ class Gateway:
         if stream and endpoint == "embeddings":
             raise BadRequest("embeddings cannot be streamed", param="stream")
         targets = self._router.resolve(model)
-        limits: dict[str, str] = {}
         if key is not None:
             targets = self._admission.allowed_targets(key, model, targets)
         fallbacks = self._fallbacks(key, body, targets)
+        # The one choke point of llm.request: before anything is reserved, sent or streamed.
+        candidates, decided = await self._policies.llm_request(
+            key, endpoint, body, model, targets + fallbacks, ctx.request_id
+        )
+        if len(candidates) < len(targets) + len(fallbacks):
+            targets = tuple(t for t in targets if t in candidates)
+            fallbacks = tuple(t for t in fallbacks if t in candidates)
+            if not targets:  # only fallbacks allowed: the first of them leads
+                targets, fallbacks = fallbacks[:1], fallbacks[1:]
+        try:
+            return await self._serve(endpoint, body, ctx, key, stream, targets, fallbacks, decided)
+        except TollhouseError as exc:
+            exc.headers = {**decided, **exc.headers}  # a refusal names the decision too
+            raise
+
+    async def _serve(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        ctx: RequestContext,
+        key: Any,
+        stream: bool,
+        targets: tuple[Target, ...],
+        fallbacks: tuple[Target, ...],
+        decided: dict[str, str],
+    ) -> Reply:
+        limits: dict[str, str] = {}
         if key is not None:
             limits = await self._admission.admit(ctx, key, body, targets + fallbacks)
         resp, target, exchange = await self._open(endpoint, body, targets, ctx, stream)
@@ -181,7 +226,12 @@ class Gateway:
             # The provider may have served any entry of `models`: charge the dearest.
             prices = [t.price for t in (target, *fallbacks) if t.provider == target.provider]
             target = replace(target, price=dearest_price(prices))
-        headers = {"x-request-id": ctx.request_id, "x-tollhouse-target": target.label, **limits}
+        headers = {
+            "x-request-id": ctx.request_id,
+            "x-tollhouse-target": target.label,
+            **decided,
+            **limits,
+        }
         if stream:
             relay = exchange.relay(body)
             if key is not None and target.price is not None:

@@ -186,6 +186,7 @@ def team_read(view: TeamView, meter: UsageMeter | None) -> TeamRead:
         budget_id=team.budget_id,
         rate_limit_id=team.rate_limit_id,
         on_meter_failure=team.on_meter_failure,  # type: ignore[arg-type]  # checked on write
+        tags=_list_or_null(team.tags),
         virtual_keys=None,
         customer=None if view.customer is None else customer_ref(view.customer),
         budget=budget_read(view.budget, meter),
@@ -209,6 +210,7 @@ def key_read(view: KeyView, meter: UsageMeter | None) -> VirtualKeyRead:
         allowed_providers=_list_or_null(key.allowed_providers),
         max_parallel_requests=key.max_parallel_requests,
         on_meter_failure=key.on_meter_failure,  # type: ignore[arg-type]  # checked on write
+        tags=_list_or_null(key.tags),
         team_id=key.team_id,
         customer_id=key.customer_id,
         budget_id=key.budget_id,

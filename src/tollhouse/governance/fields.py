@@ -143,6 +143,10 @@ Name = Annotated[
     AfterValidator(_not_blank),
 ]
 Names = Annotated[list[str], at_most(MAX_LIST), Field(max_length=MAX_LIST)]
+# Policy attachments and conditions match tags (docs/policies.md): short, plain words.
+MAX_TAGS = 32
+Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")]
+Tags = Annotated[list[Tag], at_most(MAX_TAGS), Field(max_length=MAX_TAGS)]
 # Update fields that may be left out but not be null.
 Kept = Annotated[T | None, AfterValidator(_not_null), Field(json_schema_extra=_drop_null)]
 

@@ -76,6 +76,7 @@ teams = Table(
     Column("budget_id", String(64), ForeignKey("budgets.id", ondelete="SET NULL")),
     Column("rate_limit_id", String(64), ForeignKey("rate_limits.id", ondelete="SET NULL")),
     Column("on_meter_failure", String(8)),  # "open" | "closed"; NULL: the operator default
+    Column("tags", JSON),  # policies attach to and match tags; NULL: none
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_teams_customer_id", "customer_id"),
@@ -99,6 +100,7 @@ virtual_keys = Table(
     Column("allowed_providers", JSON),
     Column("max_parallel_requests", Integer),
     Column("on_meter_failure", String(8)),
+    Column("tags", JSON),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_virtual_keys_team_id", "team_id"),

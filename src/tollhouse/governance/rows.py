@@ -58,6 +58,7 @@ class TeamRow:
     budget_id: str | None
     rate_limit_id: str | None
     on_meter_failure: str | None
+    tags: tuple[str, ...] | None
     created_at: datetime
     updated_at: datetime
 
@@ -80,6 +81,7 @@ class KeyRow:
     allowed_providers: tuple[str, ...] | None
     max_parallel_requests: int | None
     on_meter_failure: str | None
+    tags: tuple[str, ...] | None
     created_at: datetime
     updated_at: datetime
 

@@ -29,6 +29,7 @@ from tollhouse.governance.fields import (
     Names,
     Parallel,
     Ratio,
+    Tags,
     Thresholds,
     Timestamp,
     Timezone,
@@ -41,6 +42,10 @@ from tollhouse.web.responses import Exact, Reply, Time
 from tollhouse.web.validation import Body
 
 BOTH_ATTACHED = "VirtualKey cannot be attached to both Team and Customer"
+_TAGS = (
+    "words policies attach to and match (docs/policies.md): up to 32, each 1-64 of "
+    "A-Z a-z 0-9 _ . : / - starting with a letter or digit; a key also has its team's"
+)
 
 # --- requests -------------------------------------------------------------------------
 
@@ -175,11 +180,13 @@ class TeamCreate(CustomerCreate):
 
     customer_id: str | None = None
     on_meter_failure: MeterFailure | None = None
+    tags: Tags | None = Field(default=None, description=_TAGS)
 
 
 class TeamUpdate(CustomerUpdate):
     customer_id: str | None = None
     on_meter_failure: MeterFailure | None = None
+    tags: Tags | None = Field(default=None, description=_TAGS)
 
 
 # A key belongs to a team or a customer, not both (``BOTH_ATTACHED``).
@@ -219,6 +226,7 @@ class VirtualKeyCreate(_OneParent, _Named):
     allowed_providers: Names | None = None
     max_parallel_requests: Parallel | None = None
     on_meter_failure: MeterFailure | None = None
+    tags: Tags | None = Field(default=None, description=_TAGS)
     team_id: str | None = None
     customer_id: str | None = None
     budget: BudgetCreate | None = None
@@ -234,6 +242,7 @@ class VirtualKeyUpdate(_OneParent):
     allowed_providers: Names | None = None
     max_parallel_requests: Parallel | None = None
     on_meter_failure: MeterFailure | None = None
+    tags: Tags | None = Field(default=None, description=_TAGS)
     team_id: str | None = None
     customer_id: str | None = None
     budget: BudgetUpdate | None = None
@@ -365,6 +374,7 @@ class TeamRead(Reply):
     budget_id: str | None
     rate_limit_id: str | None
     on_meter_failure: MeterFailure | None = Field(description=_METER_FAILURE)
+    tags: list[str] | None = Field(description="null: none")
     virtual_keys: None
     customer: CustomerRef | None
     budget: BudgetRead | None
@@ -387,6 +397,7 @@ class VirtualKeyRead(Reply):
     allowed_providers: list[str] | None = Field(description="null: every provider")
     max_parallel_requests: int | None
     on_meter_failure: MeterFailure | None = Field(description=_METER_FAILURE)
+    tags: list[str] | None = Field(description="null: none")
     team_id: str | None
     customer_id: str | None
     budget_id: str | None

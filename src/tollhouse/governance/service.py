@@ -94,7 +94,7 @@ def _customer(row: Row[Any]) -> CustomerRow:
 
 
 def _team(row: Row[Any]) -> TeamRow:
-    return _from_row(TeamRow, row)
+    return _from_row(TeamRow, row, tags=_tuple(row.tags))
 
 
 def _key(row: Row[Any]) -> KeyRow:
@@ -103,11 +103,17 @@ def _key(row: Row[Any]) -> KeyRow:
         row,
         allowed_models=_tuple(row.allowed_models),
         allowed_providers=_tuple(row.allowed_providers),
+        tags=_tuple(row.tags),
     )
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(values)
+
+
+def _tags(tags: list[str] | None) -> list[str] | None:
+    """Tags as stored: each once, in the order given; none is NULL."""
+    return list(dict.fromkeys(tags)) if tags else None
 
 
 # --- the change version ---------------------------------------------------------------
@@ -411,6 +417,7 @@ async def create_team(conn: AsyncConnection, body: TeamCreate) -> TeamView:
             budget_id=await merge_budget(conn, None, body.budget, now),
             rate_limit_id=await _merge_rate_limit(conn, None, body.rate_limit, now),
             on_meter_failure=body.on_meter_failure,
+            tags=_tags(body.tags),
             created_at=now,
             updated_at=now,
         )
@@ -428,6 +435,8 @@ async def update_team(conn: AsyncConnection, team_id: str, body: TeamUpdate) -> 
         values["name"] = body.name
     if "on_meter_failure" in given:
         values["on_meter_failure"] = body.on_meter_failure
+    if "tags" in given:
+        values["tags"] = _tags(body.tags)
     if "customer_id" in given:
         if body.customer_id is not None:
             await _require(conn, customers, body.customer_id, "customer_id")
@@ -479,6 +488,7 @@ async def create_key(conn: AsyncConnection, body: VirtualKeyCreate) -> KeyView:
             allowed_providers=body.allowed_providers,
             max_parallel_requests=body.max_parallel_requests,
             on_meter_failure=body.on_meter_failure,
+            tags=_tags(body.tags),
             created_at=now,
             updated_at=now,
         )
@@ -508,6 +518,8 @@ async def update_key(conn: AsyncConnection, key_id: str, body: VirtualKeyUpdate)
     values.update({name: given[name] for name in _KEY_FIELDS if name in given})
     if "description" in given:
         values["description"] = body.description or None
+    if "tags" in given:
+        values["tags"] = _tags(body.tags)
     if "team_id" in given:
         values["team_id"] = body.team_id
         if body.team_id is not None:

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 UNPRICED_MODEL_LABELS = 100
 OTHER_MODEL = "_other"
 
+# A decision takes microseconds embedded, milliseconds against an external OPA.
+_POLICY_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 _LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -110,6 +112,25 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "tollhouse_requests_in_flight", "Inference requests being served.", registry=r
+        )
+        self.policy_decisions = Counter(
+            "tollhouse_policy_decisions",
+            "Policy decisions, by action and outcome (allow, deny).",
+            ["action", "decision"],
+            registry=r,
+        )
+        self.policy_seconds = Histogram(
+            "tollhouse_policy_decision_seconds",
+            "Time to decide, by the engines the decision used (none: no policy applied).",
+            ["engines"],
+            buckets=_POLICY_BUCKETS,
+            registry=r,
+        )
+        self.policy_errors = Counter(
+            "tollhouse_policy_errors",
+            "Conditions that could not be evaluated, by engine and fail mode.",
+            ["engine", "fail_mode"],
+            registry=r,
         )
 
     def observe_request(

@@ -49,7 +49,8 @@ class PolicyInvalid(ValidationFailed):
     that is not a boolean. Raised on write, so it never happens at request time."""
 
     def __init__(self, message: str, *, param: str = "condition") -> None:
-        super().__init__(message, param=param)
+        # The admin API's error names no field but in its message: this one leads with it.
+        super().__init__(f"{param}: {message}", param=param)
 
 
 class EvaluationFailed(Exception):
