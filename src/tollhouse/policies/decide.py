@@ -50,7 +50,7 @@ class Who:
     team_id: str
     customer_id: str
     tags: frozenset[str]
-    doc: Doc  # the document's ``principal``
+    doc: Doc = field(compare=False)  # the document's ``principal`` (not in the hash)
 
     @classmethod
     def of(cls, chain: tuple[Any, ...]) -> Who:
