@@ -90,12 +90,7 @@ async def test_an_update_compiles_the_condition_it_will_have(gateway):
             "attachments",
         ),
         (
-            {
-                "name": "p",
-                "action": "*",
-                "effect": "allow",
-                "attachments": [{"type": "global", "id": "x"}],
-            },
+            {"name": "p", "action": "*", "effect": "allow", "attachments": [{"type": "tag"}]},
             "attachments",
         ),
         (

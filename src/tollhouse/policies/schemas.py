@@ -9,11 +9,10 @@ invalid one is a 400 naming the error (``param: condition``), never a request-ti
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from tollhouse.errors import ValidationFailed
 from tollhouse.governance.fields import Kept, Tag
 from tollhouse.policies.engines import EngineName
 from tollhouse.web.query import Count, Filter, Query
@@ -38,34 +37,37 @@ _RULE = "rego only: the rule queried in the module's package (default: match)"
 _FAIL = "on an engine error: closed (a deny policy denies, an allow policy does not allow) or open"
 
 
-class Attachment(Body):
-    """Whom a policy applies to: everyone (``global``), a customer, team or key (with
-    everything under it: a customer's teams and keys, a team's keys), or every key
-    carrying a tag (its own or its team's)."""
+class EveryoneAttachment(Body):
+    """Applies to every caller (anonymous ones too)."""
 
-    type: Literal["global", "customer", "team", "key", "tag"]
-    id: Ident | None = None
-    tag: Tag | None = None
-
-    @model_validator(mode="after")
-    def _target(self) -> Self:
-        wants_id = self.type in ("customer", "team", "key")
-        if wants_id != (self.id is not None):
-            need = "needs an id" if wants_id else "takes no id"
-            raise ValidationFailed(f"attachments: a {self.type} {need}", param="attachments")
-        if (self.type == "tag") != (self.tag is not None):
-            need = "needs a tag" if self.type == "tag" else "takes no tag"
-            raise ValidationFailed(f"attachments: a {self.type} {need}", param="attachments")
-        return self
+    type: Literal["global"]
 
 
+class OwnerAttachment(Body):
+    """Applies to a customer, team or key, with everything under it (a customer's teams
+    and keys, a team's keys)."""
+
+    type: Literal["customer", "team", "key"]
+    id: Ident
+
+
+class TagAttachment(Body):
+    """Applies to every key carrying the tag (its own, or its team's)."""
+
+    type: Literal["tag"]
+    tag: Tag
+
+
+Attachment = Annotated[
+    EveryoneAttachment | OwnerAttachment | TagAttachment, Field(discriminator="type")
+]
 Attachments = Annotated[
     list[Attachment], at_most(MAX_ATTACHMENTS), Field(min_length=1, max_length=MAX_ATTACHMENTS)
 ]
 
 
 def _everyone() -> list[Attachment]:
-    return [Attachment(type="global")]
+    return [EveryoneAttachment(type="global")]
 
 
 class PolicyCreate(Body):

@@ -24,7 +24,7 @@ from tollhouse.governance.service import bump_version
 from tollhouse.ledger.service import decode_cursor, encode_cursor
 from tollhouse.policies.engines import Condition, PolicyEngine, PolicyInvalid
 from tollhouse.policies.models import policies, policy_decisions
-from tollhouse.policies.schemas import Attachment, PolicyCreate, PolicyUpdate
+from tollhouse.policies.schemas import Attachment, OwnerAttachment, PolicyCreate, PolicyUpdate
 
 NOT_FOUND = "Policy not found"
 _p = policies.c
@@ -121,9 +121,9 @@ async def _write(conn: AsyncConnection, statement: Any, name: str) -> None:
 
 async def _require_owners(conn: AsyncConnection, attachments: list[Attachment]) -> None:
     for attachment in attachments:
-        table = _OWNERS.get(attachment.type)
-        if table is None:
+        if not isinstance(attachment, OwnerAttachment):
             continue
+        table = _OWNERS[attachment.type]
         found = await conn.scalar(select(table.c.id).where(table.c.id == attachment.id))
         if found is None:
             raise ValidationFailed(
