@@ -14,8 +14,9 @@ a boolean for each sample document (``document.SAMPLES``). An *undefined* answer
 sample is refused too, with the fix (``default match := false``): undefined denies the
 request at the choke point, so a rule without a default would deny every request its
 body does not hold for, which is never what a ``match`` rule means. That check is also
-what catches what rego-cpp 1.5.2 does not refuse itself — an unsafe variable, an
-unknown function, a misspelt field all make a rule silently undefined. A rule that is
+what catches what rego-cpp 1.5.2 does not refuse itself: a rule the module does not
+have, an unsafe variable, an unknown function, a misspelt field all make a rule
+silently undefined. A rule that is
 undefined only for some real inputs (rules of both values, no default) still answers
 ``None`` at request time, and the request is denied.
 
@@ -31,9 +32,7 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 from regopy import Bundle, Input, Interpreter, LogLevel, RegoError  # type: ignore[import-untyped]
@@ -54,6 +53,10 @@ _ANSWER = "answer"  # the query's variable; query variables never clash with the
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PACKAGE_LINE = re.compile(r"^[ \t]*package[ \t]+([^\s#]+)", re.M)
+_RULE_HEAD = re.compile(
+    r"^(?:default[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*(?:if\b|:=|=(?!=)|\{|contains\b|\[|\()",
+    re.M,
+)
 _KEYWORDS = frozenset(
     {"as", "contains", "default", "else", "every", "false", "if", "import", "in", "not"}
     | {"null", "package", "some", "true", "with"}
@@ -142,13 +145,6 @@ class RegoEngine:
             raise PolicyInvalid(f"Rego: {_error_text(str(exc), source)}") from None
         if not bundle.ok():
             raise PolicyInvalid("Rego: the module does not compile")
-        rules = _rules(builder, bundle, package)
-        if rule not in rules:
-            known = ", ".join(sorted(rules)) or "none"
-            raise PolicyInvalid(
-                f"Rego: package {package} has no rule {rule!r} (its rules: {known})",
-                param="rule",
-            )
         condition = RegoCondition(source, f"data.{package}.{rule}", bundle, self._runner)
         for sample in SAMPLES:
             try:
@@ -156,12 +152,7 @@ class RegoEngine:
             except EvaluationFailed as exc:
                 raise PolicyInvalid(f"{exc} (on a sample document: docs/policies.md)") from None
             if answer is None:
-                raise PolicyInvalid(
-                    f"Rego: {condition.query} is undefined for a sample document "
-                    f"(docs/policies.md), and undefined denies the request: add "
-                    f"`default {rule} := false` (or it reads a variable, function or field"
-                    " that does not exist)"
-                )
+                raise _undefined(condition.query, source, rule)
         return condition
 
     def prepare(self, doc: Document) -> Any:
@@ -181,16 +172,23 @@ def _package(source: str) -> str:
     return package
 
 
-def _rules(builder: Interpreter, bundle: Bundle, package: str) -> set[str]:
-    """The rules of ``package`` in the bundle's plan. regopy has no way to list them
-    (a missing rule is just undefined), and a bundle's node cannot be read from Python;
-    its saved plan names one function per rule (``g0.data.<package>.<rule>``)."""
-    prefix = f"g0.data.{package}."
-    with tempfile.TemporaryDirectory(prefix="tollhouse-rego-") as scratch:
-        builder.save_bundle(str(Path(scratch) / "bundle"), bundle)
-        plan = json.loads((Path(scratch) / "bundle" / "plan.json").read_text())
-    names = (func.get("name", "") for func in plan.get("funcs", {}).get("funcs", []))
-    return {name[len(prefix) :].split(".")[0] for name in names if name.startswith(prefix)}
+def _undefined(query: str, source: str, rule: str) -> PolicyInvalid:
+    """Why the rule is undefined for a sample, as well as can be told: regopy cannot list
+    a module's rules (a missing one is just undefined, and the plan's list of them is
+    only reachable by saving the bundle, which corrupts memory in regopy 1.5.2), so the
+    rules are read from the heads at the start of a line, for the message only."""
+    rules = sorted(set(_RULE_HEAD.findall(source)) - _KEYWORDS)
+    if rule not in rules:
+        known = ", ".join(rules) or "none found"
+        return PolicyInvalid(
+            f"Rego: the module has no rule {rule!r} ({query} is undefined; its rules: {known})",
+            param="rule",
+        )
+    return PolicyInvalid(
+        f"Rego: {query} is undefined for a sample document (docs/policies.md), and "
+        f"undefined denies the request: add `default {rule} := false` (or it reads a "
+        "variable, function or field that does not exist)"
+    )
 
 
 def _error_text(raw: str, source: str) -> str:
