@@ -370,6 +370,18 @@ class Settings(_Frozen):
         description="Retries of a Stripe API call after a network error or a 409/5xx, "
         "with the same idempotency key.",
     )
+    policy_opa_url: str | None = Field(
+        default=None,
+        description="Base URL of an external OPA for policies of engine `opa` "
+        "(`POST <url>/v1/data/<path>`; unset: that engine is off).",
+    )
+    policy_opa_timeout_ms: int = Field(
+        default=200,
+        ge=1,
+        le=10000,
+        description="Timeout of one OPA decision, milliseconds; past it the policy's "
+        "fail_mode decides.",
+    )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict, description="Upstreams by name (also from SDK env variables)."
     )
@@ -421,9 +433,9 @@ class Settings(_Frozen):
             )
         return value
 
-    @field_validator("stripe_api_base", "stripe_success_url", "stripe_cancel_url")
+    @field_validator("stripe_api_base", "stripe_success_url", "stripe_cancel_url", "policy_opa_url")
     @classmethod
-    def _stripe_url(cls, value: str | None) -> str | None:
+    def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
