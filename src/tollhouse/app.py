@@ -55,7 +55,7 @@ from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
 from tollhouse.ops.routes import operator_endpoints, probe_routes
 from tollhouse.policies.gate import PolicyGate
-from tollhouse.policies.setup import policy_engines
+from tollhouse.policies.setup import opa_session, policy_engines
 from tollhouse.pricing import load_catalog
 from tollhouse.pricing.catalog import Catalog
 from tollhouse.web.guard import EdgeGuard, body_unread
@@ -334,9 +334,11 @@ async def _start(
         stack.push_async_callback(dispatcher.stop)
     meter = _meter(settings, LedgerTotals(engine, recorder), redis, metrics)
     regions = {name: cfg.region for name, cfg in settings.providers.items()}
-    policies = PolicyGate(
-        engine, policy_engines(settings), metrics, regions, log_allows=settings.policy_log_allows
-    )
+    session = opa_session(settings)
+    if session is not None:
+        stack.push_async_callback(session.close)
+    engines = policy_engines(settings, session)
+    policies = PolicyGate(engine, engines, metrics, regions, log_allows=settings.policy_log_allows)
     await policies.start()
     stack.push_async_callback(policies.stop, settings.shutdown_timeout_s)
     admission = Admission(settings, engine, meter, alerts=alerts, also_load=[policies.reload])
