@@ -7,16 +7,25 @@ reason known in advance: it must parse, read only the document's variables (``ac
 the sample documents (``document.SAMPLES``: every field present, lists empty and full,
 numbers zero and not) — which also refuses a field the document does not have
 (``request.modle``) and an operation on the wrong types (``request.stream > 1``). What
-only some inputs can raise (``principal.tags[0]`` with no tags, were it not caught by the
-samples) obeys the policy's ``fail_mode`` and is counted.
+only some inputs can raise (a division by zero) obeys the policy's ``fail_mode`` and is
+counted.
 
-Per decision the document is turned into a CEL ``Context`` once (``prepare``), and every
-CEL condition runs against it: converting the document is most of the cost of a
-decision, running a compiled expression well under a microsecond.
+**Speed.** Handing a Python value to CEL costs about 2.5 µs per string (0.3 per
+number); running a compiled expression over values already handed over, well under one.
+So the CEL conditions of a decision run together (``batch``) on a ``cel.Context`` that
+holds the principal, the resource and the action already converted — built once per
+caller and target and kept — into which each decision puts only the fields of
+``request`` and ``time`` the conditions read (found in their source on compiling:
+``request.model``, ``time.hour``…; a variable used whole is handed over whole). Every
+condition of the batch runs before the decision awaits anything, so no other decision
+can change the context under it. The dry run and the impact estimate hand over the whole
+document (``prepare``): slower, and the same answers.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import cel as _cel
@@ -33,23 +42,93 @@ from tollhouse.policies.engines import (
 
 MAX_SOURCE = 4096  # characters: an expression, not a program
 
+Path = tuple[str, ...]
+# A variable not preceded by a dot or a word character, and the fields read after it.
+_READS = re.compile(
+    r"(?<![\w.])(" + "|".join(sorted(VARIABLES)) + r")((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)"
+)
+
+
+def reads(source: str) -> tuple[Path, ...]:
+    """The document paths ``source`` reads (a superset: words in strings count too)."""
+    found = set()
+    for match in _READS.finditer(source):
+        fields = [f.strip() for f in match.group(2).split(".") if f.strip()]
+        found.add((match.group(1), *fields))
+    # A path read whole covers the longer ones under it.
+    return tuple(p for p in sorted(found) if not any(p[: len(q)] == q for q in found if q != p))
+
 
 class CelCondition:
     is_async = False
 
-    def __init__(self, source: str, program: Any) -> None:
+    def __init__(self, source: str, program: Any, paths: tuple[Path, ...]) -> None:
         self.source = source
-        self._program = program
+        self.paths = paths
+        self.program = program
 
     def evaluate(self, prepared: Any) -> bool | None:
-        try:
-            value = self._program.execute(prepared)
-        except Exception as exc:  # cel raises KeyError, TypeError, IndexError, RuntimeError…
-            raise EvaluationFailed(f"CEL: {_first_line(exc)}") from None
-        return boolean(value, self.source)
+        """On a context holding the whole document (``CelEngine.prepare``)."""
+        return _run(self.program, prepared, self.source)
 
     async def evaluate_async(self, prepared: Any) -> bool | None:
         return self.evaluate(prepared)
+
+
+def _run(program: Any, context: Any, source: str) -> bool | None:
+    try:
+        value = program.execute(context)
+    except Exception as exc:  # cel raises KeyError, TypeError, ZeroDivisionError…
+        raise EvaluationFailed(f"CEL: {_first_line(exc)}") from None
+    return boolean(value, source)
+
+
+_PER_REQUEST = ("request", "time")  # what changes with every decision
+_CACHED = 10_000  # callers × targets whose converted context is kept
+
+
+class CelBatch:
+    """The CEL conditions of one set of policies, run together (see the module)."""
+
+    def __init__(self, conditions: Sequence[CelCondition]) -> None:
+        self.conditions = tuple(conditions)
+        reads = {p for c in conditions for p in c.paths}
+        # Per variable of the request: the fields read, or None for the whole of it.
+        self._fields: dict[str, tuple[str, ...] | None] = {}
+        for variable in _PER_REQUEST:
+            mine = [p for p in reads if p[0] == variable]
+            if any(len(p) == 1 for p in mine):
+                self._fields[variable] = None
+            elif mine:
+                self._fields[variable] = tuple(sorted({p[1] for p in mine}))
+        self._contexts: dict[Hashable, Any] = {}
+
+    def evaluate(self, doc: Document, static: Hashable) -> list[bool | None | EvaluationFailed]:
+        """Every condition's answer (or its failure) for ``doc``; ``static`` names the
+        caller and target, whose part of the document is converted once."""
+        context = self._contexts.get(static)
+        if context is None:
+            if len(self._contexts) >= _CACHED:
+                self._contexts.clear()
+            context = self._contexts[static] = _cel.Context(
+                {
+                    "principal": doc["principal"],
+                    "resource": doc["resource"],
+                    "action": doc["action"],
+                }
+            )
+        for variable, fields in self._fields.items():
+            value = doc[variable]
+            if fields is not None:
+                value = {name: value[name] for name in fields if name in value}
+            context.add_variable(variable, value)
+        answers: list[bool | None | EvaluationFailed] = []
+        for condition in self.conditions:
+            try:
+                answers.append(_run(condition.program, context, condition.source))
+            except EvaluationFailed as exc:
+                answers.append(exc)
+        return answers
 
 
 class CelEngine:
@@ -72,7 +151,7 @@ class CelEngine:
                 f"CEL: unknown variable {unknown[0]!r}: a condition reads "
                 + ", ".join(sorted(VARIABLES))
             )
-        condition = CelCondition(source, program)
+        condition = CelCondition(source, program, reads(source))
         for sample in SAMPLES:
             try:
                 answer = condition.evaluate(self.prepare(sample))
@@ -84,6 +163,9 @@ class CelEngine:
 
     def prepare(self, doc: Document) -> Any:
         return _cel.Context(dict(doc))
+
+    def batch(self, conditions: Sequence[CelCondition]) -> CelBatch:
+        return CelBatch(conditions)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -168,28 +168,37 @@ class _Applicable:
     names: tuple[str, ...]
     denies: tuple[Compiled, ...]
     allows: tuple[Compiled, ...]
+    batch: Any = None  # the engine's batch of its conditions here (CEL: one program)
+    batched: tuple[str, ...] = ()  # the ids of the policies in it, in its order
 
 
 _NONE = _Applicable((), (), ())
+Batcher = Callable[[list[Compiled]], tuple[Any, tuple[str, ...]]]
 
 
 class PolicySet:
     """Every enabled policy of one snapshot, by action, highest priority first."""
 
-    def __init__(self, compiled: Iterable[Compiled] = ()) -> None:
+    def __init__(self, compiled: Iterable[Compiled] = (), batcher: Batcher | None = None) -> None:
         ordered = sorted(compiled, key=lambda p: (-p.priority, p.name))
         self.policies = tuple(ordered)
+        self._batcher = batcher
         self._cache: dict[tuple[str, Who], _Applicable] = {}
 
     def applicable(self, action: str, who: Who) -> _Applicable:
         found = self._cache.get((action, who))
         if found is None:
             mine = [p for p in self.policies if p.action in (action, "*") and p.attached(who)]
-            found = _Applicable(
-                tuple(p.name for p in mine),
-                tuple(p for p in mine if p.effect == "deny"),
-                tuple(p for p in mine if p.effect == "allow"),
-            ) if mine else _NONE  # fmt: skip
+            denies = tuple(p for p in mine if p.effect == "deny")
+            allows = tuple(p for p in mine if p.effect == "allow")
+            batch, batched = (
+                self._batcher([*denies, *allows]) if self._batcher and mine else (None, ())
+            )
+            found = (
+                _Applicable(tuple(p.name for p in mine), denies, allows, batch, batched)
+                if mine
+                else _NONE
+            )
             if len(self._cache) > 100_000:  # principals come and go: bound the memory
                 self._cache.clear()
             self._cache[(action, who)] = found
@@ -211,7 +220,16 @@ class Decider:
 
     def load(self, rows: Iterable[Any]) -> None:
         enabled = [compile_row(row, self.engines) for row in rows if row.enabled]
-        self.policies = PolicySet(enabled)
+        self.policies = PolicySet(enabled, self._batch)
+
+    def _batch(self, policies: list[Compiled]) -> tuple[Any, tuple[str, ...]]:
+        """The CEL conditions among ``policies``, run together (``cel.CelBatch``)."""
+        engine = self.engines.get("cel")
+        batch = getattr(engine, "batch", None)
+        cel = [p for p in policies if p.engine == "cel" and p.condition is not None]
+        if batch is None or not cel:
+            return None, ()
+        return batch([p.condition for p in cel]), tuple(p.id for p in cel)
 
     async def decide(
         self,
@@ -229,15 +247,21 @@ class Decider:
                 self._on_decided(decision, None, started)
             return decision
         doc = document(action, who.doc, request, resource, now or datetime.now(UTC))
-        decision = await self._evaluate(action, found, doc)
+        static = (who, tuple(resource.values()))  # what a CEL context keeps converted
+        decision = await self._evaluate(action, found, doc, static)
         decision.duration_us = int((time.perf_counter() - started) * 1_000_000)
         if self._on_decided is not None:
             self._on_decided(decision, doc, started)
         return decision
 
-    async def _evaluate(self, action: str, found: _Applicable, doc: Doc) -> Decision:
+    async def _evaluate(self, action: str, found: _Applicable, doc: Doc, static: Any) -> Decision:
         prepared: dict[str, Any] = {}
         errors: list[Failure] = []
+        answers: dict[str, Any] = {}
+        if found.batch is not None:
+            # Before any await: the batch's context is shared by the caller's decisions.
+            prepared["cel"] = found.batch
+            answers = dict(zip(found.batched, found.batch.evaluate(doc, static), strict=True))
 
         def decided(allowed: bool, reason: str, policy: Compiled | None) -> Decision:
             engines = "+".join(sorted(prepared)) or "none"
@@ -246,7 +270,7 @@ class Decider:
             )
 
         for policy in found.denies:
-            answer = await self._answer(policy, doc, prepared, errors)
+            answer = await self._answer(policy, doc, prepared, errors, answers)
             if answer is True:
                 return decided(False, f"denied by policy {policy.name}", policy)
             if answer is None:
@@ -255,7 +279,7 @@ class Decider:
                 reason = f"policy {policy.name} failed closed: {errors[-1].error}"
                 return decided(False, reason, policy)
         for policy in found.allows:
-            answer = await self._answer(policy, doc, prepared, errors)
+            answer = await self._answer(policy, doc, prepared, errors, answers)
             if answer is True:
                 return decided(True, f"allowed by policy {policy.name}", policy)
             if answer is None:
@@ -277,8 +301,15 @@ class Decider:
         doc: Doc,
         prepared: dict[str, Any],
         errors: list[Failure],
+        answers: dict[str, Any],
     ) -> bool | None | str:
         """The policy's answer, or ``"error"`` (recorded in ``errors``)."""
+        if policy.id in answers:
+            value = answers[policy.id]
+            if not isinstance(value, EvaluationFailed):
+                return value  # type: ignore[no-any-return]
+            errors.append(Failure(policy.name, str(value), policy.fail_mode, policy.engine))
+            return "error"
         condition = policy.condition
         if condition is None:
             if policy.broken is None:
