@@ -12,8 +12,10 @@ from tollhouse.web.services import NotStarted
 
 
 async def test_a_failed_start_up_leaves_no_task_running(make_settings):
-    # A Redis URL the client refuses fails start-up after the recorder has started.
-    app = create_app(make_settings(providers={}, redis_url="http://127.0.0.1:1"))
+    # A Redis URL the client refuses fails start-up after the recorder has started (set
+    # past validation, which refuses it first since settings check it).
+    settings = make_settings(providers={}).model_copy(update={"redis_url": "http://127.0.0.1:1"})
+    app = create_app(settings)
     before = asyncio.all_tasks()
     with pytest.raises(ValueError, match="Redis URL"):
         async with app.router.lifespan_context(app):

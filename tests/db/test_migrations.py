@@ -118,15 +118,23 @@ async def test_posts_booked_per_request_before_0008_are_linked_to_their_records(
     from decimal import Decimal
 
     from sqlalchemy import insert, select
-    from tests.credits.books import open_customer_account, usage_record
+    from tests.credits.books import usage_record
 
+    from tollhouse.credits import service
     from tollhouse.credits.journal import Movement, book
+    from tollhouse.credits.schemas import AccountCreate
     from tollhouse.credits.verify import verify_engine
+    from tollhouse.governance.models import customers
     from tollhouse.ledger.models import usage_records
+    from tollhouse.web.validation import parse
 
     await upgrade(db_engine, "0007")
     async with db_engine.begin() as conn:
-        account = await open_customer_account(conn, "acme")
+        now = datetime.now(UTC)
+        row = {"id": "cust_acme", "name": "acme", "created_at": now, "updated_at": now}
+        await conn.execute(insert(customers).values(**row))
+        body = parse(AccountCreate, {"owner_type": "customer", "owner_id": "cust_acme"})
+        account = str((await service.create_account(conn, body)).id)
         posted, unposted = (
             usage_record(account, Decimal("0.25"), datetime.now(UTC)) for _ in range(2)
         )

@@ -28,7 +28,7 @@ def with_model(model: str) -> Doc:
 
 def test_a_syntax_error_names_regopy_s_message_and_where():
     error = refused("package p\n\ndefault match := false\nmatch if input.request.stream ==\n")
-    assert error.message == "Rego: Invalid boolean operator (line 4, column 31)"
+    assert error.message == "condition: Rego: Invalid boolean operator (line 4, column 31)"
     assert error.param == "condition"
 
 

@@ -7,9 +7,14 @@ from them (``answers.py``) and the command line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import Row
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +115,45 @@ class KeyView:
     budget: BudgetRow | None
     rate_limit: RateLimitRow | None
     value: str | None = None  # the plaintext, only in the view create_key returns
+
+
+# --- from table rows ------------------------------------------------------------------
+
+
+def from_row(cls: type[R], row: Row[Any], **converted: Any) -> R:
+    """A dataclass of ``cls`` from a table row, with ``converted`` fields given."""
+    data = row._mapping
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    return cls(**{name: converted.get(name, data.get(name)) for name in names})
+
+
+def budget_row(row: Row[Any]) -> BudgetRow:
+    thresholds = tuple(Decimal(str(t)) for t in row.alert_thresholds)
+    channels = None if row.alert_channels is None else tuple(row.alert_channels)
+    return from_row(BudgetRow, row, alert_thresholds=thresholds, alert_channels=channels)
+
+
+def rate_limit_row(row: Row[Any]) -> RateLimitRow:
+    return from_row(RateLimitRow, row)
+
+
+def customer_row(row: Row[Any]) -> CustomerRow:
+    return from_row(CustomerRow, row)
+
+
+def team_row(row: Row[Any]) -> TeamRow:
+    return from_row(TeamRow, row, tags=_tuple(row.tags))
+
+
+def key_row(row: Row[Any]) -> KeyRow:
+    return from_row(
+        KeyRow,
+        row,
+        allowed_models=_tuple(row.allowed_models),
+        allowed_providers=_tuple(row.allowed_providers),
+        tags=_tuple(row.tags),
+    )
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import fields
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, Table, delete, func, insert, select, update
@@ -51,6 +49,11 @@ from tollhouse.governance.rows import (
     RateLimitRow,
     TeamRow,
     TeamView,
+    budget_row,
+    customer_row,
+    key_row,
+    rate_limit_row,
+    team_row,
 )
 from tollhouse.governance.schemas import (
     CustomerCreate,
@@ -71,44 +74,6 @@ CUSTOMER_NOT_FOUND = "Customer not found"
 TEAM_NOT_FOUND = "Team not found"
 KEY_NOT_FOUND = "Virtual key not found"
 _CHUNK = 500
-
-
-def _from_row(cls: type[R], row: Row[Any], **converted: Any) -> R:
-    data = row._mapping
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    return cls(**{name: converted.get(name, data.get(name)) for name in names})
-
-
-def _budget(row: Row[Any]) -> BudgetRow:
-    thresholds = tuple(Decimal(str(t)) for t in row.alert_thresholds)
-    channels = None if row.alert_channels is None else tuple(row.alert_channels)
-    return _from_row(BudgetRow, row, alert_thresholds=thresholds, alert_channels=channels)
-
-
-def _rate_limit(row: Row[Any]) -> RateLimitRow:
-    return _from_row(RateLimitRow, row)
-
-
-def _customer(row: Row[Any]) -> CustomerRow:
-    return _from_row(CustomerRow, row)
-
-
-def _team(row: Row[Any]) -> TeamRow:
-    return _from_row(TeamRow, row, tags=_tuple(row.tags))
-
-
-def _key(row: Row[Any]) -> KeyRow:
-    return _from_row(
-        KeyRow,
-        row,
-        allowed_models=_tuple(row.allowed_models),
-        allowed_providers=_tuple(row.allowed_providers),
-        tags=_tuple(row.tags),
-    )
-
-
-def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
-    return None if values is None else tuple(values)
 
 
 def _tags(tags: list[str] | None) -> list[str] | None:
@@ -168,8 +133,10 @@ async def _by_ids(
 async def _limits(
     conn: AsyncConnection, owners: list[Any]
 ) -> tuple[dict[str, BudgetRow], dict[str, RateLimitRow]]:
-    found_budgets = await _by_ids(conn, budgets, (o.budget_id for o in owners), _budget)
-    found_limits = await _by_ids(conn, rate_limits, (o.rate_limit_id for o in owners), _rate_limit)
+    found_budgets = await _by_ids(conn, budgets, (o.budget_id for o in owners), budget_row)
+    found_limits = await _by_ids(
+        conn, rate_limits, (o.rate_limit_id for o in owners), rate_limit_row
+    )
     return found_budgets, found_limits
 
 
@@ -184,7 +151,7 @@ async def _customer_views(conn: AsyncConnection, rows: list[CustomerRow]) -> lis
             .order_by(teams.c.created_at, teams.c.id)
         )
         for team in await conn.execute(query):
-            children[team.customer_id].append(_team(team))
+            children[team.customer_id].append(team_row(team))
     return [
         CustomerView(
             row,
@@ -198,7 +165,7 @@ async def _customer_views(conn: AsyncConnection, rows: list[CustomerRow]) -> lis
 
 async def _team_views(conn: AsyncConnection, rows: list[TeamRow]) -> list[TeamView]:
     found_budgets, found_limits = await _limits(conn, rows)
-    parents = await _by_ids(conn, customers, (r.customer_id for r in rows), _customer)
+    parents = await _by_ids(conn, customers, (r.customer_id for r in rows), customer_row)
     return [
         TeamView(
             row,
@@ -212,8 +179,8 @@ async def _team_views(conn: AsyncConnection, rows: list[TeamRow]) -> list[TeamVi
 
 async def _key_views(conn: AsyncConnection, rows: list[KeyRow]) -> list[KeyView]:
     found_budgets, found_limits = await _limits(conn, rows)
-    found_teams = await _by_ids(conn, teams, (r.team_id for r in rows), _team)
-    found_customers = await _by_ids(conn, customers, (r.customer_id for r in rows), _customer)
+    found_teams = await _by_ids(conn, teams, (r.team_id for r in rows), team_row)
+    found_customers = await _by_ids(conn, customers, (r.customer_id for r in rows), customer_row)
     return [
         KeyView(
             row,
@@ -228,20 +195,20 @@ async def _key_views(conn: AsyncConnection, rows: list[KeyRow]) -> list[KeyView]
 
 async def get_customer(conn: AsyncConnection, customer_id: str) -> CustomerView:
     """One customer with its budget, rate limit and teams; ``NotFound`` if unknown."""
-    row = _customer(await _one(conn, customers, customer_id, CUSTOMER_NOT_FOUND))
+    row = customer_row(await _one(conn, customers, customer_id, CUSTOMER_NOT_FOUND))
     return (await _customer_views(conn, [row]))[0]
 
 
 async def list_customers(conn: AsyncConnection) -> list[CustomerView]:
     """Every customer, oldest first."""
     query = select(customers).order_by(customers.c.created_at, customers.c.id)
-    rows = [_customer(row) for row in await conn.execute(query)]
+    rows = [customer_row(row) for row in await conn.execute(query)]
     return await _customer_views(conn, rows)
 
 
 async def get_team(conn: AsyncConnection, team_id: str) -> TeamView:
     """One team with its customer, budget and rate limit; ``NotFound`` if unknown."""
-    row = _team(await _one(conn, teams, team_id, TEAM_NOT_FOUND))
+    row = team_row(await _one(conn, teams, team_id, TEAM_NOT_FOUND))
     return (await _team_views(conn, [row]))[0]
 
 
@@ -250,13 +217,13 @@ async def list_teams(conn: AsyncConnection, *, customer_id: str | None = None) -
     query = select(teams).order_by(teams.c.created_at, teams.c.id)
     if customer_id is not None:
         query = query.where(teams.c.customer_id == customer_id)
-    rows = [_team(row) for row in await conn.execute(query)]
+    rows = [team_row(row) for row in await conn.execute(query)]
     return await _team_views(conn, rows)
 
 
 async def get_key(conn: AsyncConnection, key_id: str) -> KeyView:
     """One virtual key (by id, not by value) with its parents and limits."""
-    row = _key(await _one(conn, virtual_keys, key_id, KEY_NOT_FOUND))
+    row = key_row(await _one(conn, virtual_keys, key_id, KEY_NOT_FOUND))
     return (await _key_views(conn, [row]))[0]
 
 
@@ -269,7 +236,7 @@ async def list_keys(
         query = query.where(virtual_keys.c.team_id == team_id)
     if customer_id is not None:
         query = query.where(virtual_keys.c.customer_id == customer_id)
-    rows = [_key(row) for row in await conn.execute(query)]
+    rows = [key_row(row) for row in await conn.execute(query)]
     return await _key_views(conn, rows)
 
 
