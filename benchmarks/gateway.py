@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h
+import policy_set
 import servers
 
 SCENARIOS = h.SCENARIOS
@@ -39,6 +40,7 @@ TARGET_GOV_ADDED_P50_MS = 0.8  # with governance on (key + team + customer), add
 TARGET_GOV_COST = 0.15  # and governance on costs at most this share of c32 throughput
 TARGET_CREDITS_ADDED_P50_MS = 0.05  # a prepaid account adds at most this to governed p50
 TARGET_CREDITS_COST = 0.05  # and costs at most this share of governed c32 throughput
+TARGET_POLICIES_ADDED_P50_MS = 0.05  # ten attached CEL policies add at most this to it
 QUIET_CPUS = h.QUIET_CPUS
 
 Targets = dict[str, tuple[str, str]]  # name: (base URL, bearer key)
@@ -59,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--credits",
         action="store_true",
         help="also measure governance with a prepaid account paying (tollhouse-credits)",
+    )
+    add(
+        "--policies",
+        action="store_true",
+        help="also measure governance with ten CEL policies applying (tollhouse-policies)",
     )
     add("--tollhouse", metavar="EXE", help="default: <repo>/.venv/bin/tollhouse, else PATH")
     add(
@@ -128,6 +135,14 @@ def start_servers(
                 # The same chain of limits, and the customer's prepaid account pays too.
                 prepaid = servers.create_governed_key(targets["tollhouse"][0], prepaid=True)
                 targets["tollhouse-credits"] = (targets["tollhouse"][0], prepaid)
+            if args.policies:
+                # The same chain of limits, and ten CEL policies apply to the key (by a
+                # tag only it carries: the other targets have no policy to evaluate).
+                url = targets["tollhouse"][0]
+                for body in policy_set.bodies():
+                    servers.admin_post(url, "policies", body)
+                tagged = servers.create_governed_key(url, tags=[policy_set.TAG])
+                targets["tollhouse-policies"] = (url, tagged)
         if args.baseline:
             env = servers.tollhouse_env(base_env, workdir / "baseline", upstream)
             start_tollhouse(args, procs, workdir, cpus, targets, "baseline", args.baseline, env)
@@ -187,7 +202,14 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = h.medians(raw)
     c1, c32 = out["c1"], out["c32"]
     derived: dict[str, Any] = {}
-    names = ("tollhouse", "tollhouse-gov", "tollhouse-credits", "baseline", "baseline-gov")
+    names = (
+        "tollhouse",
+        "tollhouse-gov",
+        "tollhouse-credits",
+        "tollhouse-policies",
+        "baseline",
+        "baseline-gov",
+    )
     for name in (*names, "litellm"):
         if name in c1:
             added = c1[name]["p50_ms"] - c1["direct"]["p50_ms"]
@@ -202,6 +224,11 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         derived["credits_throughput_cost"] = round(1 - kept, 4)
         added = c1["tollhouse-credits"]["p50_ms"] - c1["tollhouse-gov"]["p50_ms"]
         derived["credits_added_p50_ms"] = round(added, 3)
+    if "tollhouse-gov" in c32 and "tollhouse-policies" in c32:
+        kept = c32["tollhouse-policies"]["rps"] / c32["tollhouse-gov"]["rps"]
+        derived["policies_throughput_cost"] = round(1 - kept, 4)
+        added = c1["tollhouse-policies"]["p50_ms"] - c1["tollhouse-gov"]["p50_ms"]
+        derived["policies_added_p50_ms"] = round(added, 3)
     for name in ("tollhouse", "tollhouse-gov"):
         before = name.replace("tollhouse", "baseline")
         if name in c32 and before in c32:
@@ -275,6 +302,14 @@ def report(args: argparse.Namespace, summary: dict[str, Any]) -> None:
             f"target: a prepaid account costs {cost:.1%} of governed throughput at c32"
             f" (<= {TARGET_CREDITS_COST:.0%}): {verdict}"
         )
+    if "policies_added_p50_ms" in d:
+        added, cost = d["policies_added_p50_ms"], d["policies_throughput_cost"]
+        verdict = "PASS" if added <= TARGET_POLICIES_ADDED_P50_MS else "FAIL"
+        print(
+            f"target: ten CEL policies add {added:+.3f} ms to the governed p50 at c1"
+            f" (<= {TARGET_POLICIES_ADDED_P50_MS}): {verdict}; they cost {cost:.1%} of"
+            " governed throughput at c32"
+        )
     if "rps_ratio_tollhouse_to_litellm" in d:
         ratio = d["rps_ratio_tollhouse_to_litellm"]
         verdict = "PASS" if ratio >= TARGET_RPS_RATIO else "FAIL"
@@ -304,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     n_targets = 1 + (not args.skip_tollhouse) + governed + (not args.skip_litellm)
     n_targets += (1 + governed) if args.baseline else 0
     n_targets += governed and args.credits
+    n_targets += governed and args.policies
     per_target = 2 * args.warmup_seconds + args.runs * (args.c1_seconds + args.c32_seconds)
     print(f"measuring for about {n_targets * per_target / 60:.1f} min plus start-up", flush=True)
     started = time.monotonic()

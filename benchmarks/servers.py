@@ -219,23 +219,31 @@ def tollhouse_version(exe: str) -> str:
     return f"{out.stdout.strip() or '?'} ({commit.stdout.strip() or 'no git'})"
 
 
-def create_governed_key(base_url: str, *, prepaid: bool = False) -> str:
+def admin_post(base_url: str, path: str, body: dict[str, object]) -> dict[str, object]:
+    """``POST /api/<path>`` on a Tollhouse without an admin key (loopback), its answer."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{base_url}/api/{path}",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def create_governed_key(
+    base_url: str, *, prepaid: bool = False, tags: list[str] | None = None
+) -> str:
     """A customer, a team and a key, each with a budget and rate limits too large to
     refuse anything in a benchmark; returns the key's value. ``prepaid``: the customer
     also has a prepaid account holding more credit than a benchmark can spend, so every
     request is paid from it as well."""
-    import json
-    import urllib.request
 
     def post(path: str, body: dict[str, object]) -> dict[str, object]:
-        request = urllib.request.Request(
-            f"{base_url}/api/{path}",
-            data=json.dumps(body).encode(),
-            headers={"content-type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return dict(json.loads(response.read()))
+        return admin_post(base_url, path, body)
 
     limits: dict[str, object] = {
         "budget": {"max_limit": 1000000000, "reset_duration": "1M"},
@@ -250,7 +258,7 @@ def create_governed_key(base_url: str, *, prepaid: bool = False) -> str:
     team = post("governance/teams", {"name": "bench-team", "customer_id": customer["id"], **limits})  # type: ignore[index]
     key = post(
         "governance/virtual-keys",
-        {"name": "bench-key", "team_id": team["team"]["id"], **limits},  # type: ignore[index]
+        {"name": "bench-key", "team_id": team["team"]["id"], "tags": tags, **limits},  # type: ignore[index]
     )["virtual_key"]
     if prepaid:
         account = post(

@@ -125,9 +125,17 @@ class CelBatch:
         answers: list[bool | None | EvaluationFailed] = []
         for condition in self.conditions:
             try:
-                answers.append(_run(condition.program, context, condition.source))
-            except EvaluationFailed as exc:
-                answers.append(exc)
+                value = condition.program.execute(context)
+            except Exception as exc:
+                answers.append(EvaluationFailed(f"CEL: {_first_line(exc)}"))
+                continue
+            if value.__class__ is bool:
+                answers.append(value)
+            else:  # refused on write; kept so that a surprise is a failure, not a 500
+                try:
+                    answers.append(boolean(value, condition.source))
+                except EvaluationFailed as exc:
+                    answers.append(exc)
         return answers
 
 

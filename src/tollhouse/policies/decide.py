@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from tollhouse.policies.document import Doc, document, principal
@@ -246,7 +246,7 @@ class Decider:
             if self._on_decided is not None:
                 self._on_decided(decision, None, started)
             return decision
-        doc = document(action, who.doc, request, resource, now or datetime.now(UTC))
+        doc = document(action, who.doc, request, resource, now)
         static = (who, tuple(resource.values()))  # what a CEL context keeps converted
         decision = await self._evaluate(action, found, doc, static)
         decision.duration_us = int((time.perf_counter() - started) * 1_000_000)

@@ -19,6 +19,7 @@ and OPA as JSON ``input``.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,14 +88,29 @@ def llm_resource(model: str, provider: str, region: str) -> Doc:
     return {"model": model, "provider": provider, "region": region}
 
 
-def document(action: str, who: Doc, request: Doc, resource: Doc, now: datetime) -> Doc:
+def document(
+    action: str, who: Doc, request: Doc, resource: Doc, now: datetime | None = None
+) -> Doc:
+    """The whole document; ``now`` defaults to the current second."""
     return {
         "action": action,
         "principal": who,
         "request": request,
         "resource": resource,
-        "time": moment(now),
+        "time": moment(now) if now is not None else _this_second(),
     }
+
+
+_second: tuple[int, Doc] = (-1, {})
+
+
+def _this_second() -> Doc:
+    """``moment`` of now, worked out once a second (decisions read it, never change it)."""
+    global _second
+    second = int(time.time())
+    if _second[0] != second:
+        _second = (second, moment(datetime.fromtimestamp(second, UTC)))
+    return _second[1]
 
 
 class _Scope:
