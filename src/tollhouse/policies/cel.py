@@ -18,8 +18,12 @@ caller and target and kept — into which each decision puts only the fields of
 ``request`` and ``time`` the conditions read (found in their source on compiling:
 ``request.model``, ``time.hour``…; a variable used whole is handed over whole). Every
 condition of the batch runs before the decision awaits anything, so no other decision
-can change the context under it. The dry run and the impact estimate hand over the whole
-document (``prepare``): slower, and the same answers.
+can change the context under it. A CEL condition is a pure function of what it reads, so
+the answers are also remembered for the values handed over (``_answers``, bounded): a
+caller sending the same shape of request again — same model, stream, caps, within the
+same hour if the hour is read — is answered without handing anything over. The dry run
+and the impact estimate hand over the whole document (``prepare``): slower, and the
+same answers.
 """
 
 from __future__ import annotations
@@ -75,6 +79,15 @@ class CelCondition:
         return self.evaluate(prepared)
 
 
+def _frozen(value: Any) -> Hashable:
+    """``value`` as a key: dicts and lists as tuples (a document holds nothing else)."""
+    if isinstance(value, dict):
+        return tuple((name, _frozen(item)) for name, item in value.items())
+    if isinstance(value, list):
+        return ("[", *(_frozen(item) for item in value))
+    return value  # type: ignore[no-any-return]
+
+
 def _run(program: Any, context: Any, source: str) -> bool | None:
     try:
         value = program.execute(context)
@@ -102,10 +115,35 @@ class CelBatch:
             elif mine:
                 self._fields[variable] = tuple(sorted({p[1] for p in mine}))
         self._contexts: dict[Hashable, Any] = {}
+        self._answers: dict[Hashable, list[bool | None | EvaluationFailed]] = {}
 
     def evaluate(self, doc: Document, static: Hashable) -> list[bool | None | EvaluationFailed]:
         """Every condition's answer (or its failure) for ``doc``; ``static`` names the
         caller and target, whose part of the document is converted once."""
+        picked = {}
+        for variable, fields in self._fields.items():
+            value = doc[variable]
+            if fields is not None:
+                value = {name: value[name] for name in fields if name in value}
+            picked[variable] = value
+        try:
+            seen: Hashable = (static, _frozen(picked))
+        except TypeError:  # a value that cannot be a key: answered without the memo
+            seen = None
+        if seen is not None:
+            known = self._answers.get(seen)
+            if known is not None:
+                return known
+        answers = self._run(doc, static, picked)
+        if seen is not None:
+            if len(self._answers) >= _CACHED:
+                self._answers.clear()
+            self._answers[seen] = answers
+        return answers
+
+    def _run(
+        self, doc: Document, static: Hashable, picked: dict[str, Any]
+    ) -> list[bool | None | EvaluationFailed]:
         context = self._contexts.get(static)
         if context is None:
             if len(self._contexts) >= _CACHED:
@@ -117,10 +155,7 @@ class CelBatch:
                     "action": doc["action"],
                 }
             )
-        for variable, fields in self._fields.items():
-            value = doc[variable]
-            if fields is not None:
-                value = {name: value[name] for name in fields if name in value}
+        for variable, value in picked.items():
             context.add_variable(variable, value)
         answers: list[bool | None | EvaluationFailed] = []
         for condition in self.conditions:
