@@ -121,13 +121,18 @@ class CelBatch:
         """Every condition's answer (or its failure) for ``doc``; ``static`` names the
         caller and target, whose part of the document is converted once."""
         picked = {}
+        key: list[Any] = [static]
         for variable, fields in self._fields.items():
             value = doc[variable]
             if fields is not None:
                 value = {name: value[name] for name in fields if name in value}
+                key.extend(tuple(v) if v.__class__ is list else v for v in value.values())
+            else:
+                key.append(_frozen(value))
             picked[variable] = value
         try:
-            seen: Hashable = (static, _frozen(picked))
+            seen: Hashable = tuple(key)
+            hash(seen)
         except TypeError:  # a value that cannot be a key: answered without the memo
             seen = None
         if seen is not None:

@@ -270,7 +270,9 @@ class Decider:
             )
 
         for policy in found.denies:
-            answer = await self._answer(policy, doc, prepared, errors, answers)
+            answer = self._answer(policy, doc, prepared, errors, answers)
+            if answer is _AWAIT:
+                answer = await self._answer_async(policy, doc, prepared, errors)
             if answer is True:
                 return decided(False, f"denied by policy {policy.name}", policy)
             if answer is None:
@@ -279,7 +281,9 @@ class Decider:
                 reason = f"policy {policy.name} failed closed: {errors[-1].error}"
                 return decided(False, reason, policy)
         for policy in found.allows:
-            answer = await self._answer(policy, doc, prepared, errors, answers)
+            answer = self._answer(policy, doc, prepared, errors, answers)
+            if answer is _AWAIT:
+                answer = await self._answer_async(policy, doc, prepared, errors)
             if answer is True:
                 return decided(True, f"allowed by policy {policy.name}", policy)
             if answer is None:
@@ -295,7 +299,7 @@ class Decider:
             reason += "; errors: " + "; ".join(f"{e.policy}: {e.error}" for e in errors)
         return decided(False, reason, None)
 
-    async def _answer(
+    def _answer(
         self,
         policy: Compiled,
         doc: Doc,
@@ -303,12 +307,13 @@ class Decider:
         errors: list[Failure],
         answers: dict[str, Any],
     ) -> bool | None | str:
-        """The policy's answer, or ``"error"`` (recorded in ``errors``)."""
-        if policy.id in answers:
-            value = answers[policy.id]
-            if not isinstance(value, EvaluationFailed):
-                return value  # type: ignore[no-any-return]
-            errors.append(Failure(policy.name, str(value), policy.fail_mode, policy.engine))
+        """The policy's answer, ``"error"`` (recorded in ``errors``), or ``_AWAIT`` for
+        an external engine's (``_answer_async``): a synchronous call for embedded ones."""
+        answer = answers.get(policy.id, _NOT_RUN)
+        if answer is not _NOT_RUN:
+            if not isinstance(answer, EvaluationFailed):
+                return answer  # type: ignore[no-any-return]
+            errors.append(Failure(policy.name, str(answer), policy.fail_mode, policy.engine))
             return "error"
         condition = policy.condition
         if condition is None:
@@ -316,20 +321,38 @@ class Decider:
                 return True  # no condition: always matches
             errors.append(Failure(policy.name, policy.broken, policy.fail_mode, policy.engine))
             return "error"
-        engine = policy.engine
-        ready = prepared.get(engine)
+        if condition.is_async:
+            return _AWAIT
         try:
-            if ready is None:
-                ready = prepared[engine] = self.engines[engine].prepare(doc)
-            if condition.is_async:
-                return await condition.evaluate_async(ready)
-            return condition.evaluate(ready)
-        except EvaluationFailed as exc:
-            error = str(exc)
-        except Exception as exc:  # an engine's own failure: the same, never a 500
-            error = f"{type(exc).__name__}: {exc}"
-        errors.append(Failure(policy.name, error, policy.fail_mode, engine))
+            return condition.evaluate(self._prepared(policy.engine, doc, prepared))
+        except Exception as exc:  # EvaluationFailed, or an engine's own failure: never a 500
+            return self._failed(policy, exc, errors)
+
+    async def _answer_async(
+        self, policy: Compiled, doc: Doc, prepared: dict[str, Any], errors: list[Failure]
+    ) -> bool | None | str:
+        assert policy.condition is not None
+        try:
+            ready = self._prepared(policy.engine, doc, prepared)
+            return await policy.condition.evaluate_async(ready)
+        except Exception as exc:
+            return self._failed(policy, exc, errors)
+
+    def _prepared(self, engine: str, doc: Doc, prepared: dict[str, Any]) -> Any:
+        ready = prepared.get(engine)
+        if ready is None:
+            ready = prepared[engine] = self.engines[engine].prepare(doc)
+        return ready
+
+    @staticmethod
+    def _failed(policy: Compiled, exc: Exception, errors: list[Failure]) -> str:
+        error = str(exc) if isinstance(exc, EvaluationFailed) else f"{type(exc).__name__}: {exc}"
+        errors.append(Failure(policy.name, error, policy.fail_mode, policy.engine))
         return "error"
+
+
+_AWAIT = "await"
+_NOT_RUN = object()
 
 
 _PREFIX = ""
