@@ -218,3 +218,61 @@ async def test_allows_are_logged_when_asked(make_settings):
         page = await call(client, "GET", "/decisions")
         assert [d["id"] for d in page["decisions"]] == [response.headers[DECISION]]
         assert page["decisions"][0]["reason"] == "allowed by policy allow-all"
+
+
+async def test_rego_and_an_external_opa_decide_requests_too(make_settings, opa):
+    from tests.support import running
+
+    streams = (
+        "package enforcement.streams\n\ndefault match := false\n\nmatch if input.request.stream\n"
+    )
+    opa.put_policy("enforcement-streams", streams)
+    rego = (
+        'package interns\n\ndefault match := false\n\nmatch if "intern" in input.principal.tags\n'
+    )
+    async with running(make_settings(policy_opa_url=opa.url)) as (_, client):
+        _, intern = await create_key(client, tags=["intern"])
+        _, probe = await create_key(client, tags=["probe"])
+        await create_policy(client, name="allow-all", priority=-10)
+        await create_policy(client, name="no-interns", effect="deny", engine="rego", condition=rego)
+        await create_policy(
+            client,
+            name="no-streams",
+            effect="deny",
+            engine="opa",
+            condition="enforcement/streams/match",
+        )
+        await create_policy(
+            client,
+            name="nowhere",
+            effect="deny",
+            engine="opa",
+            condition="enforcement/nothing/match",  # OPA answers {}: undefined
+            attachments=[{"type": "tag", "tag": "probe"}],
+        )
+        allowed = await chat(client, None)
+        assert allowed.status_code == 200
+        assert allowed.headers[APPLIED] == "no-interns, no-streams, allow-all"
+        refused = await chat(client, intern)
+        assert refused.status_code == 403 and "no-interns" in refused.json()["error"]["message"]
+        streamed = await chat(client, None, stream=True)
+        assert streamed.status_code == 403
+        assert "denied by policy no-streams" in streamed.json()["error"]["message"]
+        undefined = await chat(client, probe)
+        assert undefined.status_code == 403
+        assert "policy nowhere answered undefined" in undefined.json()["error"]["message"]
+
+
+async def test_other_actions_call_the_same_decider(app, gateway):
+    from tollhouse.policies.decide import ANONYMOUS
+
+    await create_policy(gateway, name="llm-only", action="llm.request")
+    gate = app.services.policies
+    # No policy of tool.execute applies: allowed, nothing evaluated.
+    decision = await gate.decide("tool.execute", ANONYMOUS, {"tool": "shell"}, {})
+    assert decision.allowed and decision.applied == ()
+    # A "*" policy applies to every action.
+    await create_policy(gateway, name="everything-denied", action="*", effect="deny", priority=1)
+    decision = await gate.decide("sandbox.allocate", ANONYMOUS, {}, {"pool": "default"})
+    assert not decision.allowed and decision.reason == "denied by policy everything-denied"
+    assert decision.applied == ("everything-denied",)
