@@ -234,6 +234,23 @@ def seed(gateway: Gateway) -> None:
         for customer_id in ids["customers"]
     ]
     ids["accounts"] = accounts
+    # Policies for ids to point at, attached to a tag no key carries: what the fuzz
+    # writes must not refuse the other tests' requests (with_real_policies).
+    ids["policies"] = [
+        admin_call(
+            gateway,
+            "POST",
+            "/api/policies",
+            {
+                "name": f"fuzz-{i}",
+                "action": "llm.request",
+                "effect": "deny",
+                "condition": "request.stream",
+                "attachments": [{"type": "tag", "tag": "fuzz-only"}],
+            },
+        )["policy"]["id"]
+        for i in range(3)
+    ]
     for account_id in accounts:
         admin_call(gateway, "POST", f"/api/credits/accounts/{account_id}/grants", {"amount": 1000})
 

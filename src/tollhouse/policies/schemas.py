@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictInt, StrictStr
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, StrictStr
 
 from tollhouse.governance.fields import Kept, Tag
 from tollhouse.policies.engines import EngineName
 from tollhouse.web.query import Count, Filter, Query
 from tollhouse.web.responses import Reply, Time
-from tollhouse.web.validation import Body, at_most
+from tollhouse.web.validation import Body, at_most, whole
 
 Action = Literal["llm.request", "tool.execute", "sandbox.allocate", "*"]
 Effect = Literal["allow", "deny"]
 FailMode = Literal["closed", "open"]
 PolicyName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 Ident = Annotated[StrictStr, Field(min_length=1, max_length=64)]
-Priority = Annotated[StrictInt, Field(ge=-1000, le=1000)]
+Priority = Annotated[StrictInt, Field(ge=-1000, le=1000), BeforeValidator(whole)]
 Source = Annotated[StrictStr, Field(max_length=65536)]
 MAX_ATTACHMENTS = 100
 
@@ -116,7 +116,7 @@ class PoliciesQuery(Query):
 
 class DecisionsQuery(Query):
     policy_id: Filter = Field(default=None, description="only decisions this policy made")
-    decision: Filter = Field(default=None, description="allow or deny")
+    decision: Literal["allow", "deny"] | None = Field(default=None, description="allow or deny")
     limit: Annotated[int, Count(default=50, high=1000)] = Field(
         default=50, description="how many, newest first"
     )
