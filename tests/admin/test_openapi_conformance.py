@@ -139,6 +139,7 @@ async def test_every_route_answers_as_its_document_says(settings, tmp_path, make
         await usage(api, app)
         await alerts(api)
         await credits(api)
+        await policies(api)
         await debug(api, app, make_settings, tmp_path)
         await catalog(api, settings)
         await api.call("GET", "/api/openapi.json", 200)
@@ -321,6 +322,36 @@ async def credits(api: Conformance) -> None:
     await api.call("POST", hook, 401, content=event, headers={"stripe-signature": "t=1,v1=0"})
     await api.call("GET", f"{c}/{{id}}/topups", 200, ids=one)
     await api.call("GET", f"{c}/{{id}}/topups", 404, ids={"id": "nope"})
+
+
+async def policies(api: Conformance) -> None:
+    p = "/api/policies"
+    body = {
+        "name": "conformance-deny",
+        "action": "llm.request",
+        "effect": "deny",
+        "condition": "request.user == 'blocked'",
+        "attachments": [{"type": "tag", "tag": "conformance"}],
+    }
+    made = (await api.call("POST", p, 201, json=body))["policy"]
+    await api.call("POST", p, 409, json=body)
+    await api.call("POST", p, 400, json={**body, "name": "bad", "condition": "request.nope"})
+    await api.call("GET", p, 200, params={"action": "llm.request"})
+    await api.call("GET", p, 401, headers=WRONG_KEY)
+    one = {"id": made["id"]}
+    await api.call("GET", f"{p}/{{id}}", 200, ids=one)
+    await api.call("GET", f"{p}/{{id}}", 404, ids={"id": "nope"})
+    await api.call("PUT", f"{p}/{{id}}", 200, ids=one, json={"priority": 3})
+    await api.call("PUT", f"{p}/{{id}}", 400, ids=one, json={"priority": "high"})
+    test = {"input": {"request": {"user": "blocked"}}}
+    await api.call("POST", f"{p}/{{id}}/test", 200, ids=one, json=test)
+    await api.call("POST", f"{p}/{{id}}/test", 404, ids={"id": "nope"}, json=test)
+    await api.call("GET", f"{p}/{{id}}/impact", 200, ids=one, params={"limit": "10"})
+    await api.call("GET", f"{p}/{{id}}/impact", 404, ids={"id": "nope"})
+    await api.call("GET", "/api/policy-decisions", 200, params={"decision": "deny"})
+    await api.call("GET", "/api/policy-decisions", 400, params={"decision": "maybe"})
+    await api.call("DELETE", f"{p}/{{id}}", 200, ids=one)
+    await api.call("DELETE", f"{p}/{{id}}", 404, ids=one)
 
 
 async def alerts(api: Conformance) -> None:

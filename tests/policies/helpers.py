@@ -32,3 +32,10 @@ async def create_policy(client: httpx.AsyncClient, **body: Any) -> dict[str, Any
 async def refused(client: httpx.AsyncClient, body: dict[str, Any], status: int = 400) -> str:
     """The error message of a create that is refused."""
     return str((await call(client, "POST", "", body, status))["error"])
+
+
+async def decisions(client: httpx.AsyncClient, query: str = "", status: int = 200) -> Any:
+    """``GET /api/policy-decisions`` (the decision log) with ``query`` (``?policy_id=…``)."""
+    response = await client.get(f"/api/policy-decisions{query}")
+    assert response.status_code == status, response.text
+    return decode(response)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.governance.helpers import HI, auth, chat, create_customer, create_key, create_team
-from tests.policies.helpers import call, create_policy
+from tests.policies.helpers import call, create_policy, decisions
 from tests.support import metric, reached
 
 APPLIED = "x-tollhouse-applied-policies"
@@ -181,9 +181,9 @@ async def test_an_engine_error_obeys_fail_mode(gateway, effect, fail_mode, statu
         gateway, "tollhouse_policy_errors_total", engine="cel", fail_mode=fail_mode
     )
     assert errors == 1
-    decisions = (await call(gateway, "GET", "/decisions"))["decisions"]
-    assert decisions[0]["id"] == response.headers[DECISION]  # an error is always logged
-    assert decisions[0]["errors"][0]["policy"] == "fragile"
+    logged = (await decisions(gateway))["decisions"]
+    assert logged[0]["id"] == response.headers[DECISION]  # an error is always logged
+    assert logged[0]["errors"][0]["policy"] == "fragile"
 
 
 async def test_denials_are_in_the_decision_log_and_counted(gateway):
@@ -195,15 +195,15 @@ async def test_denials_are_in_the_decision_log_and_counted(gateway):
     assert (await chat(gateway, None)).status_code == 200
     refused = await chat(gateway, value)
     assert refused.status_code == 403
-    page = await call(gateway, "GET", f"/decisions?policy_id={made['id']}")
+    page = await decisions(gateway, f"?policy_id={made['id']}")
     [logged] = page["decisions"]
     assert logged["id"] == refused.headers[DECISION]
     assert (logged["decision"], logged["policy_name"]) == ("deny", "no-interns")
     assert logged["request_id"] == refused.headers["x-request-id"]
     assert logged["resource"] == {"model": "gpt-4o-mini", "provider": "openai", "region": ""}
     assert logged["applied"] == ["allow-all", "no-interns"]
-    assert (await call(gateway, "GET", "/decisions?decision=allow"))["count"] == 0  # not logged
-    await call(gateway, "GET", "/decisions?decision=maybe", status=400)
+    assert (await decisions(gateway, "?decision=allow"))["count"] == 0  # not logged
+    await decisions(gateway, "?decision=maybe", 400)
     assert await metric(gateway, "tollhouse_policy_decisions_total", decision="deny") == 1
     assert await metric(gateway, "tollhouse_policy_decisions_total", decision="allow") == 1
 
@@ -215,7 +215,7 @@ async def test_allows_are_logged_when_asked(make_settings):
         await create_policy(client, name="allow-all")
         response = await chat(client, None)
         assert response.status_code == 200
-        page = await call(client, "GET", "/decisions")
+        page = await decisions(client, "")
         assert [d["id"] for d in page["decisions"]] == [response.headers[DECISION]]
         assert page["decisions"][0]["reason"] == "allowed by policy allow-all"
 

@@ -32,8 +32,6 @@ import re
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-import cel as _cel
-
 from tollhouse.policies.document import SAMPLES
 from tollhouse.policies.engines import (
     VARIABLES,
@@ -153,7 +151,7 @@ class CelBatch:
         if context is None:
             if len(self._contexts) >= _CACHED:
                 self._contexts.clear()
-            context = self._contexts[static] = _cel.Context(
+            context = self._contexts[static] = _library().Context(
                 {
                     "principal": doc["principal"],
                     "resource": doc["resource"],
@@ -190,7 +188,7 @@ class CelEngine:
         if len(source) > MAX_SOURCE:
             raise PolicyInvalid(f"a CEL condition is at most {MAX_SOURCE} characters")
         try:
-            program = _cel.compile(source)
+            program = _library().compile(source)
         except ValueError as exc:
             raise PolicyInvalid(f"CEL: {_syntax(exc)}") from None
         unknown = sorted(set(program.variables()) - VARIABLES)
@@ -210,10 +208,18 @@ class CelEngine:
         return condition
 
     def prepare(self, doc: Document) -> Any:
-        return _cel.Context(dict(doc))
+        return _library().Context(dict(doc))
 
     def batch(self, conditions: Sequence[CelCondition]) -> CelBatch:
         return CelBatch(conditions)
+
+
+def _library() -> Any:
+    """``cel``, imported on first use: its package also loads a command line (typer,
+    rich), half a second every ``tollhouse`` command would pay without a CEL policy."""
+    import cel
+
+    return cel
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""``/api/policies``: policies, their dry run and impact estimate, and the decision log.
+"""``/api/policies``: policies, their dry run and impact estimate; ``/api/policy-decisions``:
+the decision log (a path of its own: under ``/policies`` it would name a policy).
 
 Same style as the governance API: 201 on create with the entity wrapped
 (``{"policy": {...}}``), lists with ``count``, merge updates, 400 naming the field
@@ -155,7 +156,7 @@ def _op(handler: Any, summary: str, answers: dict[int, Answer], **more: Any) -> 
     return Operation(handler, summary, answers, tag="policies", **more)
 
 
-# Mounted under ``/api`` behind the admin key; the fixed paths before ``{id}``.
+# Mounted under ``/api`` behind the admin key.
 routes = [
     Resource(
         "/policies",
@@ -176,7 +177,7 @@ routes = [
         },
     ),
     Resource(
-        "/policies/decisions",
+        "/policy-decisions",
         {
             "GET": _op(
                 list_decisions,
