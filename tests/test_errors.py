@@ -61,6 +61,7 @@ EXPECTED = {
     "InsufficientCredits": (402, "insufficient_quota", "insufficient_credits"),
     "KeyInactive": (403, "permission_error", "key_inactive"),
     "ModelNotAllowed": (403, "permission_error", "model_not_allowed"),
+    "PolicyDenied": (403, "permission_error", "policy_denied"),
     "UpstreamError": (502, "api_error", "upstream_error"),
     "UpstreamTimeout": (504, "api_error", "upstream_timeout"),
     "ServiceUnavailable": (503, "api_error", "service_unavailable"),
