@@ -7,6 +7,19 @@ wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_API_KEY") or "sk-bench")
 
+-- BENCH_VARY=1: every request asks for another max_tokens, so nothing a gateway
+-- remembers by the request's values (the policies' memo of answers) is ever reused.
+if os.getenv("BENCH_VARY") == "1" then
+  local n = 0
+  request = function()
+    n = n + 1
+    local body = string.format(
+      '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"max_tokens":%d}',
+      16 + n)
+    return wrk.format(nil, nil, nil, body)
+  end
+end
+
 -- Latencies are in microseconds; one line, prefixed so the harness can find it.
 function done(summary, latency, requests)
   local e = summary.errors

@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also measure governance with ten CEL policies applying (tollhouse-policies)",
     )
+    add(
+        "--vary",
+        action="store_true",
+        help="every request asks another max_tokens (to every target): nothing remembered "
+        "by the request's values is reused, so --policies measures cold decisions",
+    )
     add("--tollhouse", metavar="EXE", help="default: <repo>/.venv/bin/tollhouse, else PATH")
     add(
         "--baseline",
@@ -193,7 +199,7 @@ def measure(
     seconds = {"c1": args.c1_seconds, "c32": args.c32_seconds}
     return h.measure_targets(
         targets, runs=args.runs, seconds=seconds, warmup_s=args.warmup_seconds,
-        cpus=cpus, procs=procs,
+        cpus=cpus, procs=procs, vary=args.vary,
     )  # fmt: skip
 
 

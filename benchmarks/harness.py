@@ -165,6 +165,7 @@ def run_wrk(
     seconds: float,
     api_key: str,
     cpus: list[int] | None,
+    vary: bool = False,
 ) -> dict[str, Any]:
     """One wrk run; wrk's own summary (chat.lua's done()) parsed, plus requests/s."""
     argv = pinned(
@@ -181,7 +182,7 @@ def run_wrk(
         ],
         cpus,
     )
-    env = {**os.environ, "BENCH_API_KEY": api_key}
+    env = {**os.environ, "BENCH_API_KEY": api_key, "BENCH_VARY": "1" if vary else "0"}
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
@@ -278,6 +279,7 @@ def measure_targets(
     warmup_s: float,
     cpus: dict[str, Any],
     procs: Processes,
+    vary: bool = False,
 ) -> dict[str, Any]:
     """Every run of every scenario, {scenario: {target: [wrk result, ...]}}: targets take
     turns within each run (rotated, so none always follows the same one), and a run that
@@ -285,7 +287,7 @@ def measure_targets(
     raw: dict[str, Any] = {}
     redos_left = REDOS
     for scenario, (threads, conns) in SCENARIOS.items():
-        load = {"threads": threads, "connections": conns, "cpus": cpus["load"]}
+        load = {"threads": threads, "connections": conns, "cpus": cpus["load"], "vary": vary}
         raw[scenario] = {name: [] for name in targets}
         for url, key in targets.values():
             run_wrk(url, seconds=warmup_s, api_key=key, **load)

@@ -109,7 +109,11 @@ async def test_two_replicas_never_overdraw(make_settings, pg_url, redis_url, ups
         seen = await burst([c for _, c in group], value)
 
         assert set(seen) <= {200, 402}, seen
-        assert seen[200] == 5
+        # At least the five the funding covers at their worst case; a sixth when a settle
+        # (actual cost below the worst case) lands on one replica before the other's last
+        # reservations — two processes, no common clock. Never more than it can pay for:
+        # the balance below stays at or above zero, the journal equal to the ledger.
+        assert seen[200] >= 5
         for replica, _ in group:
             for _ in range(500):
                 if replica.services.admission.meter.pending == 0:
@@ -120,6 +124,7 @@ async def test_two_replicas_never_overdraw(make_settings, pg_url, redis_url, ups
             left = await balance(other, account["id"])
             assert left["available"] >= 0 and left["reserved"] == 0
         spent = await journal_matches_ledger(app, client, account["id"])
+        assert spent <= funding
         assert (await balance(client, account["id"]))["total"] == funding - spent
 
 
