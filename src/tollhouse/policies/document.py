@@ -113,7 +113,10 @@ def _this_second() -> Doc:
     return _second[1]
 
 
-class _Scope:
+class Scope:
+    """A key, team or customer as ``principal`` reads it (the snapshot's ``Scope`` has
+    the same four fields)."""
+
     def __init__(self, kind: str, ident: str, name: str, tags: tuple[str, ...]) -> None:
         self.kind, self.id, self.name, self.tags = kind, ident, name, tags
 
@@ -121,9 +124,9 @@ class _Scope:
 def _sample(full: bool) -> Doc:
     chain = (
         (
-            _Scope("key", "vk_sample", "sample key", ("intern", "eu")),
-            _Scope("team", "team_sample", "sample team", ("research",)),
-            _Scope("customer", "cust_sample", "sample customer", ()),
+            Scope("key", "vk_sample", "sample key", ("intern", "eu")),
+            Scope("team", "team_sample", "sample team", ("research",)),
+            Scope("customer", "cust_sample", "sample customer", ()),
         )
         if full
         else ()

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -35,6 +35,8 @@ from tollhouse.policies.engines import PolicyEngine
 from tollhouse.policies.models import policy_decisions
 
 log = logging.getLogger("tollhouse.policies")
+
+_NO_POLICY: dict[str, str] = {"x-tollhouse-applied-policies": ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +111,9 @@ class PolicyGate:
     ) -> tuple[tuple[Any, ...], dict[str, str]]:
         """The targets the policies allow, in order, and the headers naming the decision;
         ``PolicyDenied`` when they allow none."""
-        who = self.who(key)
         if not self.decider.policies.policies:
-            return targets, {"x-tollhouse-applied-policies": ""}
+            return targets, _NO_POLICY  # read-only: the gateway copies it into its headers
+        who = self.who(key)
         request = _llm_request(endpoint, body, model)
         allowed = []
         first: Decision | None = None
@@ -211,7 +213,7 @@ def _llm_request(endpoint: str, body: Mapping[str, Any], model: str) -> Doc:
         model=model,
         stream=body.get("stream") is True,
         max_output_tokens=_max_tokens(body),
-        input_tokens=prompt_token_bound(dict(body)),
+        input_tokens=prompt_token_bound(cast(dict[str, Any], body)),  # read, not copied
         messages=count,
         tools=[n for n in names if n],
         user=user if isinstance(user, str) else "",

@@ -28,7 +28,14 @@ from tollhouse.errors import NotFound
 from tollhouse.governance.models import customers, teams, virtual_keys
 from tollhouse.ledger.models import usage_records
 from tollhouse.policies.decide import Compiled, Who, compile_row
-from tollhouse.policies.document import SAMPLES, Doc, document, llm_request, llm_resource
+from tollhouse.policies.document import (
+    SAMPLES,
+    Doc,
+    Scope,
+    document,
+    llm_request,
+    llm_resource,
+)
 from tollhouse.policies.engines import EvaluationFailed, PolicyEngine
 
 Outcome = Literal["allow", "deny", "no match"]
@@ -150,10 +157,8 @@ def _record_document(record: Any, who: Who, regions: Mapping[str, str]) -> Doc:
     return document("llm.request", who.doc, request, resource, record.created_at)
 
 
-class _Scope:
-    def __init__(self, kind: str, row: Any) -> None:
-        self.kind, self.id, self.name = kind, row.id, row.name
-        self.tags = tuple(getattr(row, "tags", None) or ())
+def _scope(kind: str, row: Any) -> Scope:
+    return Scope(kind, row.id, row.name, tuple(getattr(row, "tags", None) or ()))
 
 
 _ANONYMOUS = Who.of(())
@@ -175,13 +180,13 @@ async def principal_of(conn: AsyncConnection, key_ids: list[str]) -> dict[str, W
     }
     found: dict[str, Who] = {}
     for row in rows:
-        chain = [_Scope("key", row)]
+        chain = [_scope("key", row)]
         team = team_rows.get(row.team_id or "")
         if team is not None:
-            chain.append(_Scope("team", team))
+            chain.append(_scope("team", team))
         customer = customer_rows.get((team.customer_id if team else row.customer_id) or "")
         if customer is not None:
-            chain.append(_Scope("customer", customer))
+            chain.append(_scope("customer", customer))
         found[row.id] = Who.of(tuple(chain))
     if len(key_ids) == 1 and not found:
         raise NotFound(f"virtual key {key_ids[0]!r} not found")
