@@ -61,6 +61,7 @@ from tollhouse.pricing.catalog import Catalog
 from tollhouse.web.guard import EdgeGuard, body_unread
 from tollhouse.web.responses import JSONResponse
 from tollhouse.web.services import NotStarted
+from tollhouse.windows import zone
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis  # the optional redis extra
@@ -338,7 +339,14 @@ async def _start(
     if session is not None:
         stack.push_async_callback(session.close)
     engines = policy_engines(settings, session)
-    policies = PolicyGate(engine, engines, metrics, regions, log_allows=settings.policy_log_allows)
+    policies = PolicyGate(
+        engine,
+        engines,
+        metrics,
+        regions,
+        log_allows=settings.policy_log_allows,
+        zone=zone(settings.policy_time_zone),
+    )
     await policies.start()
     stack.push_async_callback(policies.stop, settings.shutdown_timeout_s)
     admission = Admission(settings, engine, meter, alerts=alerts, also_load=[policies.reload])

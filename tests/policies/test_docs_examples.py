@@ -26,11 +26,11 @@ ENGINES = {
 
 
 def test_the_page_has_its_examples():
-    assert len([e for e in EXAMPLES if "condition" in e]) >= 11
+    assert len([e for e in EXAMPLES if "condition" in e]) >= 14
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e["name"] for e in EXAMPLES])
 def test_each_example_is_a_policy_its_engine_compiles(example):
     body = parse(PolicyCreate, example)
     if body.condition is not None:
-        ENGINES[body.engine].compile(body.condition, body.rule)
+        ENGINES[body.engine].compile(body.condition, body.rule, body.action)

@@ -16,6 +16,7 @@ from tollhouse.config.providers import ModelRoute, PriceOverride, ProviderConfig
 from tollhouse.config.urls import async_database_url, proxy_list, redact_url
 from tollhouse.crypto import SecretBox
 from tollhouse.errors import ConfigError
+from tollhouse.windows import zone
 
 # Shortest admin key and webhook secret accepted: guessing 32 random characters is out of
 # reach, and the length check catches a value cut short by quoting or a stray comma.
@@ -260,6 +261,11 @@ class Settings(_Frozen):
         description="Base URL of an external OPA for policies of engine `opa` "
         "(`POST <url>/v1/data/<path>`; unset: that engine is off).",
     )
+    policy_time_zone: str = Field(
+        default="UTC",
+        description="IANA time zone of the `time` a policy condition reads "
+        "(hour, weekday, date; `time.now` carries its offset).",
+    )
     policy_opa_timeout_ms: int = Field(
         default=200,
         ge=1,
@@ -323,6 +329,12 @@ class Settings(_Frozen):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("policy_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)  # a ValueError naming the zone, made a ConfigError naming the setting
         return value
 
     @field_validator("database_url")

@@ -4,8 +4,8 @@ document, compiled once by ``common-expression-language`` (cel-rust).
 Checked on write, so that an accepted condition does not fail at request time for a
 reason known in advance: it must parse, read only the document's variables (``action``,
 ``principal``, ``request``, ``resource``, ``time``), and answer a boolean for each of
-the sample documents (``document.SAMPLES``: every field present, lists empty and full,
-numbers zero and not) — which also refuses a field the document does not have
+the sample documents of the policy's action (``document.samples``: every field present,
+lists empty and full, numbers zero and not) — which also refuses a field the document does not have
 (``request.modle``) and an operation on the wrong types (``request.stream > 1``). What
 only some inputs can raise (a division by zero) obeys the policy's ``fail_mode`` and is
 counted.
@@ -32,7 +32,7 @@ import re
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from tollhouse.policies.document import SAMPLES
+from tollhouse.policies.document import samples
 from tollhouse.policies.engines import (
     VARIABLES,
     Document,
@@ -48,6 +48,12 @@ Path = tuple[str, ...]
 # A variable not preceded by a dot or a word character, and the fields read after it.
 _READS = re.compile(
     r"(?<![\w.])(" + "|".join(sorted(VARIABLES)) + r")((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)"
+)
+
+# The names a macro binds (``resource.hosts.all(h, …)``): variables of the expression
+# that are not the document's.
+_BOUND = re.compile(
+    r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,"
 )
 
 
@@ -81,7 +87,7 @@ def _frozen(value: Any) -> Hashable:
     """``value`` as a key: dicts and lists as tuples (a document holds nothing else)."""
     if isinstance(value, dict):
         return tuple((name, _frozen(item)) for name, item in value.items())
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return ("[", *(_frozen(item) for item in value))
     return value  # type: ignore[no-any-return]
 
@@ -118,6 +124,10 @@ class CelBatch:
     def evaluate(self, doc: Document, static: Hashable) -> list[bool | None | EvaluationFailed]:
         """Every condition's answer (or its failure) for ``doc``; ``static`` names the
         caller and target, whose part of the document is converted once."""
+        try:
+            hash(static)
+        except TypeError:  # a list in the resource (a tool's hosts)
+            static = _frozen(static)
         picked = {}
         key: list[Any] = [static]
         for variable, fields in self._fields.items():
@@ -180,7 +190,9 @@ class CelBatch:
 class CelEngine:
     name: EngineName = "cel"
 
-    def compile(self, source: str, rule: str | None = None) -> CelCondition:
+    def compile(
+        self, source: str, rule: str | None = None, action: str = "llm.request"
+    ) -> CelCondition:
         if rule is not None:
             raise PolicyInvalid("a CEL condition has no rule to name", param="rule")
         if not source.strip():
@@ -191,18 +203,20 @@ class CelEngine:
             program = _library().compile(source)
         except ValueError as exc:
             raise PolicyInvalid(f"CEL: {_syntax(exc)}") from None
-        unknown = sorted(set(program.variables()) - VARIABLES)
+        bound = set(_BOUND.findall(source))
+        unknown = sorted(set(program.variables()) - VARIABLES - bound)
         if unknown:
             raise PolicyInvalid(
                 f"CEL: unknown variable {unknown[0]!r}: a condition reads "
                 + ", ".join(sorted(VARIABLES))
             )
         condition = CelCondition(source, program, reads(source))
-        for sample in SAMPLES:
+        for sample in samples(action):
             try:
                 answer = condition.evaluate(self.prepare(sample))
             except EvaluationFailed as exc:
-                raise PolicyInvalid(f"{exc} (on a sample document: docs/policies.md)") from None
+                where = f"a sample {sample['action']} document"
+                raise PolicyInvalid(f"{exc} (on {where}: docs/policies.md)") from None
             if answer is None:
                 raise PolicyInvalid("CEL: the condition answered null, not a boolean")
         return condition

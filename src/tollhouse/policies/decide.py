@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from tollhouse.policies.document import Doc, document, principal
@@ -114,7 +114,7 @@ def compile_row(row: Any, engines: Mapping[str, PolicyEngine]) -> Compiled:
         try:
             if engine is None:
                 raise EvaluationFailed(f"the {row.engine} engine is not configured")
-            condition = engine.compile(row.condition, row.rule)
+            condition = engine.compile(row.condition, row.rule, row.action)
         except Exception as exc:  # PolicyInvalid, or anything an engine raises
             broken = f"not loaded: {getattr(exc, 'message', None) or exc}"
             log.error("policy not loaded", extra={"policy": row.name, "error": broken})
@@ -213,8 +213,11 @@ class Decider:
         self,
         engines: Mapping[str, PolicyEngine],
         on_decided: Callable[[Decision, Doc | None, float], None] | None = None,
+        *,
+        zone: tzinfo = UTC,
     ) -> None:
         self.engines = engines
+        self.zone = zone
         self.policies = PolicySet()
         self._on_decided = on_decided
 
@@ -246,8 +249,8 @@ class Decider:
             if self._on_decided is not None:
                 self._on_decided(decision, None, started)
             return decision
-        doc = document(action, who.doc, request, resource, now)
-        static = (who, tuple(resource.values()))  # what a CEL context keeps converted
+        doc = document(action, who.doc, request, resource, now, self.zone)
+        static = (action, who, tuple(resource.values()))  # what a CEL context keeps converted
         decision = await self._evaluate(action, found, doc, static)
         decision.duration_us = int((time.perf_counter() - started) * 1_000_000)
         if self._on_decided is not None:

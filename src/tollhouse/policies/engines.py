@@ -74,9 +74,12 @@ class Condition(Protocol):
 class PolicyEngine(Protocol):
     name: EngineName
 
-    def compile(self, source: str, rule: str | None = None) -> Condition:
+    def compile(
+        self, source: str, rule: str | None = None, action: str = "llm.request"
+    ) -> Condition:
         """``source`` compiled, or ``PolicyInvalid`` naming what is wrong; ``rule`` is
-        the Rego rule to query (other engines refuse one)."""
+        the Rego rule to query (other engines refuse one); an embedded engine checks the
+        condition on the sample documents of ``action`` (``document.samples``)."""
 
     def prepare(self, doc: Document) -> Any:
         """The input document in the engine's own form (a CEL context, a JSON input)."""

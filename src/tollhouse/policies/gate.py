@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, cast
 
 from sqlalchemy import insert
@@ -57,10 +57,12 @@ class PolicyGate:
         regions: Mapping[str, str],
         *,
         log_allows: bool = False,
+        zone: tzinfo = UTC,
     ) -> None:
         self._engine = engine
         self.engines = engines
-        self.decider = Decider(engines)
+        self.zone = zone  # of the document's ``time``
+        self.decider = Decider(engines, zone=zone)
         self._metrics = metrics
         self._regions = regions  # provider → region, from the providers' settings
         self._log_allows = log_allows

@@ -106,7 +106,9 @@ class OpaEngine:
             return None
         return cls(settings.policy_opa_url, settings.policy_opa_timeout_ms / 1000, session)
 
-    def compile(self, source: str, rule: str | None = None) -> OpaCondition:
+    def compile(
+        self, source: str, rule: str | None = None, action: str = "llm.request"
+    ) -> OpaCondition:
         if rule is not None:
             raise PolicyInvalid(
                 "an OPA condition is a data path (tollhouse/authz/allow): it has no rule to name",

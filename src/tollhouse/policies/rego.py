@@ -10,15 +10,15 @@ engine must never make (``engines.py``).
 
 Checked on write, as CEL conditions are: the module must parse (regopy's error with its
 line and column), have a ``package`` of dotted names and the rule asked for, and answer
-a boolean for each sample document (``document.SAMPLES``). An *undefined* answer on a
-sample is refused too, with the fix (``default match := false``): undefined denies the
-request at the choke point, so a rule without a default would deny every request its
-body does not hold for, which is never what a ``match`` rule means. That check is also
-what catches what rego-cpp 1.5.2 does not refuse itself: a rule the module does not
-have, an unsafe variable, an unknown function, a misspelt field all make a rule
-silently undefined. A rule that is
-undefined only for some real inputs (rules of both values, no default) still answers
-``None`` at request time, and the request is denied.
+a boolean for each sample document of the policy's action (``document.samples``). An
+*undefined* answer on a sample is refused too, with the fix (``default match :=
+false``): undefined denies the request at the choke point, so a rule without a default
+would deny every request its body does not hold for, which is never what a ``match``
+rule means. That check is also what catches what rego-cpp 1.5.2 does not refuse itself:
+a rule the module does not have, an unsafe variable, an unknown function, a misspelt
+field all make a rule silently undefined. A rule that is undefined only for some real
+inputs (rules of both values, no default) still answers ``None`` at request time, and
+the request is denied.
 
 Per decision the document becomes one ``regopy.Input`` (``prepare``), which every Rego
 condition shares: converting the document is most of the cost of a decision. All
@@ -37,7 +37,7 @@ from typing import Any
 
 from regopy import Bundle, Input, Interpreter, LogLevel, RegoError  # type: ignore[import-untyped]
 
-from tollhouse.policies.document import SAMPLES
+from tollhouse.policies.document import samples
 from tollhouse.policies.engines import (
     Document,
     EngineName,
@@ -123,7 +123,9 @@ class RegoEngine:
     def __init__(self) -> None:
         self._runner = _Runner()
 
-    def compile(self, source: str, rule: str | None = None) -> RegoCondition:
+    def compile(
+        self, source: str, rule: str | None = None, action: str = "llm.request"
+    ) -> RegoCondition:
         rule = DEFAULT_RULE if rule is None else rule
         if not _IDENTIFIER.fullmatch(rule) or rule in _KEYWORDS:
             raise PolicyInvalid(
@@ -146,11 +148,12 @@ class RegoEngine:
         if not bundle.ok():
             raise PolicyInvalid("Rego: the module does not compile")
         condition = RegoCondition(source, f"data.{package}.{rule}", bundle, self._runner)
-        for sample in SAMPLES:
+        for sample in samples(action):
             try:
                 answer = condition.evaluate(self.prepare(sample))
             except EvaluationFailed as exc:
-                raise PolicyInvalid(f"{exc} (on a sample document: docs/policies.md)") from None
+                where = f"a sample {sample['action']} document"
+                raise PolicyInvalid(f"{exc} (on {where}: docs/policies.md)") from None
             if answer is None:
                 raise _undefined(condition.query, source, rule)
         return condition

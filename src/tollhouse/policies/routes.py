@@ -11,6 +11,7 @@ their governance poll.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import tzinfo
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +50,9 @@ class Admission(Protocol):
 class Gate(Protocol):
     @property
     def engines(self) -> Mapping[str, PolicyEngine]: ...
+
+    @property
+    def zone(self) -> tzinfo: ...
 
     async def flush(self) -> None: ...
 
@@ -136,7 +140,14 @@ async def policy_impact(request: Request) -> Response:
     services = _services(request)
     async with services.engine.connect() as conn:
         row = await service.get_policy(conn, request.path_params["id"])
-        found = await trial.impact(conn, row, limit, services.policies.engines, _regions(services))
+        found = await trial.impact(
+            conn,
+            row,
+            limit,
+            services.policies.engines,
+            _regions(services),
+            services.policies.zone,
+        )
     return JSONResponse(ImpactRead.model_validate(found))
 
 

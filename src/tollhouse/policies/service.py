@@ -46,7 +46,11 @@ async def get_policy(conn: AsyncConnection, policy_id: str) -> Any:
 
 
 def compile_condition(
-    engines: Mapping[str, PolicyEngine], engine: str, condition: str | None, rule: str | None
+    engines: Mapping[str, PolicyEngine],
+    engine: str,
+    condition: str | None,
+    rule: str | None,
+    action: str,
 ) -> Condition | None:
     """The condition compiled, or a 400 naming what is wrong with it."""
     if condition is None:
@@ -59,13 +63,13 @@ def compile_condition(
             f"engine: {engine} is not configured here (docs/policies.md, *Engines*)",
             param="engine",
         )
-    return found.compile(condition, rule)
+    return found.compile(condition, rule, action)
 
 
 async def create_policy(
     conn: AsyncConnection, body: PolicyCreate, engines: Mapping[str, PolicyEngine]
 ) -> Any:
-    compile_condition(engines, body.engine, body.condition, body.rule)
+    compile_condition(engines, body.engine, body.condition, body.rule, body.action)
     await _require_owners(conn, body.attachments)
     await bump_version(conn)
     now, policy_id = datetime.now(UTC), f"pol_{uuid.uuid4().hex}"
@@ -94,7 +98,9 @@ async def update_policy(
     given = body.given()
     merged = {**row._mapping, **given}
     if {"engine", "condition", "rule"} & given.keys():
-        compile_condition(engines, merged["engine"], merged["condition"], merged["rule"])
+        compile_condition(
+            engines, merged["engine"], merged["condition"], merged["rule"], merged["action"]
+        )
     values: dict[str, Any] = {k: v for k, v in given.items() if k != "attachments"}
     if "attachments" in given:
         await _require_owners(conn, body.attachments or [])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import UTC, tzinfo
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -29,12 +30,13 @@ from tollhouse.governance.models import customers, teams, virtual_keys
 from tollhouse.ledger.models import usage_records
 from tollhouse.policies.decide import Compiled, Who, compile_row
 from tollhouse.policies.document import (
-    SAMPLES,
+    ACTIONS,
     Doc,
     Scope,
     document,
     llm_request,
     llm_resource,
+    samples,
 )
 from tollhouse.policies.engines import EvaluationFailed, PolicyEngine
 
@@ -84,10 +86,14 @@ async def dry_run(
     key_id: str | None,
     engines: Mapping[str, PolicyEngine],
 ) -> dict[str, Any]:
-    """The policy on ``given`` laid over an empty document (and ``key_id``'s principal)."""
+    """The policy on ``given`` laid over the empty sample document of its action (of
+    ``given``'s ``action`` for a policy on ``*``) and ``key_id``'s principal."""
     policy = compile_row(row, engines)
-    base = dict(SAMPLES[1])
-    base["action"] = row.action if row.action != "*" else "llm.request"
+    action = row.action
+    if action == "*":
+        asked = given.get("action")
+        action = asked if asked in ACTIONS else "llm.request"
+    base = dict(samples(action)[1])
     if key_id is not None:
         base["principal"] = (await principal_of(conn, [key_id]))[key_id].doc
     doc = _overlay(base, given)
@@ -109,6 +115,7 @@ async def impact(
     limit: int,
     engines: Mapping[str, PolicyEngine],
     regions: Mapping[str, str],
+    zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """What the policy alone would have done to the latest ``limit`` usage records."""
     policy = compile_row(row, engines)
@@ -124,7 +131,7 @@ async def impact(
         who = who_of.get(record.key_id or "", _ANONYMOUS)
         if action != "llm.request" or not policy.attached(who):
             continue
-        found, _ = await answer(policy, _record_document(record, who, regions), engines)
+        found, _ = await answer(policy, _record_document(record, who, regions, zone), engines)
         matched += found is True
         errors += found == "error"
         if would_deny(policy, found):
@@ -141,7 +148,7 @@ async def impact(
     }
 
 
-def _record_document(record: Any, who: Who, regions: Mapping[str, str]) -> Doc:
+def _record_document(record: Any, who: Who, regions: Mapping[str, str], zone: tzinfo) -> Doc:
     request = llm_request(
         endpoint=record.endpoint,
         inbound="anthropic" if record.endpoint == "messages" else "openai",
@@ -154,7 +161,7 @@ def _record_document(record: Any, who: Who, regions: Mapping[str, str]) -> Doc:
         user="",
     )
     resource = llm_resource(record.model, record.provider, regions.get(record.provider, ""))
-    return document("llm.request", who.doc, request, resource, record.created_at)
+    return document("llm.request", who.doc, request, resource, record.created_at, zone)
 
 
 def _scope(kind: str, row: Any) -> Scope:
