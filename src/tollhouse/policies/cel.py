@@ -10,26 +10,27 @@ lists empty and full, numbers zero and not) — which also refuses a field the d
 only some inputs can raise (a division by zero) obeys the policy's ``fail_mode`` and is
 counted.
 
-**Speed.** Handing a Python value to CEL costs about 2.5 µs per string (0.3 per
-number); running a compiled expression over values already handed over, well under one.
-So the CEL conditions of a decision run together (``batch``) on a ``cel.Context`` that
-holds the principal, the resource and the action already converted — built once per
-caller and target and kept — into which each decision puts only the fields of
-``request`` and ``time`` the conditions read (found in their source on compiling:
-``request.model``, ``time.hour``…; a variable used whole is handed over whole). Every
-condition of the batch runs before the decision awaits anything, so no other decision
-can change the context under it. A CEL condition is a pure function of what it reads, so
-the answers are also remembered for the values handed over (``_answers``, bounded): a
-caller sending the same shape of request again — same model, stream, caps, within the
-same hour if the hour is read — is answered without handing anything over. The dry run
-and the impact estimate hand over the whole document (``prepare``): slower, and the
-same answers.
+**Speed.** Handing a Python value to CEL costs about 1 µs per string (keys included;
+0.15 per number); running a compiled expression over values already handed over, well
+under one. So the CEL conditions of a decision run together (``batch``) on a
+``cel.Context`` that holds the principal, the resource and the action already converted
+— built once per caller and target and kept. A CEL condition is a pure function of what
+it reads (found in its source on compiling: ``request.model``, ``time.hour``…; a
+variable used whole counts whole), so its answers are remembered by those values, per
+condition: a request whose prompt size is new misses only the conditions that read
+``request.input_tokens``, and only the fields *they* read are handed over. A decision
+seen whole before (the same values for every condition) is answered with one lookup.
+Every condition of the batch runs before the decision awaits anything, so no other
+decision can change the context under it. The dry run and the impact estimate hand
+over the whole document (``prepare``): slower, and the same answers
+(``tests/policies/test_cel_batch.py`` holds the batch to them).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from tollhouse.policies.document import samples
@@ -101,7 +102,11 @@ def _run(program: Any, context: Any, source: str) -> bool | None:
 
 
 _PER_REQUEST = ("request", "time")  # what changes with every decision
-_CACHED = 10_000  # callers × targets whose converted context is kept
+_CACHED = 10_000  # callers × targets whose converted context is kept; answers per condition
+_SEEN = 1024  # whole decisions remembered: the same request again (small: GC walks them)
+_ABSENT = object()  # a field the document does not have (``has()`` may ask)
+
+Needs = dict[str, tuple[str, ...] | None]  # variable → the fields read, None: all of it
 
 
 class CelBatch:
@@ -109,82 +114,143 @@ class CelBatch:
 
     def __init__(self, conditions: Sequence[CelCondition]) -> None:
         self.conditions = tuple(conditions)
-        reads = {p for c in conditions for p in c.paths}
-        # Per variable of the request: the fields read, or None for the whole of it.
-        self._fields: dict[str, tuple[str, ...] | None] = {}
-        for variable in _PER_REQUEST:
-            mine = [p for p in reads if p[0] == variable]
-            if any(len(p) == 1 for p in mine):
-                self._fields[variable] = None
-            elif mine:
-                self._fields[variable] = tuple(sorted({p[1] for p in mine}))
-        self._contexts: dict[Hashable, Any] = {}
-        self._answers: dict[Hashable, list[bool | None | EvaluationFailed]] = {}
+        # The per-request values any condition reads, each taken once per decision.
+        self._paths: list[tuple[str, str | None]] = []
+        self._needs: list[Needs] = []
+        self._keys: list[Any] = []  # per condition: its values out of ``_paths``'
+        for condition in self.conditions:
+            needs = _needs(condition.paths)
+            mine = [(v, f) for v, fields in needs.items() for f in (fields or (None,))]
+            for path in mine:
+                if path not in self._paths:
+                    self._paths.append(path)
+            self._needs.append(needs)
+            self._keys.append(_picker([self._paths.index(path) for path in mine]))
+        self._unions: dict[tuple[int, ...], Needs] = {}
+        self._callers: dict[Hashable, int] = {}  # caller and target → a number
+        self._contexts: dict[int, Any] = {}
+        self._answers: list[dict[Hashable, bool | None | EvaluationFailed]] = [
+            {} for _ in self.conditions
+        ]
+        self._seen: dict[Hashable, list[bool | None | EvaluationFailed]] = {}
 
     def evaluate(self, doc: Document, static: Hashable) -> list[bool | None | EvaluationFailed]:
         """Every condition's answer (or its failure) for ``doc``; ``static`` names the
         caller and target, whose part of the document is converted once."""
         try:
-            hash(static)
+            caller = self._callers.get(static)
         except TypeError:  # a list in the resource (a tool's hosts)
             static = _frozen(static)
-        picked = {}
-        key: list[Any] = [static]
-        for variable, fields in self._fields.items():
-            value = doc[variable]
-            if fields is not None:
-                value = {name: value[name] for name in fields if name in value}
-                key.extend(tuple(v) if v.__class__ is list else v for v in value.values())
-            else:
-                key.append(_frozen(value))
-            picked[variable] = value
-        try:
-            seen: Hashable = tuple(key)
-            hash(seen)
-        except TypeError:  # a value that cannot be a key: answered without the memo
-            seen = None
-        if seen is not None:
-            known = self._answers.get(seen)
-            if known is not None:
-                return known
-        answers = self._run(doc, static, picked)
-        if seen is not None:
-            if len(self._answers) >= _CACHED:
-                self._answers.clear()
-            self._answers[seen] = answers
+            caller = self._callers.get(static)
+        if caller is None:  # keys below hold a number, not a principal hashed again
+            if len(self._callers) >= _CACHED:
+                self._forget()
+            caller = self._callers[static] = len(self._callers)
+        values = []
+        for variable, name in self._paths:
+            value = doc[variable] if name is None else doc[variable].get(name, _ABSENT)
+            values.append(_frozen(value) if value.__class__ in (list, dict) else value)
+        whole = (caller, *values)
+        seen = self._seen.get(whole)
+        if seen is not None:  # the same values as a decision before: every answer known
+            return seen
+        answers: list[Any] = []
+        missing: list[int] = []
+        for index, pick in enumerate(self._keys):
+            known = self._answers[index].get((caller, pick(values)), _ABSENT)
+            if known is _ABSENT:
+                missing.append(index)
+            answers.append(known)
+        if missing:
+            subset = tuple(missing)
+            needs = self._unions.get(subset)
+            if needs is None:  # worked out once per subset of conditions that missed
+                if len(self._unions) >= _CACHED:
+                    self._unions.clear()
+                needs = self._unions[subset] = _union([self._needs[i] for i in missing])
+            context = self._context(doc, caller, needs)
+            for index in missing:
+                answer = answers[index] = self._answer(self.conditions[index], context)
+                memo = self._answers[index]
+                if len(memo) >= _CACHED:
+                    memo.clear()
+                memo[(caller, self._keys[index](values))] = answer
+        if len(self._seen) >= _SEEN:
+            self._seen.clear()
+        self._seen[whole] = answers
         return answers
 
-    def _run(
-        self, doc: Document, static: Hashable, picked: dict[str, Any]
-    ) -> list[bool | None | EvaluationFailed]:
-        context = self._contexts.get(static)
+    def _forget(self) -> None:
+        """Too many callers × targets: start again (numbers are given out anew)."""
+        self._callers.clear()
+        self._contexts.clear()
+        self._seen.clear()
+        for memo in self._answers:
+            memo.clear()
+
+    def _context(self, doc: Document, caller: int, needs: Needs) -> Any:
+        """The caller's and target's context, holding the fields ``needs`` of this
+        document: the only values handed over to CEL on this decision."""
+        context = self._contexts.get(caller)
         if context is None:
-            if len(self._contexts) >= _CACHED:
-                self._contexts.clear()
-            context = self._contexts[static] = _library().Context(
+            context = self._contexts[caller] = _library().Context(
                 {
                     "principal": doc["principal"],
                     "resource": doc["resource"],
                     "action": doc["action"],
                 }
             )
-        for variable, value in picked.items():
+        for variable, fields in needs.items():
+            value = doc[variable]
+            if fields is not None:
+                value = {name: value[name] for name in fields if name in value}
             context.add_variable(variable, value)
-        answers: list[bool | None | EvaluationFailed] = []
-        for condition in self.conditions:
-            try:
-                value = condition.program.execute(context)
-            except Exception as exc:
-                answers.append(EvaluationFailed(f"CEL: {_first_line(exc)}"))
-                continue
-            if value.__class__ is bool:
-                answers.append(value)
-            else:  # refused on write; kept so that a surprise is a failure, not a 500
-                try:
-                    answers.append(boolean(value, condition.source))
-                except EvaluationFailed as exc:
-                    answers.append(exc)
-        return answers
+        return context
+
+    @staticmethod
+    def _answer(condition: CelCondition, context: Any) -> bool | None | EvaluationFailed:
+        try:
+            value = condition.program.execute(context)
+        except Exception as exc:
+            return EvaluationFailed(f"CEL: {_first_line(exc)}")
+        if value.__class__ is bool:
+            return value
+        try:  # refused on write; kept so that a surprise is a failure, not a 500
+            return boolean(value, condition.source)
+        except EvaluationFailed as exc:
+            return exc
+
+
+def _needs(paths: tuple[Path, ...]) -> Needs:
+    """What of ``request`` and ``time`` a condition reads (a field per path)."""
+    needs: Needs = {}
+    for variable in _PER_REQUEST:
+        mine = [p for p in paths if p[0] == variable]
+        if any(len(p) == 1 for p in mine):
+            needs[variable] = None
+        elif mine:
+            needs[variable] = tuple(sorted({p[1] for p in mine}))
+    return needs
+
+
+def _union(all_needs: Sequence[Needs]) -> Needs:
+    union: dict[str, set[str] | None] = {}
+    for needs in all_needs:
+        for variable, fields in needs.items():
+            if fields is None or union.get(variable, set()) is None:
+                union[variable] = None
+            else:
+                union.setdefault(variable, set()).update(fields)  # type: ignore[union-attr]
+    return {v: None if f is None else tuple(sorted(f)) for v, f in union.items()}
+
+
+def _picker(indices: list[int]) -> Any:
+    """A condition's values out of the decision's, as one hashable value."""
+    if not indices:
+        return lambda values: ()
+    if len(indices) == 1:
+        return itemgetter(indices[0])
+    return itemgetter(*indices)
 
 
 class CelEngine:
