@@ -13,11 +13,13 @@ prepare it once per engine, evaluate the conditions in order, count the decision
   rego-1     case cel-1 with the deny written in Rego
   none       no policy applies to the caller (the fast path)
 
-Each case runs twice: ``warm``, the same request every time (as ``gateway.py``'s wrk
-sends), which CEL answers from its memo of answers by the values its conditions read;
-and ``cold``, every request with another prompt size (``request.input_tokens``, which a
-condition of each CEL case reads), so that every decision hands the request over and
-evaluates every condition.
+Each case runs three ways: ``warm``, the same request every time (as ``gateway.py``'s
+wrk sends), which CEL answers from its memo of answers by the values its conditions
+read; ``cold``, every request with another prompt size (``request.input_tokens``, which
+a condition of each CEL case reads), so that every decision hands that over and
+evaluates the conditions reading it; and ``first``, every decision the first after a
+reload (nothing converted or remembered: every condition evaluated, every field it reads
+handed over) — the most a decision costs; a thousand of them, timed one by one.
 
 Figures are medians over ``--runs`` runs of ``--decisions`` decisions each, after a
 warm-up. The target: an embedded CEL decision at most 30 µs (docs/benchmarks.md).
@@ -46,6 +48,7 @@ from tollhouse.policies.document import llm_request, llm_resource
 from tollhouse.policies.setup import policy_engines
 
 TARGET_CEL_DECISION_US = 30.0
+FIRST_DECISIONS = 1000  # ``first`` decisions per run (each after loading the policies)
 
 REGO_DENY = (
     "package bench\n\ndefault match := false\n\n"
@@ -92,9 +95,9 @@ WHO = Who.of(
 )
 
 
-async def measure(case: str, decisions: int, cold: bool = False) -> float:
+async def measure(case: str, decisions: int, mode: str = "warm") -> float:
     """Microseconds per decision, the request document built as the gate builds it;
-    ``cold``: each with another ``input_tokens``."""
+    ``cold``: each with another ``input_tokens``; ``first``: each on a fresh load."""
     settings = load_settings(env={"TOLLHOUSE_CONFIG": "/dev/null"})
     metrics = Metrics()
     decider = Decider(policy_engines(settings))
@@ -107,9 +110,19 @@ async def measure(case: str, decisions: int, cold: bool = False) -> float:
     resource = llm_resource("gpt-4o-mini", "openai", "us")
     for _ in range(min(1000, decisions)):  # warm-up
         await decider.decide("llm.request", WHO, request, resource)
+    if mode == "first":
+        spent = 0.0
+        for _ in range(FIRST_DECISIONS):
+            decider.load(CASES[case])
+            started = time.perf_counter()
+            decision = await decider.decide("llm.request", WHO, request, resource)
+            counter.inc()
+            spent += time.perf_counter() - started
+        assert decision.allowed, decision.reason
+        return spent / FIRST_DECISIONS * 1e6
     started = time.perf_counter()
     for n in range(decisions):
-        if cold:
+        if mode == "cold":
             request = {**request, "input_tokens": 40 + n}
         decision = await decider.decide("llm.request", WHO, request, resource)
         counter.inc()
@@ -126,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (1000 <= args.decisions <= 1_000_000 and 1 <= args.runs <= 21):
         parser.error("--decisions 1000..1000000, --runs 1..21")
-    names = [f"{case} {mode}" for case in CASES for mode in ("warm", "cold")]
+    names = [f"{case} {mode}" for case in CASES for mode in ("warm", "cold", "first")]
     runs: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.runs):
         for name in names:  # cases take turns within every run
             case, mode = name.split()
-            runs[name].append(asyncio.run(measure(case, args.decisions, mode == "cold")))
+            runs[name].append(asyncio.run(measure(case, args.decisions, mode)))
     medians = {case: statistics.median(values) for case, values in runs.items()}
     for case, value in medians.items():
         spread = max(runs[case]) - min(runs[case])
