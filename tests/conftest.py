@@ -122,6 +122,7 @@ def make_settings(sqlite_url: str, tmp_path: Path, upstream: BackgroundServer) -
         overrides.setdefault("allow_anonymous", True)
         overrides.setdefault("ledger_flush_interval_ms", 10)
         overrides.setdefault("spool_dir", str(tmp_path / "spool"))
+        overrides.setdefault("sandbox_dir", str(tmp_path / "sandboxes"))
         return load_settings(env=env, **overrides)
 
     return factory

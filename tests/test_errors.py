@@ -62,10 +62,12 @@ EXPECTED = {
     "KeyInactive": (403, "permission_error", "key_inactive"),
     "ModelNotAllowed": (403, "permission_error", "model_not_allowed"),
     "PolicyDenied": (403, "permission_error", "policy_denied"),
+    "NotOwner": (403, "permission_error", "not_owner"),
     "UpstreamError": (502, "api_error", "upstream_error"),
     "UpstreamTimeout": (504, "api_error", "upstream_timeout"),
     "ServiceUnavailable": (503, "api_error", "service_unavailable"),
     "StoreUnavailable": (503, "api_error", "store_unavailable"),
+    "PoolExhausted": (503, "api_error", "pool_exhausted"),
 }
 
 ANTHROPIC_TYPE = {

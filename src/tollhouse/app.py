@@ -58,6 +58,10 @@ from tollhouse.policies.gate import PolicyGate
 from tollhouse.policies.setup import opa_session, policy_engines
 from tollhouse.pricing import load_catalog
 from tollhouse.pricing.catalog import Catalog
+from tollhouse.sandboxes.broker import Broker
+from tollhouse.sandboxes.limits import TrackLimiter
+from tollhouse.sandboxes.routes import track_routes
+from tollhouse.sandboxes.service import Pool
 from tollhouse.web.guard import EdgeGuard, body_unread
 from tollhouse.web.responses import JSONResponse
 from tollhouse.web.services import NotStarted
@@ -74,6 +78,7 @@ if TYPE_CHECKING:
     from tollhouse.ledger.routes import LedgerServices
     from tollhouse.ops.routes import OpsServices
     from tollhouse.policies.routes import PolicyServices
+    from tollhouse.sandboxes.routes import SandboxServices
     from tollhouse.web.bodies import BodyLimits
 
 log = logging.getLogger("tollhouse")
@@ -98,6 +103,8 @@ class Services:
     dispatcher: Dispatcher
     admission: Admission
     policies: PolicyGate
+    broker: Broker
+    sandboxes: Pool
     gateway: Gateway
     credit_sweeper: CreditSweeper
     balance_watch: BalanceWatch
@@ -120,6 +127,7 @@ if TYPE_CHECKING:
         _alerts: AlertServices = services
         _ledger: LedgerServices = services
         _policies: PolicyServices = services
+        _sandboxes: SandboxServices = services
         _bodies: BodyLimits = services
 
 
@@ -271,6 +279,7 @@ def create_app(settings: Settings) -> Tollhouse:
         routes=[
             *gateway_routes,
             *credit_key_routes,
+            *track_routes(settings),
             *_ops_routes(settings, throttle),
             *catalog_routes,
             # Signed by its sender instead of the admin key, so outside the admin mount.
@@ -349,9 +358,16 @@ async def _start(
     )
     await policies.start()
     stack.push_async_callback(policies.stop, settings.shutdown_timeout_s)
-    admission = Admission(settings, engine, meter, alerts=alerts, also_load=[policies.reload])
+    sandboxes = Pool(engine, settings, metrics, secret_box)
+    limiter = TrackLimiter(settings.sandbox_track_requests_per_minute, redis)
+    broker = Broker(engine, settings, metrics, policies, limiter, sandboxes)
+    admission = Admission(
+        settings, engine, meter, alerts=alerts, also_load=[policies.reload, broker.reload]
+    )
     await admission.start()
     stack.push_async_callback(admission.stop)
+    await sandboxes.start()
+    stack.push_async_callback(sandboxes.stop)
     sweeper = CreditSweeper(engine, settings.credits_sweep_interval_s, admission.reload)
     await sweeper.start()
     stack.push_async_callback(sweeper.stop)
@@ -386,6 +402,8 @@ async def _start(
         dispatcher=dispatcher,
         admission=admission,
         policies=policies,
+        broker=broker,
+        sandboxes=sandboxes,
         gateway=gateway,
         credit_sweeper=sweeper,
         balance_watch=watch,

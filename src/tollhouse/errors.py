@@ -16,7 +16,8 @@
     ├── PermissionDenied               403 permission_error
     │   ├── KeyInactive                403 key_inactive
     │   ├── ModelNotAllowed            403 model_not_allowed
-    │   └── PolicyDenied               403 policy_denied
+    │   ├── PolicyDenied               403 policy_denied
+    │   └── NotOwner                   403 not_owner
     ├── NotFound                       404 not_found_error
     │   └── ModelNotFound              404 model_not_found
     ├── MethodNotAllowed               405 method_not_allowed
@@ -33,7 +34,8 @@
     ├── UpstreamError                  502 api_error (or the upstream's own 4xx/429)
     │   └── UpstreamTimeout            504 timeout
     └── ServiceUnavailable             503 service_unavailable
-        └── StoreUnavailable           503 store_unavailable
+        ├── StoreUnavailable           503 store_unavailable
+        └── PoolExhausted              503 pool_exhausted
 
 Each class carries its HTTP status and OpenAI ``type``/``code``; ``openai_body``,
 ``anthropic_body`` and ``admin_body`` are the only places the three wire shapes are
@@ -169,6 +171,12 @@ class PolicyDenied(PermissionDenied):
     """A policy denied the action (or none of the policies that apply allowed it)."""
 
     code = "policy_denied"
+
+
+class NotOwner(PermissionDenied):
+    """A sandbox operation by a track that does not hold its lease."""
+
+    code = "not_owner"
 
 
 class NotFound(TollhouseError):
@@ -309,6 +317,12 @@ class ServiceUnavailable(TollhouseError):
 
 class StoreUnavailable(ServiceUnavailable):
     code = "store_unavailable"
+
+
+class PoolExhausted(ServiceUnavailable):
+    """No sandbox is available to lease (with ``Retry-After``)."""
+
+    code = "pool_exhausted"
 
 
 def openai_body(exc: TollhouseError) -> dict[str, Any]:

@@ -140,6 +140,7 @@ async def test_every_route_answers_as_its_document_says(settings, tmp_path, make
         await alerts(api)
         await credits(api)
         await policies(api)
+        await sandboxes(api)
         await debug(api, app, make_settings, tmp_path)
         await catalog(api, settings)
         await api.call("GET", "/api/openapi.json", 200)
@@ -352,6 +353,35 @@ async def policies(api: Conformance) -> None:
     await api.call("GET", "/api/policy-decisions", 400, params={"decision": "maybe"})
     await api.call("DELETE", f"{p}/{{id}}", 200, ids=one)
     await api.call("DELETE", f"{p}/{{id}}", 404, ids=one)
+
+
+async def sandboxes(api: Conformance) -> None:
+    s = "/api/sandboxes"
+    static = {"name": "lab-1", "url": "https://lab.example/", "credentials": {"user": "u"}}
+    made = (await api.call("POST", s, 201, json=static))["sandbox"]
+    await api.call("POST", s, 409, json=static)
+    await api.call("POST", s, 400, json={"name": " "})
+    seeded = await api.call("POST", f"{s}/seed", 201, json={"count": 2})
+    await api.call("POST", f"{s}/seed", 400, json={"count": 0})
+    await api.call("GET", s, 200, params={"status": "available", "limit": "2"})
+    await api.call("GET", s, 400, params={"status": "lost"})
+    one = {"id": made["id"]}
+    await api.call("GET", f"{s}/{{id}}", 200, ids=one)
+    await api.call("GET", f"{s}/{{id}}", 404, ids={"id": "sbx_nothing"})
+    await api.call("POST", f"{s}/{{id}}/mark-for-deletion", 200, ids={"id": seeded["created"][0]})
+    await api.call("POST", f"{s}/{{id}}/mark-for-deletion", 404, ids={"id": "sbx_nothing"})
+    for operation in ("sync", "cleanup", "auto-expire"):
+        await api.call("POST", f"{s}/{operation}", 200)
+        await api.call("POST", f"{s}/{operation}", 401, headers=WRONG_KEY)
+    await api.call("GET", f"{s}/stats", 200)
+    await api.call("GET", f"{s}/stats", 401, headers=WRONG_KEY)
+    t = "/api/broker-tokens"
+    token = (await api.call("POST", t, 201, json={"name": "labs", "tags": ["students"]}))["token"]
+    await api.call("POST", t, 409, json={"name": "labs"})
+    await api.call("GET", t, 200)
+    await api.call("GET", t, 401, headers=WRONG_KEY)
+    await api.call("DELETE", f"{t}/{{id}}", 200, ids={"id": token["id"]})
+    await api.call("DELETE", f"{t}/{{id}}", 404, ids={"id": "btk_nothing"})
 
 
 async def alerts(api: Conformance) -> None:

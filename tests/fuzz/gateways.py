@@ -245,7 +245,7 @@ def seed(gateway: Gateway) -> None:
                 "name": f"fuzz-{i}",
                 "action": "llm.request",
                 "effect": "deny",
-                "condition": "request.stream",
+                "condition": "'fuzz-only' in principal.tags",
                 "attachments": [{"type": "tag", "tag": "fuzz-only"}],
             },
         )["policy"]["id"]

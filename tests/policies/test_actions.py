@@ -222,3 +222,10 @@ async def test_the_gateway_decides_in_its_time_zone(make_settings):
             response = await chat(client, None)
             assert response.status_code == 403, response.text
             assert "denied by policy tokyo" in response.text
+
+
+async def test_changing_the_action_checks_the_condition_again(gateway):
+    made = await create_policy(gateway, name="p", effect="deny", condition="request.stream")
+    error = (await call(gateway, "PUT", f"/{made['id']}", {"action": "tool.execute"}, 400))["error"]
+    assert "no field 'stream' (on a sample tool.execute" in error, error
+    assert (await call(gateway, "GET", f"/{made['id']}"))["policy"]["action"] == "llm.request"

@@ -2,7 +2,7 @@
 describes (``GET /api/openapi.json``).
 
 - ``routes``: mounted under ``/api`` behind the admin key (``admin/auth.py``):
-  governance, usage, notification channels and alerts, credits, policies, and this
+  governance, usage, notification channels and alerts, credits, policies, sandboxes, and this
   document;
 - ``webhook_routes``: ``/api/webhooks/budget`` and ``/api/webhooks/stripe``, whose
   credential is their signature.
@@ -28,6 +28,7 @@ from tollhouse.credits.routes import webhook_routes as credit_webhooks
 from tollhouse.governance.routes import routes as governance_routes
 from tollhouse.ledger.routes import routes as ledger_routes
 from tollhouse.policies.routes import routes as policy_routes
+from tollhouse.sandboxes.routes import routes as sandbox_routes
 from tollhouse.web.responses import JSONResponse
 from tollhouse.web.routing import Answer, Operation, Resource
 
@@ -42,6 +43,7 @@ routes = [
     *alert_routes,
     *credit_routes,
     *policy_routes,
+    *sandbox_routes,
     Resource(
         "/openapi.json",
         {

@@ -11,6 +11,7 @@ from tollhouse.cli.devupstream import dev_upstream
 from tollhouse.cli.governance import customers, keys, teams
 from tollhouse.cli.ledger import ledger
 from tollhouse.cli.policies import policies
+from tollhouse.cli.sandboxes import sandboxes
 from tollhouse.cli.secrets import secrets
 from tollhouse.cli.serve import serve
 from tollhouse.cli.smoke import smoke
@@ -26,7 +27,7 @@ def main() -> None:
 
 commands = (
     serve, db, usage, dev_upstream, demo, customers, teams, keys, credits, ledger, policies,
-    secrets, worker, smoke,
+    sandboxes, secrets, worker, smoke,
 )  # fmt: skip
 for command in commands:
     main.add_command(command)

@@ -27,6 +27,7 @@ _MODEL_MODULES = (
     "tollhouse.alerts.models",
     "tollhouse.credits.models",
     "tollhouse.policies.models",
+    "tollhouse.sandboxes.models",
 )
 
 

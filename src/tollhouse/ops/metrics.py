@@ -132,6 +132,24 @@ class Metrics:
             ["engine", "fail_mode"],
             registry=r,
         )
+        self.sandboxes = Gauge(
+            "tollhouse_sandboxes",
+            "Sandboxes in the pool by status (as of the reaper's last pass).",
+            ["status"],
+            registry=r,
+        )
+        self.sandbox_allocations = Histogram(
+            "tollhouse_sandbox_allocation_seconds",
+            "Time to answer an allocation: a new lease, or the track's own (held).",
+            ["outcome"],
+            buckets=_POLICY_BUCKETS[2:] + (1.0,),
+            registry=r,
+        )
+        self.sandbox_exhausted = Counter(
+            "tollhouse_sandbox_pool_exhausted",
+            "Allocations refused because no sandbox was available.",
+            registry=r,
+        )
 
     def observe_request(
         self,

@@ -97,7 +97,7 @@ async def update_policy(
     row = await get_policy(conn, policy_id)
     given = body.given()
     merged = {**row._mapping, **given}
-    if {"engine", "condition", "rule"} & given.keys():
+    if {"engine", "condition", "rule", "action"} & given.keys():
         compile_condition(
             engines, merged["engine"], merged["condition"], merged["rule"], merged["action"]
         )

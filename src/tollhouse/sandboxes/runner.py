@@ -27,7 +27,7 @@ Isolation, and why each rule is there:
   limits or tampers with it. Callers must not run two commands with one uid at a time.
   The process is also made ``no_new_privs``: a set-user-ID program (``su``, ``pkexec``…)
   runs without its privileges, so a bug in one (PwnKit) is no way to root.
-- **How every process of the uid is killed** (``_kill_uid``): a killer process is started
+- **How every process of the uid is killed** (``kill_uid``): a killer process is started
   with ``subprocess`` as ``sys.executable -I -S -c …`` — exec'd, so no Python runs in a
   forked copy of the threaded gateway (``os.fork`` there can deadlock on a lock another
   thread held), and no preexec_fn. It starts as root, where the sandbox can neither signal
@@ -118,7 +118,7 @@ _prctl.restype = ctypes.c_int
 # once. kill(-1) walks the process list under the lock fork takes to add a child, so a
 # fork bomb cannot slip a child past it. The window between taking the uid and the kill is
 # a few bytecodes, yet a process of the uid that kills (or stops) every other one in a loop
-# hits it about one time in three: see _kill_uid.
+# hits it about one time in three: see kill_uid.
 _KILLER = """\
 import os, sys
 uid = int(sys.argv[1])
@@ -202,7 +202,7 @@ async def run(
     cannot be started (not found, not executable, too big for its memory limit)."""
     workdir, environment = _checked(argv, workdir, limits, uid, env)
     if uid is not None:
-        await _kill_uid(uid)  # whatever an earlier run left behind
+        await kill_uid(uid)  # whatever an earlier run left behind
     proc = _start(argv, workdir, environment, limits, uid, stdin)
     started = time.monotonic()
     try:
@@ -433,7 +433,7 @@ class _Run:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             if self.uid is not None:
-                await _kill_uid(self.uid)
+                await kill_uid(self.uid)
             await asyncio.wait({self.exited}, timeout=_REAP_S)
             if self.exited.done():
                 self.proc.wait()
@@ -474,7 +474,7 @@ def _exit_of(pidfd: int) -> asyncio.Future[None]:
     return exited
 
 
-async def _kill_uid(uid: int) -> None:
+async def kill_uid(uid: int) -> None:
     """SIGKILL every process of ``uid``: a killer does it at once (``_KILLER``); when a
     process of the uid kills or stops the killer before it is done, root kills the
     processes of the uid it finds (``_kill_found``), and a new killer makes sure."""

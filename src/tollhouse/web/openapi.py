@@ -15,12 +15,14 @@ time-zone list, once instead of in every field that takes one).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.convertors import CONVERTOR_TYPES
 from starlette.routing import BaseRoute
 
 from tollhouse.web.query import NO_NUL
@@ -100,7 +102,9 @@ def document(
     schemas = {**requests, **replies, **components, "JsonValue": JSON_VALUE}
     paths: dict[str, Any] = {}
     for section, path, method, op in found:
-        paths.setdefault(path, {})[method.lower()] = _operation(section, path, op)
+        paths.setdefault(_PARAM_TYPE.sub(r"{\1}", path), {})[method.lower()] = _operation(
+            section, path, op
+        )
     return {
         "openapi": "3.1.0",
         "info": info,
@@ -133,8 +137,8 @@ def _content(model: type[BaseModel]) -> dict[str, Any]:
 def _operation(section: Section, path: str, op: Operation) -> dict[str, Any]:
     spec: dict[str, Any] = {"summary": op.summary, "tags": [op.tag]}
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in _path_names(path)
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(convertor)}
+        for name, convertor in _path_params(path)
     ]
     if op.query is not None:
         parameters += _query_parameters(op.query)
@@ -158,8 +162,19 @@ def _operation(section: Section, path: str, op: Operation) -> dict[str, Any]:
     return spec
 
 
-def _path_names(path: str) -> list[str]:
-    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+# ``{id:sandbox_id}``: a path parameter with a convertor of its own (``starlette.convertors``)
+_PARAM_TYPE = re.compile(r"{(\w+):\w+}")
+
+
+def _path_params(path: str) -> list[tuple[str, str]]:
+    found = [part[1:-1].partition(":") for part in path.split("/") if part.startswith("{")]
+    return [(name, convertor or "str") for name, _, convertor in found]
+
+
+def _path_schema(convertor: str) -> dict[str, Any]:
+    """A string, with the convertor's pattern when it has one of its own."""
+    regex = CONVERTOR_TYPES[convertor].regex
+    return {"type": "string"} if regex == "[^/]+" else {"type": "string", "pattern": f"^{regex}$"}
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:

@@ -1,0 +1,67 @@
+"""The sandbox pool, its leases and the broker tokens tracks present.
+
+A lease lives on its sandbox's row (``track_id``, ``allocated_at``, ``expires_at``):
+a sandbox has at most one at a time, and the partial unique index on ``track_id`` over
+``allocated`` rows is what makes "one sandbox per track" true under any concurrency, on
+any number of replicas — the database refuses a second, no read has to be trusted.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Index, Integer, String, Table, Text, text
+
+from tollhouse.db.meta import metadata
+from tollhouse.db.types import UTCDateTime
+
+STATUSES = ("available", "allocated", "pending_deletion", "deleting", "failed")
+
+sandboxes = Table(
+    "sandboxes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("backend", String(16), nullable=False),  # local | static
+    Column("status", String(16), nullable=False),  # STATUSES
+    Column("external_id", String(256)),  # static: the environment's own id
+    Column("url", Text),  # static: where the track reaches it
+    Column("secret", Text),  # static: its credentials, encrypted (SecretBox)
+    Column("uid", Integer, unique=True),  # local: the uid its commands run as (root only)
+    Column("track_id", String(128)),  # the lease: who holds it
+    Column("purpose", String(8)),  # lab | tool
+    Column("token_id", String(64)),  # the broker token that leased it
+    Column("idempotency_key", String(128)),
+    Column("allocated_at", UTCDateTime()),
+    Column("expires_at", UTCDateTime()),  # absolute: allocated_at + lab duration + grace
+    Column("error", Text),  # failed: why
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    # One live lease per track: the constraint, not a read, enforces it.
+    Index(
+        "ux_sandboxes_live_track",
+        "track_id",
+        unique=True,
+        sqlite_where=text("status = 'allocated'"),
+        postgresql_where=text("status = 'allocated'"),
+    ),
+    # What allocation picks from (oldest available first) and what the reaper scans.
+    Index("ix_sandboxes_status_created_at", "status", "created_at"),
+    Index(
+        "ix_sandboxes_live_expires_at",
+        "expires_at",
+        sqlite_where=text("status = 'allocated'"),
+        postgresql_where=text("status = 'allocated'"),
+    ),
+)
+
+# Track-side credentials, separate from the admin key: shown once, stored as a SHA-256.
+broker_tokens = Table(
+    "broker_tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("hint", String(32), nullable=False),
+    Column("tags", JSON, nullable=False),  # what sandbox.allocate policies match
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+)
