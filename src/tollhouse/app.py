@@ -367,7 +367,7 @@ async def _start(
     await admission.start()
     stack.push_async_callback(admission.stop)
     await sandboxes.start()
-    stack.push_async_callback(sandboxes.stop)
+    stack.push_async_callback(sandboxes.stop, settings.shutdown_timeout_s)
     sweeper = CreditSweeper(engine, settings.credits_sweep_interval_s, admission.reload)
     await sweeper.start()
     stack.push_async_callback(sweeper.stop)

@@ -62,6 +62,7 @@ class Pool:
         self.backends: dict[str, SandboxBackend] = backends(Path(settings.sandbox_dir))
         self.exhausted = 0  # refusals for want of a sandbox, by this server
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.wake = asyncio.Event()  # set: the reaper passes now (a lease took one)
         self._running: dict[str, asyncio.Lock] = {}  # sandboxes running a command
 
@@ -273,12 +274,21 @@ class Pool:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._reap(), name="tollhouse-sandbox-reaper")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Let a pass under way finish (a deletion is not cut in half), then stop; cancelled
+        past ``timeout_s``."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self.wake.set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
 
     async def reap(self) -> Report:
         """One pass: expire, delete, refill."""
@@ -295,10 +305,11 @@ class Pool:
         )
 
     async def _reap(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.reap()
             except Exception:  # the database is away: the next pass tries again
                 log.exception("sandbox reaper pass failed")
-            await woken(self.wake, self._settings.sandbox_reaper_interval_s)
-            self.wake.clear()
+            if not self._stopping:
+                await woken(self.wake, self._settings.sandbox_reaper_interval_s)
+                self.wake.clear()
