@@ -55,3 +55,21 @@ def test_rotate_without_a_key_or_with_a_wrong_one_says_why(invoke, db_path):
     wrong = invoke("secrets", "rotate", env={"TOLLHOUSE_SECRET_KEY": unrelated})
     assert wrong.exit_code != 0 and "cannot be decrypted" in wrong.output
     assert SecretBox([OLD]).decrypt(secret_of(db_path, "a") or "") == "s"  # untouched
+
+
+def test_rotate_re_encrypts_sandbox_credentials(invoke, db_path):
+    assert_ok(invoke("db", "upgrade"))
+    now = datetime.now(UTC).isoformat()
+    token = SecretBox([OLD]).encrypt('{"password": "p"}')
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO sandboxes (id, name, backend, status, secret, created_at, updated_at)"
+            " VALUES ('sbx_1', 'lab', 'static', 'available', ?, ?, ?)",
+            (token, now, now),
+        )
+    result = invoke("secrets", "rotate", env={"TOLLHOUSE_SECRET_KEY": f"{NEW},{OLD}"})
+    assert_ok(result)
+    assert result.output == "1 secret re-encrypted with the newest key\n"
+    with sqlite3.connect(db_path) as conn:
+        (stored,) = conn.execute("SELECT secret FROM sandboxes").fetchone()
+    assert SecretBox([NEW]).decrypt(stored) == '{"password": "p"}'

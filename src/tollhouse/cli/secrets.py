@@ -1,8 +1,8 @@
-"""``tollhouse secrets rotate``: re-encrypts every stored channel secret and channel URL
-with the first key of ``TOLLHOUSE_SECRET_KEY`` (older keys, listed after it, still
-decrypt; so do tokens of the old SHA-256 key derivation, which move to HKDF), and
-encrypts URLs an older version stored in plaintext, in one transaction: after it, the
-old keys can be removed from the setting.
+"""``tollhouse secrets rotate``: re-encrypts every stored channel secret and channel URL,
+and every static sandbox's credentials, with the first key of ``TOLLHOUSE_SECRET_KEY``
+(older keys, listed after it, still decrypt; so do tokens of the old SHA-256 key
+derivation, which move to HKDF), and encrypts URLs an older version stored in plaintext,
+in one transaction: after it, the old keys can be removed from the setting.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from tollhouse.cli.db import on_database
 from tollhouse.cli.options import config_option, settings_from
 from tollhouse.crypto import SecretBox
 from tollhouse.errors import SecretUnreadable
+from tollhouse.sandboxes import pool
 
 
 def _box(config_file: str | None) -> SecretBox:
@@ -30,7 +31,7 @@ def _box(config_file: str | None) -> SecretBox:
 
 @click.group()
 def secrets() -> None:
-    """Secrets stored encrypted (channel secrets, SMTP passwords)."""
+    """Secrets stored encrypted (channel secrets, SMTP passwords, sandbox credentials)."""
 
 
 @secrets.command()
@@ -55,6 +56,7 @@ def rotate(config_file: str | None) -> None:
                 if values:
                     await conn.execute(update(table).where(table.c.id == row.id).values(**values))
                     count += len(values)
+            count += await pool.rotate_secrets(conn, box)
         return count
 
     try:

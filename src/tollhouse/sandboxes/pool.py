@@ -25,6 +25,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tollhouse.crypto import SecretBox
 from tollhouse.errors import Conflict, NotFound, NotOwner, PoolExhausted, ValidationFailed
 from tollhouse.sandboxes.models import sandboxes
 
@@ -260,3 +261,14 @@ async def page(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, rows[-1].id if more and rows else None
+
+
+async def rotate_secrets(conn: AsyncConnection, box: SecretBox) -> int:
+    """Static sandboxes' credentials re-encrypted with the newest key (``tollhouse secrets
+    rotate``); how many."""
+    rows = (await conn.execute(select(_s.id, _s.secret).where(_s.secret.is_not(None)))).all()
+    for row in rows:
+        await conn.execute(
+            update(sandboxes).where(_s.id == row.id).values(secret=box.rotate(row.secret))
+        )
+    return len(rows)
