@@ -594,6 +594,55 @@ def channel_field_cases() -> dict[str, list[Case]]:
     return groups
 
 
+ALLOCATE = "/v1/allocate"
+ALLOCATE_BODY = {"lab_duration_hours": 1}
+# Header values no track id or idempotency key may be (a byte string goes out as is).
+HOSTILE_HEADERS: dict[str, str | bytes] = {
+    "empty": "",
+    "spaces": "   ",
+    "long": "t" * 100_000,
+    "unicode": "tr\u00e4ck".encode(),
+    "latin1": b"tr\xe4ck",
+    "nul": b"tr\x00ck",
+    "slash-dots": "../../etc/passwd",
+    "sql": "t'; DROP TABLE sandboxes; --",
+    "percent": "%00%2F",
+    "emoji": "\U0001f600".encode(),
+}
+
+
+def broker_cases() -> dict[str, list[Case]]:
+    """The broker's one body field with every hostile value, and its two headers with
+    every hostile header value (sent with the gateway's broker token)."""
+    track = (("x-track-id", "fuzz-track"),)
+    groups: dict[str, list[Case]] = {
+        "allocate lab_duration_hours": [
+            Case(
+                f"allocate lab_duration_hours={value}",
+                "POST",
+                ALLOCATE,
+                replaced(ALLOCATE_BODY, ("lab_duration_hours",), raw),
+                headers=tuple(JSON.items()) + track,
+            )
+            for value, raw in HOSTILE_VALUES.items()
+        ]
+    }
+    for header in ("x-track-id", "idempotency-key"):
+        groups[f"allocate {header}"] = [
+            Case(
+                f"allocate {header}={name}",
+                "POST",
+                ALLOCATE,
+                b"{}",
+                headers=tuple(JSON.items())
+                + ((header, value),)
+                + (track if header != "x-track-id" else ()),
+            )
+            for name, value in HOSTILE_HEADERS.items()
+        ]
+    return groups
+
+
 # Signature headers, each sent with a valid event (``None``: the header left out).
 WEBHOOK_SIGNATURES: dict[str, str | bytes | None] = {
     "missing": None,

@@ -56,6 +56,8 @@ def fuzz_settings(root: Path, upstream: BackgroundServer, **overrides: Any) -> S
     overrides.setdefault("max_retries", 0)
     overrides.setdefault("ledger_flush_interval_ms", 10)
     overrides.setdefault("spool_dir", str(root / "spool"))
+    overrides.setdefault("sandbox_dir", str(root / "sandboxes"))
+    overrides.setdefault("sandbox_track_requests_per_minute", 0)
     overrides.setdefault("admin_key", ADMIN_KEY)
     overrides.setdefault("secret_key", "fuzz-secret-key-0123456789abcdefghijkl")
     overrides.setdefault("inbound_webhook_secret", WEBHOOK_SECRET)
@@ -92,6 +94,7 @@ class Gateway:
     errors: _ErrorLog
     admin: httpx.Client  # keeps its connection: a client per call costs an SSL context
     key: str | None = None  # the virtual key sent on /v1/* (governed only)
+    broker_token: str | None = None  # sent on the broker's routes (/v1/allocate…)
     ids: dict[str, list[str]] = field(default_factory=dict)  # seeded entities by kind
     # Seeded entities whose limits are as the schemathesis tests put them back, unchanged
     # since (test_admin_openapi_fuzz.with_real_references).
@@ -253,6 +256,10 @@ def seed(gateway: Gateway) -> None:
     ]
     for account_id in accounts:
         admin_call(gateway, "POST", f"/api/credits/accounts/{account_id}/grants", {"amount": 1000})
+    # A broker token and a pool for the broker's routes to lease from.
+    made = admin_call(gateway, "POST", "/api/broker-tokens", {"name": "fuzz"})
+    gateway.broker_token = made["value"]
+    ids["sandboxes"] = admin_call(gateway, "POST", "/api/sandboxes/seed", {"count": 3})["created"]
 
 
 @dataclass

@@ -20,11 +20,14 @@ from tollhouse.alerts.signing import EVENT_ID_HEADER, HEADER, sign
 FIELDS = corpus.field_cases()
 WEBHOOK_FIELDS = corpus.webhook_field_cases()
 CHANNEL_FIELDS = corpus.channel_field_cases()
+BROKER = corpus.broker_cases()
 
 
 def send(gateway: Gateway, case: corpus.Case, *, sign_body: bool = False) -> list[str]:
     headers: list[tuple[str, str | bytes]] = list(case.headers)
-    if not case.path.startswith("/api/"):
+    if case.path.startswith(corpus.ALLOCATE):
+        headers.append(("authorization", f"Bearer {gateway.broker_token}"))
+    elif not case.path.startswith("/api/"):
         if case.keyed:
             headers += gateway.auth.items()
     elif not case.path.startswith(corpus.WEBHOOK):
@@ -89,6 +92,11 @@ def test_webhook_every_field_with_every_hostile_value(anonymous_gateway, group):
 @pytest.mark.parametrize("group", list(CHANNEL_FIELDS))
 def test_channel_every_field_with_every_hostile_value(anonymous_gateway, group):
     run(anonymous_gateway, CHANNEL_FIELDS[group])
+
+
+@pytest.mark.parametrize("group", list(BROKER))
+def test_broker_every_input_with_every_hostile_value(anonymous_gateway, group):
+    run(anonymous_gateway, BROKER[group])
 
 
 @pytest.mark.parametrize("case", corpus.webhook_body_cases(), ids=lambda c: c.id)
