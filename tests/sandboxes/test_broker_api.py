@@ -59,8 +59,11 @@ async def test_owner_only_mark_for_deletion_and_reads(gateway):
     sandbox = decode(await allocate(gateway, token, "owner"))["sandbox"]
     path = f"/v1/sandboxes/{sandbox['id']}"
 
-    seen = await gateway.get(path, headers=track(token, "someone-else"))
+    seen = await gateway.get(path, headers=track(token, "owner"))
     assert seen.status_code == 200 and decode(seen)["sandbox"]["status"] == "allocated"
+    hidden = await gateway.get(path, headers=track(token, "someone-else"))
+    assert hidden.status_code == 403 and decode(hidden)["error"]["code"] == "not_owner"
+    assert "owner" not in hidden.text.replace("not_owner", "")  # who holds it stays hidden
     refused = await gateway.post(f"{path}/mark-for-deletion", headers=track(token, "someone-else"))
     assert refused.status_code == 403 and decode(refused)["error"]["code"] == "not_owner"
 

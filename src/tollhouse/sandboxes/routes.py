@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, request_response
 
 from tollhouse.config import Settings
-from tollhouse.errors import ValidationFailed
+from tollhouse.errors import NotOwner, ValidationFailed
 from tollhouse.sandboxes import pool, tokens
 from tollhouse.sandboxes.broker import Broker
 from tollhouse.sandboxes.schemas import (
@@ -125,15 +125,18 @@ async def allocate(request: Request) -> Response:
 
 
 async def get_sandbox(request: Request) -> Response:
+    """The track's own sandbox (leased, or marked and not yet deleted); another track's
+    is a 403, so that no track can read where another's lab is or who holds it."""
     services = _services(request)
     services.broker.authenticate(request.headers.get("authorization"))
-    asking = request.headers.get("x-track-id")
-    if asking is not None:
-        await services.broker.limit(track_id(asking))
+    track = track_id(request.headers.get("x-track-id"))
+    await services.broker.limit(track)
     async with services.engine.connect() as conn:
         row = await pool.get(conn, request.path_params["id"])
-    owner = asking is not None and row.track_id == asking and row.status == "allocated"
-    credentials = services.sandboxes.credentials(row) if owner else None
+    if row.track_id != track:
+        raise NotOwner(f"sandbox {row.id!r} is not leased to track {track!r}")
+    live = row.status == "allocated"
+    credentials = services.sandboxes.credentials(row) if live else None
     return JSONResponse(SandboxView(sandbox=SandboxRead.from_row(row), credentials=credentials))
 
 
