@@ -1,0 +1,57 @@
+"""The bus backends the contract suite runs on, each a fresh namespace per test:
+``memory``; ``redis`` on the session's redis-server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tollhouse.bus.memory import MemoryBus
+
+
+@dataclass
+class Flavor:
+    name: str
+    make: Callable[..., Any]  # make(lease_s=…, max_len=…, partitions=…) -> a started bus
+    inject: Callable[[Any, str, str, bytes], Awaitable[None]]  # raw bytes, unchecked
+    made: list[Any]
+
+
+async def _memory_inject(bus: MemoryBus, topic: str, key: str, raw: bytes) -> None:
+    bus.inject(topic, key, raw)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def flavor(request: pytest.FixtureRequest) -> AsyncIterator[Flavor]:
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    made: list[Any] = []
+    if request.param == "memory":
+
+        async def make_memory(**options: Any) -> MemoryBus:
+            bus = MemoryBus(**options)
+            await bus.start()
+            made.append(bus)
+            return bus
+
+        yield Flavor("memory", make_memory, _memory_inject, made)
+    else:
+        from tollhouse.bus.redis import RedisBus
+
+        url = request.getfixturevalue("redis_url")
+
+        async def make_redis(**options: Any) -> RedisBus:
+            bus = RedisBus(url, namespace=namespace, **options)
+            await bus.start()
+            made.append(bus)
+            return bus
+
+        async def inject(bus: RedisBus, topic: str, key: str, raw: bytes) -> None:
+            await bus.inject(topic, key, raw)
+
+        yield Flavor("redis", make_redis, inject, made)
+    for bus in made:
+        await bus.close()
