@@ -38,7 +38,7 @@ async def columns(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0010"
+    assert head() == "0011"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):
@@ -67,6 +67,9 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0010"
+    assert {"agent_sessions", "session_events"}.isdisjoint(await tables(db_engine))
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0009"
     assert {"sandboxes", "broker_tokens"}.isdisjoint(await tables(db_engine))

@@ -28,6 +28,7 @@ _MODEL_MODULES = (
     "tollhouse.credits.models",
     "tollhouse.policies.models",
     "tollhouse.sandboxes.models",
+    "tollhouse.agents.models",
 )
 
 

@@ -1,0 +1,133 @@
+"""Sessions and their event log: open, own, append, read back (docs/agents.md,
+*Sessions*).
+
+A session belongs to a **tenant**: the top of the opening key's chain (its customer,
+else its team, else the key itself), so every key of a customer sees the customer's
+sessions and no other tenant's — another tenant's session is a 404, never a 403 that
+would say it exists. Functions take a connection and run in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tollhouse.agents.models import agent_sessions, session_events
+from tollhouse.errors import NotFound
+
+_a = agent_sessions.c
+_e = session_events.c
+MAX_PAGE = 1000
+
+
+def new_session_id() -> str:
+    return f"ses_{uuid.uuid4().hex}"
+
+
+def tenant_of(key: Any) -> tuple[str, str]:
+    """(kind, id) of the scope that owns a key's sessions."""
+    top = key.chain[-1] if key.chain else key.scope
+    return str(top.kind), str(top.id)
+
+
+async def get(conn: AsyncConnection, session_id: str, tenant: tuple[str, str]) -> Any:
+    """The session, if it is ``tenant``'s; a 404 otherwise (whoever else owns it)."""
+    row = (
+        await conn.execute(
+            select(agent_sessions).where(
+                _a.id == session_id, _a.tenant_kind == tenant[0], _a.tenant_id == tenant[1]
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"session {session_id!r} not found")
+    return row
+
+
+async def open_session(
+    conn: AsyncConnection, key: Any, persona_id: str | None, now: datetime | None = None
+) -> Any:
+    now = now or datetime.now(UTC)
+    kind, tenant = tenant_of(key)
+    session_id = new_session_id()
+    await conn.execute(
+        agent_sessions.insert().values(
+            id=session_id,
+            tenant_kind=kind,
+            tenant_id=tenant,
+            key_id=key.scope.id,
+            persona_id=persona_id,
+            status="idle",
+            last_seq=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return await get(conn, session_id, (kind, tenant))
+
+
+async def append(
+    conn: AsyncConnection, session_id: str, kind: str, event: dict[str, Any]
+) -> int | None:
+    """Write ``event`` as the session's next event; its seq, or ``None`` when it was
+    written already (an event seen twice is written once). Taking the next seq locks
+    the session's row, so a session's events are numbered one at a time."""
+    found = await conn.scalar(select(_e.seq).where(_e.event_id == event["event_id"]))
+    if found is not None:
+        return None
+    now = datetime.now(UTC)
+    seq = await conn.scalar(
+        update(agent_sessions)
+        .where(_a.id == session_id)
+        .values(last_seq=_a.last_seq + 1, updated_at=now)
+        .returning(_a.last_seq)
+    )
+    if seq is None:
+        raise NotFound(f"session {session_id!r} not found")
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                session_events.insert().values(
+                    event_id=event["event_id"],
+                    session_id=session_id,
+                    seq=seq,
+                    kind=kind,
+                    type=str(event.get("type", kind)),
+                    body=event,
+                    created_at=now,
+                )
+            )
+    except IntegrityError:  # written meanwhile by another consumer of the same event
+        return None
+    return int(seq)
+
+
+async def set_status(conn: AsyncConnection, session_id: str, status: str) -> None:
+    await conn.execute(
+        update(agent_sessions)
+        .where(_a.id == session_id)
+        .values(status=status, updated_at=datetime.now(UTC))
+    )
+
+
+async def events(
+    conn: AsyncConnection, session_id: str, after: str | None, limit: int
+) -> list[Any]:
+    """Events after the one named ``after``, oldest first (what a client resuming
+    reads); without ``after``, the newest ``limit``, newest first."""
+    query = select(session_events).where(_e.session_id == session_id)
+    if after is None:
+        rows = await conn.execute(query.order_by(_e.seq.desc()).limit(limit))
+        return list(rows.all())
+    anchor = await conn.scalar(
+        select(_e.seq).where(_e.event_id == after, _e.session_id == session_id)
+    )
+    if anchor is None:  # a stale or foreign anchor replays nothing: say so
+        raise NotFound(f"event {after!r} is not an event of session {session_id!r}")
+    rows = await conn.execute(query.where(_e.seq > anchor).order_by(_e.seq).limit(limit))
+    return list(rows.all())
