@@ -23,8 +23,11 @@ from tollhouse.admin.auth import FailureThrottle, require_admin
 from tollhouse.admin.routes import routes as admin_routes
 from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
+from tollhouse.agents.routes import routes as session_routes
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
+from tollhouse.bus.backends import EventBus
+from tollhouse.bus.setup import bus_from_settings
 from tollhouse.catalog import listing
 from tollhouse.catalog.routes import routes as catalog_routes
 from tollhouse.catalog.service import Listing
@@ -70,6 +73,7 @@ from tollhouse.windows import zone
 if TYPE_CHECKING:
     from redis.asyncio import Redis  # the optional redis extra
 
+    from tollhouse.agents.routes import AgentServices
     from tollhouse.alerts.routes import AlertServices
     from tollhouse.catalog.routes import CatalogServices
     from tollhouse.credits.routes import CreditServices
@@ -105,6 +109,7 @@ class Services:
     policies: PolicyGate
     broker: Broker
     sandboxes: Pool
+    bus: EventBus
     gateway: Gateway
     credit_sweeper: CreditSweeper
     balance_watch: BalanceWatch
@@ -128,6 +133,7 @@ if TYPE_CHECKING:
         _ledger: LedgerServices = services
         _policies: PolicyServices = services
         _sandboxes: SandboxServices = services
+        _agents: AgentServices = services
         _bodies: BodyLimits = services
 
 
@@ -280,6 +286,7 @@ def create_app(settings: Settings) -> Tollhouse:
             *gateway_routes,
             *credit_key_routes,
             *track_routes(settings),
+            *session_routes,
             *_ops_routes(settings, throttle),
             *catalog_routes,
             # Signed by its sender instead of the admin key, so outside the admin mount.
@@ -358,6 +365,9 @@ async def _start(
     )
     await policies.start()
     stack.push_async_callback(policies.stop, settings.shutdown_timeout_s)
+    bus = bus_from_settings(settings)
+    await bus.start()
+    stack.push_async_callback(bus.close)
     sandboxes = Pool(engine, settings, metrics, secret_box)
     limiter = TrackLimiter(settings.sandbox_track_requests_per_minute, redis)
     broker = Broker(engine, settings, metrics, policies, limiter, sandboxes)
@@ -404,6 +414,7 @@ async def _start(
         policies=policies,
         broker=broker,
         sandboxes=sandboxes,
+        bus=bus,
         gateway=gateway,
         credit_sweeper=sweeper,
         balance_watch=watch,

@@ -360,6 +360,35 @@ class Settings(_Frozen):
         description="Output (stdout and stderr) kept of one command, KiB; past it the "
         "command is stopped.",
     )
+    bus_backend: Literal["memory", "redis", "kafka"] = Field(
+        default="memory",
+        description="Where the agents' events travel: in this process (`memory`), Redis "
+        "Streams (`redis`, on `redis_url`) or Kafka (`kafka`, on `bus_kafka_bootstrap`).",
+    )
+    bus_kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (`host:port,…`) for `bus_backend: kafka`.",
+    )
+    bus_partitions: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Partitions per topic: sessions are spread over them, each read by one "
+        "worker at a time.",
+    )
+    bus_max_len: int = Field(
+        default=100000,
+        ge=100,
+        le=100000000,
+        description="Events kept per partition (memory and Redis; Kafka keeps by retention).",
+    )
+    bus_lease_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A worker silent this long is taken for dead: its partitions, and what it "
+        "had not finished, go to another.",
+    )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict, description="Upstreams by name (also from SDK env variables)."
     )

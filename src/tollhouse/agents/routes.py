@@ -1,0 +1,129 @@
+"""The session API applications call with a virtual key (docs/agents.md, *API*):
+``POST /v1/session/message`` (a new session, or a message to one the key's tenant owns),
+``GET /v1/session/{id}/events`` (newest first, or what followed ``?after=``) and
+``POST /v1/session/{id}/cancel``. A message and a cancel are written to the session's
+log and then published on ``conversation.inbound`` for the conversation worker; messages
+sent while a reply is under way wait their turn (the bus keeps a session's events in
+order: double-texting is ``enqueue``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tollhouse.agents import sessions
+from tollhouse.agents.schemas import Accepted, EventPage, EventRead, EventsQuery, MessageBody
+from tollhouse.bus import events
+from tollhouse.bus.backends import EventBus
+from tollhouse.errors import AuthenticationFailed
+from tollhouse.web.responses import JSONResponse
+from tollhouse.web.validation import read_model
+
+INBOUND = "conversation.inbound"
+
+
+class Authenticator(Protocol):
+    def authenticate(self, headers: Any) -> Any: ...
+
+
+class AgentServices(Protocol):
+    """What these routes use of the running service (``web/services.py``)."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def admission(self) -> Authenticator: ...
+
+    @property
+    def bus(self) -> EventBus: ...
+
+
+def _services(request: Request) -> AgentServices:
+    services: AgentServices = request.app.services
+    return services
+
+
+def _key(request: Request) -> Any:
+    key = _services(request).admission.authenticate(request.headers)
+    if key is None:  # anonymous access never reaches a session: it has no tenant
+        raise AuthenticationFailed("sessions need a virtual key (Authorization: Bearer th-…)")
+    return key
+
+
+async def post_message(request: Request) -> Response:
+    key = _key(request)
+    body = await read_model(request, MessageBody)
+    services = _services(request)
+    async with services.engine.begin() as conn:
+        if body.session_id is not None:
+            row = await sessions.get(conn, body.session_id, sessions.tenant_of(key))
+        else:
+            row = await sessions.open_session(conn, key, body.persona_id)
+        event: dict[str, Any] = {
+            "event_id": events.new_event_id(),
+            "session_id": row.id,
+            "type": "message",
+            "key_id": key.scope.id,
+            "persona_id": body.persona_id or row.persona_id,
+            "message": body.message,
+            "created_at": events.now(),
+        }
+        if body.attachments:
+            event["attachments"] = [a.given() for a in body.attachments]
+        if body.metadata:
+            event["metadata"] = dict(body.metadata)
+        await sessions.append(conn, row.id, "conversation_event", event)
+    await services.bus.publish(INBOUND, event)
+    return JSONResponse(Accepted(session_id=row.id, event_id=event["event_id"]))
+
+
+async def list_events(request: Request) -> Response:
+    key = _key(request)
+    q = EventsQuery.parse(request.query_params)
+    session_id = request.path_params["id"]
+    async with _services(request).engine.connect() as conn:
+        await sessions.get(conn, session_id, sessions.tenant_of(key))
+        rows = await sessions.events(conn, session_id, q.after, q.limit)
+    items = [
+        EventRead(
+            seq=row.seq,
+            event_id=row.event_id,
+            kind=row.kind,
+            type=row.type,
+            event=row.body,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+    return JSONResponse(EventPage(session_id=session_id, events=items, count=len(items)))
+
+
+async def cancel(request: Request) -> Response:
+    key = _key(request)
+    session_id = request.path_params["id"]
+    services = _services(request)
+    async with services.engine.begin() as conn:
+        await sessions.get(conn, session_id, sessions.tenant_of(key))
+        event = {
+            "event_id": events.new_event_id(),
+            "session_id": session_id,
+            "type": "cancel",
+            "key_id": key.scope.id,
+            "created_at": events.now(),
+        }
+        await sessions.append(conn, session_id, "conversation_event", event)
+    await services.bus.publish(INBOUND, event)
+    return JSONResponse(Accepted(session_id=session_id, event_id=event["event_id"]))
+
+
+routes = [
+    Route("/v1/session/message", post_message, methods=["POST"]),
+    Route("/v1/session/{id}/events", list_events, methods=["GET"]),
+    Route("/v1/session/{id}/cancel", cancel, methods=["POST"]),
+]
