@@ -24,6 +24,7 @@ from tollhouse.admin.routes import routes as admin_routes
 from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.agents.routes import routes as session_routes
+from tollhouse.agents.stream import OutboundListener, SessionFeed
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
 from tollhouse.bus.backends import EventBus
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis  # the optional redis extra
 
     from tollhouse.agents.routes import AgentServices
+    from tollhouse.agents.stream import StreamServices
     from tollhouse.alerts.routes import AlertServices
     from tollhouse.catalog.routes import CatalogServices
     from tollhouse.credits.routes import CreditServices
@@ -110,6 +112,7 @@ class Services:
     broker: Broker
     sandboxes: Pool
     bus: EventBus
+    session_feed: SessionFeed
     gateway: Gateway
     credit_sweeper: CreditSweeper
     balance_watch: BalanceWatch
@@ -134,6 +137,7 @@ if TYPE_CHECKING:
         _policies: PolicyServices = services
         _sandboxes: SandboxServices = services
         _agents: AgentServices = services
+        _streams: StreamServices = services
         _bodies: BodyLimits = services
 
 
@@ -368,6 +372,10 @@ async def _start(
     bus = bus_from_settings(settings)
     await bus.start()
     stack.push_async_callback(bus.close)
+    feed = SessionFeed()
+    listener = OutboundListener(bus, feed)
+    await listener.start()
+    stack.push_async_callback(listener.stop)
     sandboxes = Pool(engine, settings, metrics, secret_box)
     limiter = TrackLimiter(settings.sandbox_track_requests_per_minute, redis)
     broker = Broker(engine, settings, metrics, policies, limiter, sandboxes)
@@ -415,6 +423,7 @@ async def _start(
         broker=broker,
         sandboxes=sandboxes,
         bus=bus,
+        session_feed=feed,
         gateway=gateway,
         credit_sweeper=sweeper,
         balance_watch=watch,

@@ -172,3 +172,20 @@ async def test_old_events_are_trimmed(flavor):
     got = await drain(sub, 100, rounds=10)
     assert 10 <= len(got) < 100  # the oldest are gone (Redis trims approximately)
     assert got[-1].event["message"].endswith("#99")
+
+
+async def test_a_listener_sees_what_follows_and_its_group_goes_with_it(flavor):
+    bus = await flavor.make(partitions=2)
+    for session in sessions(3):
+        await bus.publish(TOPIC, message(session, 0))  # before it listens: not for it
+    listener = await bus.subscribe(TOPIC, "server-1", "me", listener=True)
+    assert await listener.fetch(max_count=10, timeout_s=0.2) == []
+    for session in sessions(3):
+        await bus.publish(TOPIC, message(session, 1))
+    got = await drain(listener, 3)
+    assert sorted(m.event["message"][-1] for m in got) == ["1", "1", "1"]
+    await listener.close()
+    for session in sessions(2):
+        await bus.publish(TOPIC, message(session, 2))
+    again = await bus.subscribe(TOPIC, "server-1", "me", listener=True)
+    assert await again.fetch(max_count=10, timeout_s=0.2) == []  # a new group, from now

@@ -14,10 +14,11 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from tollhouse.agents import sessions
 from tollhouse.agents.schemas import Accepted, EventPage, EventRead, EventsQuery, MessageBody
+from tollhouse.agents.stream import stream
 from tollhouse.bus import events
 from tollhouse.bus.backends import EventBus
 from tollhouse.errors import AuthenticationFailed
@@ -122,8 +123,9 @@ async def cancel(request: Request) -> Response:
     return JSONResponse(Accepted(session_id=session_id, event_id=event["event_id"]))
 
 
-routes = [
+routes: list[BaseRoute] = [
     Route("/v1/session/message", post_message, methods=["POST"]),
+    WebSocketRoute("/v1/session/{id}/stream", stream),
     Route("/v1/session/{id}/events", list_events, methods=["GET"]),
     Route("/v1/session/{id}/cancel", cancel, methods=["POST"]),
 ]

@@ -120,14 +120,25 @@ async def events(
 ) -> list[Any]:
     """Events after the one named ``after``, oldest first (what a client resuming
     reads); without ``after``, the newest ``limit``, newest first."""
-    query = select(session_events).where(_e.session_id == session_id)
     if after is None:
+        query = select(session_events).where(_e.session_id == session_id)
         rows = await conn.execute(query.order_by(_e.seq.desc()).limit(limit))
         return list(rows.all())
-    anchor = await conn.scalar(
-        select(_e.seq).where(_e.event_id == after, _e.session_id == session_id)
+    return await after_seq(conn, session_id, await seq_of(conn, session_id, after), limit)
+
+
+async def seq_of(conn: AsyncConnection, session_id: str, event_id: str) -> int:
+    """The seq of one of the session's events; a 404 for any other id (a stale or
+    foreign anchor replays nothing: the client is told, and reconciles)."""
+    found = await conn.scalar(
+        select(_e.seq).where(_e.event_id == event_id, _e.session_id == session_id)
     )
-    if anchor is None:  # a stale or foreign anchor replays nothing: say so
-        raise NotFound(f"event {after!r} is not an event of session {session_id!r}")
-    rows = await conn.execute(query.where(_e.seq > anchor).order_by(_e.seq).limit(limit))
-    return list(rows.all())
+    if found is None:
+        raise NotFound(f"event {event_id!r} is not an event of session {session_id!r}")
+    return int(found)
+
+
+async def after_seq(conn: AsyncConnection, session_id: str, seq: int, limit: int) -> list[Any]:
+    """The session's events after ``seq``, oldest first."""
+    query = select(session_events).where(_e.session_id == session_id, _e.seq > seq)
+    return list((await conn.execute(query.order_by(_e.seq).limit(limit))).all())

@@ -63,8 +63,13 @@ class EventBus(Protocol):
         """Check ``event`` (``InvalidEvent``) and append it to its session's partition;
         its position once written."""
 
-    async def subscribe(self, topic: str, group: str, consumer: str) -> Subscription:
-        """Join ``group`` on ``topic`` as ``consumer`` (a name unique in the group)."""
+    async def subscribe(
+        self, topic: str, group: str, consumer: str, *, listener: bool = False
+    ) -> Subscription:
+        """Join ``group`` on ``topic`` as ``consumer`` (a name unique in the group).
+        ``listener``: the group is this member's alone, starts at the newest event and
+        goes when it closes (a server following every session's events to wake its
+        streams); otherwise a new group starts at the oldest event kept."""
 
 
 def partition_of(key: str, partitions: int) -> int:

@@ -78,16 +78,18 @@ class MemoryBus:
             self._published.notify_all()
         return f"{number}-{position}"
 
-    async def subscribe(self, topic: str, group: str, consumer: str) -> MemorySubscription:
-        self._topic(topic)
+    async def subscribe(
+        self, topic: str, group: str, consumer: str, *, listener: bool = False
+    ) -> MemorySubscription:
+        partitions = self._topic(topic)
         state = self._groups.get((topic, group))
         if state is None:
+            start = [p.end if listener else 0 for p in partitions]
             state = self._groups[(topic, group)] = _Group(
-                committed=dict.fromkeys(range(self.partitions), 0),
-                read=dict.fromkeys(range(self.partitions), 0),
+                committed=dict(enumerate(start)), read=dict(enumerate(start))
             )
         state.seen[consumer] = time.monotonic()
-        return MemorySubscription(self, topic, state, consumer)
+        return MemorySubscription(self, topic, group if listener else None, state, consumer)
 
     def inject(self, topic: str, key: str, raw: bytes) -> None:
         """Append bytes unchecked, as a foreign producer could (for the tests)."""
@@ -136,9 +138,12 @@ class MemoryBus:
 
 
 class MemorySubscription:
-    def __init__(self, bus: MemoryBus, topic: str, state: _Group, consumer: str) -> None:
+    def __init__(
+        self, bus: MemoryBus, topic: str, own_group: str | None, state: _Group, consumer: str
+    ) -> None:
         self._bus = bus
         self._topic = topic
+        self._own_group = own_group  # a listener's group, removed when it closes
         self._state = state
         self._consumer = consumer
         self._closed = False
@@ -172,3 +177,5 @@ class MemorySubscription:
         self._closed = True
         self._state.seen.pop(self._consumer, None)
         self._bus._assign(self._topic, self._state)
+        if self._own_group is not None:
+            self._bus._groups.pop((self._topic, self._own_group), None)

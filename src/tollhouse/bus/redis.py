@@ -108,20 +108,25 @@ class RedisBus:
         )
         return f"{number}-{entry.decode()}"
 
-    async def subscribe(self, topic: str, group: str, consumer: str) -> RedisSubscription:
+    async def subscribe(
+        self, topic: str, group: str, consumer: str, *, listener: bool = False
+    ) -> RedisSubscription:
         if topic not in events.TOPICS:
             events.validate(topic, {})  # InvalidEvent naming the topics
         if (topic, group) not in self._groups:
             for number in range(self.partitions):
-                try:  # from the start of what is kept: a new group misses nothing
+                try:  # a new group misses nothing kept (a listener: nothing from now on)
                     await self.client.xgroup_create(
-                        self.stream(topic, number), group, id="0", mkstream=True
+                        self.stream(topic, number),
+                        group,
+                        id="$" if listener else "0",
+                        mkstream=True,
                     )
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
             self._groups.add((topic, group))
-        subscription = RedisSubscription(self, topic, group, consumer)
+        subscription = RedisSubscription(self, topic, group, consumer, listener)
         await subscription.join()
         self._subscriptions.append(subscription)
         return subscription
@@ -132,8 +137,11 @@ class RedisBus:
 
 
 class RedisSubscription:
-    def __init__(self, bus: RedisBus, topic: str, group: str, consumer: str) -> None:
+    def __init__(
+        self, bus: RedisBus, topic: str, group: str, consumer: str, listener: bool = False
+    ) -> None:
         self._bus = bus
+        self._listener = listener
         self._topic = topic
         self._group = group
         self._consumer = consumer
@@ -271,6 +279,11 @@ class RedisSubscription:
             for number in sorted(self._owned):
                 await self._bus.client.eval(_RELEASE, 1, self._lease(number), self._consumer)
             await self._bus.client.zrem(self._members, self._consumer)
+            if self._listener:  # its own group: nobody else will read it
+                for number in range(self._bus.partitions):
+                    stream = self._bus.stream(self._topic, number)
+                    await self._bus.client.xgroup_destroy(stream, self._group)
+                self._bus._groups.discard((self._topic, self._group))
         finally:
             self._owned.clear()
             self._bus._forget(self)

@@ -360,6 +360,12 @@ class Settings(_Frozen):
         description="Output (stdout and stderr) kept of one command, KiB; past it the "
         "command is stopped.",
     )
+    session_heartbeat_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="A session stream with nothing to send sends a heartbeat this often.",
+    )
     bus_backend: Literal["memory", "redis", "kafka"] = Field(
         default="memory",
         description="Where the agents' events travel: in this process (`memory`), Redis "
