@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.agents.routes import routes as session_routes
 from tollhouse.agents.stream import OutboundListener, SessionFeed
+from tollhouse.agents.worker import ConversationWorker
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
 from tollhouse.bus.backends import EventBus
@@ -406,6 +410,17 @@ async def _start(
         stack.push_async_callback(upstream.close)
     router = ModelRouter(settings, catalog)
     gateway = Gateway(settings, router, upstreams, recorder, metrics, admission, policies)
+    if settings.agent_worker_in_process:
+        worker = ConversationWorker(
+            engine,
+            bus,
+            gateway,
+            lambda key_id: admission.snapshot.keys_by_id.get(key_id),
+            settings,
+            name=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        )
+        await worker.start()
+        stack.push_async_callback(worker.stop)
     return Services(
         settings=settings,
         auth_throttle=throttle,

@@ -49,6 +49,14 @@ async def get(conn: AsyncConnection, session_id: str, tenant: tuple[str, str]) -
     return row
 
 
+async def row(conn: AsyncConnection, session_id: str) -> Any:
+    """The session, whoever owns it (for the workers, which act for its key)."""
+    found = (await conn.execute(select(agent_sessions).where(_a.id == session_id))).one_or_none()
+    if found is None:
+        raise NotFound(f"session {session_id!r} not found")
+    return found
+
+
 async def open_session(
     conn: AsyncConnection, key: Any, persona_id: str | None, now: datetime | None = None
 ) -> Any:

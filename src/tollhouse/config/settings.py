@@ -360,6 +360,22 @@ class Settings(_Frozen):
         description="Output (stdout and stderr) kept of one command, KiB; past it the "
         "command is stopped.",
     )
+    agent_model: str = Field(
+        default="gpt-4o-mini",
+        description="The model the conversation worker asks (through the gateway, with the "
+        "session's key).",
+    )
+    agent_system_prompt: str = Field(
+        default="", description="A system message put before every session's history."
+    )
+    agent_max_tokens: int = Field(
+        default=1024, ge=1, le=1000000, description="The output cap of one model call."
+    )
+    agent_worker_in_process: bool = Field(
+        default=True,
+        description="Run the conversation worker in every `tollhouse serve` process (with "
+        "the memory bus it can run nowhere else).",
+    )
     session_heartbeat_s: float = Field(
         default=15.0,
         gt=0,

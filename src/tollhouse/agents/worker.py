@@ -1,0 +1,256 @@
+"""The conversation worker: turns a session's messages into model calls made **through
+the gateway's own admission, policies, credits and ledger** with the key that opened the
+session, and streams the reply into the session's log and onto
+``conversation.outbound`` (docs/agents.md, *The conversation worker*).
+
+**Order and concurrency.** The bus hands a session's events to one worker, in order.
+The worker keeps reading while a turn runs, so that a ``cancel`` reaches the turn it
+stops; messages wait their turn per session (double-texting is ``enqueue``), sessions
+run side by side, and a batch is committed once every event in it is handled — so
+nothing is acknowledged before it is done, and at most ``_MAX_PENDING`` events are in
+hand at once.
+
+**A turn.** The prompt is the session's log (``history.messages``). The call is
+``Gateway.handle("chat", …)`` in this process: the same code path as ``/v1/chat/
+completions``, so a budget, a credit balance or a policy refuses an agent exactly as it
+refuses an application, and every call has its usage record. Each piece of text becomes
+a ``delta`` event; the whole reply a ``message``; then ``done`` (with the usage and
+cost). A refusal or a provider's failure is an ``error`` event with its code, then
+``done``: a turn always ends, never hangs. A ``cancel`` stops the session's running turn
+(``cancelled``, then ``done``); the messages queued behind it still run.
+
+**Idempotence.** Every event the worker writes is logged before it is published, and a
+turn whose end (``done``) is already in the log is not run again: a message delivered
+twice is answered once. A turn cut short by the worker's death is run again by the next
+owner of its partition, from its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollhouse.agents import history, sessions
+from tollhouse.agents.reply import ChatStream
+from tollhouse.bus import events
+from tollhouse.bus.backends import EventBus, Message, Subscription
+from tollhouse.config import Settings
+from tollhouse.errors import TollhouseError
+from tollhouse.gateway.context import RequestContext
+
+log = logging.getLogger("tollhouse.agents")
+
+INBOUND = "conversation.inbound"
+OUTBOUND = "conversation.outbound"
+TOOL_REQUESTS = "tool.requests"
+GROUP = "conversation"
+_MAX_PENDING = 1000  # events fetched and not yet handled, at most
+
+
+class ConversationWorker:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: EventBus,
+        gateway: Any,
+        keys: Callable[[str], Any],
+        settings: Settings,
+        name: str,
+    ) -> None:
+        self._engine = engine
+        self._bus = bus
+        self._gateway = gateway  # tollhouse.gateway.Gateway: handle(endpoint, body, ctx, key)
+        self._keys = keys  # key id -> the key as admission knows it now (None: gone)
+        self._settings = settings
+        self._name = name
+        self._subscription: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queues: dict[str, deque[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
+        self._drains: dict[str, asyncio.Task[None]] = {}  # session -> its queue's runner
+        self._turns: dict[str, asyncio.Task[None]] = {}  # session -> its running turn
+        self._stopping = False
+        self._batches: asyncio.Queue[tuple[list[Message], list[asyncio.Future[None]]]] = (
+            asyncio.Queue()
+        )
+        self._pending = asyncio.Semaphore(_MAX_PENDING)
+
+    async def start(self) -> None:
+        self._subscription = await self._bus.subscribe(INBOUND, GROUP, self._name)
+        self._tasks = [
+            asyncio.create_task(self._read(), name="tollhouse-agent-reader"),
+            asyncio.create_task(self._commit(), name="tollhouse-agent-committer"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True  # a turn cut short now is run again elsewhere, not cancelled
+        every = [*self._tasks, *self._drains.values(), *self._turns.values()]
+        for task in every:
+            task.cancel()
+        for task in every:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.close()  # what was not committed goes elsewhere
+
+    # -- reading and committing -------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self._subscription is not None
+        while True:
+            try:
+                batch = await self._subscription.fetch(max_count=100, timeout_s=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("agent worker: fetch failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            if not batch:
+                continue
+            done = []
+            for message in batch:
+                await self._pending.acquire()
+                done.append(self._dispatch(message.event))
+            await self._batches.put((batch, done))
+
+    async def _commit(self) -> None:
+        assert self._subscription is not None
+        while True:
+            batch, done = await self._batches.get()
+            await asyncio.gather(*done, return_exceptions=True)
+            for _ in done:
+                self._pending.release()
+            try:
+                await self._subscription.commit(batch)
+            except Exception:  # uncommitted: handed out again, and answered once
+                log.exception("agent worker: commit failed")
+
+    def _dispatch(self, event: dict[str, Any]) -> asyncio.Future[None]:
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        session_id = event["session_id"]
+        if event["type"] == "cancel":
+            running = self._turns.get(session_id)
+            if running is not None and not running.done():
+                running.cancel()
+            handled.set_result(None)
+            return handled
+        queue = self._queues.setdefault(session_id, deque())
+        queue.append((event, handled))
+        if session_id not in self._drains:
+            self._drains[session_id] = asyncio.create_task(self._drain(session_id))
+        return handled
+
+    async def _drain(self, session_id: str) -> None:
+        """Run a session's queued messages one after the other."""
+        queue = self._queues[session_id]
+        try:
+            while queue:
+                event, handled = queue.popleft()
+                turn = asyncio.create_task(self._turn(event))
+                self._turns[session_id] = turn
+                try:
+                    await turn
+                except asyncio.CancelledError:
+                    if self._stopping or not turn.cancelled():
+                        raise  # the worker stops, not the turn
+                    await self._end(event, "cancelled", None)
+                except Exception:
+                    log.exception("agent turn failed", extra={"session_id": session_id})
+                    await self._error(event, "internal_error", "the turn failed; see the logs")
+                finally:
+                    self._turns.pop(session_id, None)
+                    if not handled.done() and not self._stopping:
+                        handled.set_result(None)
+        finally:
+            self._drains.pop(session_id, None)
+            self._queues.pop(session_id, None)
+
+    # -- a turn -----------------------------------------------------------------------
+
+    async def _turn(self, event: dict[str, Any]) -> None:
+        session_id, turn_id = event["session_id"], event["event_id"]
+        async with self._engine.connect() as conn:
+            row = await sessions.row(conn, session_id)
+            log_rows = await sessions.after_seq(conn, session_id, 0, 100_000)
+        if any(
+            r.kind == "assistant_event" and r.type == "done" and r.body.get("turn_id") == turn_id
+            for r in log_rows
+        ):
+            return  # answered already: this message was delivered again
+        key = self._keys(row.key_id) if row.key_id else None
+        if key is None:
+            await self._error(event, "key_unavailable", "the session's key is gone or revoked")
+            return
+        settings = self._settings
+        body: dict[str, Any] = {
+            "model": settings.agent_model,
+            "messages": history.messages(log_rows, settings.agent_system_prompt),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": settings.agent_max_tokens,
+        }
+        try:
+            reply = await self._gateway.handle("chat", body, RequestContext(), key)
+        except TollhouseError as exc:
+            await self._error(event, exc.code, exc.message)
+            return
+        stream = ChatStream()
+        assert reply.stream is not None
+        try:
+            async for data in reply.stream:
+                for piece in stream.feed(data):
+                    await self._emit(event, "delta", text=piece)
+        finally:
+            closer = getattr(reply.stream, "aclose", None)
+            if closer is not None:
+                await closer()
+        for call in stream.calls.values():
+            await self._emit(
+                event, "tool_call", call_id=call.id, tool=call.name, arguments=call.parsed()
+            )
+        if stream.text:
+            await self._emit(event, "message", text=stream.text)
+        await self._end(event, "done", stream.usage)
+
+    async def _error(self, event: dict[str, Any], code: str, text: str) -> None:
+        await self._emit(event, "error", code=code[:64], text=text)
+        await self._end(event, "done", None)
+
+    async def _end(self, event: dict[str, Any], kind: str, usage: dict[str, Any] | None) -> None:
+        extra: dict[str, Any] = {}
+        if usage:
+            found = {
+                name: usage[name]
+                for name in ("prompt_tokens", "completion_tokens")
+                if isinstance(usage.get(name), int)
+            }
+            if usage.get("cost") is not None:
+                found["cost"] = str(usage["cost"])
+            extra["usage"] = found
+        if kind == "cancelled":
+            await self._emit(event, "cancelled")
+            kind = "done"
+        await self._emit(event, kind, **extra)
+
+    async def _emit(self, cause: dict[str, Any], kind: str, **fields: Any) -> None:
+        """Log an assistant event of the turn, then publish it."""
+        event = {
+            "event_id": events.new_event_id(),
+            "session_id": cause["session_id"],
+            "type": kind,
+            "turn_id": cause["event_id"],
+            **fields,
+            "created_at": events.now(),
+        }
+        events.validate(OUTBOUND, event)
+        async with self._engine.begin() as conn:
+            written = await sessions.append(conn, cause["session_id"], "assistant_event", event)
+        if written is not None:
+            await self._bus.publish(OUTBOUND, event)
