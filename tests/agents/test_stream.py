@@ -20,7 +20,9 @@ from tollhouse.bus import events
 
 @pytest.fixture
 def live(make_settings):
-    with LiveServer(make_settings(session_heartbeat_s=0.3)) as server:
+    # The test plays the worker: the server runs none of its own.
+    settings = make_settings(session_heartbeat_s=0.3, agent_worker_in_process=False)
+    with LiveServer(settings) as server:
         yield server
 
 

@@ -250,7 +250,12 @@ class ConversationWorker:
             "created_at": events.now(),
         }
         events.validate(OUTBOUND, event)
+        # Shielded: a cancel (of the turn, or of the worker) never cuts a write in half,
+        # which on SQLite would leave the write lock to a connection being torn down.
+        await asyncio.shield(self._record(event))
+
+    async def _record(self, event: dict[str, Any]) -> None:
         async with self._engine.begin() as conn:
-            written = await sessions.append(conn, cause["session_id"], "assistant_event", event)
+            written = await sessions.append(conn, event["session_id"], "assistant_event", event)
         if written is not None:
             await self._bus.publish(OUTBOUND, event)
