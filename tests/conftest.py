@@ -2,7 +2,8 @@
 
 - servers: the dev upstream (``upstream``), Postgres (``pg_url``: a fresh database on the
   session's server; ``private_postgres``: a server of the test's own), Redis
-  (``redis_url``), SQLite (``sqlite_url``: a file in ``tmp_path``);
+  (``redis_url``), a Kafka-protocol broker (``kafka_bootstrap``: Tansu, for the bus),
+  SQLite (``sqlite_url``: a file in ``tmp_path``);
 - stores: ``db_url`` runs a test on SQLite, then on Postgres; ``both_stores`` is the same
   as settings overrides, ``engine`` as a migrated engine; ``both_deployments`` runs a
   test embedded (SQLite, counters in memory), then scaled out (Postgres + Redis);
@@ -30,6 +31,7 @@ import pytest
 from devtools.localstripe_server import LocalStripe
 from devtools.stripe_checkout import CheckoutServer
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.kafka_server import KafkaServer
 from tests.postgres_server import pg_url, postgres_server, private_postgres
 from tests.redis_server import RedisServer
 from tests.support import JSON_WRITES, LiveServer, engine_for, upstream_env
@@ -172,6 +174,24 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServer]:
+    """One Kafka-protocol broker per test session (per xdist worker)."""
+    server = KafkaServer(tmp_path_factory.mktemp("kafka"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kafka_bootstrap(kafka_server: KafkaServer) -> str:
+    """The session's broker (``host:port``); tests keep apart by namespace, not by
+    emptying it."""
+    if not kafka_server.running:
+        kafka_server.start()
+    return kafka_server.bootstrap
 
 
 @pytest.fixture(scope="session")

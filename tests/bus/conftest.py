@@ -1,5 +1,11 @@
 """The bus backends the contract suite runs on, each a fresh namespace per test:
-``memory``; ``redis`` on the session's redis-server."""
+``memory``; ``redis`` on the session's redis-server; ``kafka`` on the session's
+Kafka-protocol broker (Tansu).
+
+Kafka runs with a 2 s session timeout: Tansu holds every JoinGroup for half of it
+(rounded up to whole seconds), so the default (the lease, 10 s) would make each member
+take 5 s to join. The lease itself — how long a member may stop fetching — is the
+test's."""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ async def _memory_inject(bus: MemoryBus, topic: str, key: str, raw: bytes) -> No
     bus.inject(topic, key, raw)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "kafka"])
 async def flavor(request: pytest.FixtureRequest) -> AsyncIterator[Flavor]:
     namespace = f"t{uuid.uuid4().hex[:10]}"
     made: list[Any] = []
@@ -38,7 +44,7 @@ async def flavor(request: pytest.FixtureRequest) -> AsyncIterator[Flavor]:
             return bus
 
         yield Flavor("memory", make_memory, _memory_inject, made)
-    else:
+    elif request.param == "redis":
         from tollhouse.bus.redis import RedisBus
 
         url = request.getfixturevalue("redis_url")
@@ -53,5 +59,20 @@ async def flavor(request: pytest.FixtureRequest) -> AsyncIterator[Flavor]:
             await bus.inject(topic, key, raw)
 
         yield Flavor("redis", make_redis, inject, made)
+    elif request.param == "kafka":
+        from tollhouse.bus.kafka import KafkaBus
+
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+
+        async def make_kafka(**options: Any) -> KafkaBus:
+            bus = KafkaBus(bootstrap, namespace=namespace, session_timeout_s=2.0, **options)
+            await bus.start()
+            made.append(bus)
+            return bus
+
+        async def inject_kafka(bus: KafkaBus, topic: str, key: str, raw: bytes) -> None:
+            await bus.inject(topic, key, raw)
+
+        yield Flavor("kafka", make_kafka, inject_kafka, made)
     for bus in made:
         await bus.close()
