@@ -159,7 +159,17 @@ class KafkaBus:
         sent = await self._producer.send_and_wait(self.topic(topic), raw, key=key.encode())
         return f"{sent.partition}-{sent.offset}"
 
-    async def subscribe(self, topic: str, group: str, consumer: str) -> KafkaSubscription:
+    async def forget_group(self, group: str) -> None:
+        """A listener's group, deleted (best effort: a broker that cannot keeps an empty
+        group, which costs nothing but a name)."""
+        if self._admin is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._admin.delete_consumer_groups([group])
+
+    async def subscribe(
+        self, topic: str, group: str, consumer: str, *, listener: bool = False
+    ) -> KafkaSubscription:
         if topic not in events.TOPICS:
             events.validate(topic, {})  # InvalidEvent naming the topics
         await self.start()
@@ -174,7 +184,7 @@ class KafkaBus:
                 # No group_instance_id: a static member does not leave on close, and
                 # its partitions would wait for its session to expire.
                 enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                auto_offset_reset="latest" if listener else "earliest",
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(100, session_ms // 5),
                 rebalance_timeout_ms=session_ms,
@@ -185,6 +195,12 @@ class KafkaBus:
         self._subscriptions.append(subscription)
         try:
             await subscription._join(timeout_s=10 * self.session_timeout_s)
+            if listener:  # from now (whatever an old group of the name committed)
+                subscription.own_group = self.group(group)
+                assigned = list(subscription._consumer.assignment())
+                await subscription._consumer.seek_to_end(*assigned)
+                for tp in assigned:  # every position resolved before this returns
+                    await subscription._consumer.position(tp)
         except BaseException:
             await subscription.close()
             raise
@@ -211,6 +227,7 @@ class KafkaSubscription:
         self._consumer = consumer
         self._listener = _Listener(self)
         self._closed = False
+        self.own_group: str | None = None  # a listener's group, deleted when it closes
         # Per partition, since it was assigned: the valid offsets handed out and not
         # committed yet, and the offset after the last record fetched.
         self._pending: dict[int, set[int]] = {}
@@ -338,6 +355,8 @@ class KafkaSubscription:
         self._closed = True
         try:
             await self._consumer.stop()
+            if self.own_group is not None:
+                await self._bus.forget_group(self.own_group)
         finally:
             if self in self._bus._subscriptions:
                 self._bus._subscriptions.remove(self)
