@@ -17,15 +17,17 @@ next).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Boolean, and_, bindparam, column, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.crypto import SecretBox
+from tollhouse.db.types import UTCDateTime
 from tollhouse.errors import Conflict, NotFound, NotOwner, PoolExhausted, ValidationFailed
 from tollhouse.sandboxes.models import sandboxes
 
@@ -58,36 +60,96 @@ class Leased:
 async def allocate(
     engine: AsyncEngine, ask: Ask, grace: timedelta, now: datetime, retry_after_s: int
 ) -> Leased:
-    """The track's live lease, or a new one; ``PoolExhausted`` when none is free."""
-    async with engine.connect() as conn:
-        held = await _held(conn, ask)
-    if held is not None:
-        return held
+    """The track's live lease, or a new one; ``PoolExhausted`` when none is free.
+
+    One connection and, on Postgres, one statement (``_HELD_OR_LEASED``); on SQLite the
+    read and the lease in one transaction. The unique index refusing a second lease to a
+    track (two of its asks racing) is answered with the lease that won."""
+    expires_at = ask_expiry(now, ask.duration, grace)
     for _ in range(3):  # a lease released between the refusal and the read: ask again
         try:
             async with engine.begin() as conn:
-                row = await lease_one(conn, ask, ask_expiry(now, ask.duration, grace), now)
+                found = await _held_or_leased(conn, ask, expires_at, now)
         except IntegrityError:  # the track won a lease in another request meanwhile
-            row = None
             async with engine.connect() as conn:
-                held = await _held(conn, ask)
-            if held is not None:
-                return held
-            continue
-        if row is not None:
-            return Leased(row, True)
-        async with engine.connect() as conn:  # none free: unless the track got one
-            held = await _held(conn, ask)
-        if held is not None:
-            return held
-        raise PoolExhausted(
-            "no sandbox is available: the pool is exhausted; retry later",
-            headers={"retry-after": str(retry_after_s)},
-        )
+                found = await _held(conn, ask)
+            if found is None:
+                continue
+        if found is None:
+            raise PoolExhausted(
+                "no sandbox is available: the pool is exhausted; retry later",
+                headers={"retry-after": str(retry_after_s)},
+            )
+        return found
     raise PoolExhausted(
         "the pool is changing too fast to lease from; retry",
         headers={"retry-after": str(retry_after_s)},
     )
+
+
+async def _held_or_leased(
+    conn: AsyncConnection, ask: Ask, expires_at: datetime, now: datetime
+) -> Leased | None:
+    if conn.dialect.name != "postgresql":
+        held = await _held(conn, ask)
+        if held is not None:
+            return held
+        row = await lease_one(conn, ask, expires_at, now)
+        return Leased(row, True) if row is not None else None
+    values = {
+        "track": ask.track_id,
+        "purpose": ask.purpose,
+        "token": ask.token_id,
+        "key": ask.idempotency_key,
+        "backend": ask.backend,
+        "now": now,
+        "expires": expires_at,
+    }
+    rows = (await conn.execute(_HELD_OR_LEASED, values)).all()
+    _no_stolen_key(rows, ask)
+    for row in rows:
+        if not row.created:
+            return Leased(row, False)
+    return Leased(rows[0], True) if rows else None
+
+
+# The track's live lease if it has one, else a free sandbox leased to it: one round trip.
+# ``held`` and ``picked`` see the statement's snapshot; a lease of the same track that
+# commits meanwhile makes this one fail the unique index (``allocate`` reads the winner).
+_HELD_OR_LEASED = (
+    text(
+        """
+WITH held AS (
+    SELECT * FROM sandboxes
+    WHERE status = 'allocated'
+      AND (track_id = :track OR (CAST(:key AS VARCHAR) IS NOT NULL AND idempotency_key = :key))
+), picked AS (
+    SELECT id FROM sandboxes
+    WHERE status = 'available'
+      AND (CAST(:backend AS VARCHAR) IS NULL OR backend = :backend)
+      AND NOT EXISTS (SELECT 1 FROM held)
+    ORDER BY created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE sandboxes AS s
+    SET status = 'allocated', track_id = :track, purpose = :purpose, token_id = :token,
+        idempotency_key = :key, allocated_at = :now, expires_at = :expires, updated_at = :now
+    FROM picked
+    WHERE s.id = picked.id AND s.status = 'available'
+    RETURNING s.*
+)
+SELECT false AS created, held.* FROM held
+UNION ALL
+SELECT true AS created, leased.* FROM leased
+"""
+    )
+    .bindparams(
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("expires", type_=UTCDateTime()),
+    )
+    .columns(column("created", Boolean), *sandboxes.c)
+)
 
 
 def ask_expiry(now: datetime, duration: timedelta, grace: timedelta) -> datetime:
@@ -132,13 +194,17 @@ async def _held(conn: AsyncConnection, ask: Ask) -> Leased | None:
     if ask.idempotency_key is not None:
         mine = or_(mine, _s.idempotency_key == ask.idempotency_key)
     rows = (await conn.execute(select(sandboxes).where(live, mine))).all()
+    _no_stolen_key(rows, ask)
+    return Leased(rows[0], False) if rows else None
+
+
+def _no_stolen_key(rows: Sequence[Any], ask: Ask) -> None:
     for row in rows:
-        if row.track_id != ask.track_id:
+        if row.track_id != ask.track_id and not getattr(row, "created", False):
             raise Conflict(
                 "Idempotency-Key is already used by another track's lease: use a new key",
                 param="Idempotency-Key",
             )
-    return Leased(rows[0], False) if rows else None
 
 
 async def get(conn: AsyncConnection, sandbox_id: str) -> Any:

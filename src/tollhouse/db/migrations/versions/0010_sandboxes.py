@@ -19,6 +19,9 @@ branch_labels = None
 depends_on = None
 
 _LIVE = sa.text("status = 'allocated'")
+_FREE = sa.text("status = 'available'")
+_EXPIRING = sa.text("status = 'allocated' AND expires_at IS NOT NULL")
+_ENDING = sa.text("status IN ('pending_deletion', 'deleting')")
 
 
 def upgrade() -> None:
@@ -50,13 +53,26 @@ def upgrade() -> None:
         sqlite_where=_LIVE,
         postgresql_where=_LIVE,
     )
-    op.create_index("ix_sandboxes_status_created_at", "sandboxes", ["status", "created_at"])
+    op.create_index(
+        "ix_sandboxes_available",
+        "sandboxes",
+        ["created_at", "id"],
+        sqlite_where=_FREE,
+        postgresql_where=_FREE,
+    )
     op.create_index(
         "ix_sandboxes_live_expires_at",
         "sandboxes",
         ["expires_at"],
-        sqlite_where=_LIVE,
-        postgresql_where=_LIVE,
+        sqlite_where=_EXPIRING,
+        postgresql_where=_EXPIRING,
+    )
+    op.create_index(
+        "ix_sandboxes_ending",
+        "sandboxes",
+        ["updated_at"],
+        sqlite_where=_ENDING,
+        postgresql_where=_ENDING,
     )
     op.create_table(
         "broker_tokens",
@@ -72,7 +88,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("broker_tokens")
+    op.drop_index("ix_sandboxes_ending", "sandboxes")
     op.drop_index("ix_sandboxes_live_expires_at", "sandboxes")
-    op.drop_index("ix_sandboxes_status_created_at", "sandboxes")
+    op.drop_index("ix_sandboxes_available", "sandboxes")
     op.drop_index("ux_sandboxes_live_track", "sandboxes")
     op.drop_table("sandboxes")
