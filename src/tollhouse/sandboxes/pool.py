@@ -66,10 +66,18 @@ async def allocate(
     read and the lease in one transaction. The unique index refusing a second lease to a
     track (two of its asks racing) is answered with the lease that won."""
     expires_at = ask_expiry(now, ask.duration, grace)
+    # On Postgres the one statement is atomic on its own: no BEGIN and COMMIT around it,
+    # one round trip instead of three (asyncpg keeps autocommit on the client side).
+    single = engine.dialect.name == "postgresql"
     for _ in range(3):  # a lease released between the refusal and the read: ask again
         try:
-            async with engine.begin() as conn:
-                found = await _held_or_leased(conn, ask, expires_at, now)
+            async with engine.connect() as conn:
+                if single:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    found = await _held_or_leased(conn, ask, expires_at, now)
+                else:
+                    async with conn.begin():
+                        found = await _held_or_leased(conn, ask, expires_at, now)
         except IntegrityError:  # the track won a lease in another request meanwhile
             async with engine.connect() as conn:
                 found = await _held(conn, ask)
