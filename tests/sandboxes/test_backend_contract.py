@@ -11,10 +11,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from tollhouse.sandboxes.runner import Limits
 
 from tollhouse.errors import BadRequest
 from tollhouse.sandboxes.backends import LocalBackend, SandboxBackend, StaticBackend
+from tollhouse.sandboxes.runner import Limits
 
 UID = 200_500 if os.geteuid() == 0 else None
 LIMITS = Limits(wall_seconds=10)
