@@ -75,6 +75,7 @@ class ConversationWorker:
         self._drains: dict[str, asyncio.Task[None]] = {}  # session -> its queue's runner
         self._turns: dict[str, asyncio.Task[None]] = {}  # session -> its running turn
         self._stopping = False
+        self._writes: set[asyncio.Future[None]] = set()
         self._batches: asyncio.Queue[tuple[list[Message], list[asyncio.Future[None]]]] = (
             asyncio.Queue()
         )
@@ -95,6 +96,8 @@ class ConversationWorker:
         for task in every:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._writes:  # a turn's last write, left running by its cancel: let it land
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.close()  # what was not committed goes elsewhere
@@ -251,8 +254,12 @@ class ConversationWorker:
         }
         events.validate(OUTBOUND, event)
         # Shielded: a cancel (of the turn, or of the worker) never cuts a write in half,
-        # which on SQLite would leave the write lock to a connection being torn down.
-        await asyncio.shield(self._record(event))
+        # which on SQLite would leave the write lock to a connection being torn down;
+        # ``stop`` waits for the writes a cancel left running.
+        write = asyncio.ensure_future(self._record(event))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        await asyncio.shield(write)
 
     async def _record(self, event: dict[str, Any]) -> None:
         async with self._engine.begin() as conn:

@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.crypto import SecretBox
 from tollhouse.db.types import UTCDateTime
-from tollhouse.errors import Conflict, NotFound, NotOwner, PoolExhausted, ValidationFailed
+from tollhouse.errors import Conflict, NotFound, NotOwner, PoolExhausted
+from tollhouse.ledger.service import decode_cursor, encode_cursor
 from tollhouse.sandboxes.models import sandboxes
 
 _s = sandboxes.c
@@ -310,7 +311,7 @@ async def page(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Any], str | None]:
-    """Sandboxes oldest first, ``limit`` at a time; the cursor is the last one's id."""
+    """Sandboxes oldest first, ``limit`` at a time, and the next page's cursor."""
     query = select(sandboxes)
     if status is not None:
         query = query.where(_s.status == status)
@@ -318,23 +319,15 @@ async def page(
         query = query.where(_s.backend == backend)
     if track_id is not None:
         query = query.where(_s.track_id == track_id)
-    if cursor is not None:
-        after = (await conn.execute(select(sandboxes).where(_s.id == cursor))).one_or_none()
-        if after is None:  # never a 404: the listing exists, the cursor does not
-            raise ValidationFailed(
-                "cursor: not a next_cursor of this listing (or its sandbox is gone)",
-                param="cursor",
-            )
+    if cursor is not None:  # the same opaque cursor as every listing (time and id)
+        created_at, last_id = decode_cursor(cursor)
         query = query.where(
-            or_(
-                _s.created_at > after.created_at,
-                and_(_s.created_at == after.created_at, _s.id > after.id),
-            )
+            or_(_s.created_at > created_at, and_(_s.created_at == created_at, _s.id > last_id))
         )
     rows = list((await conn.execute(query.order_by(_s.created_at, _s.id).limit(limit + 1))).all())
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, rows[-1].id if more and rows else None
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
 
 
 async def rotate_secrets(conn: AsyncConnection, box: SecretBox) -> int:
