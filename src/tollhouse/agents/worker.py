@@ -31,8 +31,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -45,6 +45,7 @@ from tollhouse.errors import TollhouseError
 from tollhouse.gateway.context import RequestContext
 
 log = logging.getLogger("tollhouse.agents")
+T = TypeVar("T")
 
 INBOUND = "conversation.inbound"
 OUTBOUND = "conversation.outbound"
@@ -75,7 +76,7 @@ class ConversationWorker:
         self._drains: dict[str, asyncio.Task[None]] = {}  # session -> its queue's runner
         self._turns: dict[str, asyncio.Task[None]] = {}  # session -> its running turn
         self._stopping = False
-        self._writes: set[asyncio.Future[None]] = set()
+        self._writes: set[asyncio.Future[Any]] = set()  # database calls under way
         self._batches: asyncio.Queue[tuple[list[Message], list[asyncio.Future[None]]]] = (
             asyncio.Queue()
         )
@@ -96,7 +97,7 @@ class ConversationWorker:
         for task in every:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._writes:  # a turn's last write, left running by its cancel: let it land
+        if self._writes:  # database calls a cancel left running: let them land
             await asyncio.gather(*self._writes, return_exceptions=True)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
@@ -179,9 +180,7 @@ class ConversationWorker:
 
     async def _turn(self, event: dict[str, Any]) -> None:
         session_id, turn_id = event["session_id"], event["event_id"]
-        async with self._engine.connect() as conn:
-            row = await sessions.row(conn, session_id)
-            log_rows = await sessions.after_seq(conn, session_id, 0, 100_000)
+        row, log_rows = await self._guarded(self._read_session(session_id))
         if any(
             r.kind == "assistant_event" and r.type == "done" and r.body.get("turn_id") == turn_id
             for r in log_rows
@@ -222,6 +221,11 @@ class ConversationWorker:
             await self._emit(event, "message", text=stream.text)
         await self._end(event, "done", stream.usage)
 
+    async def _read_session(self, session_id: str) -> tuple[Any, list[Any]]:
+        async with self._engine.connect() as conn:
+            row = await sessions.row(conn, session_id)
+            return row, await sessions.after_seq(conn, session_id, 0, 100_000)
+
     async def _error(self, event: dict[str, Any], code: str, text: str) -> None:
         await self._emit(event, "error", code=code[:64], text=text)
         await self._end(event, "done", None)
@@ -256,10 +260,15 @@ class ConversationWorker:
         # Shielded: a cancel (of the turn, or of the worker) never cuts a write in half,
         # which on SQLite would leave the write lock to a connection being torn down;
         # ``stop`` waits for the writes a cancel left running.
-        write = asyncio.ensure_future(self._record(event))
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
-        await asyncio.shield(write)
+        await self._guarded(self._record(event))
+
+    async def _guarded(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work`` (a database call) run to its end even when the caller is cancelled:
+        a query cut off on aiosqlite finishes in its thread after the loop is gone."""
+        task = asyncio.ensure_future(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
 
     async def _record(self, event: dict[str, Any]) -> None:
         async with self._engine.begin() as conn:
