@@ -22,7 +22,6 @@ from tollhouse.errors import NotFound
 
 _a = agent_sessions.c
 _e = session_events.c
-MAX_PAGE = 1000
 
 
 def new_session_id() -> str:

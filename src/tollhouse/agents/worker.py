@@ -49,7 +49,6 @@ T = TypeVar("T")
 
 INBOUND = "conversation.inbound"
 OUTBOUND = "conversation.outbound"
-TOOL_REQUESTS = "tool.requests"
 GROUP = "conversation"
 _MAX_PENDING = 1000  # events fetched and not yet handled, at most
 
