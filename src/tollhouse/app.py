@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
-import socket
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +24,8 @@ from tollhouse.admin.routes import routes as admin_routes
 from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.agents.routes import routes as session_routes
+from tollhouse.agents.setup import ROLES, start_workers
 from tollhouse.agents.stream import OutboundListener, SessionFeed
-from tollhouse.agents.worker import ConversationWorker
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
 from tollhouse.bus.backends import EventBus
@@ -410,18 +407,7 @@ async def _start(
         stack.push_async_callback(upstream.close)
     router = ModelRouter(settings, catalog)
     gateway = Gateway(settings, router, upstreams, recorder, metrics, admission, policies)
-    if settings.agent_worker_in_process:
-        worker = ConversationWorker(
-            engine,
-            bus,
-            gateway,
-            lambda key_id: admission.snapshot.keys_by_id.get(key_id),
-            settings,
-            name=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-        )
-        await worker.start()
-        stack.push_async_callback(worker.stop)
-    return Services(
+    services = Services(
         settings=settings,
         auth_throttle=throttle,
         metrics=metrics,
@@ -443,6 +429,9 @@ async def _start(
         credit_sweeper=sweeper,
         balance_watch=watch,
     )
+    if settings.agent_worker_in_process:
+        await start_workers(services, ROLES, stack)
+    return services
 
 
 async def _stopped(recorder: UsageRecorder, timeout_s: float) -> None:

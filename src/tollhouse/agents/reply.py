@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 
@@ -33,6 +34,11 @@ class ChatStream:
     usage: dict[str, Any] | None = None
     finish: str | None = None
     _buffer: bytes = b""
+
+    @property
+    def failed(self) -> str | None:
+        """Why the stream is not a whole reply (``None``: it is)."""
+        return None if self.finish is not None else "the model's stream ended before its end"
 
     def feed(self, data: bytes) -> Iterator[str]:
         """Take bytes of the stream; yield each piece of text as it completes."""
@@ -69,3 +75,36 @@ class ChatStream:
                 self.finish = choice["finish_reason"]
         self.text += piece
         return piece
+
+
+@dataclass(slots=True)
+class Usage:
+    """What the model calls of one turn used, all steps together."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal | None = None
+    calls: int = 0
+
+    def add(self, usage: dict[str, Any] | None) -> None:
+        self.calls += 1
+        if not usage:
+            return
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(name)
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        if usage.get("cost") is not None:
+            self.cost = (self.cost or Decimal(0)) + Decimal(str(usage["cost"]))
+
+    def event(self) -> dict[str, Any] | None:
+        """The ``usage`` of the turn's ``done`` event."""
+        if not self.calls:
+            return None
+        found: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+        if self.cost is not None:
+            found["cost"] = str(self.cost)
+        return found

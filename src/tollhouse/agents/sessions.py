@@ -114,6 +114,14 @@ async def append(
     return int(seq)
 
 
+async def lock(conn: AsyncConnection, session_id: str) -> None:
+    """Take the session's row for the rest of the transaction (a write, so SQLite's lock
+    too): a check made after it cannot race another writer of the session."""
+    await conn.execute(
+        update(agent_sessions).where(_a.id == session_id).values(updated_at=datetime.now(UTC))
+    )
+
+
 async def set_status(conn: AsyncConnection, session_id: str, status: str) -> None:
     await conn.execute(
         update(agent_sessions)
@@ -149,3 +157,34 @@ async def after_seq(conn: AsyncConnection, session_id: str, seq: int, limit: int
     """The session's events after ``seq``, oldest first."""
     query = select(session_events).where(_e.session_id == session_id, _e.seq > seq)
     return list((await conn.execute(query.order_by(_e.seq).limit(limit))).all())
+
+
+async def result_of(conn: AsyncConnection, session_id: str, call_id: str) -> dict[str, Any] | None:
+    """The logged result of a tool call (the first, were there two), or ``None``."""
+    rows = await conn.execute(
+        select(_e.body)
+        .where(_e.session_id == session_id, _e.kind == "tool_result")
+        .order_by(_e.seq)
+    )
+    for (body,) in rows:
+        if body.get("call_id") == call_id:
+            found: dict[str, Any] = body
+            return found
+    return None
+
+
+async def answered_calls(conn: AsyncConnection, session_id: str) -> set[str]:
+    """The ids of the session's tool calls that have a result."""
+    rows = await conn.execute(
+        select(_e.body).where(_e.session_id == session_id, _e.kind == "tool_result")
+    )
+    return {body["call_id"] for (body,) in rows}
+
+
+async def append_result(conn: AsyncConnection, event: dict[str, Any]) -> bool:
+    """Log a tool call's result unless it has one (two executors, or an executor and a
+    timeout, may answer one call): checked under the session's lock."""
+    await lock(conn, event["session_id"])
+    if await result_of(conn, event["session_id"], event["call_id"]) is not None:
+        return False
+    return await append(conn, event["session_id"], "tool_result", event) is not None

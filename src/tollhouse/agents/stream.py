@@ -7,9 +7,10 @@ now), sends what the log holds after it, then waits to be woken and sends what f
 always by the log's ``seq``: a reconnecting client resumes exactly where it stopped,
 and two wake-ups for one event send it once.
 
-Every server follows ``conversation.outbound`` as a listener of its own
-(``OutboundListener``): whichever process the worker runs in, the streams of a session
-on this server are woken when its events are published. A quiet stream sends a
+Every server follows ``conversation.outbound`` and ``tool.results`` as a listener of
+its own (``OutboundListener``): whichever process the workers run in, the streams of a
+session on this server (and a turn waiting there for its tool results) are woken when
+its events are published. A quiet stream sends a
 heartbeat every ``session_heartbeat_s``.
 
 Close codes: **4001** the key is missing, unknown or inactive, **4004** the session (or
@@ -32,12 +33,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from tollhouse.agents import sessions
 from tollhouse.background import woken
 from tollhouse.bus.backends import EventBus, Subscription
+from tollhouse.bus.events import OUTBOUND, TOOL_RESULTS
 from tollhouse.errors import NotFound, TollhouseError
 from tollhouse.web.responses import rfc3339
 
 log = logging.getLogger("tollhouse.agents")
 
-OUTBOUND = "conversation.outbound"
 CLOSE_AUTH = 4001
 CLOSE_UNKNOWN = 4004
 _PAGE = 500
@@ -67,38 +68,42 @@ class SessionFeed:
 
 
 class OutboundListener:
-    """This server's listener on ``conversation.outbound``: wakes the feed."""
+    """This server's listener on ``conversation.outbound`` and ``tool.results``: wakes
+    the feed of each session an event is published for."""
 
     def __init__(self, bus: EventBus, feed: SessionFeed) -> None:
         self._bus = bus
         self._feed = feed
         self._group = f"streams-{uuid.uuid4().hex[:12]}"
-        self._task: asyncio.Task[None] | None = None
-        self._subscription: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
-        self._subscription = await self._bus.subscribe(
-            OUTBOUND, self._group, "listener", listener=True
-        )
-        self._task = asyncio.create_task(self._listen(), name="tollhouse-session-listener")
+        for n, topic in enumerate((OUTBOUND, TOOL_RESULTS)):
+            subscription = await self._bus.subscribe(
+                topic, f"{self._group}-{n}", "listener", listener=True
+            )
+            self._subscriptions.append(subscription)
+            self._tasks.append(
+                asyncio.create_task(self._listen(subscription), name=f"tollhouse-{topic}-listener")
+            )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._subscription is not None:
+                await task
+        for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
-                await self._subscription.close()
+                await subscription.close()
 
-    async def _listen(self) -> None:
-        assert self._subscription is not None
+    async def _listen(self, subscription: Subscription) -> None:
         while True:
             try:
-                batch = await self._subscription.fetch(max_count=500, timeout_s=5.0)
+                batch = await subscription.fetch(max_count=500, timeout_s=5.0)
                 for message in batch:
                     self._feed.notify(message.key)
-                await self._subscription.commit(batch)
+                await subscription.commit(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the bus is away: streams still catch up on their heartbeat

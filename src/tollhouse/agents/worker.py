@@ -36,10 +36,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tollhouse.agents import history, sessions
-from tollhouse.agents.reply import ChatStream
+from tollhouse.agents import history, sessions, tools
+from tollhouse.agents.executor import record_result
+from tollhouse.agents.reply import ChatStream, Usage
+from tollhouse.agents.stream import SessionFeed
+from tollhouse.background import woken
 from tollhouse.bus import events
 from tollhouse.bus.backends import EventBus, Message, Subscription
+from tollhouse.bus.events import INBOUND, OUTBOUND, TOOL_REQUESTS, TOOL_RESULTS
 from tollhouse.config import Settings
 from tollhouse.errors import TollhouseError
 from tollhouse.gateway.context import RequestContext
@@ -47,10 +51,13 @@ from tollhouse.gateway.context import RequestContext
 log = logging.getLogger("tollhouse.agents")
 T = TypeVar("T")
 
-INBOUND = "conversation.inbound"
-OUTBOUND = "conversation.outbound"
 GROUP = "conversation"
 _MAX_PENDING = 1000  # events fetched and not yet handled, at most
+
+
+class _Failed(Exception):
+    def __init__(self, code: str, text: str) -> None:
+        self.code, self.text = code, text
 
 
 class ConversationWorker:
@@ -62,8 +69,11 @@ class ConversationWorker:
         keys: Callable[[str], Any],
         settings: Settings,
         name: str,
+        feed: SessionFeed,
     ) -> None:
         self._engine = engine
+        self._feed = feed  # woken when a session's tool results are published
+        self._tools = tools.offered(settings)
         self._bus = bus
         self._gateway = gateway  # tollhouse.gateway.Gateway: handle(endpoint, body, ctx, key)
         self._keys = keys  # key id -> the key as admission knows it now (None: gone)
@@ -180,66 +190,163 @@ class ConversationWorker:
     async def _turn(self, event: dict[str, Any]) -> None:
         session_id, turn_id = event["session_id"], event["event_id"]
         row, log_rows = await self._guarded(self._read_session(session_id))
-        if any(
-            r.kind == "assistant_event" and r.type == "done" and r.body.get("turn_id") == turn_id
-            for r in log_rows
-        ):
+        mine = [
+            r for r in log_rows if r.kind == "assistant_event" and r.body.get("turn_id") == turn_id
+        ]
+        if any(r.type == "done" for r in mine):
             return  # answered already: this message was delivered again
         key = self._keys(row.key_id) if row.key_id else None
         if key is None:
             await self._error(event, "key_unavailable", "the session's key is gone or revoked")
             return
+        step, calls = _resume(mine)
+        if step is None:  # its last step answered in text and only its end is missing
+            await self._end(event, "done", None)
+            return
+        used = Usage()
+        settings = self._settings
+        while True:
+            if calls:
+                await self._await_results(event, row.key_id, calls)
+            if step >= settings.agent_max_steps:
+                await self._error(
+                    event,
+                    "step_limit",
+                    f"the turn made {step} model calls: agent_max_steps",
+                    used.event(),
+                )
+                return
+            if step:
+                log_rows = (await self._guarded(self._read_session(session_id)))[1]
+            try:
+                stream = await self._model(event, key, log_rows, step)
+            except _Failed as failed:  # refused, or the provider failed: the turn ends
+                await self._error(event, failed.code, failed.text, used.event())
+                return
+            used.add(stream.usage)
+            if stream.text:
+                await self._emit(event, "message", text=stream.text, step=step)
+            calls = []
+            for call in stream.calls.values():
+                found = {"call_id": call.id, "tool": call.name, "arguments": call.parsed()}
+                await self._emit(event, "tool_call", step=step, **found)
+                calls.append(found)
+            if not calls:
+                await self._end(event, "done", used.event())
+                return
+            step += 1
+
+    async def _model(
+        self, event: dict[str, Any], key: Any, log_rows: list[Any], step: int
+    ) -> ChatStream:
+        """One model call of the turn through the gateway, its text streamed as deltas;
+        ``_Failed`` when it was refused or failed."""
         settings = self._settings
         body: dict[str, Any] = {
             "model": settings.agent_model,
-            "messages": history.messages(log_rows, settings.agent_system_prompt),
+            "messages": history.messages(
+                log_rows, settings.agent_system_prompt, _seq_of(log_rows, event["event_id"])
+            ),
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": settings.agent_max_tokens,
         }
+        if self._tools:
+            body["tools"] = self._tools
         try:
             reply = await self._gateway.handle("chat", body, RequestContext(), key)
         except TollhouseError as exc:
-            await self._error(event, exc.code, exc.message)
-            return
+            raise _Failed(exc.code, exc.message) from None
         stream = ChatStream()
         assert reply.stream is not None
+        failed: str | None = None
         try:
             async for data in reply.stream:
                 for piece in stream.feed(data):
-                    await self._emit(event, "delta", text=piece)
+                    await self._emit(event, "delta", text=piece, step=step)
+        except TollhouseError as exc:  # the provider failed mid-stream
+            failed = exc.message
         finally:
             closer = getattr(reply.stream, "aclose", None)
             if closer is not None:
                 await closer()
-        for call in stream.calls.values():
-            await self._emit(
-                event, "tool_call", call_id=call.id, tool=call.name, arguments=call.parsed()
-            )
-        if stream.text:
-            await self._emit(event, "message", text=stream.text)
-        await self._end(event, "done", stream.usage)
+        failed = failed or stream.failed
+        if failed is not None:
+            raise _Failed("upstream_error", failed)
+        return stream
+
+    async def _await_results(
+        self, event: dict[str, Any], key_id: str, calls: list[dict[str, Any]]
+    ) -> None:
+        """Ask the tool executor for the calls without a result, then wait for their
+        results (woken by ``tool.results``, and checking the log each second); a call
+        still without one after ``agent_tool_timeout_s`` is answered ``timeout``."""
+        session_id = event["session_id"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.agent_tool_timeout_s
+        wake = self._feed.watch(session_id)
+        asked = False
+        try:
+            while True:
+                wake.clear()
+                answered = await self._guarded(self._answered(session_id))
+                missing = [c for c in calls if c["call_id"] not in answered]
+                if not missing:
+                    return
+                if not asked:
+                    for call in missing:
+                        await self._bus.publish(
+                            TOOL_REQUESTS,
+                            {
+                                "event_id": events.new_event_id(),
+                                "session_id": session_id,
+                                "key_id": key_id,
+                                "step": 0,
+                                **call,
+                                "created_at": events.now(),
+                            },
+                        )
+                    asked = True
+                left = deadline - loop.time()
+                if left <= 0:
+                    for call in missing:
+                        await self._guarded(self._timed_out(session_id, call))
+                    return
+                await woken(wake, min(left, 1.0))
+        finally:
+            self._feed.unwatch(session_id, wake)
+
+    async def _answered(self, session_id: str) -> set[str]:
+        async with self._engine.connect() as conn:
+            return await sessions.answered_calls(conn, session_id)
+
+    async def _timed_out(self, session_id: str, call: dict[str, Any]) -> None:
+        timeout = self._settings.agent_tool_timeout_s
+        result = {
+            "event_id": events.new_event_id(),
+            "session_id": session_id,
+            "call_id": call["call_id"],
+            "tool": call["tool"],
+            "ok": False,
+            "error": f"timeout: no result within {timeout:g}s (agent_tool_timeout_s)",
+            "created_at": events.now(),
+        }
+        if await record_result(self._engine, result):
+            await self._bus.publish(TOOL_RESULTS, result)
 
     async def _read_session(self, session_id: str) -> tuple[Any, list[Any]]:
         async with self._engine.connect() as conn:
             row = await sessions.row(conn, session_id)
             return row, await sessions.after_seq(conn, session_id, 0, 100_000)
 
-    async def _error(self, event: dict[str, Any], code: str, text: str) -> None:
+    async def _error(
+        self, event: dict[str, Any], code: str, text: str, usage: dict[str, Any] | None = None
+    ) -> None:
         await self._emit(event, "error", code=code[:64], text=text)
-        await self._end(event, "done", None)
+        await self._end(event, "done", usage)
 
     async def _end(self, event: dict[str, Any], kind: str, usage: dict[str, Any] | None) -> None:
-        extra: dict[str, Any] = {}
-        if usage:
-            found = {
-                name: usage[name]
-                for name in ("prompt_tokens", "completion_tokens")
-                if isinstance(usage.get(name), int)
-            }
-            if usage.get("cost") is not None:
-                found["cost"] = str(usage["cost"])
-            extra["usage"] = found
+        extra: dict[str, Any] = {"usage": usage} if usage else {}
         if kind == "cancelled":
             await self._emit(event, "cancelled")
             kind = "done"
@@ -274,3 +381,25 @@ class ConversationWorker:
             written = await sessions.append(conn, event["session_id"], "assistant_event", event)
         if written is not None:
             await self._bus.publish(OUTBOUND, event)
+
+
+def _resume(mine: list[Any]) -> tuple[int | None, list[dict[str, Any]]]:
+    """Where a turn picks up from its own events in the log: the next step and the
+    calls of the last one (they may still need their results). ``None``: its last step
+    answered in text, and only its end is missing. A fresh turn starts at step 0."""
+    called = [r.body for r in mine if r.type == "tool_call"]
+    if not called:
+        return (None, []) if any(r.type == "message" for r in mine) else (0, [])
+    last = max(int(c.get("step", 0)) for c in called)
+    if any(r.type == "message" and int(r.body.get("step", 0)) > last for r in mine):
+        return None, []
+    calls = [
+        {"call_id": c["call_id"], "tool": c["tool"], "arguments": c.get("arguments") or {}}
+        for c in called
+        if int(c.get("step", 0)) == last
+    ]
+    return last + 1, calls
+
+
+def _seq_of(rows: list[Any], event_id: str) -> int | None:
+    return next((r.seq for r in rows if r.event_id == event_id), None)

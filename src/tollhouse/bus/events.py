@@ -23,11 +23,15 @@ import jsonschema_rs
 from tollhouse.errors import UnprocessableEvent
 
 KINDS = ("conversation_event", "assistant_event", "tool_request", "tool_result")
+INBOUND = "conversation.inbound"
+OUTBOUND = "conversation.outbound"
+TOOL_REQUESTS = "tool.requests"
+TOOL_RESULTS = "tool.results"
 TOPICS: dict[str, str] = {
-    "conversation.inbound": "conversation_event",
-    "conversation.outbound": "assistant_event",
-    "tool.requests": "tool_request",
-    "tool.results": "tool_result",
+    INBOUND: "conversation_event",
+    OUTBOUND: "assistant_event",
+    TOOL_REQUESTS: "tool_request",
+    TOOL_RESULTS: "tool_result",
 }
 
 

@@ -21,6 +21,12 @@ from tollhouse.windows import zone
 # Shortest admin key and webhook secret accepted: guessing 32 random characters is out of
 # reach, and the length check catches a value cut short by quoting or a stray comma.
 MIN_SECRET_LENGTH = 32
+AGENT_TOOLS = ("echo", "http_get", "python", "shell")
+
+
+def names(value: str) -> list[str]:
+    """The items of a comma-separated setting, trimmed, empty ones dropped."""
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 class Settings(_Frozen):
@@ -373,8 +379,59 @@ class Settings(_Frozen):
     )
     agent_worker_in_process: bool = Field(
         default=True,
-        description="Run the conversation worker in every `tollhouse serve` process (with "
-        "the memory bus it can run nowhere else).",
+        description="Run the conversation worker and the tool executor in every "
+        "`tollhouse serve` process (with the memory bus they can run nowhere else).",
+    )
+    agent_max_steps: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Model calls one turn may make (each tool round is one more); past it "
+        "the turn ends with a `step_limit` error.",
+    )
+    agent_tools: str = Field(
+        default="echo,http_get,python,shell",
+        description="Comma-separated tools offered to the model: `echo`, `http_get`, "
+        "`python`, `shell` (empty: none).",
+    )
+    agent_tool_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="How long a turn waits for its tool results; a call still without one "
+        "is answered with a `timeout` error.",
+    )
+    agent_http_allow_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts `http_get` may reach (`.example.com` also "
+        "matches its subdomains; empty: none).",
+    )
+    agent_http_max_kb: int = Field(
+        default=256, ge=1, le=65536, description="Most of a response `http_get` returns, KiB."
+    )
+    agent_http_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Time limit of one `http_get`, seconds."
+    )
+    agent_sandbox_minutes: float = Field(
+        default=30.0,
+        gt=0,
+        le=1440,
+        description="Lease of the sandbox a session's `python` and `shell` calls run in "
+        "(one per session, leased at its first such call).",
+    )
+    agent_persona_token_budgets: dict[str, int] = Field(
+        default_factory=dict,
+        description="Tokens (prompt + completion) a tenant's sessions of a persona may use "
+        "per `agent_budget_window` (`{persona_id: tokens}`; `*` for any persona).",
+    )
+    agent_tenant_token_budget: int = Field(
+        default=0,
+        ge=0,
+        description="Tokens a tenant's sessions may use per `agent_budget_window`, all "
+        "personas together (0: no limit).",
+    )
+    agent_budget_window: Literal["hour", "day", "month"] = Field(
+        default="day", description="The window of the agent token budgets."
     )
     session_heartbeat_s: float = Field(
         default=15.0,
@@ -467,6 +524,22 @@ class Settings(_Frozen):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("agent_tools")
+    @classmethod
+    def _tools(cls, value: str) -> str:
+        unknown = [n for n in names(value) if n not in AGENT_TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tool {unknown[0]!r}; known: {', '.join(AGENT_TOOLS)}")
+        return value
+
+    @field_validator("agent_persona_token_budgets")
+    @classmethod
+    def _budgets(cls, value: dict[str, int]) -> dict[str, int]:
+        for persona, tokens in value.items():
+            if tokens < 0 or not 1 <= len(persona) <= 128:
+                raise ValueError(f"{persona!r}: a persona id (1-128 characters) and tokens >= 0")
         return value
 
     @field_validator("policy_time_zone")

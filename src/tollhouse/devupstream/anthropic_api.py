@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .content import Reply, ToolSpec, asks_for_tool, compose, content_text
+from .content import Reply, ToolSpec, asks_for_tool, choose_tool, compose, content_text
 from .errors import BadRequest
 from .frames import IdSource, JsonBody, Outcome, StreamBody, sse_event
 from .openai_api import MODEL_IDS
@@ -166,5 +166,5 @@ def _tool(request: Mapping[str, Any], turns: list[dict[str, Any]]) -> ToolSpec |
                 return spec
         raise BadRequest(f"tool_choice names unknown tool {name!r}", "tool_choice")
     if kind == "any" or asks_for_tool(turns):
-        return specs[0]
+        return choose_tool(specs, turns)
     return None

@@ -13,7 +13,12 @@ formats, so nothing here reads a clock or a random source. The rules, also state
   and this count stays below that bound for every request.
 - Tool calls: when the request offers tools and the last message is a user message
   mentioning "weather" (or tool choice forces a call), the reply calls the first (or
-  the named) tool with arguments filled from its JSON schema.
+  the named) tool with arguments filled from its JSON schema. A user message asking to
+  "calculate" an arithmetic expression calls the tool named ``python`` when one is
+  offered, with ``{"code": "print(<expression>)"}``.
+- After a tool's result (an OpenAI ``tool`` message, or an Anthropic user turn of
+  ``tool_result`` blocks) the reply is ``The result is <the result's text>.``, cut to
+  the usual length: an agent loop ends with the tool's answer in the text.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +37,8 @@ import orjson
 DEFAULT_REPLY_TOKENS = 16
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 TOOL_TRIGGER = "weather"
+CALCULATOR = "python"  # the tool a "calculate …" message calls, when it is offered
+_CALCULATE = re.compile(r"\bcalculate\s+([-(]*[0-9][0-9+\-*/(). ]*)", re.IGNORECASE)
 
 WORDS: tuple[str, ...] = (
     "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit",
@@ -101,14 +109,18 @@ def reply_words(seed_text: str, limit: int | None) -> tuple[tuple[str, ...], boo
     return pieces, limit is not None and limit < DEFAULT_REPLY_TOKENS
 
 
-def tool_call(tool: ToolSpec, seed_text: str, limit: int | None) -> ToolCall:
-    """Call ``tool`` with schema-shaped arguments, in at most ``limit`` fragments.
+def tool_call(
+    tool: ToolSpec, seed_text: str, limit: int | None, given: Mapping[str, Any] | None = None
+) -> ToolCall:
+    """Call ``tool`` with ``given`` arguments, else schema-shaped ones, in at most
+    ``limit`` fragments.
 
     The fragment count is the completion token count, so it never exceeds the
     request's ``max_tokens``: the gateway reserves output by that bound.
     """
     seed = seed_of(seed_text)
-    arguments = orjson.dumps(_arguments(tool.schema, seed)).decode()
+    chosen = dict(given) if given is not None else _arguments(tool.schema, seed)
+    arguments = orjson.dumps(chosen).decode()
     pieces = max(1, math.ceil(len(arguments) / _FRAGMENT_CHARS))
     if limit is not None:
         pieces = min(pieces, limit)
@@ -189,11 +201,43 @@ def prompt_tokens(messages: Sequence[Mapping[str, Any]], system: str = "") -> in
 
 
 def asks_for_tool(messages: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether the last message is a user turn whose own text mentions the trigger."""
+    """Whether the last message is a user turn whose own text mentions the trigger or
+    asks for a calculation."""
     last = messages[-1]
     if last.get("role") != "user":
         return False
-    return TOOL_TRIGGER in content_text(last.get("content"), tool_results=False).lower()
+    text = content_text(last.get("content"), tool_results=False)
+    return TOOL_TRIGGER in text.lower() or calculation(messages) is not None
+
+
+def calculation(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """The expression a last user turn asks to calculate ("Calculate 2 + 2" -> "2 + 2")."""
+    last = messages[-1]
+    if last.get("role") != "user":
+        return None
+    found = _CALCULATE.search(content_text(last.get("content"), tool_results=False))
+    return found.group(1).strip(" .") if found is not None else None
+
+
+def choose_tool(specs: Sequence[ToolSpec], messages: Sequence[Mapping[str, Any]]) -> ToolSpec:
+    """The tool a triggered turn calls: the calculator for a calculation, else the first."""
+    if calculation(messages) is not None:
+        for spec in specs:
+            if spec.name == CALCULATOR:
+                return spec
+    return specs[0]
+
+
+def tool_result(message: Mapping[str, Any]) -> str | None:
+    """The text of a tool's result the message carries (``None``: it carries none)."""
+    if message.get("role") == "tool":
+        return content_text(message.get("content"), tool_results=True)
+    content = message.get("content")
+    if message.get("role") == "user" and isinstance(content, list):
+        results = [p for p in content if isinstance(p, dict) and p.get("type") == "tool_result"]
+        if results:
+            return "\n".join(content_text(p.get("content"), tool_results=True) for p in results)
+    return None
 
 
 def compose(
@@ -206,9 +250,24 @@ def compose(
     seed_text = message_text(messages[-1])
     tokens = prompt_tokens(messages, system)
     if tool is not None:
-        return Reply((), tool_call(tool, seed_text, limit), False, tokens)
-    pieces, truncated = reply_words(seed_text, limit)
+        expression = calculation(messages) if tool.name == CALCULATOR else None
+        given = {"code": f"print({expression})"} if expression is not None else None
+        return Reply((), tool_call(tool, seed_text, limit, given), False, tokens)
+    result = tool_result(messages[-1])
+    if result is not None:
+        pieces, truncated = answer_words(result, limit)
+    else:
+        pieces, truncated = reply_words(seed_text, limit)
     return Reply(pieces, None, truncated, tokens)
+
+
+def answer_words(result: str, limit: int | None) -> tuple[tuple[str, ...], bool]:
+    """``The result is <result>.`` as pieces, cut like any reply."""
+    words = f"The result is {' '.join(result.split()) or 'empty'}.".split(" ")
+    natural = min(len(words), DEFAULT_REPLY_TOKENS)
+    count = natural if limit is None else min(natural, limit)
+    pieces = tuple(word if i == 0 else " " + word for i, word in enumerate(words[:count]))
+    return pieces, count < natural  # cut by ``max_tokens``, as ``finish_reason`` tells
 
 
 def embedding(data: bytes, dimensions: int) -> list[float]:

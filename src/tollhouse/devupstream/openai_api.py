@@ -17,6 +17,7 @@ from .content import (
     Reply,
     ToolSpec,
     asks_for_tool,
+    choose_tool,
     compose,
     embedding,
     embedding_base64,
@@ -178,7 +179,7 @@ def _tool(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> ToolSpe
                 return spec
         raise BadRequest(f"tool_choice names unknown function {name!r}", "tool_choice")
     if choice == "required" or asks_for_tool(messages):
-        return specs[0]
+        return choose_tool(specs, messages)
     return None
 
 

@@ -64,12 +64,36 @@ class Broker:
         idempotency_key: str | None,
         purpose: str = "lab",
     ) -> pool.Leased:
+        """A track's lease, asked with a broker token."""
+        return await self.lease(
+            self._principal(token),
+            track_id,
+            hours,
+            purpose,
+            token_id=token.id,
+            idempotency_key=idempotency_key,
+        )
+
+    async def lease(
+        self,
+        who: Who,
+        track_id: str,
+        hours: float | None,
+        purpose: str,
+        *,
+        token_id: str | None = None,
+        idempotency_key: str | None = None,
+        backend: str | None = None,
+    ) -> pool.Leased:
+        """The choke point of every lease: the ``sandbox.allocate`` decision for ``who``
+        (a track's token, or the key of an agent session whose tool needs a sandbox),
+        then the pool's one-statement lease."""
         started = time.perf_counter()
         settings = self._settings
         hours = settings.sandbox_lab_hours if hours is None else hours
         request = sandbox_request(track=track_id, purpose=purpose, lab_minutes=round(hours * 60))
         decision = await self._policies.decide(
-            "sandbox.allocate", self._principal(token), request, sandbox_resource(backend="")
+            "sandbox.allocate", who, request, sandbox_resource(backend=backend or "")
         )
         if not decision.allowed:
             raise PolicyDenied(
@@ -80,8 +104,9 @@ class Broker:
             track_id=track_id,
             duration=timedelta(hours=hours),
             purpose=purpose,
-            token_id=token.id,
+            token_id=token_id,
             idempotency_key=idempotency_key,
+            backend=backend,
         )
         grace = timedelta(minutes=settings.sandbox_grace_minutes)
         try:
