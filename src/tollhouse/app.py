@@ -315,6 +315,17 @@ def create_app(settings: Settings) -> Tollhouse:
     )
 
 
+@contextlib.asynccontextmanager
+async def services_running(settings: Settings) -> AsyncIterator[Services]:
+    """Every resource of the service started, without serving HTTP (``tollhouse worker``
+    runs its agent workers on them); stopped on exit."""
+    throttle = FailureThrottle(settings.admin_failures_per_minute)
+    async with contextlib.AsyncExitStack() as stack:
+        services = await _start(settings, throttle, load_catalog(), Metrics(), stack)
+        services.ready = True
+        yield services
+
+
 async def _start(
     settings: Settings,
     throttle: FailureThrottle,

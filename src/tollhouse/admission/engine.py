@@ -333,6 +333,11 @@ class Admission:
 
     # -- background -------------------------------------------------------------------
 
+    async def catch_up(self) -> None:
+        """Reload the snapshot if the store's version moved (a key another replica just
+        made is found without waiting for the next poll)."""
+        await self._poll()
+
     async def _poll(self) -> None:
         if self.snapshot.version < 0:
             await self.reload()

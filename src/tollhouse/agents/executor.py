@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,7 +53,7 @@ class ToolExecutor:
         bus: EventBus,
         policies: PolicyGate,
         toolbox: Toolbox,
-        keys: Callable[[str], Any],
+        keys: Callable[[str], Awaitable[Any]],
         name: str,
     ) -> None:
         self._engine = engine
@@ -138,7 +138,7 @@ class ToolExecutor:
         tool, arguments = request["tool"], request["arguments"]
         if not self._toolbox.enabled(tool):
             return Result(False, error=f"unknown_tool: {tool!r} is not offered here")
-        key = self._keys(request["key_id"]) if request.get("key_id") else None
+        key = await self._keys(request["key_id"]) if request.get("key_id") else None
         if key is None:
             return Result(False, error="key_unavailable: the session's key is gone or revoked")
         who = self._policies.who(key)

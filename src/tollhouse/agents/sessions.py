@@ -188,3 +188,21 @@ async def append_result(conn: AsyncConnection, event: dict[str, Any]) -> bool:
     if await result_of(conn, event["session_id"], event["call_id"]) is not None:
         return False
     return await append(conn, event["session_id"], "tool_result", event) is not None
+
+
+async def unanswered(conn: AsyncConnection, since: datetime, limit: int) -> list[dict[str, Any]]:
+    """Client messages written since ``since`` whose turn has no end in the log, oldest
+    first (what a memory bus forgot when its process died)."""
+    ended = await conn.execute(
+        select(_e.body).where(
+            _e.kind == "assistant_event", _e.type == "done", _e.created_at >= since
+        )
+    )
+    done = {body.get("turn_id") for (body,) in ended}
+    asked = await conn.execute(
+        select(_e.body)
+        .where(_e.kind == "conversation_event", _e.type == "message", _e.created_at >= since)
+        .order_by(_e.created_at, _e.seq)
+        .limit(limit)
+    )
+    return [body for (body,) in asked if body["event_id"] not in done]

@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -61,8 +62,19 @@ async def start_workers(
     """Start the workers of ``roles``, each stop on ``stack``."""
     admission = services.admission
 
-    def keys(key_id: str) -> Any:  # the key as admission knows it now (None: gone)
-        return admission.snapshot.keys_by_id.get(key_id)
+    async def keys(key_id: str) -> Any:
+        """The key as admission knows it now (``None``: gone, revoked or expired); a key this
+        process has not seen yet (made on another replica since its last poll) is looked
+        for again after catching up."""
+        found = admission.snapshot.keys_by_id.get(key_id)
+        if found is None:
+            await admission.catch_up()
+            found = admission.snapshot.keys_by_id.get(key_id)
+        if found is None or not found.is_active:
+            return None
+        if found.expires_at is not None and found.expires_at <= datetime.now(UTC):
+            return None  # what ``authenticate`` refuses, the workers do not use either
+        return found
 
     started: list[ConversationWorker | ToolExecutor] = []
     for role in roles:

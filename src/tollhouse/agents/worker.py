@@ -31,7 +31,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,6 +54,7 @@ T = TypeVar("T")
 
 GROUP = "conversation"
 _MAX_PENDING = 1000  # events fetched and not yet handled, at most
+_RECOVER = timedelta(days=1)  # how far back a memory bus's lost messages are looked for
 
 
 class _Failed(Exception):
@@ -66,7 +68,7 @@ class ConversationWorker:
         engine: AsyncEngine,
         bus: EventBus,
         gateway: Any,
-        keys: Callable[[str], Any],
+        keys: Callable[[str], Awaitable[Any]],
         settings: Settings,
         name: str,
         feed: SessionFeed,
@@ -93,10 +95,24 @@ class ConversationWorker:
 
     async def start(self) -> None:
         self._subscription = await self._bus.subscribe(INBOUND, GROUP, self._name)
+        if self._bus.name == "memory":
+            await self._recover()
         self._tasks = [
             asyncio.create_task(self._read(), name="tollhouse-agent-reader"),
             asyncio.create_task(self._commit(), name="tollhouse-agent-committer"),
         ]
+
+    async def _recover(self) -> None:
+        """The memory bus dies with its process, and what it held with it: the messages
+        of the last day still without an answer are taken up again, in order (a turn cut
+        short resumes from its last step). The memory bus serves one server process."""
+        since = datetime.now(UTC) - _RECOVER
+        async with self._engine.connect() as conn:
+            pending = await sessions.unanswered(conn, since, _MAX_PENDING)
+        for event in pending:
+            self._dispatch(event)
+        if pending:
+            log.warning("unanswered messages taken up again", extra={"count": len(pending)})
 
     async def stop(self) -> None:
         self._stopping = True  # a turn cut short now is run again elsewhere, not cancelled
@@ -195,7 +211,7 @@ class ConversationWorker:
         ]
         if any(r.type == "done" for r in mine):
             return  # answered already: this message was delivered again
-        key = self._keys(row.key_id) if row.key_id else None
+        key = await self._keys(row.key_id) if row.key_id else None
         if key is None:
             await self._error(event, "key_unavailable", "the session's key is gone or revoked")
             return

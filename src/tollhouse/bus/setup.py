@@ -19,7 +19,13 @@ def bus_from_settings(settings: Settings) -> EventBus:
             raise ConfigError("bus_backend: redis needs redis_url")
         from tollhouse.bus.redis import RedisBus  # the optional redis extra
 
-        return RedisBus(settings.redis_url, partitions=partitions, max_len=max_len, lease_s=lease_s)
+        return RedisBus(
+            settings.redis_url,
+            namespace=settings.bus_namespace,
+            partitions=partitions,
+            max_len=max_len,
+            lease_s=lease_s,
+        )
     if settings.bus_backend == "kafka":
         if not settings.bus_kafka_bootstrap:
             raise ConfigError("bus_backend: kafka needs bus_kafka_bootstrap")
@@ -30,7 +36,11 @@ def bus_from_settings(settings: Settings) -> EventBus:
                 "bus_backend: kafka needs the kafka extra: pip install 'tollhouse[kafka]'"
             ) from None
         bus: EventBus = KafkaBus(
-            settings.bus_kafka_bootstrap, partitions=partitions, max_len=max_len, lease_s=lease_s
+            settings.bus_kafka_bootstrap,
+            namespace=settings.bus_namespace,
+            partitions=partitions,
+            max_len=max_len,
+            lease_s=lease_s,
         )
         return bus
     return MemoryBus(partitions=partitions, max_len=max_len, lease_s=lease_s)

@@ -448,6 +448,12 @@ class Settings(_Frozen):
         default=None,
         description="Kafka bootstrap servers (`host:port,…`) for `bus_backend: kafka`.",
     )
+    bus_namespace: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_-]{0,64}$",
+        description="Prefix of the bus's topics and groups (Kafka `<namespace>.<topic>`, "
+        "Redis `tollhouse:<namespace>:…`), for deployments sharing one broker.",
+    )
     bus_partitions: int = Field(
         default=8,
         ge=1,
