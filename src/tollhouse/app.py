@@ -23,6 +23,7 @@ from tollhouse.admin.auth import FailureThrottle, require_admin
 from tollhouse.admin.routes import routes as admin_routes
 from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
+from tollhouse.agents.outbox import Redrive
 from tollhouse.agents.routes import routes as session_routes
 from tollhouse.agents.setup import ROLES, start_workers
 from tollhouse.agents.stream import OutboundListener, SessionFeed
@@ -388,6 +389,9 @@ async def _start(
     listener = OutboundListener(bus, feed)
     await listener.start()
     stack.push_async_callback(listener.stop)
+    redrive = Redrive(engine, bus, settings.session_outbox_interval_s)  # the sessions' outbox
+    await redrive.start()
+    stack.push_async_callback(redrive.stop)
     sandboxes = Pool(engine, settings, metrics, secret_box)
     limiter = TrackLimiter(settings.sandbox_track_requests_per_minute, redis)
     broker = Broker(engine, settings, metrics, policies, limiter, sandboxes)

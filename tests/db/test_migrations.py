@@ -38,7 +38,7 @@ async def columns(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0011"
+    assert head() == "0012"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):
@@ -67,6 +67,10 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0011"
+    assert "published_at" not in await columns(db_engine, "session_events")
+    assert "ix_session_events_unpublished" not in await indexes(db_engine, "session_events")
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0010"
     assert {"agent_sessions", "session_events"}.isdisjoint(await tables(db_engine))
@@ -159,3 +163,45 @@ async def test_posts_booked_per_request_before_0008_are_linked_to_their_records(
     report = await verify_engine(db_engine)
     [posts] = [d for d in report.differences if d.check == "posts"]
     assert posts.detail == f"missing: {unposted.id}"  # linked, the other still named
+
+
+async def test_session_events_logged_before_0012_count_as_published(db_engine):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert, select
+
+    from tollhouse.agents.models import agent_sessions, session_events
+    from tollhouse.agents.outbox import Redrive
+    from tollhouse.bus.memory import MemoryBus
+
+    await upgrade(db_engine, "0011")
+    now = datetime.now(UTC)
+    session = {"id": "ses_before0012", "tenant_kind": "key", "tenant_id": "vk_1"}
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            insert(agent_sessions).values(
+                **session, status="idle", last_seq=2, created_at=now, updated_at=now
+            )
+        )
+        for seq, kind in ((1, "conversation_event"), (2, "assistant_event")):
+            event = {"event_id": f"evt_before{seq:04d}", "session_id": session["id"]}
+            await conn.execute(
+                insert(session_events).values(
+                    event_id=event["event_id"],
+                    session_id=session["id"],
+                    seq=seq,
+                    kind=kind,
+                    type="message",
+                    body=event,
+                    created_at=now,
+                )
+            )
+    await upgrade(db_engine)
+    async with db_engine.connect() as conn:
+        stamped = dict(
+            (await conn.execute(select(session_events.c.kind, session_events.c.published_at))).all()
+        )
+    assert stamped == {"conversation_event": now, "assistant_event": None}
+    # An upgrade does not send a session's history to the workers again.
+    later = now + timedelta(minutes=1)  # past the redrive's grace
+    assert await Redrive(db_engine, MemoryBus(), interval_s=5).run_once(later) == 0

@@ -5,14 +5,22 @@ calls and their results — is a row of ``session_events`` with the session's ne
 ``seq``: the order a client reads and resumes by (``?after=<event_id>`` finds the seq of
 that event). ``event_id`` is the primary key, so a consumer that sees an event twice
 (the bus delivers at least once) writes it once.
+
+A client's event (``conversation_event``) is also the outbox entry of its publication on
+``conversation.inbound``: ``published_at`` stays NULL until the bus has taken it, and the
+redrive (``agents/outbox.py``) publishes those a failed or interrupted request left. The
+partial index holds only those, so finding them costs nothing however long the log.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Index, String, Table, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, String, Table, UniqueConstraint, text
 
 from tollhouse.db.meta import metadata
 from tollhouse.db.types import UTCDateTime
+
+# The outbox: the client events not yet on the bus (the partial index's condition).
+UNPUBLISHED = "kind = 'conversation_event' AND published_at IS NULL"
 
 agent_sessions = Table(
     "agent_sessions",
@@ -40,5 +48,16 @@ session_events = Table(
     Column("type", String(24), nullable=False),
     Column("body", JSON, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # When a conversation_event went onto the bus (NULL: not yet). Other kinds are
+    # published by the worker that writes them, which runs a turn again rather than
+    # redrive it, so theirs stays NULL and the index below leaves them out.
+    Column("published_at", UTCDateTime()),
     UniqueConstraint("session_id", "seq", name="ux_session_events_seq"),
+    Index(
+        "ix_session_events_unpublished",
+        "session_id",
+        "seq",
+        sqlite_where=text(UNPUBLISHED),
+        postgresql_where=text(UNPUBLISHED),
+    ),
 )

@@ -5,18 +5,23 @@
 log and then published on ``conversation.inbound`` for the conversation worker; messages
 sent while a reply is under way wait their turn (the bus keeps a session's events in
 order: double-texting is ``enqueue``).
+
+The log is the outbox of that publication (``outbox.py``): once the event is committed
+the request answers 200 whether or not the bus took it. A failed publish is logged and
+left to the redrive; a 5xx would tell the client to send again, and the retry would be a
+second message, not the same one.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from tollhouse.agents import sessions
+from tollhouse.agents import outbox, sessions
 from tollhouse.agents.schemas import Accepted, EventPage, EventRead, EventsQuery, MessageBody
 from tollhouse.agents.stream import stream
 from tollhouse.bus import events
@@ -24,8 +29,6 @@ from tollhouse.bus.backends import EventBus
 from tollhouse.errors import AuthenticationFailed
 from tollhouse.web.responses import JSONResponse
 from tollhouse.web.validation import read_model
-
-INBOUND = "conversation.inbound"
 
 
 class Authenticator(Protocol):
@@ -79,9 +82,19 @@ async def post_message(request: Request) -> Response:
             event["attachments"] = [a.given() for a in body.attachments]
         if body.metadata:
             event["metadata"] = dict(body.metadata)
-        await sessions.append(conn, row.id, "conversation_event", event)
-    await services.bus.publish(INBOUND, event)
+        waiting = await _write(conn, event)
+    await outbox.deliver(services.engine, services.bus, waiting)
     return JSONResponse(Accepted(session_id=row.id, event_id=event["event_id"]))
+
+
+async def _write(conn: AsyncConnection, event: dict[str, Any]) -> list[Any]:
+    """Log a client's event; what of its session is to be published now, by seq: the
+    event and any older one still waiting (so that it does not overtake them)."""
+    # Checked before it is written: an event the bus would refuse must not wait in the
+    # outbox for ever after a 200.
+    events.validate(events.INBOUND, event)
+    seq = await sessions.append(conn, event["session_id"], "conversation_event", event)
+    return await outbox.waiting(conn, event["session_id"], through=seq)
 
 
 async def list_events(request: Request) -> Response:
@@ -118,8 +131,8 @@ async def cancel(request: Request) -> Response:
             "key_id": key.scope.id,
             "created_at": events.now(),
         }
-        await sessions.append(conn, session_id, "conversation_event", event)
-    await services.bus.publish(INBOUND, event)
+        waiting = await _write(conn, event)
+    await outbox.deliver(services.engine, services.bus, waiting)
     return JSONResponse(Accepted(session_id=session_id, event_id=event["event_id"]))
 
 

@@ -439,6 +439,9 @@ class Settings(_Frozen):
         le=300,
         description="A session stream with nothing to send sends a heartbeat this often.",
     )
+    session_outbox_interval_s: float = Field(
+        default=5.0, gt=0, le=300, description="How often unpublished session events are redriven."
+    )
     bus_backend: Literal["memory", "redis", "kafka"] = Field(
         default="memory",
         description="Where the agents' events travel: in this process (`memory`), Redis "
