@@ -266,6 +266,12 @@ class ParallelLimited(RateLimited):
     code = "parallel_limit_exceeded"
 
 
+class AgentBudgetExceeded(RateLimited):
+    """An agent session's tenant or persona has used its tokens for the window."""
+
+    code = "agent_budget_exceeded"
+
+
 class TooManyFailures(RateLimited):
     """Too many failed admin-key or signature checks from one address: wait and retry."""
 

@@ -17,6 +17,7 @@ EXPECTED_INDEXES = {
     "ix_usage_records_model_created_at",
     "ix_usage_records_credit_account_id_created_at",
     "ix_usage_records_credit_post",
+    "ix_usage_records_session_id",
 }
 
 
@@ -38,7 +39,7 @@ async def columns(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0012"
+    assert head() == "0013"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):
@@ -67,6 +68,10 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0012"
+    assert {"session_id", "persona_id"}.isdisjoint(await columns(db_engine, "usage_records"))
+    assert "ix_usage_records_session_id" not in await indexes(db_engine, "usage_records")
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0011"
     assert "published_at" not in await columns(db_engine, "session_events")
@@ -148,9 +153,8 @@ async def test_posts_booked_per_request_before_0008_are_linked_to_their_records(
         posted, unposted = (
             usage_record(account, Decimal("0.25"), datetime.now(UTC)) for _ in range(2)
         )
-        rows = [
-            {k: v for k, v in r.row().items() if k != "credit_post"} for r in (posted, unposted)
-        ]
+        later = {"credit_post", "session_id", "persona_id"}  # columns 0007 did not have
+        rows = [{k: v for k, v in r.row().items() if k not in later} for r in (posted, unposted)]
         await conn.execute(insert(usage_records), rows)
         key = f"post:{posted.id}"
         await book(conn, Movement(account, "post", Decimal("-0.25"), key, request_id=posted.id))

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.admission import access, refusals, views
+from tollhouse.admission.agents import AgentBudgets
 from tollhouse.admission.headers import rate_headers
 from tollhouse.admission.meter import (
     Counter,
@@ -97,6 +98,7 @@ class Admission:
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self._plans: dict[str, Plan] = {}
+        self._agents = AgentBudgets(settings)
         # Presented key → its entry, for keys seen since the last reload: spares a hash.
         self._by_value: dict[str, KeyInfo] = {}
 
@@ -213,20 +215,20 @@ class Admission:
             new = {i: new_counter(key.chain, i, key) for i in plan.counters if i not in counters}
             await meter.track(new, datetime.now(UTC))
         now_us = time.time_ns() // 1000
-        amounts = plan.pick((1, estimate.tokens, 1, estimate.cost_nanos))
+        ids, amounts = plan.counters, plan.pick((1, estimate.tokens, 1, estimate.cost_nanos))
+        if ctx.agent is not None and self._agents.any:
+            ids, amounts = await self._with_agent(ctx, key, ids, amounts, estimate.tokens)
         try:
-            outcome = await meter.reserve(
-                ctx.request_id, plan.counters, amounts, now_us, plan.fail_open
-            )
+            outcome = await meter.reserve(ctx.request_id, ids, amounts, now_us, plan.fail_open)
         except MeterUnreachable as exc:
             raise refusals.meter_unreachable(key, exc) from None
         if isinstance(outcome, Refusal):
             counter = outcome.counter
             if counter.kind == "budget" and self._alerts is not None:
                 # A budget that refuses a request has reached 100 %, whatever it settled.
-                ids = (key.scope.id, plan.team_id, plan.customer_id)
+                owners = (key.scope.id, plan.team_id, plan.customer_id)
                 spent = counter.committed
-                self._alerts.budget_reached(ids, counter, spent, spent, refused=True)
+                self._alerts.budget_reached(owners, counter, spent, spent, refused=True)
             error = refusals.over_limit(outcome, estimate.cost_nanos, from_micros(now_us))
             error.headers.update(rate_headers(plan, counters, now_us))
             raise error
@@ -236,6 +238,23 @@ class Admission:
         ctx.customer_id = plan.customer_id
         ctx.credit_account_id = plan.credit_account_id
         return rate_headers(plan, counters, now_us)
+
+    async def _with_agent(
+        self,
+        ctx: RequestContext,
+        key: KeyInfo,
+        ids: tuple[CounterId, ...],
+        amounts: tuple[int, ...],
+        tokens: int,
+    ) -> tuple[tuple[CounterId, ...], tuple[int, ...]]:
+        """The key's counters, then the agent budgets of its session's call."""
+        assert ctx.agent is not None
+        wanted = self._agents.counters(key, ctx.agent)
+        counters = self.meter.counters
+        new = {i: c for i, c in wanted.items() if i not in counters}
+        if new:
+            await self.meter.track(new, datetime.now(UTC))
+        return ids + tuple(wanted), amounts + (tokens,) * len(wanted)
 
     def settle(self, ctx: RequestContext, record: UsageRecord) -> None:
         """Replace the request's reservation by what its record says it consumed."""

@@ -65,6 +65,9 @@ class Counter:
     # The window again, in epoch microseconds; [0, 0) until the first roll.
     start_us: int = 0
     end_us: int = 0
+    # Whose ledger records it counts, when not its scope's: ("agent", "<kind>:<id>[/<persona>]")
+    # for the agent token budgets (admission/agents.py).
+    payer: tuple[str, str] | None = None
 
     def roll(self, now: datetime) -> None:
         """Move to the window containing ``now``; a new window starts with nothing spent."""

@@ -162,6 +162,8 @@ def follow(counters: dict[CounterId, Counter], new: Snapshot) -> None:
         specs[("parallel", key_id)] = info.max_parallel
         owners[("parallel", key_id)] = info.scope
     for counter_id, counter in list(counters.items()):
+        if counter.payer is not None:
+            continue  # an agent budget: its limit is a setting, not the snapshot's
         owner = owners.get(counter_id)
         if owner is not None:
             counter.scope = owner

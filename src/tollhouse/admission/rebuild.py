@@ -54,6 +54,8 @@ def _summed(counter: Counter) -> bool:
 
 
 def _payer(counter: Counter) -> tuple[totals.Payer, str]:
+    if counter.payer is not None:
+        return "agent", counter.payer[1]
     scope = counter.scope
     if counter.kind == "credits":
         assert scope.credit is not None  # a credits counter is built from its account

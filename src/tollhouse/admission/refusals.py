@@ -14,6 +14,7 @@ from datetime import datetime
 from tollhouse.admission.meter import Counter, MeterUnreachable, Refusal
 from tollhouse.admission.snapshot import KeyInfo
 from tollhouse.errors import (
+    AgentBudgetExceeded,
     AuthenticationFailed,
     BudgetExceeded,
     InsufficientCredits,
@@ -114,6 +115,14 @@ def over_limit(refusal: Refusal, cost_nanos: int, now: datetime) -> TollhouseErr
             headers=headers,
         )
     used = counter.committed + counter.reserved
+    if counter.payer is not None:
+        tenant, _, persona = counter.payer[1].partition("/")
+        whose = f"persona {persona!r} of {label}" if persona else label
+        return AgentBudgetExceeded(
+            f"Agent token budget reached for {whose}: {used} of {counter.limit} tokens used"
+            f"{until}; this call needs up to {refusal.amount}. Retry in {retry}s.",
+            headers=headers,
+        )
     what = "Request" if counter.kind == "requests" else "Token"
     return RateLimited(
         f"{what} rate limit reached for {label}: {used} of {counter.limit} "

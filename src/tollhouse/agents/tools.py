@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from tollhouse.config import Settings
-from tollhouse.config.settings import names
+from tollhouse.config.agents import names
 from tollhouse.errors import TollhouseError
 from tollhouse.policies.decide import Who
 

@@ -47,7 +47,7 @@ from tollhouse.bus.backends import EventBus, Message, Subscription
 from tollhouse.bus.events import INBOUND, OUTBOUND, TOOL_REQUESTS, TOOL_RESULTS
 from tollhouse.config import Settings
 from tollhouse.errors import TollhouseError
-from tollhouse.gateway.context import RequestContext
+from tollhouse.gateway.context import AgentCall, RequestContext
 
 log = logging.getLogger("tollhouse.agents")
 T = TypeVar("T")
@@ -235,7 +235,7 @@ class ConversationWorker:
             if step:
                 log_rows = (await self._guarded(self._read_session(session_id)))[1]
             try:
-                stream = await self._model(event, key, log_rows, step)
+                stream = await self._model(event, key, row.persona_id, log_rows, step)
             except _Failed as failed:  # refused, or the provider failed: the turn ends
                 await self._error(event, failed.code, failed.text, used.event())
                 return
@@ -253,7 +253,7 @@ class ConversationWorker:
             step += 1
 
     async def _model(
-        self, event: dict[str, Any], key: Any, log_rows: list[Any], step: int
+        self, event: dict[str, Any], key: Any, persona: str | None, log_rows: list[Any], step: int
     ) -> ChatStream:
         """One model call of the turn through the gateway, its text streamed as deltas;
         ``_Failed`` when it was refused or failed."""
@@ -270,7 +270,8 @@ class ConversationWorker:
         if self._tools:
             body["tools"] = self._tools
         try:
-            reply = await self._gateway.handle("chat", body, RequestContext(), key)
+            ctx = RequestContext(agent=AgentCall(event["session_id"], persona))
+            reply = await self._gateway.handle("chat", body, ctx, key)
         except TollhouseError as exc:
             raise _Failed(exc.code, exc.message) from None
         stream = ChatStream()

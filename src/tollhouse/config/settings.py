@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from tollhouse.config.providers import ModelRoute, PriceOverride, ProviderConfig, _Frozen
+from tollhouse.config.agents import AgentSettings
+from tollhouse.config.providers import ModelRoute, PriceOverride, ProviderConfig
+from tollhouse.config.sandboxes import SandboxSettings
 from tollhouse.config.urls import async_database_url, proxy_list, redact_url
 from tollhouse.crypto import SecretBox
 from tollhouse.errors import ConfigError
@@ -21,15 +23,9 @@ from tollhouse.windows import zone
 # Shortest admin key and webhook secret accepted: guessing 32 random characters is out of
 # reach, and the length check catches a value cut short by quoting or a stray comma.
 MIN_SECRET_LENGTH = 32
-AGENT_TOOLS = ("echo", "http_get", "python", "shell")
 
 
-def names(value: str) -> list[str]:
-    """The items of a comma-separated setting, trimmed, empty ones dropped."""
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
-class Settings(_Frozen):
+class Settings(AgentSettings, SandboxSettings):
     """Everything Tollhouse can be told. Fields map to ``TOLLHOUSE_<NAME>`` variables."""
 
     host: str = Field(default="127.0.0.1", description="Address `tollhouse serve` binds.")
@@ -279,204 +275,6 @@ class Settings(_Frozen):
         description="Timeout of one OPA decision, milliseconds; past it the policy's "
         "fail_mode decides.",
     )
-    sandbox_dir: str = Field(
-        default="tollhouse-sandboxes",
-        description="Directory (relative to the working directory) holding the work "
-        "directories of local sandboxes.",
-    )
-    sandbox_lab_hours: float = Field(
-        default=2.0,
-        gt=0,
-        le=720,
-        description="Length of a lease when the track does not say (`lab_duration_hours`).",
-    )
-    sandbox_max_lab_hours: float = Field(
-        default=24.0,
-        gt=0,
-        le=720,
-        description="Longest lease a track may ask for.",
-    )
-    sandbox_grace_minutes: float = Field(
-        default=15.0,
-        ge=0,
-        le=1440,
-        description="Added to a lease's lab duration before it expires.",
-    )
-    sandbox_reaper_interval_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=3600,
-        description="How often a server expires leases and deletes the sandboxes marked "
-        "for deletion (0 work when there is none).",
-    )
-    sandbox_pool_target: int = Field(
-        default=0,
-        ge=0,
-        le=100000,
-        description="Local sandboxes the reaper keeps available, creating more as leases "
-        "take them (0: the pool is seeded by hand).",
-    )
-    sandbox_retry_after_s: int = Field(
-        default=30,
-        ge=1,
-        le=3600,
-        description="`Retry-After` of a 503 `pool_exhausted`.",
-    )
-    sandbox_track_requests_per_minute: int = Field(
-        default=120,
-        ge=0,
-        le=1000000,
-        description="Broker API requests a track may make per minute (0: no limit); shared "
-        "through Redis when `redis_url` is set, per server otherwise.",
-    )
-    sandbox_cors_origins: str = Field(
-        default="",
-        description="Comma-separated origins whose pages may call the broker API "
-        "(`*` for any; empty: no CORS headers).",
-    )
-    sandbox_uid_base: int = Field(
-        default=200000,
-        ge=65536,
-        le=2**31 - 2000000,
-        description="Local sandboxes run their commands as uids from here up, one per "
-        "sandbox (when the server runs as root).",
-    )
-    sandbox_exec_cpu_s: int = Field(
-        default=10, ge=1, le=3600, description="CPU seconds of one command run in a local sandbox."
-    )
-    sandbox_exec_memory_mb: int = Field(
-        default=512, ge=16, le=65536, description="Address space of one command, MiB."
-    )
-    sandbox_exec_file_mb: int = Field(
-        default=64, ge=1, le=65536, description="Largest file one command may write, MiB."
-    )
-    sandbox_exec_open_files: int = Field(
-        default=256, ge=16, le=65536, description="Open files of one command."
-    )
-    sandbox_exec_processes: int = Field(
-        default=64, ge=1, le=4096, description="Processes a sandbox's uid may run at once."
-    )
-    sandbox_exec_wall_s: float = Field(
-        default=30.0, gt=0, le=3600, description="Wall-clock time of one command."
-    )
-    sandbox_exec_output_kb: int = Field(
-        default=1024,
-        ge=1,
-        le=65536,
-        description="Output (stdout and stderr) kept of one command, KiB; past it the "
-        "command is stopped.",
-    )
-    agent_model: str = Field(
-        default="gpt-4o-mini",
-        description="The model the conversation worker asks (through the gateway, with the "
-        "session's key).",
-    )
-    agent_system_prompt: str = Field(
-        default="", description="A system message put before every session's history."
-    )
-    agent_max_tokens: int = Field(
-        default=1024, ge=1, le=1000000, description="The output cap of one model call."
-    )
-    agent_worker_in_process: bool = Field(
-        default=True,
-        description="Run the conversation worker and the tool executor in every "
-        "`tollhouse serve` process (with the memory bus they can run nowhere else).",
-    )
-    agent_max_steps: int = Field(
-        default=8,
-        ge=1,
-        le=100,
-        description="Model calls one turn may make (each tool round is one more); past it "
-        "the turn ends with a `step_limit` error.",
-    )
-    agent_tools: str = Field(
-        default="echo,http_get,python,shell",
-        description="Comma-separated tools offered to the model: `echo`, `http_get`, "
-        "`python`, `shell` (empty: none).",
-    )
-    agent_tool_timeout_s: float = Field(
-        default=120.0,
-        gt=0,
-        le=3600,
-        description="How long a turn waits for its tool results; a call still without one "
-        "is answered with a `timeout` error.",
-    )
-    agent_http_allow_hosts: str = Field(
-        default="",
-        description="Comma-separated hosts `http_get` may reach (`.example.com` also "
-        "matches its subdomains; empty: none).",
-    )
-    agent_http_max_kb: int = Field(
-        default=256, ge=1, le=65536, description="Most of a response `http_get` returns, KiB."
-    )
-    agent_http_timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="Time limit of one `http_get`, seconds."
-    )
-    agent_sandbox_minutes: float = Field(
-        default=30.0,
-        gt=0,
-        le=1440,
-        description="Lease of the sandbox a session's `python` and `shell` calls run in "
-        "(one per session, leased at its first such call).",
-    )
-    agent_persona_token_budgets: dict[str, int] = Field(
-        default_factory=dict,
-        description="Tokens (prompt + completion) a tenant's sessions of a persona may use "
-        "per `agent_budget_window` (`{persona_id: tokens}`; `*` for any persona).",
-    )
-    agent_tenant_token_budget: int = Field(
-        default=0,
-        ge=0,
-        description="Tokens a tenant's sessions may use per `agent_budget_window`, all "
-        "personas together (0: no limit).",
-    )
-    agent_budget_window: Literal["hour", "day", "month"] = Field(
-        default="day", description="The window of the agent token budgets."
-    )
-    session_heartbeat_s: float = Field(
-        default=15.0,
-        gt=0,
-        le=300,
-        description="A session stream with nothing to send sends a heartbeat this often.",
-    )
-    session_outbox_interval_s: float = Field(
-        default=5.0, gt=0, le=300, description="How often unpublished session events are redriven."
-    )
-    bus_backend: Literal["memory", "redis", "kafka"] = Field(
-        default="memory",
-        description="Where the agents' events travel: in this process (`memory`), Redis "
-        "Streams (`redis`, on `redis_url`) or Kafka (`kafka`, on `bus_kafka_bootstrap`).",
-    )
-    bus_kafka_bootstrap: str | None = Field(
-        default=None,
-        description="Kafka bootstrap servers (`host:port,…`) for `bus_backend: kafka`.",
-    )
-    bus_namespace: str = Field(
-        default="",
-        pattern=r"^[A-Za-z0-9_-]{0,64}$",
-        description="Prefix of the bus's topics and groups (Kafka `<namespace>.<topic>`, "
-        "Redis `tollhouse:<namespace>:…`), for deployments sharing one broker.",
-    )
-    bus_partitions: int = Field(
-        default=8,
-        ge=1,
-        le=1024,
-        description="Partitions per topic: sessions are spread over them, each read by one "
-        "worker at a time.",
-    )
-    bus_max_len: int = Field(
-        default=100000,
-        ge=100,
-        le=100000000,
-        description="Events kept per partition (memory and Redis; Kafka keeps by retention).",
-    )
-    bus_lease_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=600,
-        description="A worker silent this long is taken for dead: its partitions, and what it "
-        "had not finished, go to another.",
-    )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict, description="Upstreams by name (also from SDK env variables)."
     )
@@ -533,22 +331,6 @@ class Settings(_Frozen):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http:// or https:// URL")
-        return value
-
-    @field_validator("agent_tools")
-    @classmethod
-    def _tools(cls, value: str) -> str:
-        unknown = [n for n in names(value) if n not in AGENT_TOOLS]
-        if unknown:
-            raise ValueError(f"unknown tool {unknown[0]!r}; known: {', '.join(AGENT_TOOLS)}")
-        return value
-
-    @field_validator("agent_persona_token_budgets")
-    @classmethod
-    def _budgets(cls, value: dict[str, int]) -> dict[str, int]:
-        for persona, tokens in value.items():
-            if tokens < 0 or not 1 <= len(persona) <= 128:
-                raise ValueError(f"{persona!r}: a persona id (1-128 characters) and tokens >= 0")
         return value
 
     @field_validator("policy_time_zone")

@@ -33,6 +33,15 @@ def new_request_id() -> str:
     return f"{_PREFIX}{next(_SEQUENCE):012x}"
 
 
+@dataclass(frozen=True, slots=True)
+class AgentCall:
+    """A model call an agent session's conversation worker makes: its budgets claim it
+    (``admission/agents.py``) and its usage record names it."""
+
+    session_id: str
+    persona_id: str | None
+
+
 @dataclass(slots=True)
 class RequestContext:
     """Identity and timing of one request; governance fills the ids in."""
@@ -45,6 +54,7 @@ class RequestContext:
     credit_account_id: str | None = None  # the prepaid account that pays, if any
     reservation: Any = None  # governance's hold on the worst case, until settled
     cost: Decimal = ZERO  # the exact cost, once the request is recorded
+    agent: AgentCall | None = None  # an agent session's model call, if it is one
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

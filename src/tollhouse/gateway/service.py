@@ -475,6 +475,8 @@ class Gateway:
             upstream_request_id=outcome.upstream_id,
             error=outcome.error,
             credit_account_id=ctx.credit_account_id,
+            session_id=ctx.agent.session_id if ctx.agent is not None else None,
+            persona_id=ctx.agent.persona_id if ctx.agent is not None else None,
         )
         # Settle with the very record the ledger stores: counters and ledger agree.
         self._admission.settle(ctx, record)

@@ -32,12 +32,21 @@ usage_records = Table(
     Column("credit_account_id", String(64)),  # the prepaid account that paid, if any
     # The key of the journal post that charged it to that account (credits/posting.py).
     Column("credit_post", String(255)),
+    # An agent session's model call: its session and persona (agent token budgets).
+    Column("session_id", String(64)),
+    Column("persona_id", String(128)),
     Index("ix_usage_records_created_at_id", "created_at", "id"),
     Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
     Index("ix_usage_records_team_id_created_at", "team_id", "created_at"),
     Index("ix_usage_records_customer_id_created_at", "customer_id", "created_at"),
     Index("ix_usage_records_model_created_at", "model", "created_at"),
     Index("ix_usage_records_credit_account_id_created_at", "credit_account_id", "created_at"),
+    Index(
+        "ix_usage_records_session_id",
+        "session_id",
+        sqlite_where=text("session_id IS NOT NULL"),
+        postgresql_where=text("session_id IS NOT NULL"),
+    ),
     Index(
         "ix_usage_records_credit_post",
         "credit_post",

@@ -34,6 +34,7 @@ async def usage(request: Request) -> Response:
         customer_id=q.customer_id,
         credit_account_id=q.credit_account_id,
         credit_post=q.credit_post,
+        session_id=q.session_id,
         model=q.model,
         since=q.since,
         until=q.until,

@@ -41,6 +41,8 @@ class UsageRecord:
     error: str | None = None
     credit_account_id: str | None = None  # the prepaid account that paid, if any
     credit_post: str | None = None  # set when written: the journal post that charged it
+    session_id: str | None = None  # an agent session's model call
+    persona_id: str | None = None
 
     def row(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every field, and this runs per record.
@@ -60,6 +62,7 @@ class UsageQuery(Query):
     customer_id: Filter = Field(default=None, description="only this customer")
     credit_account_id: Filter = Field(default=None, description="only this prepaid account")
     credit_post: Filter = Field(default=None, description="only the requests of this post (key)")
+    session_id: Filter = Field(default=None, description="only this agent session's model calls")
     model: Filter = Field(default=None, description="only this model")
     since: Moment = Field(default=None, description="from this time on")
     until: Moment = Field(default=None, description="before this time")
@@ -96,6 +99,10 @@ class UsageRecordRead(Reply):
         description="key of the credit journal post that charged this request to "
         "credit_account_id (one post per account per ledger batch)"
     )
+    session_id: str | None = Field(
+        default=None, description="the agent session whose model call this was"
+    )
+    persona_id: str | None = Field(default=None, description="that session's persona")
 
     @classmethod
     def from_row(cls, row: Any) -> UsageRecordRead:

@@ -28,6 +28,7 @@ class UsageFilter:
     customer_id: str | None = None
     credit_account_id: str | None = None
     credit_post: str | None = None
+    session_id: str | None = None
     model: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -40,6 +41,7 @@ class UsageFilter:
             (t.c.customer_id, self.customer_id),
             (t.c.credit_account_id, self.credit_account_id),
             (t.c.credit_post, self.credit_post),
+            (t.c.session_id, self.session_id),
             (t.c.model, self.model),
         ):
             if value is not None:

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.ledger.models import usage_records
@@ -25,8 +25,10 @@ from tollhouse.money import to_nanos
 
 # What a total adds up: cost in nano-dollars, prompt + completion tokens, or records.
 Measure = Literal["cost", "tokens", "requests"]
-# Whose records: a virtual key's, a team's, a customer's, or a prepaid account's.
-Payer = Literal["key", "team", "customer", "account"]
+# Whose records: a virtual key's, a team's, a customer's, a prepaid account's, or the
+# agent sessions' of a tenant (``"<kind>:<id>"``) or of one of its personas
+# (``"<kind>:<id>/<persona>"``).
+Payer = Literal["key", "team", "customer", "account", "agent"]
 
 _t = usage_records.c
 _PAYER_COLUMN = {
@@ -42,6 +44,15 @@ _SUM: dict[Measure, Any] = {
 }
 
 
+def _whose(payer: Payer, payer_id: str) -> Any:
+    if payer != "agent":
+        return _PAYER_COLUMN[payer] == payer_id
+    tenant, _, persona = payer_id.partition("/")
+    kind, _, ident = tenant.partition(":")
+    whose = and_(_PAYER_COLUMN[kind] == ident, _t.session_id.is_not(None))
+    return and_(whose, _t.persona_id == persona) if persona else whose
+
+
 async def total(
     conn: AsyncConnection,
     measure: Measure,
@@ -52,7 +63,7 @@ async def total(
 ) -> int:
     """``measure`` over ``payer_id``'s records created in ``[since, until)``; cost in
     whole nano-dollars (the ledger stores it exactly, to the nano-dollar)."""
-    query = select(_SUM[measure]).where(_PAYER_COLUMN[payer] == payer_id, _t.created_at >= since)
+    query = select(_SUM[measure]).where(_whose(payer, payer_id), _t.created_at >= since)
     if until is not None:
         query = query.where(_t.created_at < until)
     value = (await conn.execute(query)).scalar_one()
@@ -75,7 +86,7 @@ async def total_with_recent(
     summed = await total(conn, measure, payer, payer_id, since, until=cut)
     rows = await conn.execute(
         select(_t.id, _t.cost, _t.prompt_tokens, _t.completion_tokens).where(
-            _PAYER_COLUMN[payer] == payer_id, _t.created_at >= cut
+            _whose(payer, payer_id), _t.created_at >= cut
         )
     )
     ids = []
