@@ -93,7 +93,7 @@ async def _write(conn: AsyncConnection, event: dict[str, Any]) -> list[Any]:
     # Checked before it is written: an event the bus would refuse must not wait in the
     # outbox for ever after a 200.
     events.validate(events.INBOUND, event)
-    seq = await sessions.append(conn, event["session_id"], "conversation_event", event)
+    seq = await sessions.append(conn, event["session_id"], "conversation_event", event, fresh=True)
     return await outbox.waiting(conn, event["session_id"], through=seq)
 
 

@@ -205,13 +205,19 @@ class ConversationWorker:
 
     async def _turn(self, event: dict[str, Any]) -> None:
         session_id, turn_id = event["session_id"], event["event_id"]
-        row, log_rows = await self._guarded(self._read_session(session_id))
+        log_rows = await self._guarded(self._history(session_id))
         mine = [
             r for r in log_rows if r.kind == "assistant_event" and r.body.get("turn_id") == turn_id
         ]
         if any(r.type == "done" for r in mine):
             return  # answered already: this message was delivered again
-        key = await self._keys(row.key_id) if row.key_id else None
+        # The key that sent the message pays for its turn (any key of the tenant may
+        # write to its sessions); its persona is the message's.
+        key_id, persona = event.get("key_id"), event.get("persona_id")
+        if key_id is None:  # an event from before messages named their key
+            row = await self._guarded(self._row(session_id))
+            key_id, persona = row.key_id, persona or row.persona_id
+        key = await self._keys(key_id) if key_id else None
         if key is None:
             await self._error(event, "key_unavailable", "the session's key is gone or revoked")
             return
@@ -223,7 +229,7 @@ class ConversationWorker:
         settings = self._settings
         while True:
             if calls:
-                await self._await_results(event, row.key_id, calls)
+                await self._await_results(event, key_id, calls)
             if step >= settings.agent_max_steps:
                 await self._error(
                     event,
@@ -233,9 +239,9 @@ class ConversationWorker:
                 )
                 return
             if step:
-                log_rows = (await self._guarded(self._read_session(session_id)))[1]
+                log_rows = await self._guarded(self._history(session_id))
             try:
-                stream = await self._model(event, key, row.persona_id, log_rows, step)
+                stream = await self._model(event, key, persona, log_rows, step)
             except _Failed as failed:  # refused, or the provider failed: the turn ends
                 await self._error(event, failed.code, failed.text, used.event())
                 return
@@ -351,10 +357,13 @@ class ConversationWorker:
         if await record_result(self._engine, result):
             await self._bus.publish(TOOL_RESULTS, result)
 
-    async def _read_session(self, session_id: str) -> tuple[Any, list[Any]]:
+    async def _history(self, session_id: str) -> list[Any]:
         async with self._engine.connect() as conn:
-            row = await sessions.row(conn, session_id)
-            return row, await sessions.after_seq(conn, session_id, 0, 100_000)
+            return await sessions.history(conn, session_id)
+
+    async def _row(self, session_id: str) -> Any:
+        async with self._engine.connect() as conn:
+            return await sessions.row(conn, session_id)
 
     async def _error(
         self, event: dict[str, Any], code: str, text: str, usage: dict[str, Any] | None = None
@@ -395,7 +404,9 @@ class ConversationWorker:
 
     async def _record(self, event: dict[str, Any]) -> None:
         async with self._engine.begin() as conn:
-            written = await sessions.append(conn, event["session_id"], "assistant_event", event)
+            written = await sessions.append(
+                conn, event["session_id"], "assistant_event", event, fresh=True
+            )
         if written is not None:
             await self._bus.publish(OUTBOUND, event)
 

@@ -80,12 +80,14 @@ class KafkaBus:
         max_len: int = 100_000,
         session_timeout_s: float | None = None,
         replication: int = 1,
+        fetch_wait_ms: int = FETCH_MAX_WAIT_MS,
     ) -> None:
         self.partitions = partitions
         self.replication = replication
         self.invalid = 0
         self.lease_s = lease_s
         self.session_timeout_s = max(MIN_SESSION_S, session_timeout_s or lease_s)
+        self.fetch_wait_ms = fetch_wait_ms
         self._bootstrap = bootstrap
         self._prefix = f"{namespace}." if namespace else ""
         self._max_len = max_len  # Kafka trims by retention (see the module's docstring)
@@ -189,7 +191,7 @@ class KafkaBus:
                 heartbeat_interval_ms=max(100, session_ms // 5),
                 rebalance_timeout_ms=session_ms,
                 max_poll_interval_ms=max(1, round(self.lease_s * 1000)),
-                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                fetch_max_wait_ms=self.fetch_wait_ms,
             ),
         )
         self._subscriptions.append(subscription)

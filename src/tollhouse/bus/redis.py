@@ -151,6 +151,7 @@ class RedisSubscription:
         self._lease_ms = max(1, int(bus.lease_s * 1000))
         self._skipped: list[tuple[int, str]] = []  # invalid entries, acknowledged next
         self._closed = False
+        self._balanced_at = -float("inf")  # monotonic time of the last ``_balance``
 
     async def join(self) -> None:
         """Counted among the group's members from now (before its first fetch), so that
@@ -166,7 +167,11 @@ class RedisSubscription:
             raise RuntimeError("this subscription is closed")
         deadline = time.monotonic() + timeout_s
         while True:
-            await self._balance()
+            # Membership and leases are kept up every quarter lease, not on every fetch:
+            # a busy member's fetches then cost one read each, not one per partition.
+            if not self._owned or time.monotonic() - self._balanced_at >= self._bus.lease_s / 4:
+                await self._balance()
+                self._balanced_at = time.monotonic()
             taken = self._from_backlog(max_count)
             left = deadline - time.monotonic()
             if len(taken) < max_count and self._owned:

@@ -41,6 +41,7 @@ def bus_from_settings(settings: Settings) -> EventBus:
             partitions=partitions,
             max_len=max_len,
             lease_s=lease_s,
+            fetch_wait_ms=settings.bus_kafka_fetch_wait_ms,
         )
         return bus
     return MemoryBus(partitions=partitions, max_len=max_len, lease_s=lease_s)

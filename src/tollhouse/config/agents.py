@@ -106,6 +106,14 @@ class AgentSettings(_Frozen):
         default=None,
         description="Kafka bootstrap servers (`host:port,…`) for `bus_backend: kafka`.",
     )
+    bus_kafka_fetch_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="Longest a Kafka fetch waits for records. Apache Kafka answers as soon "
+        "as a record arrives; brokers that answer only when the wait is over (Tansu) add "
+        "about half of it to every hop, and a shorter wait costs more idle fetches.",
+    )
     bus_namespace: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9_-]{0,64}$",
