@@ -23,6 +23,7 @@ from tollhouse.admin.auth import FailureThrottle, require_admin
 from tollhouse.admin.routes import routes as admin_routes
 from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
+from tollhouse.agents.cache import SessionCache
 from tollhouse.agents.outbox import Redrive
 from tollhouse.agents.routes import routes as session_routes
 from tollhouse.agents.setup import ROLES, start_workers
@@ -115,6 +116,7 @@ class Services:
     sandboxes: Pool
     bus: EventBus
     session_feed: SessionFeed
+    session_cache: SessionCache  # empty without ``redis_url`` or with a TTL of 0
     gateway: Gateway
     credit_sweeper: CreditSweeper
     balance_watch: BalanceWatch
@@ -440,6 +442,7 @@ async def _start(
         sandboxes=sandboxes,
         bus=bus,
         session_feed=feed,
+        session_cache=SessionCache(redis, settings.session_cache_ttl_s),
         gateway=gateway,
         credit_sweeper=sweeper,
         balance_watch=watch,

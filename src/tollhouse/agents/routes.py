@@ -10,6 +10,9 @@ The log is the outbox of that publication (``outbox.py``): once the event is com
 the request answers 200 whether or not the bus took it. A failed publish is logged and
 left to the redrive; a 5xx would tell the client to send again, and the retry would be a
 second message, not the same one.
+
+Every route first checks that the session is the caller's tenant's with ``owned``
+(``cache.py``): from Redis when the session is cached there, else from the database.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from tollhouse.agents import outbox, sessions
+from tollhouse.agents.cache import SessionCache, SessionMeta, owned
 from tollhouse.agents.schemas import Accepted, EventPage, EventRead, EventsQuery, MessageBody
 from tollhouse.agents.stream import stream
 from tollhouse.bus import events
@@ -47,6 +51,9 @@ class AgentServices(Protocol):
     @property
     def bus(self) -> EventBus: ...
 
+    @property
+    def session_cache(self) -> SessionCache: ...
+
 
 def _services(request: Request) -> AgentServices:
     services: AgentServices = request.app.services
@@ -64,17 +71,17 @@ async def post_message(request: Request) -> Response:
     key = _key(request)
     body = await read_model(request, MessageBody)
     services = _services(request)
+    known: SessionMeta | None = None
+    if body.session_id is not None:  # the tenant's, or a 404 before anything is written
+        known = await owned(services, body.session_id, sessions.tenant_of(key))
     async with services.engine.begin() as conn:
-        if body.session_id is not None:
-            row = await sessions.get(conn, body.session_id, sessions.tenant_of(key))
-        else:
-            row = await sessions.open_session(conn, key, body.persona_id)
+        session = known or SessionMeta.of(await sessions.open_session(conn, key, body.persona_id))
         event: dict[str, Any] = {
             "event_id": events.new_event_id(),
-            "session_id": row.id,
+            "session_id": session.id,
             "type": "message",
             "key_id": key.scope.id,
-            "persona_id": body.persona_id or row.persona_id,
+            "persona_id": body.persona_id or session.persona_id,
             "message": body.message,
             "created_at": events.now(),
         }
@@ -82,9 +89,13 @@ async def post_message(request: Request) -> Response:
             event["attachments"] = [a.given() for a in body.attachments]
         if body.metadata:
             event["metadata"] = dict(body.metadata)
+        # A cached session the database lacks (one restored from a backup) is a 404
+        # here: ``append`` finds no row to number the event, and nothing is written.
         waiting = await _write(conn, event)
+    if known is None:  # opened and committed: cached for the requests that follow
+        await services.session_cache.put(session)
     await outbox.deliver(services.engine, services.bus, waiting)
-    return JSONResponse(Accepted(session_id=row.id, event_id=event["event_id"]))
+    return JSONResponse(Accepted(session_id=session.id, event_id=event["event_id"]))
 
 
 async def _write(conn: AsyncConnection, event: dict[str, Any]) -> list[Any]:
@@ -101,8 +112,9 @@ async def list_events(request: Request) -> Response:
     key = _key(request)
     q = EventsQuery.parse(request.query_params)
     session_id = request.path_params["id"]
-    async with _services(request).engine.connect() as conn:
-        await sessions.get(conn, session_id, sessions.tenant_of(key))
+    services = _services(request)
+    await owned(services, session_id, sessions.tenant_of(key))
+    async with services.engine.connect() as conn:
         rows = await sessions.events(conn, session_id, q.after, q.limit)
     items = [
         EventRead(
@@ -122,8 +134,8 @@ async def cancel(request: Request) -> Response:
     key = _key(request)
     session_id = request.path_params["id"]
     services = _services(request)
+    await owned(services, session_id, sessions.tenant_of(key))
     async with services.engine.begin() as conn:
-        await sessions.get(conn, session_id, sessions.tenant_of(key))
         event = {
             "event_id": events.new_event_id(),
             "session_id": session_id,

@@ -5,6 +5,7 @@ A session belongs to a **tenant**: the top of the opening key's chain (its custo
 else its team, else the key itself), so every key of a customer sees the customer's
 sessions and no other tenant's — another tenant's session is a 404, never a 403 that
 would say it exists. Functions take a connection and run in the caller's transaction.
+The routes check the owner with ``cache.owned``, which caches what ``get`` reads.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def new_session_id() -> str:
     return f"ses_{uuid.uuid4().hex}"
 
 
+def not_found(session_id: str) -> NotFound:
+    """The one answer for a session that is not the caller's tenant's, or nobody's."""
+    return NotFound(f"session {session_id!r} not found")
+
+
 def tenant_of(key: Any) -> tuple[str, str]:
     """(kind, id) of the scope that owns a key's sessions."""
     top = key.chain[-1] if key.chain else key.scope
@@ -44,7 +50,7 @@ async def get(conn: AsyncConnection, session_id: str, tenant: tuple[str, str]) -
         )
     ).one_or_none()
     if row is None:
-        raise NotFound(f"session {session_id!r} not found")
+        raise not_found(session_id)
     return row
 
 
@@ -52,8 +58,16 @@ async def row(conn: AsyncConnection, session_id: str) -> Any:
     """The session, whoever owns it (for the workers, which act for its key)."""
     found = (await conn.execute(select(agent_sessions).where(_a.id == session_id))).one_or_none()
     if found is None:
-        raise NotFound(f"session {session_id!r} not found")
+        raise not_found(session_id)
     return found
+
+
+async def last_seq(conn: AsyncConnection, session_id: str) -> int:
+    """The seq of the session's newest event (0: none yet)."""
+    found = await conn.scalar(select(_a.last_seq).where(_a.id == session_id))
+    if found is None:
+        raise not_found(session_id)
+    return int(found)
 
 
 async def open_session(
@@ -104,7 +118,7 @@ async def append(
         .returning(_a.last_seq)
     )
     if seq is None:
-        raise NotFound(f"session {session_id!r} not found")
+        raise not_found(session_id)
     row = session_events.insert().values(
         event_id=event["event_id"],
         session_id=session_id,

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tollhouse.agents import sessions
+from tollhouse.agents.cache import SessionCache, owned
 from tollhouse.background import woken
 from tollhouse.bus.backends import EventBus, Subscription
 from tollhouse.bus.events import OUTBOUND, TOOL_RESULTS
@@ -122,6 +123,9 @@ class StreamServices(Protocol):
     def session_feed(self) -> SessionFeed: ...
 
     @property
+    def session_cache(self) -> SessionCache: ...
+
+    @property
     def settings(self) -> Any: ...
 
 
@@ -139,11 +143,12 @@ async def stream(websocket: WebSocket) -> None:
         return
     anchor = websocket.query_params.get("after") or websocket.headers.get("last-event-id")
     try:
+        await owned(services, session_id, sessions.tenant_of(key))
         async with services.engine.connect() as conn:
-            row = await sessions.get(conn, session_id, sessions.tenant_of(key))
-            last = (
-                row.last_seq if anchor is None else await sessions.seq_of(conn, session_id, anchor)
-            )
+            if anchor is None:
+                last = await sessions.last_seq(conn, session_id)
+            else:
+                last = await sessions.seq_of(conn, session_id, anchor)
     except NotFound as exc:
         await websocket.close(CLOSE_UNKNOWN, exc.message[:120])
         return

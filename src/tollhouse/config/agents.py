@@ -97,6 +97,13 @@ class AgentSettings(_Frozen):
     session_outbox_interval_s: float = Field(
         default=5.0, gt=0, le=300, description="How often unpublished session events are redriven."
     )
+    session_cache_ttl_s: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="How long a session's owner and persona stay cached in Redis (with "
+        "`redis_url`), seconds; 0: not cached, every check reads the database.",
+    )
     bus_backend: Literal["memory", "redis", "kafka"] = Field(
         default="memory",
         description="Where the agents' events travel: in this process (`memory`), Redis "
