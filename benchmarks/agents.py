@@ -43,7 +43,7 @@ sys.path[:0] = [str(REPO / "src"), str(HERE), str(REPO)]  # this checkout's toll
 import harness as h  # noqa: E402
 import httpx  # noqa: E402
 import websockets  # noqa: E402
-from devtools.stack import RedisProcess  # noqa: E402
+from devtools.stack import RedisProcess, postgres  # noqa: E402
 from tests.kafka_server import KafkaServer  # noqa: E402
 
 from tollhouse.bus import events  # noqa: E402
@@ -72,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10,
         help="bus_kafka_fetch_wait_ms of the Kafka runs (10: Tansu answers a fetch only "
         "when its wait is over)",
+    )
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="the log on PostgreSQL (started on loopback) instead of the embedded SQLite",
     )
     p.add_argument("--bus", choices=BUSES, action="append", help="only this bus (repeatable)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write every figure as JSON")
@@ -160,6 +165,13 @@ def serve_bus(bus: str, args: argparse.Namespace, stack: ExitStack, work: Path) 
         }
     if bus != "memory":
         extra["TOLLHOUSE_AGENT_WORKER_IN_PROCESS"] = "false"
+    if args.postgres:
+        for folder in (work.parent, work):  # Postgres runs as its own user: it must get in
+            folder.chmod(0o755)
+        cluster = stack.enter_context(postgres(work / "postgres"))
+        name = f"agents_{uuid.uuid4().hex[:8]}"
+        cluster.sql(f'CREATE DATABASE "{name}"')
+        extra["TOLLHOUSE_DATABASE_URL"] = cluster.url(name)
     procs = h.Processes(work)
     stack.callback(procs.stop_all)
     up_port, gw_port = h.free_port(), h.free_port()

@@ -24,10 +24,10 @@ from tollhouse.admin.routes import routes as admin_routes
 from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.agents.cache import SessionCache
+from tollhouse.agents.feed import SessionFeed, SessionListener
 from tollhouse.agents.outbox import Redrive
 from tollhouse.agents.routes import routes as session_routes
 from tollhouse.agents.setup import ROLES, start_workers
-from tollhouse.agents.stream import OutboundListener, SessionFeed
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.alerts.service import AlertService
 from tollhouse.bus.backends import EventBus
@@ -388,7 +388,7 @@ async def _start(
     await bus.start()
     stack.push_async_callback(bus.close)
     feed = SessionFeed()
-    listener = OutboundListener(bus, feed)
+    listener = SessionListener(bus, feed)
     await listener.start()
     stack.push_async_callback(listener.stop)
     redrive = Redrive(engine, bus, settings.session_outbox_interval_s)  # the sessions' outbox

@@ -274,11 +274,8 @@ async def test_a_redis_that_times_out_falls_back_once_per_request(
 # -- no cache -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("setup", ["no redis_url", "ttl 0"])
-async def test_without_a_cache_every_check_reads_the_database(make_settings, request, setup):
-    overrides = {}
-    if setup == "ttl 0":
-        overrides = {"redis_url": request.getfixturevalue("redis_url"), "session_cache_ttl_s": 0}
+async def test_with_a_ttl_of_0_every_check_reads_the_database(make_settings, redis_url):
+    overrides = {"redis_url": redis_url, "session_cache_ttl_s": 0}
     async with running(quiet(make_settings, **overrides)) as (app, client):
         key, same_customer, other = await tenants(client)
         session_id = await open_session(client, key)
@@ -292,10 +289,22 @@ async def test_without_a_cache_every_check_reads_the_database(make_settings, req
                 assert refused.status_code == 404
         allowed = await client.get(f"/v1/session/{session_id}/events", headers=auth(same_customer))
         assert allowed.status_code == 200
-        if app.services.redis is None:
-            assert setup == "no redis_url"
-        else:
-            assert await app.services.redis.keys("tollhouse:session:*") == []
+        assert await app.services.redis.keys("tollhouse:session:*") == []
+
+
+async def test_without_redis_the_process_keeps_the_entries(make_settings):
+    async with running(quiet(make_settings)) as (app, client):
+        key, same_customer, other = await tenants(client)
+        session_id = await open_session(client, key)  # kept when opened
+        for method, path, body in calls(session_id):
+            with statements(app) as seen:
+                answer = await client.request(method, path, json=body, headers=auth(key))
+            assert answer.status_code == 200, (path, answer.text)
+            assert session_reads(seen) == [], path
+            refused = await client.request(method, path, json=body, headers=auth(other))
+            assert refused.status_code == 404  # decided from the kept entry as well
+        allowed = await client.get(f"/v1/session/{session_id}/events", headers=auth(same_customer))
+        assert allowed.status_code == 200
 
 
 # -- the stream -------------------------------------------------------------------------------

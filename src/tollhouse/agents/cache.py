@@ -14,8 +14,10 @@ The TTL only keeps sessions nobody uses from holding memory in Redis.
 Ownership is decided as ``sessions.get`` decides it. The cached tenant must equal the
 caller's, or the answer is the same 404 (never a 403 that would say the session exists).
 
-Without ``redis_url``, or with a TTL of 0, nothing is cached and every check reads the
-database. A Redis that fails or times out (``redis_timeout_s``) is logged as a warning
+Without ``redis_url`` the entries are kept in this process instead (the most recently
+used ``_LOCAL`` sessions): since they never change, a copy per process cannot go stale
+either. With a TTL of 0 nothing is cached and every check reads the database. A Redis
+that fails or times out (``redis_timeout_s``) is logged as a warning
 and the database answers instead: the cache never turns a request into a 5xx.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis  # the optional redis extra
 
 log = logging.getLogger("tollhouse.agents")
+_LOCAL = 10_000  # sessions kept in this process when there is no Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +89,15 @@ class CacheDown(Exception):
 
 
 class SessionCache:
-    """One Redis key per session, set with a TTL. With no Redis or a TTL of 0, a cache
-    that holds nothing."""
+    """One Redis key per session, set with a TTL; without Redis, a bounded map in this
+    process; with a TTL of 0, a cache that holds nothing."""
 
     def __init__(self, redis: Redis | None, ttl_s: int) -> None:
         self._redis = redis if ttl_s > 0 else None
         self._ttl_s = ttl_s
+        self._local: OrderedDict[str, SessionMeta] | None = (
+            OrderedDict() if redis is None and ttl_s > 0 else None
+        )
 
     @staticmethod
     def key(session_id: str) -> str:
@@ -99,6 +106,11 @@ class SessionCache:
     async def get(self, session_id: str) -> SessionMeta | None:
         """The cached session, or ``None`` (not cached, or no cache); ``CacheDown`` when
         Redis fails."""
+        if self._local is not None:
+            found = self._local.get(session_id)
+            if found is not None:
+                self._local.move_to_end(session_id)
+            return found
         if self._redis is None:
             return None
         try:
@@ -121,6 +133,11 @@ class SessionCache:
             return None
 
     async def put(self, session: SessionMeta) -> None:
+        if self._local is not None:
+            self._local[session.id] = session
+            if len(self._local) > _LOCAL:
+                self._local.popitem(last=False)
+            return
         if self._redis is None:
             return
         try:

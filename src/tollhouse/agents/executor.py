@@ -35,6 +35,7 @@ from tollhouse.agents.tools import SANDBOXED, Result, Toolbox, hosts
 from tollhouse.bus import events
 from tollhouse.bus.backends import EventBus, Subscription
 from tollhouse.bus.events import TOOL_REQUESTS, TOOL_RESULTS
+from tollhouse.db.writes import writing
 from tollhouse.errors import NotFound
 from tollhouse.policies.document import tool_request, tool_resource
 from tollhouse.policies.gate import PolicyGate
@@ -130,9 +131,9 @@ class ToolExecutor:
         events.validate(TOOL_RESULTS, event)
         # Shielded: a stop never leaves a result half written (or the SQLite lock held).
         written = await asyncio.shield(record_result(self._engine, event))
-        if written:
+        if written is not None:
             self.handled += 1
-            await self._bus.publish(TOOL_RESULTS, event)
+            await self._bus.publish(TOOL_RESULTS, {**event, "seq": written})
 
     async def _outcome(self, request: dict[str, Any], persona: str) -> Result:
         tool, arguments = request["tool"], request["arguments"]
@@ -163,9 +164,9 @@ class ToolExecutor:
             return Result(False, error=f"internal_error: {type(exc).__name__}")
 
 
-async def record_result(engine: AsyncEngine, event: dict[str, Any]) -> bool:
-    """Log a call's result (``False``: it had one already)."""
-    async with engine.begin() as conn:
+async def record_result(engine: AsyncEngine, event: dict[str, Any]) -> int | None:
+    """Log a call's result: its seq (``None``: it had one already)."""
+    async with writing(engine) as conn:
         return await sessions.append_result(conn, event)
 
 

@@ -39,6 +39,7 @@ from tollhouse.background import woken
 from tollhouse.bus import events
 from tollhouse.bus.backends import EventBus
 from tollhouse.bus.events import INBOUND
+from tollhouse.db.writes import writing
 
 log = logging.getLogger("tollhouse.agents")
 
@@ -73,7 +74,7 @@ async def send(bus: EventBus, rows: Sequence[Any]) -> list[str]:
     for row in rows:
         try:
             async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
-                await bus.publish(INBOUND, row.body)
+                await bus.publish(INBOUND, {**row.body, "seq": row.seq})
         except events.InvalidEvent as exc:
             # It can never be published (a schema this version refuses): settled, so it
             # does not hold its session's later events back for ever.
@@ -107,7 +108,7 @@ async def deliver(engine: AsyncEngine, bus: EventBus, rows: Sequence[Any]) -> No
     if not settled:
         return
     try:
-        async with engine.begin() as conn:
+        async with writing(engine) as conn:
             await mark(conn, settled)
     except Exception as exc:  # published all the same; the redrive sends them again
         log.warning(
@@ -155,7 +156,7 @@ class Redrive:
         """One pass at ``now``; how many events it settled."""
         cutoff = (now or datetime.now(UTC)) - self._grace
         settled: list[str] = []
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             due = list(
                 await conn.scalars(
                     select(_e.session_id)

@@ -30,6 +30,7 @@ from tollhouse.agents.schemas import Accepted, EventPage, EventRead, EventsQuery
 from tollhouse.agents.stream import stream
 from tollhouse.bus import events
 from tollhouse.bus.backends import EventBus
+from tollhouse.db.writes import writing
 from tollhouse.errors import AuthenticationFailed
 from tollhouse.web.responses import JSONResponse
 from tollhouse.web.validation import read_model
@@ -74,7 +75,7 @@ async def post_message(request: Request) -> Response:
     known: SessionMeta | None = None
     if body.session_id is not None:  # the tenant's, or a 404 before anything is written
         known = await owned(services, body.session_id, sessions.tenant_of(key))
-    async with services.engine.begin() as conn:
+    async with writing(services.engine) as conn:
         session = known or SessionMeta.of(await sessions.open_session(conn, key, body.persona_id))
         event: dict[str, Any] = {
             "event_id": events.new_event_id(),
@@ -135,7 +136,7 @@ async def cancel(request: Request) -> Response:
     session_id = request.path_params["id"]
     services = _services(request)
     await owned(services, session_id, sessions.tenant_of(key))
-    async with services.engine.begin() as conn:
+    async with writing(services.engine) as conn:
         event = {
             "event_id": events.new_event_id(),
             "session_id": session_id,

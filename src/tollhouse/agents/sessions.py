@@ -111,6 +111,9 @@ async def append(
         if found is not None:
             return None
     now = datetime.now(UTC)
+    # The row's time is the event's own: a frame read from the log and one handed over
+    # live (agents/feed.py) are then the same, to the microsecond.
+    at = datetime.fromisoformat(event["created_at"]) if "created_at" in event else now
     seq = await conn.scalar(
         update(agent_sessions)
         .where(_a.id == session_id)
@@ -126,7 +129,7 @@ async def append(
         kind=kind,
         type=str(event.get("type", kind)),
         body=event,
-        created_at=now,
+        created_at=at,
     )
     if fresh:
         await conn.execute(row)
@@ -215,13 +218,14 @@ async def answered_calls(conn: AsyncConnection, session_id: str) -> set[str]:
     return {body["call_id"] for (body,) in rows}
 
 
-async def append_result(conn: AsyncConnection, event: dict[str, Any]) -> bool:
+async def append_result(conn: AsyncConnection, event: dict[str, Any]) -> int | None:
     """Log a tool call's result unless it has one (two executors, or an executor and a
-    timeout, may answer one call): checked under the session's lock."""
+    timeout, may answer one call): checked under the session's lock. Its seq, or
+    ``None`` when the call had a result already."""
     await lock(conn, event["session_id"])
     if await result_of(conn, event["session_id"], event["call_id"]) is not None:
-        return False
-    return await append(conn, event["session_id"], "tool_result", event) is not None
+        return None
+    return await append(conn, event["session_id"], "tool_result", event)
 
 
 async def unanswered(conn: AsyncConnection, since: datetime, limit: int) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.agents.executor import ToolExecutor
-from tollhouse.agents.stream import SessionFeed
+from tollhouse.agents.feed import SessionFeed
 from tollhouse.agents.tools import Toolbox
 from tollhouse.agents.worker import ConversationWorker
 from tollhouse.bus.backends import EventBus

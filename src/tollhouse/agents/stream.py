@@ -7,11 +7,11 @@ now), sends what the log holds after it, then waits to be woken and sends what f
 always by the log's ``seq``: a reconnecting client resumes exactly where it stopped,
 and two wake-ups for one event send it once.
 
-Every server follows ``conversation.outbound`` and ``tool.results`` as a listener of
-its own (``OutboundListener``): whichever process the workers run in, the streams of a
-session on this server (and a turn waiting there for its tool results) are woken when
-its events are published. A quiet stream sends a
-heartbeat every ``session_heartbeat_s``.
+The server's listener (``feed.py``) wakes the stream when the session's events are
+published, whichever process wrote them, handing it their frames: a live event is sent
+without reading the log again, unless the frames do not follow on from the last one
+sent, when the log is read. A quiet stream sends a heartbeat every
+``session_heartbeat_s`` (and checks the log, in case a wake-up was missed).
 
 Close codes: **4001** the key is missing, unknown or inactive, **4004** the session (or
 the event to resume after) is not this tenant's — both final, retrying cannot help;
@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,9 +31,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tollhouse.agents import sessions
 from tollhouse.agents.cache import SessionCache, owned
+from tollhouse.agents.feed import SessionFeed, Watch
 from tollhouse.background import woken
-from tollhouse.bus.backends import EventBus, Subscription
-from tollhouse.bus.events import OUTBOUND, TOOL_RESULTS
 from tollhouse.errors import NotFound, TollhouseError
 from tollhouse.web.responses import rfc3339
 
@@ -43,73 +41,6 @@ log = logging.getLogger("tollhouse.agents")
 CLOSE_AUTH = 4001
 CLOSE_UNKNOWN = 4004
 _PAGE = 500
-
-
-class SessionFeed:
-    """Wakes the streams of a session when its log grows."""
-
-    def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Event]] = {}
-
-    def watch(self, session_id: str) -> asyncio.Event:
-        event = asyncio.Event()
-        self._waiting.setdefault(session_id, set()).add(event)
-        return event
-
-    def unwatch(self, session_id: str, event: asyncio.Event) -> None:
-        waiting = self._waiting.get(session_id)
-        if waiting is not None:
-            waiting.discard(event)
-            if not waiting:
-                del self._waiting[session_id]
-
-    def notify(self, session_id: str) -> None:
-        for event in self._waiting.get(session_id, ()):
-            event.set()
-
-
-class OutboundListener:
-    """This server's listener on ``conversation.outbound`` and ``tool.results``: wakes
-    the feed of each session an event is published for."""
-
-    def __init__(self, bus: EventBus, feed: SessionFeed) -> None:
-        self._bus = bus
-        self._feed = feed
-        self._group = f"streams-{uuid.uuid4().hex[:12]}"
-        self._tasks: list[asyncio.Task[None]] = []
-        self._subscriptions: list[Subscription] = []
-
-    async def start(self) -> None:
-        for n, topic in enumerate((OUTBOUND, TOOL_RESULTS)):
-            subscription = await self._bus.subscribe(
-                topic, f"{self._group}-{n}", "listener", listener=True
-            )
-            self._subscriptions.append(subscription)
-            self._tasks.append(
-                asyncio.create_task(self._listen(subscription), name=f"tollhouse-{topic}-listener")
-            )
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for subscription in self._subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.close()
-
-    async def _listen(self, subscription: Subscription) -> None:
-        while True:
-            try:
-                batch = await subscription.fetch(max_count=500, timeout_s=5.0)
-                for message in batch:
-                    self._feed.notify(message.key)
-                await subscription.commit(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the bus is away: streams still catch up on their heartbeat
-                log.exception("session listener failed; retrying")
-                await asyncio.sleep(1.0)
 
 
 class StreamServices(Protocol):
@@ -154,13 +85,15 @@ async def stream(websocket: WebSocket) -> None:
         return
     feed = services.session_feed
     wake = feed.watch(session_id)
+    wake.lost = True  # the first pass reads the log: what followed the anchor
     gone = asyncio.create_task(_until_disconnect(websocket))
     heartbeat = services.settings.session_heartbeat_s
     try:
         while not gone.done():
             wake.clear()
-            last = await _send_after(websocket, services.engine, session_id, last)
+            last = await _send(websocket, services.engine, session_id, last, wake)
             if not await woken(wake, heartbeat) and not gone.done():
+                wake.lost = True  # quiet for a while: look at the log once
                 await websocket.send_json({"type": "heartbeat", "after_seq": last})
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went: disconnect is not cancel, the session goes on
@@ -170,6 +103,27 @@ async def stream(websocket: WebSocket) -> None:
         if websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await websocket.close(1000)
+
+
+async def _send(
+    websocket: WebSocket, engine: AsyncEngine, session_id: str, last: int, wake: Watch
+) -> int:
+    """Send the frames handed over while they follow on from ``last``; read the log
+    when they do not (or were not all handed over)."""
+    while wake.frames and not wake.lost:
+        frame = wake.frames.popleft()
+        if frame["seq"] <= last:
+            continue  # sent already (read from the log)
+        if frame["seq"] != last + 1:
+            wake.lost = True  # one before it has not come this way (yet)
+            break
+        await websocket.send_json(frame)
+        last = frame["seq"]
+    if not wake.lost:
+        return last
+    wake.lost = False
+    wake.frames.clear()
+    return await _send_after(websocket, engine, session_id, last)
 
 
 async def _send_after(websocket: WebSocket, engine: AsyncEngine, session_id: str, last: int) -> int:

@@ -39,13 +39,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollhouse.agents import history, sessions, tools
 from tollhouse.agents.executor import record_result
+from tollhouse.agents.feed import SessionFeed
+from tollhouse.agents.known import KnownLogs
 from tollhouse.agents.reply import ChatStream, Usage
-from tollhouse.agents.stream import SessionFeed
 from tollhouse.background import woken
 from tollhouse.bus import events
 from tollhouse.bus.backends import EventBus, Message, Subscription
 from tollhouse.bus.events import INBOUND, OUTBOUND, TOOL_REQUESTS, TOOL_RESULTS
 from tollhouse.config import Settings
+from tollhouse.db.writes import writing
 from tollhouse.errors import TollhouseError
 from tollhouse.gateway.context import AgentCall, RequestContext
 
@@ -76,6 +78,7 @@ class ConversationWorker:
         self._engine = engine
         self._feed = feed  # woken when a session's tool results are published
         self._tools = tools.offered(settings)
+        self._known = KnownLogs()  # the sessions' histories, while they follow on
         self._bus = bus
         self._gateway = gateway  # tollhouse.gateway.Gateway: handle(endpoint, body, ctx, key)
         self._keys = keys  # key id -> the key as admission knows it now (None: gone)
@@ -205,7 +208,9 @@ class ConversationWorker:
 
     async def _turn(self, event: dict[str, Any]) -> None:
         session_id, turn_id = event["session_id"], event["event_id"]
-        log_rows = await self._guarded(self._history(session_id))
+        log_rows = self._known.history(event)
+        if log_rows is None:  # not known to follow on from what this worker saw: read
+            log_rows = await self._guarded(self._history(session_id))
         mine = [
             r for r in log_rows if r.kind == "assistant_event" and r.body.get("turn_id") == turn_id
         ]
@@ -285,8 +290,11 @@ class ConversationWorker:
         failed: str | None = None
         try:
             async for data in reply.stream:
-                for piece in stream.feed(data):
-                    await self._emit(event, "delta", text=piece, step=step)
+                # What one read of the stream brings is one delta: a model's tokens still
+                # go out as they come, and a burst costs one write, not one per token.
+                text = "".join(stream.feed(data))
+                if text:
+                    await self._emit(event, "delta", text=text, step=step)
         except TollhouseError as exc:  # the provider failed mid-stream
             failed = exc.message
         finally:
@@ -354,12 +362,16 @@ class ConversationWorker:
             "error": f"timeout: no result within {timeout:g}s (agent_tool_timeout_s)",
             "created_at": events.now(),
         }
-        if await record_result(self._engine, result):
-            await self._bus.publish(TOOL_RESULTS, result)
+        seq = await record_result(self._engine, result)
+        if seq is not None:
+            self._known.saw(result, "tool_result", seq)
+            await self._bus.publish(TOOL_RESULTS, {**result, "seq": seq})
 
     async def _history(self, session_id: str) -> list[Any]:
         async with self._engine.connect() as conn:
-            return await sessions.history(conn, session_id)
+            rows = await sessions.history(conn, session_id)
+        self._known.read(session_id, rows)
+        return rows
 
     async def _row(self, session_id: str) -> Any:
         async with self._engine.connect() as conn:
@@ -403,12 +415,13 @@ class ConversationWorker:
         return await asyncio.shield(task)
 
     async def _record(self, event: dict[str, Any]) -> None:
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             written = await sessions.append(
                 conn, event["session_id"], "assistant_event", event, fresh=True
             )
         if written is not None:
-            await self._bus.publish(OUTBOUND, event)
+            self._known.saw(event, "assistant_event", written)
+            await self._bus.publish(OUTBOUND, {**event, "seq": written})
 
 
 def _resume(mine: list[Any]) -> tuple[int | None, list[dict[str, Any]]]:
