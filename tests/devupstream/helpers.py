@@ -55,3 +55,22 @@ WEATHER_TOOL_ANTHROPIC: Any = {
     "description": "Current weather for a city",
     "input_schema": WEATHER_TOOL_OPENAI["function"]["parameters"],
 }
+PYTHON_TOOL_OPENAI: Any = {
+    "type": "function",
+    "function": {
+        "name": "python",
+        "description": "Run Python 3 code; answer what it prints",
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}},
+            "required": ["code"],
+        },
+    },
+}
+PYTHON_TOOL_ANTHROPIC: Any = {
+    "name": "python",
+    "description": "Run Python 3 code; answer what it prints",
+    "input_schema": PYTHON_TOOL_OPENAI["function"]["parameters"],
+}
+# What "Calculate 2 + 2" makes the dev upstream send to the python tool.
+CALCULATE_ARGUMENTS = '{"code":"print(2 + 2)"}'

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
 import pytest
 
-from .helpers import WEATHER_TOOL_ANTHROPIC, messages_body, sse_events
+from .helpers import (
+    CALCULATE_ARGUMENTS,
+    PYTHON_TOOL_ANTHROPIC,
+    WEATHER_TOOL_ANTHROPIC,
+    messages_body,
+    sse_events,
+)
 
 MESSAGES = "/v1/messages"
 
@@ -129,6 +137,101 @@ async def test_tool_result_does_not_trigger_again(client: httpx.AsyncClient) -> 
     body = {**messages_body(tools=[WEATHER_TOOL_ANTHROPIC]), "messages": messages}
     result = (await client.post(MESSAGES, json=body)).json()
     assert result["stop_reason"] == "end_turn"
+    assert result["content"] == [{"type": "text", "text": "The result is weather: 3C."}]
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [[PYTHON_TOOL_ANTHROPIC], [WEATHER_TOOL_ANTHROPIC, PYTHON_TOOL_ANTHROPIC]],
+    ids=["python-only", "python-second"],
+)
+async def test_calculate_uses_python_plain_and_stream(
+    client: httpx.AsyncClient, tools: list[Any]
+) -> None:
+    body = messages_body("Calculate 2 + 2", tools=tools)
+    plain = (await client.post(MESSAGES, json=body)).json()
+    assert plain["stop_reason"] == "tool_use"
+    (block,) = plain["content"]
+    assert block["type"] == "tool_use"
+    assert block["name"] == "python"
+    assert block["input"] == {"code": "print(2 + 2)"}
+
+    events = sse_events((await client.post(MESSAGES, json={**body, "stream": True})).text)
+    opening = events[1][1]["content_block"]
+    assert opening["type"] == "tool_use" and opening["name"] == "python"
+    deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
+    assert len(deltas) > 1
+    assert {d["type"] for d in deltas} == {"input_json_delta"}
+    assert "".join(d["partial_json"] for d in deltas) == CALCULATE_ARGUMENTS
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    assert events[-2][1]["usage"]["output_tokens"] == len(deltas)
+    assert plain["usage"]["output_tokens"] == len(deltas)
+
+
+async def test_calculate_without_python_uses_the_first_tool(client: httpx.AsyncClient) -> None:
+    body = messages_body("Calculate 2 + 2", tools=[WEATHER_TOOL_ANTHROPIC])
+    plain = (await client.post(MESSAGES, json=body)).json()
+    assert plain["stop_reason"] == "tool_use"
+    (block,) = plain["content"]
+    assert block["name"] == "get_weather"
+    assert set(block["input"]) == {"location", "unit"}
+    assert block["input"]["unit"] == "celsius"
+
+
+@pytest.mark.parametrize("content", ["calculate the tip", "calculate the sum of 2 and 3"])
+async def test_calculate_without_arithmetic_does_not_call(
+    client: httpx.AsyncClient, content: str
+) -> None:
+    body = messages_body(content, tools=[PYTHON_TOOL_ANTHROPIC])
+    result = (await client.post(MESSAGES, json=body)).json()
+    assert result["stop_reason"] == "end_turn"
+    assert len(result["content"][0]["text"].split(" ")) == 16
+
+
+def calculate_loop(result: object, max_tokens: int) -> dict[str, Any]:
+    """An agent loop's second request: "Calculate 2 + 2", the python call, its result."""
+    call = {
+        "type": "tool_use",
+        "id": "toolu_1",
+        "name": "python",
+        "input": {"code": "print(2 + 2)"},
+    }
+    answer = {"type": "tool_result", "tool_use_id": "toolu_1", "content": result}
+    messages = [
+        {"role": "user", "content": "Calculate 2 + 2"},
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [answer]},
+    ]
+    body = messages_body(tools=[PYTHON_TOOL_ANTHROPIC], max_tokens=max_tokens)
+    return {**body, "messages": messages}
+
+
+@pytest.mark.parametrize(
+    ("result", "max_tokens", "text", "stop_reason"),
+    [
+        ("4\n", 64, "The result is 4.", "end_turn"),
+        ([{"type": "text", "text": "4\n"}], 4, "The result is 4.", "end_turn"),
+        ("4\n", 3, "The result is", "max_tokens"),
+        (" ".join(map(str, range(20))), 10, "The result is 0 1 2 3 4 5 6", "max_tokens"),
+    ],
+)
+async def test_tool_result_is_the_answer(
+    client: httpx.AsyncClient, result: object, max_tokens: int, text: str, stop_reason: str
+) -> None:
+    body = calculate_loop(result, max_tokens)
+    plain = (await client.post(MESSAGES, json=body)).json()
+    assert plain["content"] == [{"type": "text", "text": text}]
+    assert plain["stop_reason"] == stop_reason
+    assert plain["usage"]["output_tokens"] == len(text.split(" "))
+
+    events = sse_events((await client.post(MESSAGES, json={**body, "stream": True})).text)
+    deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
+    assert {d["type"] for d in deltas} == {"text_delta"}
+    assert "".join(d["text"] for d in deltas) == text
+    message_delta = events[-2][1]
+    assert message_delta["delta"] == {"stop_reason": stop_reason, "stop_sequence": None}
+    assert message_delta["usage"] == {"output_tokens": len(deltas)}
+    assert events[0][1]["message"]["usage"]["input_tokens"] == plain["usage"]["input_tokens"]
 
 
 def assert_anthropic_error(response: httpx.Response, status: int, kind: str) -> str:

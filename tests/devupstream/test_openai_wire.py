@@ -5,12 +5,19 @@ from __future__ import annotations
 import base64
 import math
 import struct
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from .helpers import WEATHER_TOOL_OPENAI, chat_body, sse_data
+from .helpers import (
+    CALCULATE_ARGUMENTS,
+    PYTHON_TOOL_OPENAI,
+    WEATHER_TOOL_OPENAI,
+    chat_body,
+    sse_data,
+)
 
 CHAT = "/v1/chat/completions"
 
@@ -168,7 +175,121 @@ async def test_tool_result_turn_answers_in_text(client: httpx.AsyncClient) -> No
     body = {"model": "gpt-4o", "messages": messages, "tools": [WEATHER_TOOL_OPENAI]}
     choice = (await client.post(CHAT, json=body)).json()["choices"][0]
     assert choice["finish_reason"] == "stop"
-    assert choice["message"]["content"]
+    assert choice["message"]["content"] == "The result is weather: sunny, 21C."
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [[PYTHON_TOOL_OPENAI], [WEATHER_TOOL_OPENAI, PYTHON_TOOL_OPENAI]],
+    ids=["python-only", "python-second"],
+)
+async def test_calculate_calls_python(client: httpx.AsyncClient, tools: list[Any]) -> None:
+    body = chat_body("Calculate 2 + 2", tools=tools)
+    result = (await client.post(CHAT, json=body)).json()
+    choice = result["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"] == {"name": "python", "arguments": CALCULATE_ARGUMENTS}
+    assert result["usage"]["completion_tokens"] == 3  # 24 characters, 8 per fragment
+
+
+async def test_calculate_stream_fragments_join_to_the_code(client: httpx.AsyncClient) -> None:
+    body = chat_body(
+        "Calculate 2 + 2",
+        tools=[WEATHER_TOOL_OPENAI, PYTHON_TOOL_OPENAI],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    events = sse_data((await client.post(CHAT, json=body)).text)
+    chunks, usage = events[:-2], events[-2]["usage"]
+    opening = chunks[0]["choices"][0]["delta"]["tool_calls"][0]
+    assert opening["function"] == {"name": "python", "arguments": ""}
+    fragments = [c["choices"][0]["delta"]["tool_calls"][0]["function"] for c in chunks[1:-1]]
+    assert len(fragments) > 1
+    assert "".join(f["arguments"] for f in fragments) == CALCULATE_ARGUMENTS
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert usage["completion_tokens"] == len(fragments)
+
+
+async def test_calculate_without_python_calls_the_first_tool(client: httpx.AsyncClient) -> None:
+    body = chat_body("Calculate 2 + 2", tools=[WEATHER_TOOL_OPENAI])
+    choice = (await client.post(CHAT, json=body)).json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    arguments = orjson.loads(call["function"]["arguments"])
+    assert set(arguments) == {"location", "unit"}
+    assert arguments["unit"] == "celsius"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "calculate the tip",
+        "Can you calculate?",
+        "calculate the sum of 2 and 3",
+        "recalculate 2 + 2",
+    ],
+)
+async def test_calculate_without_arithmetic_does_not_call(
+    client: httpx.AsyncClient, content: str
+) -> None:
+    body = chat_body(content, tools=[PYTHON_TOOL_OPENAI])
+    choice = (await client.post(CHAT, json=body)).json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert len(choice["message"]["content"].split(" ")) == 16
+
+
+def calculate_loop(result: object, **extra: Any) -> dict[str, Any]:
+    """An agent loop's second request: "Calculate 2 + 2", the python call, its result."""
+    call = {"name": "python", "arguments": CALCULATE_ARGUMENTS}
+    messages = [
+        {"role": "user", "content": "Calculate 2 + 2"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": call}],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": result},
+    ]
+    return {"model": "gpt-4o", "messages": messages, "tools": [PYTHON_TOOL_OPENAI], **extra}
+
+
+LONG_RESULT = " ".join(str(n) for n in range(20))
+
+
+@pytest.mark.parametrize(
+    ("result", "max_tokens", "text", "finish"),
+    [
+        ("4\n", None, "The result is 4.", "stop"),
+        ([{"type": "text", "text": "4\n"}], 4, "The result is 4.", "stop"),
+        ("  2 + 2\n=\t4\n", None, "The result is 2 + 2 = 4.", "stop"),
+        ("4\n", 3, "The result is", "length"),
+        ("4\n", 1, "The", "length"),
+        # Cut to the usual 16 words: not by the limit, so "stop".
+        (LONG_RESULT, None, "The result is " + " ".join(map(str, range(13))), "stop"),
+        (LONG_RESULT, 10, "The result is " + " ".join(map(str, range(7))), "length"),
+    ],
+)
+async def test_tool_result_is_the_answer(
+    client: httpx.AsyncClient, result: object, max_tokens: int | None, text: str, finish: str
+) -> None:
+    extra = {} if max_tokens is None else {"max_tokens": max_tokens}
+    plain = (await client.post(CHAT, json=calculate_loop(result, **extra))).json()
+    choice = plain["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": text, "refusal": None}
+    assert choice["finish_reason"] == finish
+    assert plain["usage"]["completion_tokens"] == len(text.split(" "))
+
+    body = calculate_loop(result, stream=True, stream_options={"include_usage": True}, **extra)
+    events = sse_data((await client.post(CHAT, json=body)).text)
+    chunks, usage = events[:-2], events[-2]["usage"]
+    pieces = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
+    assert "".join(pieces) == text
+    assert chunks[-1]["choices"][0]["finish_reason"] == finish
+    assert usage["completion_tokens"] == len(pieces)
+    assert usage == plain["usage"]
 
 
 async def test_embeddings_shapes_and_determinism(client: httpx.AsyncClient) -> None:
