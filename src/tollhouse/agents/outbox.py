@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tollhouse.agents import rawlog
 from tollhouse.agents.models import UNPUBLISHED, agent_sessions, session_events
 from tollhouse.background import woken
 from tollhouse.bus import events
@@ -108,8 +109,7 @@ async def deliver(engine: AsyncEngine, bus: EventBus, rows: Sequence[Any]) -> No
     if not settled:
         return
     try:
-        async with writing(engine) as conn:
-            await mark(conn, settled)
+        await rawlog.mark(engine, settled)
     except Exception as exc:  # published all the same; the redrive sends them again
         log.warning(
             "session events published but not marked as such",

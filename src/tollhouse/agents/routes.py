@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from tollhouse.agents import outbox, sessions
+from tollhouse.agents import outbox, rawlog, sessions
 from tollhouse.agents.cache import SessionCache, SessionMeta, owned
 from tollhouse.agents.schemas import Accepted, EventPage, EventRead, EventsQuery, MessageBody
 from tollhouse.agents.stream import stream
@@ -75,28 +75,43 @@ async def post_message(request: Request) -> Response:
     known: SessionMeta | None = None
     if body.session_id is not None:  # the tenant's, or a 404 before anything is written
         known = await owned(services, body.session_id, sessions.tenant_of(key))
-    async with writing(services.engine) as conn:
-        session = known or SessionMeta.of(await sessions.open_session(conn, key, body.persona_id))
-        event: dict[str, Any] = {
-            "event_id": events.new_event_id(),
-            "session_id": session.id,
-            "type": "message",
-            "key_id": key.scope.id,
-            "persona_id": body.persona_id or session.persona_id,
-            "message": body.message,
-            "created_at": events.now(),
-        }
-        if body.attachments:
-            event["attachments"] = [a.given() for a in body.attachments]
-        if body.metadata:
-            event["metadata"] = dict(body.metadata)
+    event: dict[str, Any] = {
+        "event_id": events.new_event_id(),
+        "session_id": "",
+        "type": "message",
+        "key_id": key.scope.id,
+        "message": body.message,
+        "created_at": events.now(),
+    }
+    if body.attachments:
+        event["attachments"] = [a.given() for a in body.attachments]
+    if body.metadata:
+        event["metadata"] = dict(body.metadata)
+    if known is None:  # a new session, opened in the transaction that logs its message
+        async with writing(services.engine) as conn:
+            session = SessionMeta.of(await sessions.open_session(conn, key, body.persona_id))
+            event |= {"session_id": session.id, "persona_id": body.persona_id}
+            waiting = await _write(conn, event)
+    else:
+        session = known
+        event |= {"session_id": session.id, "persona_id": body.persona_id or session.persona_id}
         # A cached session the database lacks (one restored from a backup) is a 404
         # here: ``append`` finds no row to number the event, and nothing is written.
-        waiting = await _write(conn, event)
+        waiting = await _log(services.engine, event)
     if known is None:  # opened and committed: cached for the requests that follow
         await services.session_cache.put(session)
     await outbox.deliver(services.engine, services.bus, waiting)
     return JSONResponse(Accepted(session_id=session.id, event_id=event["event_id"]))
+
+
+async def _log(engine: AsyncEngine, event: dict[str, Any]) -> list[Any]:
+    """``_write`` for a session that exists, in a transaction of its own (the hot path:
+    on the driver, ``rawlog``)."""
+    events.validate(events.INBOUND, event)
+    _, waiting = await rawlog.append(
+        engine, event["session_id"], "conversation_event", event, waiting_limit=outbox.BATCH
+    )
+    return waiting
 
 
 async def _write(conn: AsyncConnection, event: dict[str, Any]) -> list[Any]:
@@ -136,15 +151,14 @@ async def cancel(request: Request) -> Response:
     session_id = request.path_params["id"]
     services = _services(request)
     await owned(services, session_id, sessions.tenant_of(key))
-    async with writing(services.engine) as conn:
-        event = {
-            "event_id": events.new_event_id(),
-            "session_id": session_id,
-            "type": "cancel",
-            "key_id": key.scope.id,
-            "created_at": events.now(),
-        }
-        waiting = await _write(conn, event)
+    event = {
+        "event_id": events.new_event_id(),
+        "session_id": session_id,
+        "type": "cancel",
+        "key_id": key.scope.id,
+        "created_at": events.now(),
+    }
+    waiting = await _log(services.engine, event)
     await outbox.deliver(services.engine, services.bus, waiting)
     return JSONResponse(Accepted(session_id=session_id, event_id=event["event_id"]))
 

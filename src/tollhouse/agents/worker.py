@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tollhouse.agents import history, sessions, tools
+from tollhouse.agents import history, rawlog, sessions, tools
 from tollhouse.agents.executor import record_result
 from tollhouse.agents.feed import SessionFeed
 from tollhouse.agents.known import KnownLogs
@@ -47,7 +47,6 @@ from tollhouse.bus import events
 from tollhouse.bus.backends import EventBus, Message, Subscription
 from tollhouse.bus.events import INBOUND, OUTBOUND, TOOL_REQUESTS, TOOL_RESULTS
 from tollhouse.config import Settings
-from tollhouse.db.writes import writing
 from tollhouse.errors import TollhouseError
 from tollhouse.gateway.context import AgentCall, RequestContext
 
@@ -415,13 +414,11 @@ class ConversationWorker:
         return await asyncio.shield(task)
 
     async def _record(self, event: dict[str, Any]) -> None:
-        async with writing(self._engine) as conn:
-            written = await sessions.append(
-                conn, event["session_id"], "assistant_event", event, fresh=True
-            )
-        if written is not None:
-            self._known.saw(event, "assistant_event", written)
-            await self._bus.publish(OUTBOUND, {**event, "seq": written})
+        written, _ = await rawlog.append(
+            self._engine, event["session_id"], "assistant_event", event
+        )
+        self._known.saw(event, "assistant_event", written)
+        await self._bus.publish(OUTBOUND, {**event, "seq": written})
 
 
 def _resume(mine: list[Any]) -> tuple[int | None, list[dict[str, Any]]]:

@@ -28,8 +28,13 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.begin() as conn:
             yield conn
         return
+    async with lock_of(engine), engine.begin() as conn:
+        yield conn
+
+
+def lock_of(engine: AsyncEngine) -> asyncio.Lock:
+    """The process's lock on ``engine``'s writes (SQLite)."""
     lock = _locks.get(engine.sync_engine)
     if lock is None:
         lock = _locks[engine.sync_engine] = asyncio.Lock()
-    async with lock, engine.begin() as conn:
-        yield conn
+    return lock
