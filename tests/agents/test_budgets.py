@@ -91,3 +91,23 @@ async def test_the_tenant_budget_is_shared_by_every_persona_and_key(make_setting
         _, value = await create_key(gateway, name="three", customer_id=other["id"])
         _, fine = await say(gateway, value, None)
         assert fine[-2]["type"] == "message"
+
+
+async def test_sessions_without_a_persona_count_as_default_after_a_restart(make_settings):
+    settings = make_settings(
+        agent_persona_token_budgets={"default": 60}, agent_max_tokens=16, agent_tools=""
+    )
+    async with running(settings) as (app, gateway):
+        customer = await create_customer(gateway, name="acme")
+        key, value = await create_key(gateway, name="agent", customer_id=customer["id"])
+        session_id, ended = None, []
+        for _ in range(10):
+            session_id, ended = await say(gateway, value, None, session_id)
+            if ended[0]["type"] == "error":
+                break
+        assert ended[0]["code"] == "agent_budget_exceeded"
+        used = await records(gateway, app, key_id=key["id"])
+        assert used and {r["persona_id"] for r in used} == {None}
+    async with running(settings) as (app, gateway):
+        _, after = await say(gateway, value, None, session_id)
+        assert f"{tokens(used)} of 60 tokens used" in after[0]["text"]

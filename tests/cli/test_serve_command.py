@@ -38,6 +38,15 @@ def test_non_loopback_host_with_admin_key_is_fine():
     check_startup(settings(host="0.0.0.0", admin_key="k" * 32))
 
 
+def test_agent_workers_out_of_process_need_a_shared_bus():
+    with pytest.raises(click.ClickException) as info:
+        check_startup(settings(agent_worker_in_process=False))
+    assert "TOLLHOUSE_BUS_BACKEND" in info.value.message
+    check_startup(
+        settings(agent_worker_in_process=False, bus_backend="redis", redis_url="redis://h:1/0")
+    )
+
+
 def test_several_workers_on_sqlite_are_refused():
     with pytest.raises(click.ClickException) as info:
         check_startup(settings(workers=2))

@@ -25,10 +25,10 @@ from tollhouse.admission.meter import Counter, CounterId
 from tollhouse.admission.snapshot import KeyInfo, Scope, WindowSpec
 from tollhouse.config import Settings
 from tollhouse.gateway.context import AgentCall
+from tollhouse.ledger.totals import DEFAULT_PERSONA
 from tollhouse.windows import parse_duration
 
 PREFIX = "agent:"
-DEFAULT_PERSONA = "default"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -114,7 +114,10 @@ class ToolExecutor:
         if earlier is not None:
             await self._bus.publish(TOOL_RESULTS, earlier)
             return
-        result = await self._outcome(request, row.persona_id or "")
+        # The persona of the message the call answers (the session's, for a request
+        # from before requests named it).
+        persona = request.get("persona_id") or row.persona_id or ""
+        result = await self._outcome(request, persona)
         event: dict[str, Any] = {
             "event_id": events.new_event_id(),
             "session_id": session_id,

@@ -1,16 +1,18 @@
-"""A session's log as the chat messages of its next model call: the client's messages,
-the assistant's whole messages (not their deltas), its tool calls and their results, in
-the log's order. What a client cannot see a model answer to — errors, cancellations,
-the ends of turns — is left out.
+"""A session's log as the chat messages of its next model call: each of the client's
+messages, then what its turn said — the assistant's whole messages (not their deltas),
+its tool calls and their results. What a client cannot see a model answer to — errors,
+cancellations, the ends of turns — is left out.
 
-Two rules keep the messages a valid conversation whatever the log's interleaving:
+Three rules keep the messages a valid conversation whatever the log's interleaving:
 
-- a tool call's result follows the assistant message that made the call, whenever it
-  was logged (a client's message may be logged in between); a call without a result (a
-  turn cancelled while it waited) is answered ``error: no result``, and a call answered
-  twice keeps its first answer;
-- a turn sees the client's messages up to its own (``until_seq``): one sent while it
-  runs waits for the next turn, as double-texting ``enqueue`` says.
+- a turn's events follow the message that started it (``turn_id``), even when a
+  message sent while it ran was logged in between (double-texting ``enqueue``): that
+  message comes after the turn's answer, as its own turn;
+- a tool call's result follows the assistant message that made the call; a call
+  without a result (a turn cancelled, or stopped at its step limit, before it came) is
+  answered ``error: no result``, and a call answered twice keeps its first answer; a
+  failed call's answer is its error and whatever it printed;
+- a turn sees the client's messages up to its own (``until_seq``).
 """
 
 from __future__ import annotations
@@ -26,28 +28,30 @@ def messages(
     """``rows`` of ``session_events``, oldest first."""
     rows = list(rows)
     results: dict[str, str] = {}
+    turns: dict[str, list[Any]] = {}  # a message's event id -> its turn's events
     for row in rows:
         if row.kind == "tool_result":
-            event = row.body
-            answer = event.get("output", "") if event.get("ok") else f"error: {event.get('error')}"
-            results.setdefault(event["call_id"], answer)
+            results.setdefault(row.body["call_id"], _answer(row.body))
+        elif row.kind == "assistant_event" and row.type in ("message", "tool_call"):
+            turns.setdefault(str(row.body.get("turn_id")), []).append(row)
     said: list[dict[str, Any]] = []
-    step: tuple[Any, Any] | None = None  # (turn, step) of the last assistant message
     for row in rows:
-        event = row.body
-        if row.kind == "conversation_event" and row.type == "message":
-            if until_seq is None or row.seq <= until_seq:
-                said.append({"role": "user", "content": _with_attachments(event)})
-                step = None
-        elif row.kind == "assistant_event" and row.type == "message":
-            said.append({"role": "assistant", "content": event.get("text", "")})
-            step = (event.get("turn_id"), event.get("step"))
-        elif row.kind == "assistant_event" and row.type == "tool_call":
+        if row.kind != "conversation_event" or row.type != "message":
+            continue
+        if until_seq is not None and row.seq > until_seq:
+            continue
+        said.append({"role": "user", "content": _with_attachments(row.body)})
+        step: Any = None  # the step of the last assistant message of this turn
+        for spoken in turns.get(row.event_id, ()):
+            event = spoken.body
+            if spoken.type == "message":
+                said.append({"role": "assistant", "content": event.get("text", "")})
+                step = event.get("step")
+                continue
             # The calls of one step, and the text said with them, are one message.
-            mark = (event.get("turn_id"), event.get("step"))
-            if step != mark or said[-1]["role"] != "assistant":
+            if step != event.get("step") or said[-1]["role"] != "assistant":
                 said.append({"role": "assistant", "content": None})
-                step = mark
+                step = event.get("step")
             said[-1].setdefault("tool_calls", []).append(_call(event))
     found: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for message in said:
@@ -56,6 +60,15 @@ def messages(
             answer = results.get(call["id"], "error: no result (the turn ended before it came)")
             found.append({"role": "tool", "tool_call_id": call["id"], "content": answer})
     return found
+
+
+def _answer(result: dict[str, Any]) -> str:
+    """What the model is told a call gave: its output, or its error and what it printed."""
+    output = str(result.get("output") or "")
+    if result.get("ok"):
+        return output
+    error = f"error: {result.get('error') or 'the call failed'}"
+    return f"{error}\n{output}" if output else error
 
 
 def _call(event: dict[str, Any]) -> dict[str, Any]:

@@ -166,8 +166,11 @@ class Toolbox:
         cap = settings.agent_http_max_kb * 1024
         try:
             async with self._http.get(url, allow_redirects=False) as response:
-                body = await response.content.read(cap + 1)
-                status = response.status
+                status, body = response.status, bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > cap:
+                        break  # enough: what is past the cap is not read
         except TimeoutError:
             return Result(False, error=f"no answer within {settings.agent_http_timeout_s:g}s")
         except aiohttp.ClientError as exc:
@@ -175,7 +178,10 @@ class Toolbox:
         cut = len(body) > cap
         text = body[:cap].decode("utf-8", errors="replace")
         note = f"\n[cut at {settings.agent_http_max_kb} KiB]" if cut else ""
-        return Result(200 <= status < 400, f"HTTP {status}\n{text}{note}", exit_code=status)
+        output = f"HTTP {status}\n{text}{note}"
+        if status >= 400:
+            return Result(False, output, f"HTTP {status}", exit_code=status)
+        return Result(True, output, exit_code=status)
 
     async def _sandboxed(
         self, tool: str, arguments: dict[str, Any], session_id: str, who: Who
@@ -189,7 +195,7 @@ class Toolbox:
             who,
             f"session:{session_id}",
             self._settings.agent_sandbox_minutes / 60,
-            "agent",
+            "tool",  # the purpose a sandbox.allocate policy sees (docs/policies.md)
             backend="local",
         )
         outcome = await self._broker.pool.execute(leased.row.id, argv)

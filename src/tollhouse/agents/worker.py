@@ -1,6 +1,6 @@
 """The conversation worker: turns a session's messages into model calls made **through
-the gateway's own admission, policies, credits and ledger** with the key that opened the
-session, and streams the reply into the session's log and onto
+the gateway's own admission, policies, credits and ledger** with the key that sent each
+message, and streams the reply into the session's log and onto
 ``conversation.outbound`` (docs/agents.md, *The conversation worker*).
 
 **Order and concurrency.** The bus hands a session's events to one worker, in order.
@@ -13,16 +13,20 @@ hand at once.
 **A turn.** The prompt is the session's log (``history.messages``). The call is
 ``Gateway.handle("chat", …)`` in this process: the same code path as ``/v1/chat/
 completions``, so a budget, a credit balance or a policy refuses an agent exactly as it
-refuses an application, and every call has its usage record. Each piece of text becomes
-a ``delta`` event; the whole reply a ``message``; then ``done`` (with the usage and
-cost). A refusal or a provider's failure is an ``error`` event with its code, then
-``done``: a turn always ends, never hangs. A ``cancel`` stops the session's running turn
-(``cancelled``, then ``done``); the messages queued behind it still run.
+refuses an application, and every call has its usage record. What one read of the
+model's stream brings becomes a ``delta`` event; the whole reply a ``message``; the tool
+calls it asks for ``tool_call`` events and requests on ``tool.requests``, whose results
+the next step's call answers (up to ``agent_max_steps`` calls); then ``done`` (with the
+usage and cost of the turn's calls). A refusal or a provider's failure is an ``error``
+event with its code, then ``done``: a turn always ends, never hangs. A ``cancel`` stops
+the session's running turn (``cancelled``, then ``done``); the messages queued behind it
+still run.
 
 **Idempotence.** Every event the worker writes is logged before it is published, and a
 turn whose end (``done``) is already in the log is not run again: a message delivered
 twice is answered once. A turn cut short by the worker's death is run again by the next
-owner of its partition, from its start.
+owner of its partition, from its last step (a step cut mid-stream is asked again; a
+tool call without a result is asked for again).
 """
 
 from __future__ import annotations
@@ -97,7 +101,9 @@ class ConversationWorker:
 
     async def start(self) -> None:
         self._subscription = await self._bus.subscribe(INBOUND, GROUP, self._name)
-        if self._bus.name == "memory":
+        # With several server processes each has a memory bus of its own: one cannot
+        # tell another's unanswered messages from its own, so none takes any up.
+        if self._bus.name == "memory" and self._settings.workers == 1:
             await self._recover()
         self._tasks = [
             asyncio.create_task(self._read(), name="tollhouse-agent-reader"),
@@ -232,9 +238,7 @@ class ConversationWorker:
         used = Usage()
         settings = self._settings
         while True:
-            if calls:
-                await self._await_results(event, key_id, calls)
-            if step >= settings.agent_max_steps:
+            if step >= settings.agent_max_steps:  # before its tools: no call would read them
                 await self._error(
                     event,
                     "step_limit",
@@ -242,7 +246,8 @@ class ConversationWorker:
                     used.event(),
                 )
                 return
-            if step:
+            if calls:
+                await self._await_results(event, key_id, persona, step - 1, calls)
                 log_rows = await self._guarded(self._history(session_id))
             try:
                 stream = await self._model(event, key, persona, log_rows, step)
@@ -306,7 +311,12 @@ class ConversationWorker:
         return stream
 
     async def _await_results(
-        self, event: dict[str, Any], key_id: str, calls: list[dict[str, Any]]
+        self,
+        event: dict[str, Any],
+        key_id: str,
+        persona: str | None,
+        step: int,
+        calls: list[dict[str, Any]],
     ) -> None:
         """Ask the tool executor for the calls without a result, then wait for their
         results (woken by ``tool.results``, and checking the log each second); a call
@@ -331,7 +341,8 @@ class ConversationWorker:
                                 "event_id": events.new_event_id(),
                                 "session_id": session_id,
                                 "key_id": key_id,
-                                "step": 0,
+                                "persona_id": persona,
+                                "step": step,
                                 **call,
                                 "created_at": events.now(),
                             },

@@ -26,6 +26,12 @@ def check_startup(settings: Settings) -> None:
             f"refusing to listen on {settings.host} without an admin key: the admin API "
             "would be open to the network. Set TOLLHOUSE_ADMIN_KEY, or bind 127.0.0.1."
         )
+    if settings.bus_backend == "memory" and not settings.agent_worker_in_process:
+        raise click.ClickException(
+            "agent_worker_in_process is off with the memory bus: no process could answer "
+            "agent sessions. Turn it on, or set TOLLHOUSE_BUS_BACKEND to redis or kafka and "
+            "run `tollhouse worker --role conversation --role tools`."
+        )
     if settings.workers > 1 and (settings.is_sqlite or not settings.redis_url):
         raise click.ClickException(
             f"--workers {settings.workers} needs shared state: set TOLLHOUSE_DATABASE_URL to "

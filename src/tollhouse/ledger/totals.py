@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.ledger.models import usage_records
@@ -31,6 +31,7 @@ Measure = Literal["cost", "tokens", "requests"]
 Payer = Literal["key", "team", "customer", "account", "agent"]
 
 _t = usage_records.c
+DEFAULT_PERSONA = "default"  # the agent budgets' persona of a session without one
 _PAYER_COLUMN = {
     "key": _t.key_id,
     "team": _t.team_id,
@@ -50,7 +51,11 @@ def _whose(payer: Payer, payer_id: str) -> Any:
     tenant, _, persona = payer_id.partition("/")
     kind, _, ident = tenant.partition(":")
     whose = and_(_PAYER_COLUMN[kind] == ident, _t.session_id.is_not(None))
-    return and_(whose, _t.persona_id == persona) if persona else whose
+    if not persona:
+        return whose
+    if persona == DEFAULT_PERSONA:  # a session without a persona records none
+        return and_(whose, or_(_t.persona_id.is_(None), _t.persona_id == persona))
+    return and_(whose, _t.persona_id == persona)
 
 
 async def total(
