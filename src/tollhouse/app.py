@@ -24,7 +24,7 @@ from tollhouse.admin.routes import routes as admin_routes
 from tollhouse.admin.routes import webhook_routes
 from tollhouse.admission import Admission, LedgerTotals, MemoryMeter, Meter
 from tollhouse.agents.cache import SessionCache
-from tollhouse.agents.feed import SessionFeed, SessionListener
+from tollhouse.agents.feed import LISTENED, SessionFeed, SessionListener
 from tollhouse.agents.outbox import Redrive
 from tollhouse.agents.routes import routes as session_routes
 from tollhouse.agents.setup import ROLES, start_workers
@@ -319,12 +319,15 @@ def create_app(settings: Settings) -> Tollhouse:
 
 
 @contextlib.asynccontextmanager
-async def services_running(settings: Settings) -> AsyncIterator[Services]:
+async def services_running(
+    settings: Settings, listen: tuple[str, ...] = LISTENED
+) -> AsyncIterator[Services]:
     """Every resource of the service started, without serving HTTP (``tollhouse worker``
-    runs its agent workers on them); stopped on exit."""
+    runs its agent workers on them); stopped on exit. ``listen``: the topics whose
+    events wake this process's session feed (a worker with no streams needs fewer)."""
     throttle = FailureThrottle(settings.admin_failures_per_minute)
     async with contextlib.AsyncExitStack() as stack:
-        services = await _start(settings, throttle, load_catalog(), Metrics(), stack)
+        services = await _start(settings, throttle, load_catalog(), Metrics(), stack, listen)
         services.ready = True
         yield services
 
@@ -335,6 +338,7 @@ async def _start(
     catalog: Catalog,
     metrics: Metrics,
     stack: contextlib.AsyncExitStack,
+    listen: tuple[str, ...] = LISTENED,
 ) -> Services:
     """Start every resource of the service, each stop on ``stack``."""
     engine = create_engine(settings)
@@ -388,7 +392,7 @@ async def _start(
     await bus.start()
     stack.push_async_callback(bus.close)
     feed = SessionFeed()
-    listener = SessionListener(bus, feed)
+    listener = SessionListener(bus, feed, listen)
     await listener.start()
     stack.push_async_callback(listener.stop)
     redrive = Redrive(engine, bus, settings.session_outbox_interval_s)  # the sessions' outbox

@@ -28,6 +28,7 @@ from tollhouse.web.responses import rfc3339
 log = logging.getLogger("tollhouse.agents")
 
 _KEPT = 1000  # frames a watcher holds before it is told to read the log instead
+LISTENED = (INBOUND, OUTBOUND, TOOL_RESULTS)  # every topic of logged events
 
 
 class Watch(asyncio.Event):
@@ -89,15 +90,18 @@ def frame_of(topic: str, event: dict[str, Any]) -> dict[str, Any] | None:
 class SessionListener:
     """This server's listener on the topics of logged events: wakes the feed."""
 
-    def __init__(self, bus: EventBus, feed: SessionFeed) -> None:
+    def __init__(
+        self, bus: EventBus, feed: SessionFeed, topics: tuple[str, ...] = LISTENED
+    ) -> None:
         self._bus = bus
         self._feed = feed
+        self._topics = topics
         self._group = f"streams-{uuid.uuid4().hex[:12]}"
         self._tasks: list[asyncio.Task[None]] = []
         self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
-        for n, topic in enumerate((INBOUND, OUTBOUND, TOOL_RESULTS)):
+        for n, topic in enumerate(self._topics):
             subscription = await self._bus.subscribe(
                 topic, f"{self._group}-{n}", "listener", listener=True
             )

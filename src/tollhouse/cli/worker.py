@@ -23,6 +23,7 @@ import click
 from tollhouse.agents.setup import ROLES, Role, start_workers
 from tollhouse.alerts.dispatcher import Dispatcher
 from tollhouse.app import services_running
+from tollhouse.bus.events import TOOL_RESULTS
 from tollhouse.cli.options import config_option, settings_from
 from tollhouse.config import Settings
 from tollhouse.crypto import SecretBox
@@ -65,7 +66,9 @@ async def _run(settings: Settings, alerts: bool, roles: tuple[Role, ...]) -> Non
         if alerts:
             await _dispatch(settings, stack)
         if roles:
-            services = await stack.enter_async_context(services_running(settings))
+            # No streams here: a conversation worker waits only for its tool results.
+            listen = (TOOL_RESULTS,) if "conversation" in roles else ()
+            services = await stack.enter_async_context(services_running(settings, listen))
             await start_workers(services, roles, stack)
         await stop.wait()
 
