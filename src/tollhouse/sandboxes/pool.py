@@ -22,17 +22,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, and_, bindparam, column, or_, select, text, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.crypto import SecretBox
-from tollhouse.db.types import UTCDateTime
 from tollhouse.errors import Conflict, NotFound, NotOwner, PoolExhausted
 from tollhouse.ledger.service import decode_cursor, encode_cursor
 from tollhouse.sandboxes.models import sandboxes
 
 _s = sandboxes.c
+# A second lease refused to a track by the unique index, as SQLAlchemy or asyncpg says it.
+_UNIQUE: tuple[type[BaseException], ...] = (IntegrityError,)
+try:
+    from asyncpg.exceptions import (  # type: ignore[import-untyped]  # the postgres extra
+        UniqueViolationError,
+    )
+
+    _UNIQUE += (UniqueViolationError,)
+except ImportError:  # pragma: no cover - without asyncpg there is no Postgres engine
+    pass
 _LEASE_COLUMNS = ("track_id", "purpose", "token_id", "idempotency_key", "allocated_at")
 
 
@@ -63,7 +72,7 @@ async def allocate(
 ) -> Leased:
     """The track's live lease, or a new one; ``PoolExhausted`` when none is free.
 
-    One connection and, on Postgres, one statement (``_HELD_OR_LEASED``); on SQLite the
+    One connection and, on Postgres, one statement (``_HELD_OR_LEASED_PG``); on SQLite the
     read and the lease in one transaction. The unique index refusing a second lease to a
     track (two of its asks racing) is answered with the lease that won."""
     expires_at = ask_expiry(now, ask.duration, grace)
@@ -74,12 +83,11 @@ async def allocate(
         try:
             async with engine.connect() as conn:
                 if single:
-                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    found = await _held_or_leased(conn, ask, expires_at, now)
+                    found = await _held_or_leased_pg(conn, ask, expires_at, now)
                 else:
                     async with conn.begin():
                         found = await _held_or_leased(conn, ask, expires_at, now)
-        except IntegrityError:  # the track won a lease in another request meanwhile
+        except _UNIQUE:  # the track won a lease in another request meanwhile
             async with engine.connect() as conn:
                 found = await _held(conn, ask)
             if found is None:
@@ -99,22 +107,33 @@ async def allocate(
 async def _held_or_leased(
     conn: AsyncConnection, ask: Ask, expires_at: datetime, now: datetime
 ) -> Leased | None:
-    if conn.dialect.name != "postgresql":
-        held = await _held(conn, ask)
-        if held is not None:
-            return held
-        row = await lease_one(conn, ask, expires_at, now)
-        return Leased(row, True) if row is not None else None
-    values = {
-        "track": ask.track_id,
-        "purpose": ask.purpose,
-        "token": ask.token_id,
-        "key": ask.idempotency_key,
-        "backend": ask.backend,
-        "now": now,
-        "expires": expires_at,
-    }
-    rows = (await conn.execute(_HELD_OR_LEASED, values)).all()
+    """SQLite: the read, then the lease, in the caller's transaction."""
+    held = await _held(conn, ask)
+    if held is not None:
+        return held
+    row = await lease_one(conn, ask, expires_at, now)
+    return Leased(row, True) if row is not None else None
+
+
+async def _held_or_leased_pg(
+    conn: AsyncConnection, ask: Ask, expires_at: datetime, now: datetime
+) -> Leased | None:
+    """Postgres: ``_HELD_OR_LEASED_PG``, one statement, atomic on its own (no BEGIN and
+    COMMIT around it), sent on the pooled connection's asyncpg connection. The broker's
+    whole throughput is this call; through SQLAlchemy's statement machinery it cost
+    about 450 µs of Python a call, several times what asyncpg takes for it."""
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    records = await driver.fetch(
+        _HELD_OR_LEASED_PG,
+        ask.track_id,
+        ask.purpose,
+        ask.token_id,
+        ask.idempotency_key,
+        ask.backend,
+        now,
+        expires_at,
+    )
+    rows = [Record(dict(record)) for record in records]
     _no_stolen_key(rows, ask)
     for row in rows:
         if not row.created:
@@ -122,28 +141,43 @@ async def _held_or_leased(
     return Leased(rows[0], True) if rows else None
 
 
+class Record:
+    """A row asyncpg returned, read as SQLAlchemy's rows are: by attribute, and as
+    ``_mapping``."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self._mapping = mapping
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._mapping[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 # The track's live lease if it has one, else a free sandbox leased to it: one round trip.
 # ``held`` and ``picked`` see the statement's snapshot; a lease of the same track that
 # commits meanwhile makes this one fail the unique index (``allocate`` reads the winner).
-_HELD_OR_LEASED = (
-    text(
-        """
+# Parameters (asyncpg's): track, purpose, token, key, backend, now, expires.
+_HELD_OR_LEASED_PG = """
 WITH held AS (
     SELECT * FROM sandboxes
     WHERE status = 'allocated'
-      AND (track_id = :track OR (CAST(:key AS VARCHAR) IS NOT NULL AND idempotency_key = :key))
+      AND (track_id = $1 OR (CAST($4 AS VARCHAR) IS NOT NULL AND idempotency_key = $4))
 ), picked AS (
     SELECT id FROM sandboxes
     WHERE status = 'available'
-      AND (CAST(:backend AS VARCHAR) IS NULL OR backend = :backend)
+      AND (CAST($5 AS VARCHAR) IS NULL OR backend = $5)
       AND NOT EXISTS (SELECT 1 FROM held)
     ORDER BY created_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), leased AS (
     UPDATE sandboxes AS s
-    SET status = 'allocated', track_id = :track, purpose = :purpose, token_id = :token,
-        idempotency_key = :key, allocated_at = :now, expires_at = :expires, updated_at = :now
+    SET status = 'allocated', track_id = $1, purpose = $2, token_id = $3,
+        idempotency_key = $4, allocated_at = $6, expires_at = $7, updated_at = $6
     FROM picked
     WHERE s.id = picked.id AND s.status = 'available'
     RETURNING s.*
@@ -152,13 +186,6 @@ SELECT false AS created, held.* FROM held
 UNION ALL
 SELECT true AS created, leased.* FROM leased
 """
-    )
-    .bindparams(
-        bindparam("now", type_=UTCDateTime()),
-        bindparam("expires", type_=UTCDateTime()),
-    )
-    .columns(column("created", Boolean), *sandboxes.c)
-)
 
 
 def ask_expiry(now: datetime, duration: timedelta, grace: timedelta) -> datetime:
