@@ -56,6 +56,7 @@ EXPECTED = {
     "TooManyFailures": (429, "rate_limit_error", "too_many_failures"),
     "RateLimited": (429, "rate_limit_error", "rate_limit_exceeded"),
     "ParallelLimited": (429, "rate_limit_error", "parallel_limit_exceeded"),
+    "AgentBudgetExceeded": (429, "rate_limit_error", "agent_budget_exceeded"),
     "PaymentRequired": (402, "insufficient_quota", "payment_required"),
     "BudgetExceeded": (402, "insufficient_quota", "budget_exceeded"),
     "InsufficientCredits": (402, "insufficient_quota", "insufficient_credits"),

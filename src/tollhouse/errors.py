@@ -30,6 +30,7 @@
     ├── UnprocessableEvent             422 invalid_event
     ├── RateLimited                    429 rate_limit_error
     │   ├── ParallelLimited            429 parallel_limit_exceeded
+    │   ├── AgentBudgetExceeded        429 agent_budget_exceeded
     │   └── TooManyFailures            429 too_many_failures
     ├── UpstreamError                  502 api_error (or the upstream's own 4xx/429)
     │   └── UpstreamTimeout            504 timeout

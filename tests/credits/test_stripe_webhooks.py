@@ -133,6 +133,16 @@ def test_a_signed_event_without_id_or_type_is_a_422(event: dict[str, Any]):
         verify(*signed(orjson.dumps(event)), SECRET)
 
 
+@pytest.mark.parametrize("data", [None, {}, {"object": "x"}, {"object": None}])
+def test_a_signed_event_without_its_object_is_a_422_whatever_its_type(data: Any):
+    event: dict[str, Any] = {"object": "event", "id": "evt_1", "type": "customer.created"}
+    if data is not None:
+        event["data"] = data
+    with pytest.raises(UnprocessableEvent) as refused:
+        verify(*signed(orjson.dumps(event)), SECRET)
+    assert refused.value.param == "data.object"
+
+
 # -- what is not booked ----------------------------------------------------------------
 
 

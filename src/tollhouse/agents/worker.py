@@ -103,12 +103,23 @@ class ConversationWorker:
         self._subscription = await self._bus.subscribe(INBOUND, GROUP, self._name)
         # With several server processes each has a memory bus of its own: one cannot
         # tell another's unanswered messages from its own, so none takes any up.
-        if self._bus.name == "memory" and self._settings.workers == 1:
-            await self._recover()
         self._tasks = [
             asyncio.create_task(self._read(), name="tollhouse-agent-reader"),
             asyncio.create_task(self._commit(), name="tollhouse-agent-committer"),
         ]
+        if self._bus.name == "memory" and self._settings.workers == 1:
+            self._tasks.append(asyncio.create_task(self._recovered(), name="tollhouse-recover"))
+
+    async def _recovered(self) -> None:
+        """``_recover``, in the background: a server starts without its database (its
+        probes say so), and takes the messages up once the database answers."""
+        while True:
+            try:
+                await self._guarded(self._recover())
+                return
+            except Exception as exc:
+                log.warning("unanswered messages not taken up yet", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
 
     async def _recover(self) -> None:
         """The memory bus dies with its process, and what it held with it: the messages

@@ -212,6 +212,10 @@ def verify(payload: bytes, signature_header: str | None, secret: SecretStr) -> s
     event_id, kind = fields.get("id"), fields.get("type")
     if not isinstance(event_id, str) or not event_id or not isinstance(kind, str) or not kind:
         raise UnprocessableEvent("a Stripe event needs an id and a type", param="id")
+    data = event.to_dict().get("data")  # recursive: the library's objects as plain dicts
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        # Every Stripe event carries one; one without is not Stripe's, whatever its type.
+        raise UnprocessableEvent(f"{kind}: data.object must be an object", param="data.object")
     return event
 
 
