@@ -23,6 +23,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tollhouse.config import Settings
+from tollhouse.errors import ConfigError
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -36,6 +37,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # aiosqlite logs every call with its parameters at DEBUG: keep it out of a
         # debug-level log, where those values would land.
         logging.getLogger("aiosqlite").setLevel(logging.INFO)
+        _runs_functions()
         path = _sqlite_path(url)
         if path is not None:
             _private(path)
@@ -66,6 +68,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkout", _alive)
     return engine
+
+
+def _runs_functions() -> None:
+    """The session log's hot writes run whole transactions in aiosqlite's thread
+    (``agents/rawlog.py``) through ``Connection._execute``: an aiosqlite without it is
+    refused here, with the fix, rather than failing on the first message."""
+    import aiosqlite
+
+    if not hasattr(aiosqlite.Connection, "_execute"):
+        raise ConfigError(
+            f"aiosqlite {getattr(aiosqlite, '__version__', '?')} has no Connection._execute, "
+            "which Tollhouse needs: install aiosqlite>=0.20,<1"
+        )
 
 
 def _alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
