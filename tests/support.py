@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -81,6 +81,18 @@ async def running(settings: Settings) -> AsyncIterator[tuple[Tollhouse, httpx.As
             transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
         ) as client:
             yield application, client
+
+
+@contextlib.contextmanager
+def redis_down(redis_server: Any) -> Iterator[None]:
+    """Redis killed for the block (SIGKILL, as in a crash), started again after it on the
+    same port, empty."""
+    redis_server.stop()
+    try:
+        yield
+    finally:
+        if not redis_server.running:
+            redis_server.start()
 
 
 def decode(response: httpx.Response) -> Any:

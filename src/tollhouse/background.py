@@ -40,6 +40,21 @@ async def woken(event: asyncio.Event, timeout_s: float) -> bool:
     return True
 
 
+async def finished(task: asyncio.Task[None], timeout_s: float) -> bool:
+    """Let ``task`` end on its own for at most ``timeout_s`` (a pass under way is not cut
+    in half: an aiosqlite statement cut off ends in its thread after the loop is gone),
+    then cancel it; True when it ended on its own."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.shield(task)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    return True
+
+
 class BatchQueue(Generic[T]):
     def __init__(
         self,
@@ -77,13 +92,7 @@ class BatchQueue(Generic[T]):
         self._wake.set()
         if self._task is None:
             return
-        try:
-            async with asyncio.timeout(timeout_s):
-                await asyncio.shield(self._task)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if not await finished(self._task, timeout_s):
             log.error(f"{self._what} not delivered at shutdown", extra={"count": self.pending})
 
     async def flush(self) -> None:

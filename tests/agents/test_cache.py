@@ -19,7 +19,7 @@ import pytest
 import websockets
 from sqlalchemy import event
 from tests.governance.helpers import auth, create_customer, create_key
-from tests.support import LiveServer, decode, running
+from tests.support import LiveServer, decode, redis_down, running
 
 from tollhouse.agents import sessions
 from tollhouse.agents.cache import SessionCache, SessionMeta
@@ -86,17 +86,6 @@ async def cached(app: Tollhouse, session_id: str) -> SessionMeta | None:
 async def in_database(app: Tollhouse, session_id: str) -> SessionMeta:
     async with app.services.engine.connect() as conn:
         return SessionMeta.of(await sessions.row(conn, session_id))
-
-
-@contextlib.contextmanager
-def redis_down(redis_server: Any) -> Iterator[None]:
-    """Redis killed for the block (SIGKILL), started again (empty) after it."""
-    redis_server.stop()
-    try:
-        yield
-    finally:
-        if not redis_server.running:
-            redis_server.start()
 
 
 # -- with Redis -----------------------------------------------------------------------

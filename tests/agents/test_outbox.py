@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.governance.helpers import auth, create_customer, create_key
-from tests.support import decode, engine_for, running
+from tests.support import decode, engine_for, redis_down, running
 
 from tollhouse.agents import outbox, sessions
 from tollhouse.agents.models import session_events
@@ -104,17 +104,6 @@ async def redis_bus(url: str) -> AsyncIterator[RedisBus]:
         yield bus
     finally:
         await bus.close()
-
-
-@contextlib.contextmanager
-def redis_down(redis_server: Any) -> Any:
-    """Redis killed for the block (SIGKILL), started again after it on the same port."""
-    redis_server.stop()
-    try:
-        yield
-    finally:
-        if not redis_server.running:
-            redis_server.start()
 
 
 # -- through the API, a bus that fails for real --------------------------------------------

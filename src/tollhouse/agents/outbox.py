@@ -24,7 +24,6 @@ server as a rule, and two passes that meet there publish an event twice at worst
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.agents import rawlog
 from tollhouse.agents.models import UNPUBLISHED, agent_sessions, session_events
-from tollhouse.background import woken
+from tollhouse.background import finished, woken
 from tollhouse.bus import events
 from tollhouse.bus.backends import EventBus
 from tollhouse.bus.events import INBOUND
@@ -144,13 +143,7 @@ class Redrive:
             return
         self._stopping = True
         self._wake.set()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await asyncio.shield(task)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await finished(task, timeout_s)
 
     async def run_once(self, now: datetime | None = None) -> int:
         """One pass at ``now``; how many events it settled."""

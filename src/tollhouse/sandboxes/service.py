@@ -8,7 +8,6 @@ side is ``broker.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -22,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tollhouse.background import woken
+from tollhouse.background import finished, woken
 from tollhouse.config import Settings
 from tollhouse.crypto import SecretBox, require_box
 from tollhouse.errors import Conflict
@@ -282,13 +281,7 @@ class Pool:
             return
         self._stopping = True
         self.wake.set()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await asyncio.shield(task)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await finished(task, timeout_s)
 
     async def reap(self) -> Report:
         """One pass: expire, delete, refill."""
