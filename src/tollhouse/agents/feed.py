@@ -21,6 +21,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
+from tollhouse.agents.sessions import type_of
 from tollhouse.bus.backends import EventBus, Subscription
 from tollhouse.bus.events import INBOUND, OUTBOUND, TOOL_RESULTS, TOPICS
 from tollhouse.web.responses import rfc3339
@@ -69,22 +70,30 @@ class SessionFeed:
             watch.set()
 
 
+def frame(
+    seq: int, event_id: str, kind: str, type_: str, body: dict[str, Any], created_at: datetime
+) -> dict[str, Any]:
+    """What a stream sends of one event of the log, read from it or handed over live."""
+    return {
+        "seq": seq,
+        "event_id": event_id,
+        "kind": kind,
+        "type": type_,
+        "event": body,
+        "created_at": rfc3339(created_at),
+    }
+
+
 def frame_of(topic: str, event: dict[str, Any]) -> dict[str, Any] | None:
-    """The stream's frame of a published event (as ``stream`` builds it from the log's
-    row), or ``None`` for an event published without its seq."""
+    """The frame of a published event, or ``None`` for one published without its seq
+    (the row's time is the event's own: ``sessions.append``)."""
     seq = event.get("seq")
     if not isinstance(seq, int):
         return None
     body = {k: v for k, v in event.items() if k != "seq"}
     kind = TOPICS[topic]
-    return {
-        "seq": seq,
-        "event_id": body["event_id"],
-        "kind": kind,
-        "type": str(body.get("type", kind)),
-        "event": body,
-        "created_at": rfc3339(datetime.fromisoformat(body["created_at"])),
-    }
+    at = datetime.fromisoformat(body["created_at"])
+    return frame(seq, body["event_id"], kind, type_of(kind, body), body, at)
 
 
 class SessionListener:

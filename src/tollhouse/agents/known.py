@@ -16,6 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from tollhouse.agents.sessions import type_of
+
 _SESSIONS = 1000  # sessions remembered, the least recently used forgotten first
 _ROWS = 5000  # a history longer than this is read each time instead of held
 
@@ -62,7 +64,7 @@ class KnownLogs:
         known.last = seq
         self._logs.move_to_end(session_id)
         body = {k: v for k, v in event.items() if k != "seq"}
-        kind_of = str(body.get("type", kind))
+        kind_of = type_of(kind, body)
         if not (kind == "assistant_event" and kind_of == "delta"):  # as the log's history
             known.rows.append(LogRow(seq, body["event_id"], kind, kind_of, body))
             if len(known.rows) > _ROWS:

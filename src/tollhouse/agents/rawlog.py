@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollhouse.agents import sessions
 from tollhouse.agents.models import UNPUBLISHED
 from tollhouse.db.writes import lock_of
 from tollhouse.errors import NotFound
@@ -91,7 +92,7 @@ async def append(
     through it still waiting to be published, by seq."""
     now = datetime.now(UTC)
     at = datetime.fromisoformat(event["created_at"]) if "created_at" in event else now
-    row_type = str(event.get("type", kind))
+    row_type = sessions.type_of(kind, event)
     async with _driver(engine) as (dialect, db):
         if dialect == "sqlite":
             return await _sqlite_append(

@@ -34,6 +34,11 @@ def not_found(session_id: str) -> NotFound:
     return NotFound(f"session {session_id!r} not found")
 
 
+def type_of(kind: str, event: dict[str, Any]) -> str:
+    """An event's ``type`` column: its own ``type``, else its kind (a ``tool_result``)."""
+    return str(event.get("type", kind))
+
+
 def tenant_of(key: Any) -> tuple[str, str]:
     """(kind, id) of the scope that owns a key's sessions."""
     top = key.chain[-1] if key.chain else key.scope
@@ -127,7 +132,7 @@ async def append(
         session_id=session_id,
         seq=seq,
         kind=kind,
-        type=str(event.get("type", kind)),
+        type=type_of(kind, event),
         body=event,
         created_at=at,
     )

@@ -31,10 +31,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tollhouse.agents import sessions
 from tollhouse.agents.cache import SessionCache, owned
-from tollhouse.agents.feed import SessionFeed, Watch
+from tollhouse.agents.feed import SessionFeed, Watch, frame
 from tollhouse.background import woken
 from tollhouse.errors import NotFound, TollhouseError
-from tollhouse.web.responses import rfc3339
 
 log = logging.getLogger("tollhouse.agents")
 
@@ -132,14 +131,7 @@ async def _send_after(websocket: WebSocket, engine: AsyncEngine, session_id: str
             rows = await sessions.after_seq(conn, session_id, last, _PAGE)
         for row in rows:
             await websocket.send_json(
-                {
-                    "seq": row.seq,
-                    "event_id": row.event_id,
-                    "kind": row.kind,
-                    "type": row.type,
-                    "event": row.body,
-                    "created_at": rfc3339(row.created_at),
-                }
+                frame(row.seq, row.event_id, row.kind, row.type, row.body, row.created_at)
             )
             last = row.seq
         if len(rows) < _PAGE:

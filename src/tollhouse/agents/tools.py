@@ -104,15 +104,7 @@ class Leaser(Protocol):
     """What the tools use of the sandbox broker (``sandboxes.broker.Broker``)."""
 
     async def lease(
-        self,
-        who: Who,
-        track_id: str,
-        hours: float | None,
-        purpose: str,
-        *,
-        token_id: str | None = None,
-        idempotency_key: str | None = None,
-        backend: str | None = None,
+        self, who: Who, track_id: str, hours: float | None, purpose: str, *, backend: str
     ) -> Any: ...
 
     @property
