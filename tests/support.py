@@ -105,21 +105,27 @@ async def flushed(app: Tollhouse) -> None:
     await app.services.recorder.flush()
 
 
-async def records(client: httpx.AsyncClient, app: Tollhouse, **params: str) -> list[dict[str, Any]]:
+async def records(
+    client: httpx.AsyncClient, app: Tollhouse, *, refused: bool = False, **params: str
+) -> list[dict[str, Any]]:
     """Every usage record so far (flushed first), newest first, optionally filtered
-    (``key_id=`` …), with money as exact ``Decimal``."""
+    (``key_id=`` …), with money as exact ``Decimal``. Refusals (status ``refused``: no
+    provider saw them, nothing was consumed) only with ``refused=True``."""
     await flushed(app)
     response = await client.get("/api/usage", params={"limit": "1000", **params})
     assert response.status_code == 200, response.text
-    return list(decode(response)["usage"])
+    rows = list(decode(response)["usage"])
+    return rows if refused else [r for r in rows if r["status"] != "refused"]
 
 
-def usage(url: str, **params: str) -> list[dict[str, Any]]:
+def usage(url: str, *, refused: bool = False, **params: str) -> list[dict[str, Any]]:
     """A running gateway's ledger over its admin API (``GET /api/usage``), newest first,
-    money as exact ``Decimal``; ``params`` filter it (``key_id=`` …)."""
+    money as exact ``Decimal``; ``params`` filter it (``key_id=`` …); refusals only with
+    ``refused=True``."""
     response = httpx.get(f"{url}/api/usage", params={"limit": "1000", **params}, timeout=10)
     response.raise_for_status()
-    return list(decode(response)["usage"])
+    rows = list(decode(response)["usage"])
+    return rows if refused else [r for r in rows if r["status"] != "refused"]
 
 
 async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:

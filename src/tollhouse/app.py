@@ -42,6 +42,9 @@ from tollhouse.credits.routes import key_routes as credit_key_routes
 from tollhouse.credits.watch import BalanceWatch
 from tollhouse.credits.worker import CreditSweeper
 from tollhouse.crypto import SecretBox
+from tollhouse.dashboard.access import Sessions
+from tollhouse.dashboard.render import error_page
+from tollhouse.dashboard.routes import routes as dashboard_routes
 from tollhouse.db import create_engine
 from tollhouse.db.schema import upgrade
 from tollhouse.errors import (
@@ -82,6 +85,7 @@ if TYPE_CHECKING:
     from tollhouse.alerts.routes import AlertServices
     from tollhouse.catalog.routes import CatalogServices
     from tollhouse.credits.routes import CreditServices
+    from tollhouse.dashboard.pages import DashboardServices
     from tollhouse.gateway.routes import GatewayServices
     from tollhouse.governance.routes import GovernanceServices
     from tollhouse.ledger.routes import LedgerServices
@@ -120,6 +124,7 @@ class Services:
     gateway: Gateway
     credit_sweeper: CreditSweeper
     balance_watch: BalanceWatch
+    dashboard_sessions: Sessions
     # For ``/readyz``: ready once start-up is done; draining from the shutdown signal on.
     ready: bool = False
     draining: bool = False
@@ -143,6 +148,7 @@ if TYPE_CHECKING:
         _agents: AgentServices = services
         _streams: StreamServices = services
         _bodies: BodyLimits = services
+        _dashboard: DashboardServices = services
 
 
 class Tollhouse(Starlette):
@@ -167,6 +173,8 @@ class Tollhouse(Starlette):
 def error_response(request: Request, exc: TollhouseError) -> Response:
     """The one place an error becomes a response; the body shape follows the path."""
     path = request.url.path
+    if path == "/ui" or path.startswith("/ui/"):
+        return error_page(request, exc)
     # The catalog is described by the admin API's document, so it refuses in its shape.
     if path.startswith(("/api/", "/catalog/")):
         body = admin_body(exc)
@@ -297,6 +305,7 @@ def create_app(settings: Settings) -> Tollhouse:
             *session_routes,
             *_ops_routes(settings, throttle),
             *catalog_routes,
+            *(dashboard_routes() if settings.dashboard_enabled else []),
             # Signed by its sender instead of the admin key, so outside the admin mount.
             *webhook_routes,
             Route("/api/webhooks/budget", _OnlyAllows("POST")),
@@ -450,6 +459,7 @@ async def _start(
         gateway=gateway,
         credit_sweeper=sweeper,
         balance_watch=watch,
+        dashboard_sessions=Sessions(settings),
     )
     if settings.agent_worker_in_process:
         await start_workers(services, ROLES, stack)

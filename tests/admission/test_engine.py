@@ -356,12 +356,20 @@ async def test_a_stream_cut_short_costs_no_more_than_was_reserved(gateway, app, 
 # --- refusals spend nothing ---------------------------------------------------------------
 
 
-async def test_a_refused_request_holds_nothing_and_records_nothing(gateway, app):
+async def test_a_refused_request_holds_nothing_and_is_recorded_at_no_cost(gateway, app):
     budget = {"max_limit": usd(worst_case_nanos() - 1), "reset_duration": "1h"}
     key, value = await create_key(gateway, budget=budget, rate_limit=RATE)
     for _ in range(3):
         error_of(await chat(gateway, value), 402, "budget_exceeded")
     assert await records(gateway, app) == []
+    # The log shows each refusal: whose, what, why, and that it cost nothing.
+    refusals = await records(gateway, app, refused=True)
+    assert len(refusals) == 3
+    for r in refusals:
+        assert (r["status"], r["http_status"], r["key_id"]) == ("refused", 402, key["id"])
+        assert r["cost"] == 0 and r["prompt_tokens"] == r["completion_tokens"] == 0
+        assert r["error"].startswith("budget_exceeded: "), r["error"]
+        assert r["provider"] == "" and r["model"] == "gpt-4o-mini"
     entity = await get_entity(gateway, "virtual-keys", key["id"])
     assert entity["budget"]["current_usage"] == 0
     assert entity["rate_limit"]["request_current_usage"] == 0

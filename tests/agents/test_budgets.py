@@ -49,10 +49,16 @@ async def test_a_persona_budget_refuses_once_spent_and_others_go_on(
         used = await records(gateway, app, key_id=key["id"])
         assert used and tokens(used) <= 120
         assert {(r["session_id"], r["persona_id"]) for r in used} == {(session_id, "support")}
-        # Refused with nothing consumed: no record, no model call.
+        # Refused with nothing consumed: no model call, a record of the refusal at no cost.
         _, again = await say(gateway, value, "support", session_id)
         assert again[0]["code"] == "agent_budget_exceeded"
         assert len(await records(gateway, app, key_id=key["id"])) == len(used)
+        refusals = [
+            r for r in await records(gateway, app, refused=True, key_id=key["id"])
+            if r["status"] == "refused"
+        ]
+        assert len(refusals) == 2 and {r["session_id"] for r in refusals} == {session_id}
+        assert all(r["cost"] == 0 and r["http_status"] == 429 for r in refusals), refusals
         # Another persona has its own budget (none here), and the key's own calls are
         # not agent calls.
         _, other = await say(gateway, value, "sales")
@@ -61,7 +67,7 @@ async def test_a_persona_budget_refuses_once_spent_and_others_go_on(
         direct = await gateway.post("/v1/chat/completions", json=plain, headers=auth(value))
         assert direct.status_code == 200
         page = decode(await gateway.get("/api/usage", params={"session_id": session_id}))
-        assert page["total"] == len(used)
+        assert page["total"] == len(used) + len(refusals)
 
     # After a restart the counter starts from the ledger's records of the persona.
     async with running(settings) as (app, gateway):

@@ -98,7 +98,7 @@ class FailureThrottle:
 def require_admin(request: Request, settings: Settings, throttle: FailureThrottle) -> None:
     """Raise unless ``request`` may use the admin API."""
     if settings.admin_key is None:
-        _require_local(request)
+        require_local(request)
         return
     client = client_address(request)
     throttle.check(client)
@@ -111,7 +111,9 @@ def require_admin(request: Request, settings: Settings, throttle: FailureThrottl
         raise AuthenticationFailed("admin API: missing or wrong admin key (Bearer token)")
 
 
-def _require_local(request: Request) -> None:
+def require_local(request: Request, *, json_writes: bool = True) -> None:
+    """The loopback rules that stand in for a credential while no admin key is set;
+    ``json_writes=False`` for the dashboard, whose forms carry a CSRF token instead."""
     if not is_loopback(request.client.host if request.client else None):
         raise PermissionDenied(
             "the admin API answers loopback clients only while TOLLHOUSE_ADMIN_KEY is unset"
@@ -136,7 +138,7 @@ def _require_local(request: Request) -> None:
             "the admin API refuses requests from other sites' pages while "
             "TOLLHOUSE_ADMIN_KEY is unset"
         )
-    if request.method == "POST":
+    if json_writes and request.method == "POST":
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != "application/json":
             raise UnsupportedMediaType(

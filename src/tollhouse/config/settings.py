@@ -10,9 +10,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from tollhouse.config.agents import AgentSettings
+from tollhouse.config.dashboard import DashboardSettings
 from tollhouse.config.providers import ModelRoute, PriceOverride, ProviderConfig
 from tollhouse.config.sandboxes import SandboxSettings
 from tollhouse.config.urls import async_database_url, proxy_list, redact_url
@@ -25,7 +26,7 @@ from tollhouse.windows import zone
 MIN_SECRET_LENGTH = 32
 
 
-class Settings(AgentSettings, SandboxSettings):
+class Settings(AgentSettings, SandboxSettings, DashboardSettings):
     """Everything Tollhouse can be told. Fields map to ``TOLLHOUSE_<NAME>`` variables."""
 
     host: str = Field(default="127.0.0.1", description="Address `tollhouse serve` binds.")
@@ -285,7 +286,7 @@ class Settings(AgentSettings, SandboxSettings):
         default_factory=dict, description="Price overrides keyed `provider/model`."
     )
 
-    @field_validator("admin_key", "inbound_webhook_secret", "secret_key")
+    @field_validator("admin_key", "viewer_key", "inbound_webhook_secret", "secret_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
         # An empty value is a mistake (``TOLLHOUSE_ADMIN_KEY=`` in a compose file), never
@@ -369,6 +370,18 @@ class Settings(AgentSettings, SandboxSettings):
             except ValueError:
                 raise ValueError(f"{part!r} is not an IP address or network") from None
         return value
+
+    @model_validator(mode="after")
+    def _viewer_key(self) -> Settings:
+        # A read-only login is only read-only if something else is required to write: with
+        # no admin key, loopback callers are the admin, and a viewer key would change nothing.
+        if self.viewer_key is None:
+            return self
+        if self.admin_key is None:
+            raise ValueError("viewer_key needs admin_key: set an admin key too, or unset it")
+        if self.viewer_key.get_secret_value() == self.admin_key.get_secret_value():
+            raise ValueError("viewer_key must differ from admin_key")
+        return self
 
     @property
     def max_request_body_bytes(self) -> int:

@@ -55,6 +55,7 @@ class RequestContext:
     reservation: Any = None  # governance's hold on the worst case, until settled
     cost: Decimal = ZERO  # the exact cost, once the request is recorded
     agent: AgentCall | None = None  # an agent session's model call, if it is one
+    recorded: bool = False  # its usage record is written (or queued): one per request
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

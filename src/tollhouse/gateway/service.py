@@ -48,6 +48,10 @@ from tollhouse.ops.metrics import Metrics
 from tollhouse.pricing.catalog import ModelPrice
 from tollhouse.web.responses import exact
 
+# Refusals of a known key before any provider call, recorded at no cost (``_refused``):
+# payment required (no credit), forbidden (a policy, an allow-list), too many (budgets
+# and rate limits).
+_REFUSALS = frozenset({402, 403, 429})
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -164,10 +168,13 @@ class Gateway:
         in_flight.inc()
         try:
             reply = await self._handle(endpoint, body, ctx, key)
-        except BaseException:
+        except BaseException as exc:
             in_flight.dec()
             # Nothing was recorded, so nothing was consumed: give the reservation back.
             self._admission.release(ctx)
+            refused = isinstance(exc, TollhouseError) and exc.status_code in _REFUSALS
+            if refused and key is not None and not ctx.recorded:
+                self._refused(endpoint, body, ctx, key, exc)  # type: ignore[arg-type]
             raise
         if reply.stream is None:
             in_flight.dec()
@@ -277,6 +284,40 @@ class Gateway:
     @property
     def router(self) -> Router:
         return self._router
+
+    def _refused(
+        self, endpoint: str, body: dict[str, Any], ctx: RequestContext, key: Any,
+        exc: TollhouseError,
+    ) -> None:  # fmt: skip
+        """A key's request refused before any provider saw it (a budget, a rate limit, a
+        policy, no credit): recorded at no cost, so the log and the overview show it."""
+        scopes = {scope.kind: scope.id for scope in key.chain}
+        model = body.get("model")
+        self._recorder.add(
+            UsageRecord(
+                id=ctx.request_id,
+                created_at=datetime.now(UTC),
+                endpoint=endpoint,
+                provider="",
+                model=model[:200] if isinstance(model, str) else "",
+                prompt_tokens=0,
+                completion_tokens=0,
+                cached_tokens=0,
+                cost=ZERO,
+                priced=True,
+                latency_ms=round(ctx.elapsed_ms(), 3),
+                status="refused",
+                http_status=exc.status_code,
+                streamed=body.get("stream") is True,
+                key_id=scopes.get("key"),
+                team_id=scopes.get("team"),
+                customer_id=scopes.get("customer"),
+                error=f"{exc.code}: {exc.message}"[:2000],
+                session_id=ctx.agent.session_id if ctx.agent is not None else None,
+                persona_id=ctx.agent.persona_id if ctx.agent is not None else None,
+            )
+        )
+        ctx.recorded = True
 
     def _fallbacks(
         self, key: Any, body: dict[str, Any], targets: tuple[Target, ...]
@@ -480,6 +521,7 @@ class Gateway:
         )
         # Settle with the very record the ledger stores: counters and ledger agree.
         self._admission.settle(ctx, record)
+        ctx.recorded = True
         durable = None
         if self._settings.durability == "strict":
             durable = self._recorder.add_durable(record)

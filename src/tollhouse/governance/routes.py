@@ -301,6 +301,17 @@ async def usage_stats(request: Request) -> Response:
     return JSONResponse(UsageStatsAll(usage_stats=[key_usage(v, meter) for v in views]))
 
 
+async def rotate_key(request: Request) -> Response:
+    """A new secret for the key (returned once, in ``value``); the old one stops working."""
+    async with _engine(request).begin() as conn:
+        view = await service.rotate_key(conn, request.path_params["id"])
+    await _changed(request)
+    item = key_read(view, await _meter(request))
+    return JSONResponse(
+        VirtualKeyWritten(message="Virtual key rotated successfully", virtual_key=item)
+    )
+
+
 async def usage_reset(request: Request) -> Response:
     """Zero the counters of one key, team or customer (not its parents or children)."""
     body = await read_model(request, UsageReset)
@@ -362,6 +373,17 @@ routes = [
     *crud_routes(CUSTOMERS),
     *crud_routes(TEAMS),
     *crud_routes(VIRTUAL_KEYS),
+    Resource(
+        "/governance/virtual-keys/{id}/rotate",
+        {
+            "POST": Operation(
+                rotate_key,
+                "Give a virtual key a new secret value (the old one stops working)",
+                {200: Answer(VirtualKeyWritten, "Virtual key rotated successfully")},
+                errors=(404,),
+            )
+        },
+    ),
     Resource(
         "/governance/usage-stats",
         {

@@ -502,6 +502,22 @@ async def update_key(conn: AsyncConnection, key_id: str, body: VirtualKeyUpdate)
     return await get_key(conn, key_id)
 
 
+async def rotate_key(conn: AsyncConnection, key_id: str) -> KeyView:
+    """A new secret value for the key, returned once; the old value stops working as
+    soon as the running gateways reload (the version bump). Its id, limits, spend and
+    history stay: the key is the same, only its secret changed."""
+    await bump_version(conn)
+    await _one(conn, virtual_keys, key_id, KEY_NOT_FOUND)
+    value, key_hash, key_hint = generate_key()
+    await conn.execute(
+        update(virtual_keys)
+        .where(virtual_keys.c.id == key_id)
+        .values(key_hash=key_hash, key_hint=key_hint, updated_at=_now())
+    )
+    view = await get_key(conn, key_id)
+    return KeyView(view.key, view.team, view.customer, view.budget, view.rate_limit, value)
+
+
 async def delete_key(conn: AsyncConnection, key_id: str) -> None:
     """Delete a virtual key and its limits; requests with it are refused at once."""
     await bump_version(conn)

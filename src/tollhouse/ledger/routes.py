@@ -36,6 +36,9 @@ async def usage(request: Request) -> Response:
         credit_post=q.credit_post,
         session_id=q.session_id,
         model=q.model,
+        status=q.status,
+        min_cost=q.min_cost,
+        max_cost=q.max_cost,
         since=q.since,
         until=q.until,
     )

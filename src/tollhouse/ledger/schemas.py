@@ -8,12 +8,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
-from tollhouse.web.query import Count, Filter, Moment, Query
+from tollhouse.web.query import Amount, Count, Filter, Moment, Query
 from tollhouse.web.responses import Exact, Reply, Time
 
-Status = Literal["success", "error", "cancelled"]
+# refused: a key's request turned away before any provider saw it (a budget, a rate
+# limit, a policy, no credit), recorded at no cost so that the log shows it.
+Status = Literal["success", "error", "cancelled", "refused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,11 @@ class UsageQuery(Query):
     credit_post: Filter = Field(default=None, description="only the requests of this post (key)")
     session_id: Filter = Field(default=None, description="only this agent session's model calls")
     model: Filter = Field(default=None, description="only this model")
+    status: Annotated[Status | None, BeforeValidator(lambda v: v or None)] = Field(
+        default=None, description="only records of this status"
+    )
+    min_cost: Amount = Field(default=None, description="only records costing at least this")
+    max_cost: Amount = Field(default=None, description="only records costing at most this")
     since: Moment = Field(default=None, description="from this time on")
     until: Moment = Field(default=None, description="before this time")
     limit: Annotated[int, Count(default=50, high=MAX_LIMIT)] = Field(

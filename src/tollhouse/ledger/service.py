@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tollhouse.errors import ValidationFailed
+from tollhouse.errors import NotFound, ValidationFailed
 from tollhouse.ledger.models import usage_records as t
 
 GroupBy = Literal["key", "team", "customer", "model", "provider", "day"]
@@ -30,6 +30,9 @@ class UsageFilter:
     credit_post: str | None = None
     session_id: str | None = None
     model: str | None = None
+    status: str | None = None
+    min_cost: Decimal | None = None
+    max_cost: Decimal | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -43,9 +46,14 @@ class UsageFilter:
             (t.c.credit_post, self.credit_post),
             (t.c.session_id, self.session_id),
             (t.c.model, self.model),
+            (t.c.status, self.status),
         ):
             if value is not None:
                 clauses.append(column == value)
+        if self.min_cost is not None:
+            clauses.append(t.c.cost >= self.min_cost)
+        if self.max_cost is not None:
+            clauses.append(t.c.cost <= self.max_cost)
         if self.since is not None:
             clauses.append(t.c.created_at >= self.since)
         if self.until is not None:
@@ -146,3 +154,11 @@ async def spend_by(conn: AsyncConnection, group: GroupBy, where: UsageFilter) ->
         )
         for row in rows
     ]
+
+
+async def get_usage(conn: AsyncConnection, record_id: str) -> Any:
+    """One record by id; ``NotFound`` when the ledger has none."""
+    row = (await conn.execute(select(t).where(t.c.id == record_id))).one_or_none()
+    if row is None:
+        raise NotFound(f"usage record {record_id!r} not found")
+    return row

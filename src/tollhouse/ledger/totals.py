@@ -46,11 +46,14 @@ _SUM: dict[Measure, Any] = {
 
 
 def _whose(payer: Payer, payer_id: str) -> Any:
+    # A refused request (recorded at no cost so that the log shows it) consumed nothing:
+    # it is no request of a rate limit, and no counter rebuilt from the ledger counts it.
+    counted = _t.status != "refused"
     if payer != "agent":
-        return _PAYER_COLUMN[payer] == payer_id
+        return and_(_PAYER_COLUMN[payer] == payer_id, counted)
     tenant, _, persona = payer_id.partition("/")
     kind, _, ident = tenant.partition(":")
-    whose = and_(_PAYER_COLUMN[kind] == ident, _t.session_id.is_not(None))
+    whose = and_(_PAYER_COLUMN[kind] == ident, _t.session_id.is_not(None), counted)
     if not persona:
         return whose
     if persona == DEFAULT_PERSONA:  # a session without a persona records none

@@ -20,8 +20,10 @@ refuses it, naming the parameter, before any route runs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
@@ -155,4 +157,29 @@ Moment = Annotated[
             "examples": ["2026-11-21T10:00:00Z", "2026-11-21", "1795000000"],
         }
     ),
+]
+
+
+_AMOUNT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
+
+
+def _amount(value: Any, info: ValidationInfo) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    name = info.field_name or "query"
+    text = str(value)
+    if not _AMOUNT.match(text):
+        raise ValidationFailed(
+            f"{name} must be an amount of USD such as 0.25 (at most 9 decimals), "
+            f"got {preview(text)!r}",
+            param=name,
+        )
+    return Decimal(text)
+
+
+# A bound on an amount of USD, exact: plain decimal digits, at most 9 after the point.
+Amount = Annotated[
+    Decimal | None,
+    BeforeValidator(_amount),
+    WithJsonSchema({"type": "string", "pattern": _AMOUNT.pattern, "examples": ["0.25"]}),
 ]
