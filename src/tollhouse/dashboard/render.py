@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, Response
 
 from tollhouse.dashboard.access import COOKIE_PATH, CSRF_COOKIE, Visitor, is_secure
 from tollhouse.errors import TollhouseError
+from tollhouse.money import format_usd
 
 # No inline script or style runs: scripts and styles come from /ui/static only, and
 # chart data travels in <script type="application/json"> blocks, which never execute.
@@ -45,7 +46,8 @@ def usd(value: Decimal | int | None) -> str:
 
 
 def exact_usd(value: Decimal | None) -> str:
-    return "—" if value is None else f"${Decimal(value):f}"
+    """Every digit the ledger keeps, none it does not (``0.000000000`` is ``0``)."""
+    return "—" if value is None else f"${format_usd(Decimal(value))}"
 
 
 def count(value: int | float | None) -> str:

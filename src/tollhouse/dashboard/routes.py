@@ -13,13 +13,13 @@ from tollhouse.dashboard.access import (
     COOKIE_PATH,
     CSRF_FIELD,
     SESSION_COOKIE,
-    Visitor,
     check_login,
     check_write,
     is_secure,
     login_csrf,
+    visitor,
 )
-from tollhouse.dashboard.pages import form_text, page, services
+from tollhouse.dashboard.pages import form_text, services
 from tollhouse.dashboard.render import html, set_csrf_cookie
 from tollhouse.errors import TollhouseError
 
@@ -67,8 +67,12 @@ async def login(request: Request) -> Response:
     return response
 
 
-@page
-async def logout(request: Request, who: Visitor) -> Response:
+async def logout(request: Request) -> Response:
+    """Anyone signed in may log out (the viewer too): the form's token, no role check."""
+    who = visitor(request, services(request).dashboard_sessions)
+    if who is None:
+        return RedirectResponse("/ui/login", 303)
+    check_write(request, (await form_text(request)).get(CSRF_FIELD), who.csrf)
     response = RedirectResponse("/ui/login", 303)
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response

@@ -1,0 +1,223 @@
+"""The dashboard in headless Chromium against a real server on loopback: the flows an
+operator runs, with no console error on any page and a screenshot of each."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+from tests.dashboard.conftest import ADMIN_KEY, VIEWER_KEY, Tab
+
+pytestmark = pytest.mark.slow
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def chat(base: str, key: str, content: str = "hello") -> httpx.Response:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}
+    headers = {"authorization": f"Bearer {key}"}
+    return httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=10)
+
+
+def admin_api(base: str, method: str, path: str, **kwargs: Any) -> Any:
+    response = httpx.request(method, f"{base}/api{path}", headers=ADMIN, timeout=10, **kwargs)
+    assert response.status_code < 300, response.text
+    return response.json()
+
+
+def usage(base: str, **params: str) -> list[dict[str, Any]]:
+    time.sleep(0.1)  # the ledger writes in batches (10 ms here)
+    return list(admin_api(base, "GET", "/usage", params={"limit": "1000", **params})["usage"])
+
+
+def test_login_and_logout(tab: Tab) -> None:
+    page = tab.page
+    page.goto("/ui/keys")
+    expect(page).to_have_url("/ui/login?next=%2Fui%2Fkeys")
+    tab.shot("login")
+    page.get_by_test_id("login-key").fill("not-the-key-" + "x" * 30)
+    page.get_by_test_id("login-submit").click()
+    expect(page.get_by_test_id("error")).to_contain_text("wrong key")
+    tab.errors.clear()  # the browser logs the 401 answer itself; nothing else may fail
+    page.get_by_test_id("login-key").fill(ADMIN_KEY)
+    page.get_by_test_id("login-submit").click()
+    expect(page).to_have_url("/ui/keys")
+    expect(page.get_by_test_id("role")).to_have_text("admin")
+    page.get_by_test_id("logout").click()
+    expect(page).to_have_url("/ui/login")
+    page.goto("/ui")
+    expect(page).to_have_url("/ui/login?next=%2Fui")
+
+
+def test_create_edit_rotate_revoke_a_key(tab: Tab, live_ui: Any) -> None:
+    page = tab.page
+    tab.log_in()
+    page.get_by_test_id("nav-keys").click()
+    page.get_by_test_id("key-new").click()
+    tab.shot("key-new")
+    page.get_by_test_id("key-name").fill("browser key")
+    page.get_by_test_id("budget-limit").fill("5")
+    page.get_by_test_id("budget-duration").fill("1d")
+    page.get_by_test_id("key-save").click()
+    value = page.get_by_test_id("key-value").inner_text()
+    tab.shot("key-created")
+    assert chat(live_ui.url, value).status_code == 200
+
+    # A bad edit is refused next to the form, naming the field; nothing changes.
+    page.get_by_role("link", name="Back to the key").click()
+    page.get_by_test_id("budget-duration").fill("")
+    page.get_by_test_id("budget-limit").fill("-3")
+    page.get_by_test_id("key-save").click()
+    expect(page.get_by_test_id("error")).to_contain_text("budget.max_limit")
+    tab.errors.clear()  # the 400 answer, logged by the browser
+    tab.shot("key-invalid")
+    page.get_by_test_id("budget-limit").fill("7.50")
+    page.get_by_test_id("budget-duration").fill("1d")
+    page.get_by_test_id("key-name").fill("browser key 2")
+    page.get_by_test_id("key-save").click()
+    expect(page.get_by_test_id("saved")).to_be_visible()
+    tab.shot("key-saved")
+    keys = admin_api(live_ui.url, "GET", "/governance/virtual-keys")["virtual_keys"]
+    (key,) = [k for k in keys if k["name"] == "browser key 2"]
+    assert Decimal(str(key["budget"]["max_limit"])) == Decimal("7.5")
+
+    page.get_by_test_id("key-rotate").click()
+    rotated = page.get_by_test_id("key-value").inner_text()
+    assert rotated != value
+    assert chat(live_ui.url, value).status_code == 401
+    assert chat(live_ui.url, rotated).status_code == 200
+
+    page.get_by_role("link", name="Back to the key").click()
+    page.get_by_test_id("key-revoke").click()
+    expect(page.get_by_test_id("key-revoke")).to_have_text("Reactivate")
+    assert chat(live_ui.url, rotated).status_code == 403  # known, but inactive
+    page.get_by_test_id("key-revoke").click()
+    assert chat(live_ui.url, rotated).status_code == 200
+
+    page.get_by_test_id("nav-keys").click()
+    row = page.get_by_test_id("key-row").filter(has_text="browser key 2")
+    expect(row.get_by_test_id("key-state")).to_have_text("active")
+    tab.shot("keys")
+    row.get_by_test_id("view-logs").click()
+    expect(page.get_by_test_id("log-row")).to_have_count(3)  # three answered requests
+
+
+def test_the_viewer_cannot_write(tab: Tab, live_ui: Any) -> None:
+    made = admin_api(live_ui.url, "POST", "/governance/virtual-keys", json={"name": "seen"})
+    page = tab.page
+    tab.log_in(VIEWER_KEY)
+    expect(page.get_by_test_id("role")).to_have_text("viewer")
+    page.goto("/ui/keys")
+    expect(page.get_by_test_id("key-row")).to_have_count(1)
+    expect(page.get_by_test_id("key-new")).to_have_count(0)
+    page.goto(f"/ui/keys/{made['virtual_key']['id']}")
+    expect(page.get_by_test_id("key-save")).to_have_count(0)
+    expect(page.get_by_test_id("key-rotate")).to_have_count(0)
+    tab.shot("viewer-key")
+    token = page.locator('input[name="csrf"]').first.get_attribute("value")
+    response = page.request.post(
+        f"/ui/keys/{made['virtual_key']['id']}/delete", form={"csrf": token or ""}
+    )
+    assert response.status == 403
+    assert admin_api(live_ui.url, "GET", f"/governance/virtual-keys/{made['virtual_key']['id']}")
+
+
+def test_a_budget_refusal_shows_in_the_log_and_the_overview(tab: Tab, live_ui: Any) -> None:
+    body = {"name": "tight", "budget": {"max_limit": 0.000001, "reset_duration": "1d"}}
+    made = admin_api(live_ui.url, "POST", "/governance/virtual-keys", json=body)
+    refused = chat(live_ui.url, made["virtual_key"]["value"])
+    assert refused.status_code == 402, refused.text
+    page = tab.page
+    tab.log_in()
+    page.goto("/ui/logs")
+    page.get_by_test_id("filter-status").select_option("refused")
+    page.get_by_test_id("filter-submit").click()
+    row = page.get_by_test_id("log-row")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("tight")
+    row.click()
+    expect(page.get_by_test_id("drawer")).to_contain_text("budget_exceeded")
+    expect(page.get_by_test_id("drawer-cost")).to_have_text("$0")
+    tab.shot("log-refusal")
+    page.goto("/ui?range=24h")
+    expect(page.get_by_test_id("tile-errors")).to_contain_text("1")
+    expect(page.get_by_test_id("tile-requests")).to_contain_text("1")
+    expect(page.locator("#chart canvas")).to_have_count(1)
+    tab.shot("overview-refusal")
+
+
+def test_csv_export_equals_the_ledger(tab: Tab, live_ui: Any) -> None:
+    made = admin_api(live_ui.url, "POST", "/governance/virtual-keys", json={"name": "csv"})
+    for n in range(7):
+        assert chat(live_ui.url, made["virtual_key"]["value"], f"question {n}").status_code == 200
+    ledger = usage(live_ui.url)
+    tab.log_in()
+    response = tab.page.request.get("/ui/logs.csv")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text())))
+    assert [r["id"] for r in rows] == [r["id"] for r in ledger]
+    for exported, recorded in zip(rows, ledger, strict=True):
+        assert Decimal(exported["cost"]) == Decimal(str(recorded["cost"]))
+        assert int(exported["prompt_tokens"]) == recorded["prompt_tokens"]
+        assert exported["created_at"] == recorded["created_at"]
+        assert exported["key_name"] == "csv"
+
+
+def test_the_live_tail_costs_one_request_per_refresh(tab: Tab, live_ui: Any) -> None:
+    made = admin_api(live_ui.url, "POST", "/governance/virtual-keys", json={"name": "tail"})
+    value = made["virtual_key"]["value"]
+    assert chat(live_ui.url, value).status_code == 200
+    page = tab.page
+    tab.log_in()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto("/ui/logs")
+    page.get_by_test_id("tail-start").click()
+    expect(page.get_by_test_id("log-row")).to_have_count(1)
+    started = time.monotonic()
+    for n in range(3):
+        assert chat(live_ui.url, value, f"more {n}").status_code == 200
+    expect(page.get_by_test_id("log-row")).to_have_count(4, timeout=15_000)
+    page.wait_for_timeout(2_500)
+    elapsed = time.monotonic() - started
+    tab.shot("live-tail")
+    refreshes = [url for url in asked if "/ui/logs/rows" in url]
+    interval = live_ui.app.services.settings.dashboard_tail_interval_s
+    assert 1 <= len(refreshes) <= elapsed / interval + 1, refreshes
+    assert [url for url in asked if "/ui/logs/req_" in url] == []  # no detail per row
+
+
+def test_every_page_renders_without_errors_at_desktop_and_phone_width(
+    tab: Tab, live_ui: Any, browser: Any, screenshots: Any
+) -> None:
+    made = admin_api(live_ui.url, "POST", "/governance/virtual-keys", json={"name": "pages"})
+    assert chat(live_ui.url, made["virtual_key"]["value"]).status_code == 200
+    key_id = made["virtual_key"]["id"]
+    pages = ["/ui", "/ui?range=30d&group=model", "/ui?range=24h&group=key&metric=requests",
+             f"/ui?key={key_id}", "/ui/logs", f"/ui/logs?key_id={key_id}", "/ui/keys",
+             "/ui/keys/new", f"/ui/keys/{key_id}"]  # fmt: skip
+    tab.log_in()
+    phone = Tab(browser, live_ui.url, screenshots, "phone", 375)
+    try:
+        phone.log_in()
+        for path in pages:
+            for each in (tab, phone):
+                response = each.page.goto(path)
+                assert response is not None and response.status == 200, path
+                expect(each.page.locator("main h1")).to_be_visible()
+                each.shot(path.strip("/").replace("/", "-").replace("?", "-")[:60] or "root")
+        phone.page.goto("/ui/logs")
+        phone.page.get_by_test_id("log-row").first.click()
+        expect(phone.page.get_by_test_id("drawer")).to_be_visible()
+        phone.shot("drawer")
+        width = phone.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375 + 1, f"the page scrolls sideways at phone width ({width}px)"
+        assert phone.errors == [], phone.errors
+    finally:
+        phone.close()
