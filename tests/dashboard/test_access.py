@@ -123,7 +123,8 @@ async def test_a_session_cookie_cannot_be_forged_stretched_or_outlive_a_key_chan
     payload["r"] = "admin"
     forged = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
     assert sessions.read(f"{forged}.{signature}") is None
-    rotated = Sessions(make_settings(admin_key="another-admin-key-" + "b" * 30, viewer_key=VIEWER_KEY))
+    other_admin = "another-admin-key-" + "b" * 30
+    rotated = Sessions(make_settings(admin_key=other_admin, viewer_key=VIEWER_KEY))
     assert rotated.read(good) is None
     ui.cookies.set(SESSION_COOKIE, good, path="/ui")
     page = await ui.get("/ui/keys")
