@@ -104,9 +104,7 @@ class Tab:
     uncaught exceptions seen (none may be), and a screenshot per visited page."""
 
     def __init__(self, browser: Any, base: str, shots: Path, name: str, width: int) -> None:
-        self.context = browser.new_context(
-            base_url=base, viewport={"width": width, "height": 900}
-        )
+        self.context = browser.new_context(base_url=base, viewport={"width": width, "height": 900})
         self.page = self.context.new_page()
         self.page.set_default_timeout(10_000)
         self.errors: list[str] = []

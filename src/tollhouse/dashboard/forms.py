@@ -81,3 +81,17 @@ def limits(form: Form, *, creating: bool) -> dict[str, Any]:
     elif not creating:
         body["rate_limit"] = None
     return body
+
+
+def limits_form(budget: Any, rate: Any) -> Form:
+    """The limits fieldset filled from an entity's ``budget`` and ``rate_limit`` reads."""
+    form = {
+        "budget_max_limit": f"{budget.max_limit:f}" if budget else "",
+        "budget_reset_duration": budget.reset_duration if budget else "",
+    }
+    for kind in ("request", "token"):
+        limit = getattr(rate, f"{kind}_max_limit", None) if rate else None
+        form[f"{kind}_max_limit"] = "" if limit is None else str(limit)
+        duration = getattr(rate, f"{kind}_reset_duration", None) if rate else None
+        form[f"{kind}_reset_duration"] = duration or ""
+    return form

@@ -83,10 +83,9 @@ def _form_of(key: VirtualKeyRead | None) -> forms.Form:
     """The form's fields, filled from a key (blank for a new one)."""
     if key is None:
         return {"is_active": "on"}
-    budget, rate = key.budget, key.rate_limit
     parent = f"team:{key.team_id}" if key.team_id else (
         f"customer:{key.customer_id}" if key.customer_id else "")  # fmt: skip
-    form = {
+    return {
         "name": key.name,
         "description": key.description or "",
         "parent": parent,
@@ -96,15 +95,8 @@ def _form_of(key: VirtualKeyRead | None) -> forms.Form:
         "max_parallel_requests": str(key.max_parallel_requests or ""),
         "expires_at": key.expires_at.strftime("%Y-%m-%dT%H:%M") if key.expires_at else "",
         "is_active": "on" if key.is_active else "",
-        "budget_max_limit": f"{budget.max_limit:f}" if budget else "",
-        "budget_reset_duration": budget.reset_duration if budget else "",
+        **forms.limits_form(key.budget, key.rate_limit),
     }
-    for kind in ("request", "token"):
-        limit = getattr(rate, f"{kind}_max_limit", None) if rate else None
-        form[f"{kind}_max_limit"] = "" if limit is None else str(limit)
-        duration = getattr(rate, f"{kind}_reset_duration", None) if rate else None
-        form[f"{kind}_reset_duration"] = duration or ""
-    return form
 
 
 @page

@@ -8,7 +8,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tollhouse.dashboard import keys, logs, overview
+from tollhouse.dashboard import keys, logs, overview, scopes
 from tollhouse.dashboard.access import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -94,6 +94,8 @@ def routes() -> list[BaseRoute]:
         Route("/ui/keys/{id}/rotate", keys.key_rotate, methods=["POST"]),
         Route("/ui/keys/{id}/revoke", keys.key_revoke, methods=["POST"]),
         Route("/ui/keys/{id}/delete", keys.key_delete, methods=["POST"]),
+        *scopes.routes(scopes.TEAMS),
+        *scopes.routes(scopes.CUSTOMERS),
         Mount(
             "/ui/static",
             StaticFiles(packages=[("tollhouse.dashboard", "static")]),
