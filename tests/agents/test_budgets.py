@@ -54,7 +54,8 @@ async def test_a_persona_budget_refuses_once_spent_and_others_go_on(
         assert again[0]["code"] == "agent_budget_exceeded"
         assert len(await records(gateway, app, key_id=key["id"])) == len(used)
         refusals = [
-            r for r in await records(gateway, app, refused=True, key_id=key["id"])
+            r
+            for r in await records(gateway, app, refused=True, key_id=key["id"])
             if r["status"] == "refused"
         ]
         assert len(refusals) == 2 and {r["session_id"] for r in refusals} == {session_id}
