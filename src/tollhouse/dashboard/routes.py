@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tollhouse.dashboard import alerts as alert_pages
+from tollhouse.dashboard import credits as credit_pages
 from tollhouse.dashboard import keys, logs, overview, scopes
 from tollhouse.dashboard.access import (
     COOKIE_PATH,
@@ -98,6 +99,7 @@ def routes() -> list[BaseRoute]:
         *scopes.routes(scopes.TEAMS),
         *scopes.routes(scopes.CUSTOMERS),
         *alert_pages.routes(),
+        *credit_pages.routes(),
         Mount(
             "/ui/static",
             StaticFiles(packages=[("tollhouse.dashboard", "static")]),
