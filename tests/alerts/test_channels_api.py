@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import select
 from tests.alerts.receivers import HttpReceiver
+from tests.alerts.test_events import alert as budget_alert
 from tests.support import running
 
+from tollhouse.alerts.events import record
 from tollhouse.alerts.models import notification_channels
 
 API = "/api/notification-channels"
@@ -109,7 +114,39 @@ async def test_unknown_ids_are_404(gateway):
     assert (await gateway.put(f"{API}/nope", json={})).status_code == 404
     assert (await gateway.post(f"{API}/nope/test")).status_code == 404
     assert (await gateway.get("/api/alerts/nope/deliveries")).status_code == 404
-    assert (await gateway.get("/api/alerts")).json() == {"alerts": [], "count": 0, "total": 0}
+    empty = {"alerts": [], "count": 0, "total": 0, "next_cursor": None}
+    assert (await gateway.get("/api/alerts")).json() == empty
+
+
+async def test_the_alert_history_is_paged_by_cursor_and_filtered(app, gateway):
+    """Newest first, a page at a time without a skip or a repeat; filters by event and
+    scope, with ``total`` counting what they select."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    async with app.services.engine.begin() as conn:
+        for n in range(5):
+            alert = budget_alert(
+                budget_id=f"b{n}", scope_id="t1" if n % 2 else "t2",
+                threshold=Decimal(1) if n == 4 else Decimal("0.8"),
+            )  # fmt: skip
+            assert await record(conn, alert, start + timedelta(minutes=n))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await gateway.get("/api/alerts", params=params)).json()
+        assert page["total"] == 5 and page["count"] == len(page["alerts"]) <= 2
+        seen += [a["budget_id"] for a in page["alerts"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["b4", "b3", "b2", "b1", "b0"]
+    one_scope = (await gateway.get("/api/alerts", params={"scope_id": "t1"})).json()
+    assert [a["budget_id"] for a in one_scope["alerts"]] == ["b3", "b1"]
+    assert one_scope["total"] == 2
+    crossed = (await gateway.get("/api/alerts", params={"event": "budget_crossed"})).json()
+    assert [a["budget_id"] for a in crossed["alerts"]] == ["b4"]
+    bad = await gateway.get("/api/alerts", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 400 and "cursor" in bad.json()["error"]
 
 
 @pytest.mark.parametrize(

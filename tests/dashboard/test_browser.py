@@ -13,6 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 from tests.dashboard.conftest import ADMIN_KEY, VIEWER_KEY, Tab
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -202,6 +203,10 @@ def test_every_page_renders_without_errors_at_desktop_and_phone_width(
     pages = ["/ui", "/ui?range=30d&group=model", "/ui?range=24h&group=key&metric=requests",
              f"/ui?key={key_id}", "/ui/logs", f"/ui/logs?key_id={key_id}", "/ui/keys",
              "/ui/keys/new", f"/ui/keys/{key_id}"]  # fmt: skip
+    owner = {"owner_type": "key", "owner_id": key_id}
+    account_id = admin_api(live_ui.url, "POST", "/credits/accounts", json=owner)["account"]["id"]
+    pages += ["/ui/alerts", "/ui/alerts/channels", "/ui/alerts/channels/new", "/ui/credits",
+              f"/ui/credits/{account_id}"]  # fmt: skip
     tab.log_in()
     phone = Tab(browser, live_ui.url, screenshots, "phone", 375)
     try:
@@ -221,3 +226,53 @@ def test_every_page_renders_without_errors_at_desktop_and_phone_width(
         assert phone.errors == [], phone.errors
     finally:
         phone.close()
+
+
+def test_alert_and_credit_pages(tab: Tab, live_ui: Any) -> None:
+    """A budget refusal's alert in the history and its drawer; an email channel made and
+    test-sent through the form; a prepaid account granted credit through its page."""
+    body = {"name": "tight", "budget": {"max_limit": 0.000001, "reset_duration": "1d"}}
+    made = admin_api(live_ui.url, "POST", "/governance/virtual-keys", json=body)
+    assert chat(live_ui.url, made["virtual_key"]["value"]).status_code == 402
+    customer = admin_api(live_ui.url, "POST", "/governance/customers", json={"name": "Acme"})
+    owner = {"owner_type": "customer", "owner_id": customer["customer"]["id"]}
+    account = admin_api(live_ui.url, "POST", "/credits/accounts", json=owner)
+    page = tab.page
+    tab.log_in()
+
+    # Written off the request path: 80 % and 100 %, both reached by the refusal.
+    wait_for(lambda: admin_api(live_ui.url, "GET", "/alerts")["count"] == 2, what="alerts")
+    page.get_by_test_id("nav-alerts").click()
+    expect(page.get_by_test_id("alert-scope")).to_have_text(["key tight", "key tight"])
+    page.get_by_test_id("alert-row").filter(has_text="budget_crossed").click()
+    expect(page.get_by_test_id("drawer")).to_contain_text("budget_crossed")
+    expect(page.get_by_test_id("no-delivery")).to_be_visible()
+    tab.shot("alerts")
+    page.get_by_test_id("channels-link").click()
+    page.get_by_test_id("channel-new").click()
+    page.get_by_test_id("channel-name").fill("finance")
+    page.get_by_test_id("channel-type").select_option("email")
+    page.get_by_test_id("channel-to").fill("finance@example.com")
+    page.get_by_test_id("channel-save").click()
+    expect(page.get_by_test_id("saved")).to_be_visible()
+    page.get_by_test_id("channel-test").click()
+    expect(page.get_by_test_id("test-result")).to_contain_text("lacks settings")
+    tab.shot("channel")
+    page.get_by_role("link", name="All channels").click()
+    expect(page.get_by_test_id("channel-row")).to_have_count(1)
+    tab.shot("channels")
+
+    page.get_by_test_id("nav-credits").click()
+    page.get_by_test_id("credit-owner").filter(has_text="customer Acme").click()
+    expect(page.get_by_test_id("stripe-missing")).to_be_visible()
+    page.get_by_test_id("grant-amount").fill("7.250000001")
+    page.get_by_test_id("grant-memo").fill("trial")
+    page.get_by_test_id("grant-submit").click()
+    expect(page.get_by_test_id("granted")).to_be_visible()
+    expect(page.get_by_test_id("journal-amount")).to_have_text("$7.250000001")
+    tab.shot("credit-account")
+    got = admin_api(live_ui.url, "GET", f"/credits/accounts/{account['account']['id']}")
+    assert Decimal(str(got["account"]["balance"]["total"])) == Decimal("7.250000001")
+    page.get_by_test_id("nav-credits").click()
+    expect(page.get_by_test_id("credit-row")).to_have_count(1)
+    tab.shot("credits")

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tollhouse.alerts import inbound, service
+from tollhouse.alerts import history, inbound, service
 from tollhouse.alerts.schemas import (
     AlertList,
     AlertRead,
@@ -141,16 +141,19 @@ async def send_test(request: Request) -> Response:
 
 
 async def list_alerts(request: Request) -> Response:
-    limit = AlertsQuery.parse(request.query_params).limit
+    q = AlertsQuery.parse(request.query_params)
+    where = history.AlertFilter(q.event, q.level, q.scope_kind, q.scope_id)
     async with _services(request).engine.connect() as conn:
-        rows, total = await service.list_events(conn, limit)
+        rows, cursor = await history.list_events(conn, where, q.limit, q.cursor)
+        total = await history.count_events(conn, where)
     items = [AlertRead.from_row(row) for row in rows]
-    return JSONResponse(AlertList(alerts=items, count=len(items), total=total))
+    reply = AlertList(alerts=items, count=len(items), total=total, next_cursor=cursor)
+    return JSONResponse(reply)
 
 
 async def list_deliveries(request: Request) -> Response:
     async with _services(request).engine.connect() as conn:
-        found = await service.list_deliveries(conn, request.path_params["id"])
+        found = await history.list_deliveries(conn, request.path_params["id"])
     items = [DeliveryRead.from_rows(row, attempts) for row, attempts in found]
     return JSONResponse(DeliveryList(deliveries=items, count=len(items)))
 
@@ -248,8 +251,8 @@ routes = [
         {
             "GET": _op(
                 list_alerts,
-                "Alert history, newest first",
-                {200: Answer(AlertList, "The latest ones")},
+                "Alert history, newest first, filtered and paged by cursor",
+                {200: Answer(AlertList, "One page; next_cursor for the next")},
                 query=AlertsQuery,
             )
         },

@@ -26,7 +26,7 @@ from pydantic import (
 
 from tollhouse.alerts import urls
 from tollhouse.errors import ValidationFailed
-from tollhouse.web.query import Count, Query
+from tollhouse.web.query import Count, Filter, Query
 from tollhouse.web.responses import Exact, Reply, Time
 from tollhouse.web.validation import Body, parse, whole
 
@@ -146,6 +146,13 @@ class AlertsQuery(Query):
     limit: Annotated[int, Count(default=50, high=1000)] = Field(
         default=50, description="how many, newest first"
     )
+    cursor: Filter = Field(default=None, description="next_cursor of the previous page")
+    event: Filter = Field(
+        default=None, description="only this event (threshold_crossed, credit_low, …)"
+    )
+    level: Filter = Field(default=None, description="only this level (warning, critical, info)")
+    scope_kind: Filter = Field(default=None, description="only alerts of this scope kind")
+    scope_id: Filter = Field(default=None, description="only alerts of this scope")
 
 
 # --- answers --------------------------------------------------------------------------
@@ -254,7 +261,8 @@ class AlertRead(Reply):
 class AlertList(Reply):
     alerts: list[AlertRead]
     count: int
-    total: int
+    total: int = Field(description="how many alerts the filters select, on every page")
+    next_cursor: str | None
 
 
 class AttemptRead(Reply):

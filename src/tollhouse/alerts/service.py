@@ -1,4 +1,4 @@
-"""Alerts: the writer of threshold crossings, and the channels and history the admin
+"""Alerts: the writer of threshold crossings, and the notification channels the admin
 API manages.
 
 **The writer** (``AlertService``): threshold crossings noticed on the request path,
@@ -13,9 +13,10 @@ keys it has written so that a flood of refusals does not become a flood of inser
 ``credit_crossed`` stores a credit balance alert (``balance.py``) in the transaction that
 moved the account's alert state, decided by ``credits.alerting``.
 
-**Channels and history** (the functions below ``AlertService``): every one takes a
-connection, never a request; the caller owns the transaction. A channel's ``secret`` and
-its webhook or Slack URL are stored encrypted (``crypto.SecretBox``, ``urls``).
+**Channels** (the functions below ``AlertService``): every one takes a connection,
+never a request; the caller owns the transaction. A channel's ``secret`` and its webhook
+or Slack URL are stored encrypted (``crypto.SecretBox``, ``urls``). The history of
+alerts and their deliveries is read in ``history``.
 """
 
 from __future__ import annotations
@@ -27,18 +28,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollhouse.alerts import balance, urls
 from tollhouse.alerts.channels import Channel, Outcome, send
 from tollhouse.alerts.events import BudgetAlert, record
-from tollhouse.alerts.models import (
-    alert_attempts,
-    alert_deliveries,
-    alert_events,
-    notification_channels,
-)
+from tollhouse.alerts.models import notification_channels
 from tollhouse.alerts.schemas import ChannelCreate, ChannelUpdate, checked_config
 from tollhouse.background import BatchQueue
 from tollhouse.credits.alerting import Crossing
@@ -166,10 +162,9 @@ class AlertService:
         self.on_written.set()
 
 
-# --- channels and history -------------------------------------------------------------
+# --- channels -------------------------------------------------------------------------
 
 CHANNEL_NOT_FOUND = "Notification channel not found"
-ALERT_NOT_FOUND = "Alert not found"
 
 
 async def get_channel(conn: AsyncConnection, channel_id: str) -> Any:
@@ -286,31 +281,3 @@ async def send_test(row: Any, box: SecretBox | None, timeout_s: float) -> Outcom
     }
     async with aiohttp.ClientSession() as session:
         return await send(channel, sample, session, timeout_s)
-
-
-async def list_events(conn: AsyncConnection, limit: int) -> tuple[list[Any], int]:
-    """The ``limit`` latest alert events, newest first, and how many there are."""
-    e = alert_events.c
-    query = select(alert_events).order_by(e.created_at.desc(), e.id).limit(limit)
-    rows = list((await conn.execute(query)).all())
-    total = (await conn.execute(select(func.count()).select_from(alert_events))).scalar()
-    return rows, int(total or 0)
-
-
-async def list_deliveries(conn: AsyncConnection, event_id: str) -> list[tuple[Any, list[Any]]]:
-    """One event's deliveries, each with its attempts in order; ``NotFound`` if unknown."""
-    d, a = alert_deliveries.c, alert_attempts.c
-    event = (await conn.execute(select(alert_events).where(alert_events.c.id == event_id))).first()
-    if event is None:
-        raise NotFound(ALERT_NOT_FOUND)
-    deliveries = (await conn.execute(select(alert_deliveries).where(d.event_id == event_id))).all()
-    ids = [row.id for row in deliveries]
-    attempts = (
-        await conn.execute(
-            select(alert_attempts).where(a.delivery_id.in_(ids)).order_by(a.delivery_id, a.attempt)
-        )
-    ).all()
-    by_delivery: dict[str, list[Any]] = {i: [] for i in ids}
-    for row in attempts:
-        by_delivery[row.delivery_id].append(row)
-    return [(row, by_delivery[row.id]) for row in deliveries]

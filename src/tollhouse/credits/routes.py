@@ -10,7 +10,6 @@ changes what admission may spend reloads this process's engine before answering.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -20,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tollhouse.config import Settings
+from tollhouse.credits import checkout as checkout_topup
 from tollhouse.credits import service, statement
 from tollhouse.credits.answers import account_read, entry_read, grant_read, topup_read
 from tollhouse.credits.lots import open_lots
@@ -51,7 +51,6 @@ from tollhouse.web.services import FailureCounter
 from tollhouse.web.validation import read_model
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-CHECKOUT_LIFETIME = timedelta(hours=1)
 _MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -223,31 +222,11 @@ async def list_topups(request: Request) -> Response:
 async def checkout(request: Request) -> Response:
     """A Stripe Checkout top-up: a pending top-up row, then the hosted session."""
     state = _state(request)
-    if state.settings.stripe_secret_key is None:
-        raise ServiceUnavailable("Stripe is not configured: set TOLLHOUSE_STRIPE_SECRET_KEY")
+    if state.settings.stripe_secret_key is None:  # before the body is read, as always
+        raise ServiceUnavailable(checkout_topup.NOT_CONFIGURED)
     body = await read_model(request, CheckoutCreate)
-    account_id = request.path_params["id"]
-    from tollhouse.credits.stripe import Payments, to_cents  # the optional stripe extra
-
-    to_cents(body.amount)  # whole cents, within Stripe's bounds: a 400 before any write
-    async with state.engine.begin() as conn:
-        account = await service.get_account(conn, account_id)
-        topup = await service.open_topup(conn, account.id, "checkout", body.amount)
-    async with Payments(state.settings) as payments:
-        session = await payments.create_checkout(
-            topup.id,
-            body.amount,
-            account_id=account.id,
-            customer=account.stripe_customer,
-            expires_at=topup.created_at + CHECKOUT_LIFETIME,
-        )
-    async with state.engine.begin() as conn:
-        await service.checkout_opened(conn, topup.id, session)
-    reply = CheckoutRead(
-        topup_id=topup.id,
-        checkout_url=session.url or "",
-        session_id=session.session_id,
-        expires_at=session.expires_at,
+    reply = await checkout_topup.start(
+        state.engine, state.settings, request.path_params["id"], body
     )
     return JSONResponse(reply, 201)
 

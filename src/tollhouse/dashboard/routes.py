@@ -8,6 +8,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from tollhouse.dashboard import alerts as alert_pages
+from tollhouse.dashboard import credits as credit_pages
 from tollhouse.dashboard import keys, logs, overview, scopes
 from tollhouse.dashboard.access import (
     COOKIE_PATH,
@@ -96,6 +98,8 @@ def routes() -> list[BaseRoute]:
         Route("/ui/keys/{id}/delete", keys.key_delete, methods=["POST"]),
         *scopes.routes(scopes.TEAMS),
         *scopes.routes(scopes.CUSTOMERS),
+        *alert_pages.routes(),
+        *credit_pages.routes(),
         Mount(
             "/ui/static",
             StaticFiles(packages=[("tollhouse.dashboard", "static")]),
