@@ -8,7 +8,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tollhouse.dashboard import keys, logs, overview, scopes
+from tollhouse.dashboard import keys, logs, overview, policies, scopes
 from tollhouse.dashboard.access import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -96,6 +96,12 @@ def routes() -> list[BaseRoute]:
         Route("/ui/keys/{id}/delete", keys.key_delete, methods=["POST"]),
         *scopes.routes(scopes.TEAMS),
         *scopes.routes(scopes.CUSTOMERS),
+        Route("/ui/policies", policies.policy_list, methods=["GET"]),
+        Route("/ui/policies/new", policies.policy_new, methods=["GET", "POST"]),
+        Route("/ui/policies/{id}", policies.policy_edit, methods=["GET", "POST"]),
+        Route("/ui/policies/{id}/enable", policies.policy_enable, methods=["POST"]),
+        Route("/ui/policies/{id}/delete", policies.policy_delete, methods=["POST"]),
+        Route("/ui/policies/{id}/test", policies.policy_test, methods=["POST"]),
         Mount(
             "/ui/static",
             StaticFiles(packages=[("tollhouse.dashboard", "static")]),
