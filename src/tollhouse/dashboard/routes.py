@@ -8,7 +8,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tollhouse.dashboard import keys, logs, overview, policies, scopes
+from tollhouse.dashboard import keys, logs, overview, policies, sandboxes, scopes
 from tollhouse.dashboard.access import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -102,6 +102,11 @@ def routes() -> list[BaseRoute]:
         Route("/ui/policies/{id}/enable", policies.policy_enable, methods=["POST"]),
         Route("/ui/policies/{id}/delete", policies.policy_delete, methods=["POST"]),
         Route("/ui/policies/{id}/test", policies.policy_test, methods=["POST"]),
+        Route("/ui/sandboxes", sandboxes.sandbox_list, methods=["GET"]),
+        Route("/ui/sandboxes/auto-expire", sandboxes.sandbox_auto_expire, methods=["POST"]),
+        Route("/ui/sandboxes/cleanup", sandboxes.sandbox_cleanup, methods=["POST"]),
+        Route("/ui/sandboxes/sync", sandboxes.sandbox_sync, methods=["POST"]),
+        Route("/ui/sandboxes/{id:sandbox_id}/end", sandboxes.sandbox_end, methods=["POST"]),
         Mount(
             "/ui/static",
             StaticFiles(packages=[("tollhouse.dashboard", "static")]),
