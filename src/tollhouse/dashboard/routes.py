@@ -8,7 +8,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tollhouse.dashboard import keys, logs, overview, policies, sandboxes, scopes
+from tollhouse.dashboard import keys, logs, overview, policies, sandboxes, scopes, sessions
 from tollhouse.dashboard.access import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -107,6 +107,9 @@ def routes() -> list[BaseRoute]:
         Route("/ui/sandboxes/cleanup", sandboxes.sandbox_cleanup, methods=["POST"]),
         Route("/ui/sandboxes/sync", sandboxes.sandbox_sync, methods=["POST"]),
         Route("/ui/sandboxes/{id:sandbox_id}/end", sandboxes.sandbox_end, methods=["POST"]),
+        Route("/ui/sessions", sessions.session_list, methods=["GET"]),
+        Route("/ui/sessions/{id}", sessions.session_page, methods=["GET"]),
+        Route("/ui/sessions/{id}/stream", sessions.session_stream, methods=["GET"]),
         Mount(
             "/ui/static",
             StaticFiles(packages=[("tollhouse.dashboard", "static")]),
