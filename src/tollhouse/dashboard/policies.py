@@ -241,11 +241,12 @@ async def policy_test(request: Request, who: Visitor) -> Response:
     policy_id = request.path_params["id"]
     form = await form_text(request)
     services = _services(request)
-    policy = await _read(request, policy_id)
+    async with services.engine.connect() as conn:
+        row = await service.get_policy(conn, policy_id)
+    policy = PolicyRead.from_row(row)
     try:
         body = _trial_body(request, form)
         async with services.engine.connect() as conn:
-            row = await service.get_policy(conn, policy_id)
             found = await trial.dry_run(conn, row, body.input, body.key_id,
                                         services.policies.engines)  # fmt: skip
     except TollhouseError as exc:
