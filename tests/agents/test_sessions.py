@@ -6,6 +6,7 @@ or resumes after an event it names (a stale anchor is a 404, never a replay)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -88,3 +89,24 @@ async def test_resuming_after_an_event_reads_what_followed(engine):
             await sessions.append(
                 conn, "ses_nothing00000", "conversation_event", event("ses_nothing00000")
             )
+
+
+async def test_every_tenants_sessions_newest_first_by_cursor(engine):
+    """The operator's list (the dashboard's): every tenant's, newest first, a page at a
+    time; sessions opened in the same instant are ordered by id, none lost or repeated."""
+    start = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    made = []
+    async with engine.begin() as conn:
+        for n, who in enumerate((ACME, GLOBEX, ACME_OTHER_KEY, GLOBEX, ACME)):
+            at = start + timedelta(seconds=n // 2)  # two at a time share their instant
+            made.append(await sessions.open_session(conn, who, None, now=at))
+    expected = [s.id for s in sorted(made, key=lambda s: (s.created_at, s.id), reverse=True)]
+    shown: list[str] = []
+    cursor = None
+    async with engine.connect() as conn:
+        while True:
+            rows, cursor = await sessions.recent(conn, limit=2, cursor=cursor)
+            shown += [row.id for row in rows]
+            if cursor is None:
+                break
+    assert shown == expected

@@ -66,7 +66,11 @@ async def log_in(client: httpx.AsyncClient, key: str = ADMIN_KEY) -> httpx.Respo
 # --- the browser -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in
+# this thread while it is started, and every async test run meanwhile (another module's,
+# on the same xdist worker) fails to start its own ("Runner.run() cannot be called from
+# a running event loop"). Stopped when the module's tests are done, it leaves none.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):

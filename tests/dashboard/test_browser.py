@@ -200,9 +200,13 @@ def test_every_page_renders_without_errors_at_desktop_and_phone_width(
     made = admin_api(live_ui.url, "POST", "/governance/virtual-keys", json={"name": "pages"})
     assert chat(live_ui.url, made["virtual_key"]["value"]).status_code == 200
     key_id = made["virtual_key"]["id"]
+    session_id = open_session(live_ui.url, made["virtual_key"]["value"], "hello")
     pages = ["/ui", "/ui?range=30d&group=model", "/ui?range=24h&group=key&metric=requests",
              f"/ui?key={key_id}", "/ui/logs", f"/ui/logs?key_id={key_id}", "/ui/keys",
-             "/ui/keys/new", f"/ui/keys/{key_id}"]  # fmt: skip
+             "/ui/keys/new", f"/ui/keys/{key_id}", "/ui/teams", "/ui/teams/new",
+             "/ui/customers", "/ui/customers/new",
+             "/ui/policies", "/ui/policies/new", "/ui/sandboxes", "/ui/sessions",
+             f"/ui/sessions/{session_id}"]  # fmt: skip
     owner = {"owner_type": "key", "owner_id": key_id}
     account_id = admin_api(live_ui.url, "POST", "/credits/accounts", json=owner)["account"]["id"]
     pages += ["/ui/alerts", "/ui/alerts/channels", "/ui/alerts/channels/new", "/ui/credits",
@@ -276,3 +280,82 @@ def test_alert_and_credit_pages(tab: Tab, live_ui: Any) -> None:
     page.get_by_test_id("nav-credits").click()
     expect(page.get_by_test_id("credit-row")).to_have_count(1)
     tab.shot("credits")
+
+
+def open_session(base: str, key: str, message: str, session_id: str | None = None) -> str:
+    body = {"message": message, **({"session_id": session_id} if session_id else {})}
+    headers = {"authorization": f"Bearer {key}"}
+    sent = httpx.post(f"{base}/v1/session/message", json=body, headers=headers, timeout=10)
+    assert sent.status_code == 200, sent.text
+    return str(sent.json()["session_id"])
+
+
+def session_log(base: str, key: str, session_id: str, turns: int) -> list[dict[str, Any]]:
+    """The session's events once ``turns`` turns are done (the API's read)."""
+    headers = {"authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        read = httpx.get(f"{base}/v1/session/{session_id}/events?limit=1000", headers=headers)
+        found = list(reversed(read.json()["events"]))
+        if sum(e["type"] == "done" for e in found) >= turns:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"session {session_id} did not finish {turns} turn(s)")
+
+
+def test_a_session_page_receives_live_events_and_the_governance_pages(
+    tab: Tab, live_ui: Any
+) -> None:
+    owner = admin_api(live_ui.url, "POST", "/governance/customers", json={"name": "Acme"})
+    body = {"name": "agent", "customer_id": owner["customer"]["id"]}
+    key = admin_api(live_ui.url, "POST", "/governance/virtual-keys", json=body)
+    value = key["virtual_key"]["value"]
+    session_id = open_session(live_ui.url, value, "hello")
+    first = session_log(live_ui.url, value, session_id, turns=1)
+    page = tab.page
+    tab.log_in()
+    page.get_by_test_id("nav-sessions").click()
+    row = page.get_by_test_id("session-row")
+    expect(row).to_have_count(1)
+    expect(row.get_by_test_id("session-tenant")).to_have_text("customer Acme")
+    tab.shot("sessions")
+    row.get_by_role("link").first.click()
+    rows = page.get_by_test_id("event-row")
+    expect(rows).to_have_count(len(first))
+    expect(page.get_by_test_id("stream-state")).to_have_text("Live: following new events")
+
+    # A new message: its event and the reply arrive through EventSource, each once.
+    open_session(live_ui.url, value, "and again", session_id)
+    both = session_log(live_ui.url, value, session_id, turns=2)
+    expect(rows).to_have_count(len(both))
+    seqs = rows.evaluate_all("rows => rows.map(r => Number(r.dataset.seq))")
+    assert seqs == [e["seq"] for e in both]
+    expect(rows.filter(has_text="and again")).to_have_count(1)
+    tab.shot("session-live")
+    page.get_by_test_id("view-logs").click()
+    expect(page.get_by_test_id("log-row")).to_have_count(2)  # one model call a turn
+
+    # The policies and sandboxes pages, with something on them.
+    admin_api(live_ui.url, "POST", "/sandboxes/seed", json={"count": 2})
+    body = {"name": "no-o1", "action": "llm.request", "effect": "deny",
+            "attachments": [{"type": "customer", "id": owner["customer"]["id"]}],
+            "condition": "request.model.startsWith('o1')"}  # fmt: skip
+    policy = admin_api(live_ui.url, "POST", "/policies", json=body)["policy"]
+    page.get_by_test_id("nav-policies").click()
+    expect(page.get_by_test_id("policy-attachments")).to_have_text("customer Acme")
+    tab.shot("policies")
+    page.goto(f"/ui/policies/{policy['id']}")
+    page.get_by_test_id("policy-condition").fill("request.modle == 'o1'")
+    page.get_by_test_id("policy-save").click()
+    expect(page.get_by_test_id("error-condition")).to_contain_text("no field 'modle'")
+    tab.errors.clear()  # the 400 answer, logged by the browser
+    expect(page.get_by_test_id("policy-condition")).to_have_value("request.modle == 'o1'")
+    tab.shot("policy-invalid")
+    page.get_by_test_id("trial-input").fill('{"request": {"model": "o1-mini"}}')
+    page.get_by_test_id("trial-run").click()
+    expect(page.get_by_test_id("trial-outcome")).to_have_text("deny")
+    tab.shot("policy-dry-run")
+    page.get_by_test_id("nav-sandboxes").click()
+    expect(page.get_by_test_id("sandbox-row")).to_have_count(2)
+    expect(page.get_by_test_id("count-available")).to_have_text("2")
+    tab.shot("sandboxes")

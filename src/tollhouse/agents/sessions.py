@@ -14,12 +14,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.agents.models import agent_sessions, session_events
 from tollhouse.errors import NotFound
+from tollhouse.ledger.service import decode_cursor, encode_cursor
 
 _a = agent_sessions.c
 _e = session_events.c
@@ -65,6 +66,23 @@ async def row(conn: AsyncConnection, session_id: str) -> Any:
     if found is None:
         raise not_found(session_id)
     return found
+
+
+async def recent(
+    conn: AsyncConnection, *, limit: int, cursor: str | None = None
+) -> tuple[list[Any], str | None]:
+    """Every tenant's sessions, newest first, ``limit`` at a time, and the next page's
+    cursor (the operator's view: the dashboard; a client sees only its tenant's)."""
+    query = select(agent_sessions)
+    if cursor is not None:  # the same opaque cursor as every listing (time and id)
+        at, last_id = decode_cursor(cursor)
+        query = query.where(or_(_a.created_at < at, and_(_a.created_at == at, _a.id < last_id)))
+    query = query.order_by(_a.created_at.desc(), _a.id.desc()).limit(limit + 1)
+    rows = list((await conn.execute(query)).all())
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
 async def last_seq(conn: AsyncConnection, session_id: str) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -107,35 +108,39 @@ async def stream(websocket: WebSocket) -> None:
 async def _send(
     websocket: WebSocket, engine: AsyncEngine, session_id: str, last: int, wake: Watch
 ) -> int:
-    """Send the frames handed over while they follow on from ``last``; read the log
-    when they do not (or were not all handed over)."""
+    async for found in due(engine, session_id, last, wake):
+        await websocket.send_json(found)
+        last = found["seq"]
+    return last
+
+
+async def due(
+    engine: AsyncEngine, session_id: str, last: int, wake: Watch
+) -> AsyncIterator[dict[str, Any]]:
+    """The frames to send after ``last``: those handed over while they follow on from
+    it, read from the log when they do not (or were not all handed over). Shared by
+    every stream of the log (this WebSocket, the dashboard's event stream)."""
     while wake.frames and not wake.lost:
-        frame = wake.frames.popleft()
-        if frame["seq"] <= last:
+        handed = wake.frames.popleft()
+        if handed["seq"] <= last:
             continue  # sent already (read from the log)
-        if frame["seq"] != last + 1:
+        if handed["seq"] != last + 1:
             wake.lost = True  # one before it has not come this way (yet)
             break
-        await websocket.send_json(frame)
-        last = frame["seq"]
+        yield handed
+        last = handed["seq"]
     if not wake.lost:
-        return last
+        return
     wake.lost = False
     wake.frames.clear()
-    return await _send_after(websocket, engine, session_id, last)
-
-
-async def _send_after(websocket: WebSocket, engine: AsyncEngine, session_id: str, last: int) -> int:
     while True:
-        async with engine.connect() as conn:
+        async with engine.connect() as conn:  # not held while a frame is sent
             rows = await sessions.after_seq(conn, session_id, last, _PAGE)
         for row in rows:
-            await websocket.send_json(
-                frame(row.seq, row.event_id, row.kind, row.type, row.body, row.created_at)
-            )
+            yield frame(row.seq, row.event_id, row.kind, row.type, row.body, row.created_at)
             last = row.seq
         if len(rows) < _PAGE:
-            return last
+            return
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:

@@ -10,7 +10,7 @@ from starlette.staticfiles import StaticFiles
 
 from tollhouse.dashboard import alerts as alert_pages
 from tollhouse.dashboard import credits as credit_pages
-from tollhouse.dashboard import keys, logs, overview, scopes
+from tollhouse.dashboard import keys, logs, overview, policies, sandboxes, scopes, sessions
 from tollhouse.dashboard.access import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -100,6 +100,20 @@ def routes() -> list[BaseRoute]:
         *scopes.routes(scopes.CUSTOMERS),
         *alert_pages.routes(),
         *credit_pages.routes(),
+        Route("/ui/policies", policies.policy_list, methods=["GET"]),
+        Route("/ui/policies/new", policies.policy_new, methods=["GET", "POST"]),
+        Route("/ui/policies/{id}", policies.policy_edit, methods=["GET", "POST"]),
+        Route("/ui/policies/{id}/enable", policies.policy_enable, methods=["POST"]),
+        Route("/ui/policies/{id}/delete", policies.policy_delete, methods=["POST"]),
+        Route("/ui/policies/{id}/test", policies.policy_test, methods=["POST"]),
+        Route("/ui/sandboxes", sandboxes.sandbox_list, methods=["GET"]),
+        Route("/ui/sandboxes/auto-expire", sandboxes.sandbox_auto_expire, methods=["POST"]),
+        Route("/ui/sandboxes/cleanup", sandboxes.sandbox_cleanup, methods=["POST"]),
+        Route("/ui/sandboxes/sync", sandboxes.sandbox_sync, methods=["POST"]),
+        Route("/ui/sandboxes/{id:sandbox_id}/end", sandboxes.sandbox_end, methods=["POST"]),
+        Route("/ui/sessions", sessions.session_list, methods=["GET"]),
+        Route("/ui/sessions/{id}", sessions.session_page, methods=["GET"]),
+        Route("/ui/sessions/{id}/stream", sessions.session_stream, methods=["GET"]),
         Mount(
             "/ui/static",
             StaticFiles(packages=[("tollhouse.dashboard", "static")]),

@@ -59,4 +59,40 @@
     }
   });
   document.addEventListener("DOMContentLoaded", drawChart);
+
+  // A session's events as they are written: Server-Sent Events, each with the log's
+  // event id as its id, so that EventSource, reconnecting on its own, resumes with
+  // Last-Event-ID exactly after the last row appended (the server sends none twice).
+  function followSession() {
+    var rows = document.querySelector("[data-session-stream]");
+    if (!rows || typeof EventSource === "undefined") return;
+    var state = document.getElementById("stream-state");
+    var source = new EventSource(rows.getAttribute("data-session-stream"));
+    function say(text) { if (state) state.textContent = text; }
+    source.onopen = function () { say("Live: following new events"); };
+    source.onerror = function () {
+      say(source.readyState === EventSource.CLOSED ? "Live: stopped (reload the page)"
+                                                   : "Live: reconnecting…");
+    };
+    source.onmessage = function (message) {
+      var e = JSON.parse(message.data);
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-testid", "event-row");
+      tr.setAttribute("data-seq", String(e.seq));
+      tr.setAttribute("data-event-id", e.event_id);
+      tr.className = "fresh";
+      var cells = [String(e.seq), e.created_at.slice(0, 19).replace("T", " "), e.kind, e.type,
+                   e.summary];
+      cells.forEach(function (text, i) {
+        var td = document.createElement("td");
+        td.textContent = text;  // never markup: an event's text is whatever the model said
+        if (i === 0) td.className = "num";
+        if (i === 4) td.className = "summary";
+        tr.appendChild(td);
+      });
+      rows.appendChild(tr);
+    };
+    window.addEventListener("pagehide", function () { source.close(); });
+  }
+  document.addEventListener("DOMContentLoaded", followSession);
 })();
