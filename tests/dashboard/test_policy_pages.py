@@ -134,9 +134,13 @@ async def test_the_viewer_sees_policies_and_cannot_change_them(ui):
         (f"/ui/policies/{policy_id}", {**BASE, "name": "renamed"}),
         (f"/ui/policies/{policy_id}/enable", {"enabled": "0"}),
         (f"/ui/policies/{policy_id}/delete", {}),
-        (f"/ui/policies/{policy_id}/test", {"input": "{}"}),
     ):
         refused = await ui.post(path, data={"csrf": token, **form})
         assert refused.status_code == 403, (path, refused.text[:300])
     (policy,) = await _policies(ui)
     assert (policy["name"], policy["enabled"]) == ("seen", True)
+    # A dry run changes nothing: the viewer may ask one (with the form's token).
+    asked = await ui.post(f"/ui/policies/{policy_id}/test", data={"csrf": token, "input": "{}"})
+    assert asked.status_code == 200 and 'data-testid="trial-run"' in asked.text
+    forged = await ui.post(f"/ui/policies/{policy_id}/test", data={"input": "{}"})
+    assert forged.status_code == 403

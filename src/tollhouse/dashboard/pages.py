@@ -68,7 +68,16 @@ Handler = Callable[[Request, Visitor], Awaitable[Response]]
 def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """``handler`` behind the gate: a visitor who must log in is sent to the login page;
     a ``POST`` must carry the form's CSRF token and come from an admin (viewers read)."""
+    return _gated(handler, viewers_post=False)
 
+
+def asking(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """``page`` for a form that asks and changes nothing (a policy's dry run): viewers
+    may post it too; the CSRF token is still required."""
+    return _gated(handler, viewers_post=True)
+
+
+def _gated(handler: Handler, *, viewers_post: bool) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         who = visitor(request, services(request).dashboard_sessions)
         if who is None:
@@ -77,7 +86,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             form = await request.form()
             given = _text(form, CSRF_FIELD) or request.headers.get(CSRF_HEADER)
             check_write(request, given, who.csrf)
-            if not who.can_write:
+            if not who.can_write and not viewers_post:
                 raise PermissionDenied("read-only: the viewer key can look, not change")
         return await handler(request, who)
 

@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from tollhouse.admission.snapshot import ScopeKind
 from tollhouse.dashboard import forms
 from tollhouse.dashboard.access import Visitor
-from tollhouse.dashboard.pages import form_text, names, page
+from tollhouse.dashboard.pages import asking, form_text, names, page
 from tollhouse.dashboard.render import html
 from tollhouse.errors import InvalidJSON, TollhouseError, ValidationFailed
 from tollhouse.policies import service, trial
@@ -234,7 +234,7 @@ def _trial_body(request: Request, form: forms.Form) -> PolicyTest:
     return parse(PolicyTest, {"input": given, "key_id": forms.text(form, "key_id")})
 
 
-@page
+@asking
 async def policy_test(request: Request, who: Visitor) -> Response:
     """``POST /api/policies/{id}/test`` on the page: what the policy alone does. A dry
     run writes nothing, but it is posted (the input can be long), so viewers do not."""
