@@ -161,11 +161,21 @@ class Record:
 # ``held`` and ``picked`` see the statement's snapshot; a lease of the same track that
 # commits meanwhile makes this one fail the unique index (``allocate`` reads the winner).
 # Parameters (asyncpg's): track, purpose, token, key, backend, now, expires.
+#
+# asyncpg prepares the statement once per connection, and after five runs Postgres plans
+# it once for any parameters (a generic plan). ``held`` is therefore two lookups, each
+# with an index whatever the parameters: the track's lease (``ux_sandboxes_live_track``)
+# and, for a key, another track's lease holding it (``ix_sandboxes_live_key``; a NULL key
+# finds nothing). Written as one ``track_id = $1 OR (key given AND idempotency_key =
+# $4)``, the generic plan read every live lease on every call: allocation slowed down as
+# the pool filled (docs/benchmarks.md, *Sandboxes*).
 _HELD_OR_LEASED_PG = """
 WITH held AS (
     SELECT * FROM sandboxes
-    WHERE status = 'allocated'
-      AND (track_id = $1 OR (CAST($4 AS VARCHAR) IS NOT NULL AND idempotency_key = $4))
+    WHERE status = 'allocated' AND track_id = $1
+    UNION ALL
+    SELECT * FROM sandboxes
+    WHERE status = 'allocated' AND idempotency_key = $4 AND track_id <> $1
 ), picked AS (
     SELECT id FROM sandboxes
     WHERE status = 'available'
