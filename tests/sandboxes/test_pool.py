@@ -11,9 +11,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tollhouse.db.schema import upgrade
-from tollhouse.errors import Conflict, PoolExhausted
+from tollhouse.errors import Conflict, NotFound, NotOwner, PoolExhausted
 from tollhouse.sandboxes.models import sandboxes
-from tollhouse.sandboxes.pool import _HELD_OR_LEASED_PG, Ask, allocate, new_sandbox_id
+from tollhouse.sandboxes.pool import (
+    _HELD_OR_LEASED_PG,
+    Ask,
+    allocate,
+    end_lease,
+    new_sandbox_id,
+    read,
+)
 
 LAB, GRACE = timedelta(hours=2), timedelta(minutes=15)
 
@@ -58,6 +65,36 @@ async def test_a_lease_its_repeat_and_a_stolen_key(engine):
     assert exhausted.value.headers["retry-after"] == "30"
     with pytest.raises(AttributeError):
         _ = first.row.no_such_column
+
+
+async def test_a_track_reads_and_ends_its_own_lease_only(engine):
+    """``read`` and ``end_lease``, a track's calls (one statement each on Postgres)."""
+    ids = await two_static_sandboxes(engine)
+    now = datetime.now(UTC)
+    leased = await allocate(engine, Ask("track-a", LAB), GRACE, now, 30)
+    assert (await read(engine, leased.row.id)).track_id == "track-a"
+    with pytest.raises(NotFound):
+        await read(engine, "sbx_nothing")
+    with pytest.raises(NotFound):
+        await end_lease(engine, "sbx_nothing", "track-a", now)
+    with pytest.raises(NotOwner):  # another track's lease
+        await end_lease(engine, leased.row.id, "track-b", now)
+    with pytest.raises(NotOwner):  # a free sandbox is nobody's
+        await end_lease(engine, ids[1], "track-a", now)
+    assert (await read(engine, ids[1])).status == "available"
+
+    later = now + timedelta(seconds=5)
+    marked = await end_lease(engine, leased.row.id, "track-a", later)
+    assert marked.status == "pending_deletion" and marked.updated_at == later
+    assert marked.track_id == "track-a" and marked._mapping["id"] == leased.row.id
+    again = await end_lease(engine, leased.row.id, "track-a", later + timedelta(seconds=5))
+    assert again.status == "pending_deletion" and again.updated_at == later  # the same
+    async with engine.begin() as conn:  # the reaper claims it
+        await conn.execute(
+            sandboxes.update().where(sandboxes.c.id == leased.row.id).values(status="deleting")
+        )
+    with pytest.raises(NotOwner):
+        await end_lease(engine, leased.row.id, "track-a", later)
 
 
 def _nodes(plan: dict) -> list[dict]:
