@@ -255,6 +255,11 @@ def start_server(b: Bench, stack: Any) -> None:
         TOLLHOUSE_ADMIN_KEY=ADMIN_KEY,
         TOLLHOUSE_SANDBOX_TRACK_REQUESTS_PER_MINUTE="0",
         TOLLHOUSE_SANDBOX_REAPER_INTERVAL_S="3600",  # nothing recycled during a run
+        # Pooled connections for the requests a worker serves at once (wrk's connections
+        # over the 2 workers), as a deployment sizes it (docs/deployment.md): past
+        # database_pool_size, SQLAlchemy opens a connection per checkout and closes it at
+        # return, which under steady load is a new Postgres connection per request.
+        TOLLHOUSE_DATABASE_POOL_SIZE=str(-(-b.args.connections // 2)),
         TOLLHOUSE_SPOOL_DIR=str(b.workdir / "spool"),
     )
     port = h.free_port()

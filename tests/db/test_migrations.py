@@ -39,7 +39,7 @@ async def columns(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0013"
+    assert head() == "0014"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):
@@ -68,6 +68,9 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0013"
+    assert "ix_sandboxes_live_key" not in await indexes(db_engine, "sandboxes")
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0012"
     assert {"session_id", "persona_id"}.isdisjoint(await columns(db_engine, "usage_records"))

@@ -53,7 +53,18 @@ async def test_a_lease_then_the_same_one_for_the_same_track(gateway):
     assert stats["by_status"]["allocated"] == 2 and stats["exhausted"] == 1
 
 
-async def test_owner_only_mark_for_deletion_and_reads(gateway):
+async def test_owner_only_mark_for_deletion_and_reads(make_settings, both_stores):
+    """On SQLite, then on Postgres (where a track's read and mark are one statement each)."""
+    app = create_app(make_settings(**both_stores))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=JSON_WRITES
+        ) as client:
+            await _owner_only_mark_for_deletion_and_reads(client)
+
+
+async def _owner_only_mark_for_deletion_and_reads(gateway: httpx.AsyncClient) -> None:
     token = await new_token(gateway)
     await seed(gateway, 1)
     sandbox = decode(await allocate(gateway, token, "owner"))["sandbox"]

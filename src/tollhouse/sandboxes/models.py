@@ -43,6 +43,15 @@ sandboxes = Table(
         sqlite_where=text("status = 'allocated'"),
         postgresql_where=text("status = 'allocated'"),
     ),
+    # A live lease by its Idempotency-Key: an ask with a key (and the lease statement's
+    # plan for any ask, keyed or not) finds the track that holds the key without reading
+    # every live lease. Not unique: a key on another track's lease is refused by a read.
+    Index(
+        "ix_sandboxes_live_key",
+        "idempotency_key",
+        sqlite_where=text("status = 'allocated' AND idempotency_key IS NOT NULL"),
+        postgresql_where=text("status = 'allocated' AND idempotency_key IS NOT NULL"),
+    ),
     # What allocation picks from, oldest first: the free rows only.
     Index(
         "ix_sandboxes_available",

@@ -11,7 +11,8 @@ commit, and the caller is answered with the lease that won. No read decides anyt
 
 Functions take a connection and run in the caller's transaction, except ``allocate``,
 which owns its transactions (a refused insert aborts one, and the answer is read in the
-next).
+next), and ``read`` and ``end_lease``, the track's own calls, which take the engine: on
+Postgres each is one statement sent on the driver, as the lease is.
 """
 
 from __future__ import annotations
@@ -122,8 +123,7 @@ async def _held_or_leased_pg(
     COMMIT around it), sent on the pooled connection's asyncpg connection. The broker's
     whole throughput is this call; through SQLAlchemy's statement machinery it cost
     about 450 µs of Python a call, several times what asyncpg takes for it."""
-    driver: Any = (await conn.get_raw_connection()).driver_connection
-    records = await driver.fetch(
+    records = await (await _driver(conn)).fetch(
         _HELD_OR_LEASED_PG,
         ask.track_id,
         ask.purpose,
@@ -139,6 +139,12 @@ async def _held_or_leased_pg(
         if not row.created:
             return Leased(row, False)
     return Leased(rows[0], True) if rows else None
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The pooled connection's asyncpg connection: a statement sent on it outside a
+    transaction SQLAlchemy began runs on its own (asyncpg keeps autocommit)."""
+    return (await conn.get_raw_connection()).driver_connection
 
 
 class Record:
@@ -161,11 +167,21 @@ class Record:
 # ``held`` and ``picked`` see the statement's snapshot; a lease of the same track that
 # commits meanwhile makes this one fail the unique index (``allocate`` reads the winner).
 # Parameters (asyncpg's): track, purpose, token, key, backend, now, expires.
+#
+# asyncpg prepares the statement once per connection, and after five runs Postgres plans
+# it once for any parameters (a generic plan). ``held`` is therefore two lookups, each
+# with an index whatever the parameters: the track's lease (``ux_sandboxes_live_track``)
+# and, for a key, another track's lease holding it (``ix_sandboxes_live_key``; a NULL key
+# finds nothing). Written as one ``track_id = $1 OR (key given AND idempotency_key =
+# $4)``, the generic plan read every live lease on every call: allocation slowed down as
+# the pool filled (docs/benchmarks.md, *Sandboxes*).
 _HELD_OR_LEASED_PG = """
 WITH held AS (
     SELECT * FROM sandboxes
-    WHERE status = 'allocated'
-      AND (track_id = $1 OR (CAST($4 AS VARCHAR) IS NOT NULL AND idempotency_key = $4))
+    WHERE status = 'allocated' AND track_id = $1
+    UNION ALL
+    SELECT * FROM sandboxes
+    WHERE status = 'allocated' AND idempotency_key = $4 AND track_id <> $1
 ), picked AS (
     SELECT id FROM sandboxes
     WHERE status = 'available'
@@ -248,6 +264,62 @@ async def get(conn: AsyncConnection, sandbox_id: str) -> Any:
     if row is None:
         raise NotFound(f"sandbox {sandbox_id!r} not found")
     return row
+
+
+async def read(engine: AsyncEngine, sandbox_id: str) -> Any:
+    """One sandbox (``NotFound``) on a connection of its own: on Postgres one statement
+    on the driver, outside a transaction (no BEGIN and ROLLBACK around it)."""
+    async with engine.connect() as conn:
+        if engine.dialect.name != "postgresql":
+            return await get(conn, sandbox_id)
+        record = await (await _driver(conn)).fetchrow(_ONE_PG, sandbox_id)
+    if record is None:
+        raise NotFound(f"sandbox {sandbox_id!r} not found")
+    return Record(dict(record))
+
+
+async def end_lease(engine: AsyncEngine, sandbox_id: str, track_id: str, now: datetime) -> Any:
+    """``mark_for_deletion`` by the track holding the sandbox, in a transaction of its own:
+    on Postgres one statement (``_MARK_PG``) instead of five round trips, with the same
+    answers (``NotFound``; ``NotOwner``; a lease marked again answers the same)."""
+    if engine.dialect.name != "postgresql":
+        async with engine.begin() as conn:
+            return await mark_for_deletion(conn, sandbox_id, track_id, now)
+    async with engine.connect() as conn:
+        records = await (await _driver(conn)).fetch(_MARK_PG, sandbox_id, track_id, now)
+    if not records:
+        raise NotFound(f"sandbox {sandbox_id!r} not found")
+    mapping = dict(records[0])
+    marked = mapping.pop("marked")
+    row = Record(mapping)
+    if marked:
+        return row
+    if row.track_id != track_id or row.status not in ("allocated", "pending_deletion"):
+        raise NotOwner(f"sandbox {sandbox_id!r} is not leased to track {track_id!r}")
+    if row.status == "pending_deletion":
+        return row  # asked again: the same answer
+    # Still leased to the track in the statement's snapshot, yet not marked: its row
+    # changed meanwhile (marked by another ask, expired). As ``mark_for_deletion``
+    # answers after an update that found nothing: the sandbox as it is now.
+    return await read(engine, sandbox_id)
+
+
+# Parameters: the sandbox's id.
+_ONE_PG = "SELECT * FROM sandboxes WHERE id = $1"
+
+# The track's live lease marked for deletion, or else the sandbox as it was (``marked``
+# false), for ``end_lease`` to answer from. Parameters: sandbox, track, now.
+_MARK_PG = """
+WITH marked AS (
+    UPDATE sandboxes SET status = 'pending_deletion', updated_at = $3
+    WHERE id = $1 AND track_id = $2 AND status = 'allocated'
+    RETURNING *
+)
+SELECT true AS marked, marked.* FROM marked
+UNION ALL
+SELECT false AS marked, sandboxes.* FROM sandboxes
+WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM marked)
+"""
 
 
 async def mark_for_deletion(

@@ -131,8 +131,7 @@ async def get_sandbox(request: Request) -> Response:
     services.broker.authenticate(request.headers.get("authorization"))
     track = track_id(request.headers.get("x-track-id"))
     await services.broker.limit(track)
-    async with services.engine.connect() as conn:
-        row = await pool.get(conn, request.path_params["id"])
+    row = await pool.read(services.engine, request.path_params["id"])
     if row.track_id != track:
         raise NotOwner(f"sandbox {row.id!r} is not leased to track {track!r}")
     live = row.status == "allocated"
@@ -145,10 +144,7 @@ async def mark_for_deletion(request: Request) -> Response:
     services.broker.authenticate(request.headers.get("authorization"))
     track = track_id(request.headers.get("x-track-id"))
     await services.broker.limit(track)
-    async with services.engine.begin() as conn:
-        row = await pool.mark_for_deletion(
-            conn, request.path_params["id"], track, datetime.now(UTC)
-        )
+    row = await pool.end_lease(services.engine, request.path_params["id"], track, datetime.now(UTC))
     return JSONResponse(SandboxOne(sandbox=SandboxRead.from_row(row)))
 
 
