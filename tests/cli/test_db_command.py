@@ -44,7 +44,7 @@ def test_downgrade_one_step_after_double_dash(invoke, config, db_path):
     assert_ok(invoke("db", "upgrade"))
     result = invoke("db", "downgrade", "--config", str(config), "--", "-1", config_file=None)
     assert_ok(result)
-    assert result.output == "database at revision 0012\n"
+    assert result.output == "database at revision 0014\n"
     assert "virtual_keys" in tables(db_path)
 
 
@@ -53,7 +53,7 @@ def test_downgrade_one_step_as_documented(invoke, db_path):
     assert_ok(invoke("db", "upgrade"))
     result = invoke("db", "downgrade", "-1")
     assert_ok(result)
-    assert result.output == "database at revision 0012\n"
+    assert result.output == "database at revision 0014\n"
     assert "virtual_keys" in tables(db_path)
 
 

@@ -39,7 +39,7 @@ async def columns(engine, table: str) -> set[str]:
 
 
 def test_head_is_the_newest_revision():
-    assert head() == "0014"
+    assert head() == "0015"
 
 
 async def test_upgrade_downgrade_upgrade(db_engine):
@@ -48,7 +48,9 @@ async def test_upgrade_downgrade_upgrade(db_engine):
 
     await upgrade(db_engine)
     assert await current(db_engine) == head()
-    assert {"usage_records", "alembic_version"} <= await tables(db_engine)
+    assert {"usage_records", "usage_hourly", "usage_daily", "alembic_version"} <= await tables(
+        db_engine
+    )
     assert await indexes(db_engine, "usage_records") == EXPECTED_INDEXES
 
     await downgrade(db_engine, "base")
@@ -68,6 +70,9 @@ async def test_upgrade_is_idempotent(db_engine):
 
 async def test_downgrade_one_step(db_engine):
     await upgrade(db_engine)
+    await downgrade(db_engine, "-1")
+    assert await current(db_engine) == "0014"
+    assert {"usage_hourly", "usage_daily"}.isdisjoint(await tables(db_engine))
     await downgrade(db_engine, "-1")
     assert await current(db_engine) == "0013"
     assert "ix_sandboxes_live_key" not in await indexes(db_engine, "sandboxes")
@@ -212,3 +217,45 @@ async def test_session_events_logged_before_0012_count_as_published(db_engine):
     # An upgrade does not send a session's history to the workers again.
     later = now + timedelta(minutes=1)  # past the redrive's grace
     assert await Redrive(db_engine, MemoryBus(), interval_s=5).run_once(later) == 0
+
+
+async def test_usage_recorded_before_0015_is_rolled_up_as_the_recorder_would(db_engine):
+    from sqlalchemy import delete, insert, text
+    from tests.ledger.sums import assert_rolled_up, stored
+    from tests.ledger.test_rollups import record, varied
+
+    from tollhouse.db.snapshot import read_snapshot
+    from tollhouse.ledger.models import usage_daily, usage_hourly, usage_records
+    from tollhouse.ledger.rollups import roll_up
+    from tollhouse.ledger.verify import verify_rollups
+
+    await upgrade(db_engine, "0014")
+    before = varied(40)
+    async with db_engine.begin() as conn:
+        await conn.execute(insert(usage_records), [r.row() for r in before])
+    await upgrade(db_engine)
+    await assert_rolled_up(db_engine)
+    async with read_snapshot(db_engine) as conn:
+        assert (await verify_rollups(conn)).ok
+        back_filled = {grain: await stored(conn, grain) for grain in ("hour", "day")}
+
+    # What roll_up writes for the same records, row for row.
+    async with db_engine.begin() as conn:
+        for table in (usage_hourly, usage_daily):
+            await conn.execute(delete(table))
+        await roll_up(conn, [r.row() for r in before])
+    async with db_engine.connect() as conn:
+        assert {grain: await stored(conn, grain) for grain in ("hour", "day")} == back_filled
+
+    # And in the same key: later records of those hours add to the back-filled rows
+    # (on SQLite the key is text: the back-fill must write the recorder's very form).
+    await downgrade(db_engine, "0014")
+    async with db_engine.begin() as conn:
+        await conn.execute(insert(usage_records), [r.row() for r in varied(40, "more")])
+    await upgrade(db_engine)
+    await record(db_engine, varied(40, "later"))
+    assert await assert_rolled_up(db_engine) == 120
+    if db_engine.dialect.name == "sqlite":
+        async with db_engine.connect() as conn:
+            forms = await conn.execute(text("SELECT DISTINCT length(bucket) FROM usage_hourly"))
+            assert forms.scalars().all() == [len("2026-11-21 22:00:00.000000")]

@@ -16,7 +16,8 @@ import asyncpg
 import httpx
 import pytest
 from tests.governance.helpers import HI, MODEL
-from tests.support import running, wait_until
+from tests.ledger.sums import assert_rolled_up
+from tests.support import engine_for, running, wait_until
 
 from tollhouse.ledger.spool import Spool
 
@@ -65,6 +66,8 @@ async def test_postgres_outage_loses_no_record(settings, private_postgres, upstr
     answered = [r.headers["x-request-id"] for r in before + during]
     assert sorted(ids) == sorted(answered)  # every 200 once, nothing else, nothing twice
     assert recorder.spooled > 0
+    async with engine_for(private_postgres.url("tollhouse"), migrated=False) as engine:
+        assert await assert_rolled_up(engine) == len(answered)  # and rolled up once
 
 
 async def test_records_left_on_disk_are_replayed_by_the_next_start(

@@ -53,6 +53,7 @@ from tollhouse.credits.models import (
     credit_lots,
     credit_transactions,
 )
+from tollhouse.db.snapshot import read_snapshot
 from tollhouse.ledger.models import usage_records
 from tollhouse.money import format_usd
 
@@ -104,19 +105,8 @@ def _where(query: Select[Any], column: Any, account_id: str | None) -> Select[An
 async def verify_engine(engine: AsyncEngine, account_id: str | None = None) -> Report:
     """``verify`` in one read-only snapshot: a server booking while it runs cannot make
     two reads disagree (repeatable read on Postgres, one read transaction on SQLite)."""
-    async with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
-        else:
-            # pysqlite starts no transaction for reads: begin one, so that every query
-            # reads the same WAL snapshot; closing the connection rolls it back.
-            await conn.exec_driver_sql("BEGIN")
-        try:
-            return await verify(conn, account_id)
-        finally:
-            await conn.rollback()
+    async with read_snapshot(engine) as conn:
+        return await verify(conn, account_id)
 
 
 async def verify(conn: AsyncConnection, account_id: str | None = None) -> Report:

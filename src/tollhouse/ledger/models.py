@@ -1,8 +1,22 @@
-"""The usage ledger table: one row per request that reached a provider (or tried to)."""
+"""The usage ledger's tables: ``usage_records``, one row per request that reached a
+provider (or tried to), and its roll-ups ``usage_hourly`` and ``usage_daily``, the same
+records summed per UTC hour and day (``ledger/rollups.py``, docs/ledger.md#roll-ups)."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    text,
+)
 
 from tollhouse.db.meta import metadata
 from tollhouse.db.types import Money, UTCDateTime
@@ -54,3 +68,50 @@ usage_records = Table(
         postgresql_where=text("credit_post IS NOT NULL"),
     ),
 )
+
+# The roll-ups' latency histogram: a record goes to the first bucket whose upper bound
+# (ms) is at or above its latency, past the last one to the overflow bucket. Bounds
+# close enough that interpolating inside a bucket stays within a few percent.
+LATENCY_BOUNDS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700,
+                     1000, 1500, 2000, 3000, 5000, 7000, 10000, 15000, 20000, 30000, 60000,
+                     120000)  # fmt: skip
+LATENCY_COLUMNS = tuple(f"lat_{i:02d}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
+# The primary key after ``bucket``: what a roll-up row sums over. The scope ids are
+# part of the key, so none is '' there, not NULL.
+DIMENSIONS = ("customer_id", "team_id", "key_id", "model", "provider", "status")
+SCOPES = ("customer_id", "team_id", "key_id")
+MEASURES = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "streamed",
+    *LATENCY_COLUMNS,
+)
+
+
+def _rollup(name: str) -> Table:
+    """A roll-up table: the records of each (bucket, dimensions) summed, ``bucket`` the
+    start of the UTC hour or day (leading the key: every read is a range of it)."""
+    return Table(
+        name,
+        metadata,
+        Column("bucket", UTCDateTime(), nullable=False),
+        *(Column(scope, String(64), nullable=False) for scope in SCOPES),
+        Column("model", Text, nullable=False),
+        Column("provider", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("requests", BigInteger, nullable=False),
+        Column("prompt_tokens", BigInteger, nullable=False),
+        Column("completion_tokens", BigInteger, nullable=False),
+        Column("cached_tokens", BigInteger, nullable=False),
+        Column("cost", Money(), nullable=False),
+        Column("streamed", BigInteger, nullable=False),  # how many of them were SSE
+        *(Column(column, BigInteger, nullable=False) for column in LATENCY_COLUMNS),
+        PrimaryKeyConstraint("bucket", *DIMENSIONS),
+    )
+
+
+usage_hourly = _rollup("usage_hourly")
+usage_daily = _rollup("usage_daily")

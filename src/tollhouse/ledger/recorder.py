@@ -7,6 +7,9 @@ not take goes to the spool on local disk (``spool.py``) and is replayed, in orde
 exactly once, when the database is back; without a spool (tests of the bare recorder) it
 stays buffered and is retried. ``stop`` writes or spools everything still buffered,
 which is what makes SIGTERM lossless.
+
+Each batch's transaction adds the records it inserted to the hourly and daily roll-ups
+(``rollups.py``), so they commit together or not at all.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tollhouse.backoff import Backoff
 from tollhouse.db import insert_ignoring
 from tollhouse.errors import StoreUnavailable
 from tollhouse.ledger.models import usage_records
+from tollhouse.ledger.rollups import roll_up
 from tollhouse.ledger.schemas import UsageRecord
 from tollhouse.ledger.spool import Spool
 from tollhouse.ops.metrics import Metrics
@@ -257,13 +261,28 @@ class UsageRecorder:
         async with self._engine.begin() as conn:
             statement = insert_ignoring(usage_records, conn.dialect.name, "id")
             companion = self._companion
-            if companion is not None and companion.prepare(rows):
-                result = await conn.execute(statement.returning(usage_records.c.id), rows)
-                await companion.book(conn, rows, set(result.scalars()))
-            else:
-                await conn.execute(statement, rows)
+            booking = companion is not None and companion.prepare(rows)
+            # The ids inserted: a record already in the ledger (a replay, a retry) is
+            # skipped, and so neither posted nor rolled up a second time.
+            result = await conn.execute(statement.returning(usage_records.c.id), rows)
+            written = set(result.scalars())
+            if companion is not None and booking:
+                await companion.book(conn, rows, written)
+            await roll_up(conn, inserted(rows, written))
         if self._on_written is not None:
             try:
                 self._on_written(rows)
             except Exception:
                 log.exception("usage batch listener failed")
+
+
+def inserted(rows: list[dict[str, Any]], written: set[str]) -> list[dict[str, Any]]:
+    """The rows the insert wrote: those whose id it returned, each id once (the first
+    row of an id given twice is the one inserted; the second met the first)."""
+    left = set(written)
+    fresh = []
+    for row in rows:
+        if row["id"] in left:
+            left.discard(row["id"])
+            fresh.append(row)
+    return fresh
