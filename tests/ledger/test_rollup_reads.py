@@ -74,7 +74,8 @@ def expected_totals(records: list[UsageRecord], where: RollupFilter) -> Totals:
     chosen = matching(records, where)
     histogram = [0] * (OVERFLOW + 1)
     for r in chosen:
-        histogram[latency_index(r.latency_ms)] += 1
+        if r.status != "refused":
+            histogram[latency_index(r.latency_ms)] += 1
     return Totals(
         requests=len(chosen),
         errors=sum(r.status != "success" for r in chosen),
@@ -83,6 +84,7 @@ def expected_totals(records: list[UsageRecord], where: RollupFilter) -> Totals:
         cost=sum((r.cost for r in chosen), Decimal(0)),
         latency_p50_ms=reference_percentile(histogram, 0.5),
         latency_p95_ms=reference_percentile(histogram, 0.95),
+        refused=sum(r.status == "refused" for r in chosen),
     )
 
 
@@ -90,7 +92,7 @@ def assert_totals(found: Totals, expected: Totals) -> None:
     """Counts and cost exactly; the percentiles to float rounding (the reference is
     computed in rationals)."""
     assert found.requests == expected.requests
-    assert found.errors == expected.errors
+    assert (found.errors, found.refused) == (expected.errors, expected.refused)
     assert (found.prompt_tokens, found.completion_tokens) == (
         expected.prompt_tokens,
         expected.completion_tokens,

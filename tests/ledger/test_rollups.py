@@ -40,7 +40,7 @@ LATENCIES = [0.0, 0.5, 1.0, 1.000001, 7.0, 99.9, 100.0, 1499.0, 120000.0, 120000
 
 def varied(n: int, prefix: str = "req", start: datetime = T0) -> list[UsageRecord]:
     """``n`` records over about five hours across a UTC midnight, every scope (with
-    none), two models and providers, the three statuses, latencies on and between the
+    none), two models and providers, every status, latencies on and between the
     histogram's bounds and past the last, costs down to the nano-dollar."""
     records = []
     for i in range(n):
@@ -54,7 +54,7 @@ def varied(n: int, prefix: str = "req", start: datetime = T0) -> list[UsageRecor
                 key_id=key,
                 model=("gpt-4o-mini", "claude-3-5-haiku")[i % 2],
                 provider=("openai", "anthropic", "openrouter")[i % 3],
-                status=("success", "success", "error", "cancelled")[i % 4],
+                status=("success", "success", "error", "cancelled", "refused")[i % 5],
                 prompt_tokens=i * 3,
                 completion_tokens=i % 17,
                 cached_tokens=i % 5,

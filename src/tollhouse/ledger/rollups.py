@@ -200,12 +200,15 @@ class RollupFilter:
 @dataclass(frozen=True, slots=True)
 class Totals:
     requests: int
-    errors: int  # status other than success
+    errors: int  # status other than success (refusals included)
     prompt_tokens: int
     completion_tokens: int
     cost: Decimal
-    latency_p50_ms: float | None  # None: no requests
+    # Of requests that reached a provider: a refusal's few microseconds are the
+    # gateway's, not the latency anyone waits on a model for. None: no such request.
+    latency_p50_ms: float | None
     latency_p95_ms: float | None
+    refused: int = 0  # turned away before any provider (a budget, a limit, a policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,9 +294,11 @@ async def totals(conn: AsyncConnection, where: RollupFilter) -> Totals:
         _sum(t.c.prompt_tokens),
         _sum(t.c.completion_tokens),
         _sum(t.c.cost),
-        *(_sum(t.c[name]) for name in LATENCY_COLUMNS),
+        _sum(case((t.c.status == "refused", t.c.requests), else_=0)),
+        *(_sum(case((t.c.status != "refused", t.c[name]), else_=0)) for name in LATENCY_COLUMNS),
     ).where(*_clauses(t, where))
-    requests, errors, prompt, completion, cost, *histogram = (await conn.execute(query)).one()
+    row = (await conn.execute(query)).one()
+    requests, errors, prompt, completion, cost, refused, *histogram = row
     counts = [int(n) for n in histogram]
     return Totals(
         requests=int(requests),
@@ -303,6 +308,7 @@ async def totals(conn: AsyncConnection, where: RollupFilter) -> Totals:
         cost=Decimal(cost),
         latency_p50_ms=percentile(counts, 0.5),
         latency_p95_ms=percentile(counts, 0.95),
+        refused=int(refused),
     )
 
 
