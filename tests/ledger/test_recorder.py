@@ -65,7 +65,11 @@ async def test_a_full_batch_is_written_without_waiting_for_the_interval(engine, 
         assert await row_count(engine) == 0  # below the batch size, the interval is long
         recorder.add(make_record())
         await wait_until(lambda: _has(engine, 5), within=2.0)
-        assert recorder.pending == 0
+
+        async def taken() -> bool:  # the writer leaves the buffer once its commit returns
+            return recorder.pending == 0
+
+        await wait_until(taken, within=2.0, what="the buffer emptied")
     finally:
         await recorder.stop()
 

@@ -22,7 +22,7 @@ from tests.ledger.test_rollup_reads import (
 from tests.ledger.test_rollups import record
 
 from tollhouse.ledger.models import LATENCY_BOUNDS_MS, usage_records
-from tollhouse.ledger.rollups import COLUMN, RollupFilter, series, snap, totals
+from tollhouse.ledger.rollups import COLUMN, RollupFilter, every_projection, series, snap, totals
 
 HOURS = 80  # records over a little more than three UTC days
 
@@ -82,7 +82,7 @@ async def test_totals_and_series_are_the_sums_of_the_records(
     engine, fields, batch_size, again, query
 ):
     async with engine.begin() as conn:  # each example on empty tables
-        for table in (usage_records, *TABLES.values()):
+        for table in (usage_records, *TABLES.values(), *every_projection()):
             await conn.execute(delete(table))
     written = [usage_record(id=f"req_{i:03d}", **f) for i, f in enumerate(fields)]
     replayed = [written[i] for i in again if i < len(written)]  # counted once

@@ -87,7 +87,9 @@ async def test_recorded_batches_are_the_group_by_of_the_ledger(engine):
     async with read_snapshot(engine) as conn:
         report = await verify_rollups(conn)
     assert report.ok, report.differences
-    assert report.rows == {"usage_hourly": len(hourly), "usage_daily": len(daily)}
+    assert (report.rows["usage_hourly"], report.rows["usage_daily"]) == (len(hourly), len(daily))
+    assert set(report.rows) == {f"usage_{g}{p}" for g in ("hourly", "daily")
+                                for p in ("", "_scopes", "_models")}  # fmt: skip
 
 
 async def test_duplicates_are_counted_once(engine):

@@ -115,3 +115,38 @@ def _rollup(name: str) -> Table:
 
 usage_hourly = _rollup("usage_hourly")
 usage_daily = _rollup("usage_daily")
+
+
+# The projections: the same sums over fewer dimensions, for the reads that need no more
+# (the overview's totals, its series by scope or by model). At ten million records the
+# full tables keep a row per key × model × status × bucket; these keep one per key, or
+# per model, and count errors and refusals as measures instead of keying on the status.
+PROJECTIONS: dict[str, tuple[str, ...]] = {"scopes": SCOPES, "models": ("provider", "model")}
+PROJECTED = (
+    "requests",
+    "errors",  # status other than success
+    "refused",  # turned away before any provider
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "streamed",
+    *LATENCY_COLUMNS,  # of requests that reached a provider (refusals left out)
+)
+
+
+def _projection(name: str, dimensions: tuple[str, ...]) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("bucket", UTCDateTime(), nullable=False),
+        *(Column(d, String(64) if d in SCOPES else Text, nullable=False) for d in dimensions),
+        *(Column(m, Money() if m == "cost" else BigInteger, nullable=False) for m in PROJECTED),
+        PrimaryKeyConstraint("bucket", *dimensions),
+    )
+
+
+usage_hourly_scopes = _projection("usage_hourly_scopes", PROJECTIONS["scopes"])
+usage_daily_scopes = _projection("usage_daily_scopes", PROJECTIONS["scopes"])
+usage_hourly_models = _projection("usage_hourly_models", PROJECTIONS["models"])
+usage_daily_models = _projection("usage_daily_models", PROJECTIONS["models"])

@@ -33,14 +33,24 @@ from tollhouse.ledger.models import (
     LATENCY_BOUNDS_MS,
     LATENCY_COLUMNS,
     MEASURES,
+    PROJECTIONS,
     usage_daily,
+    usage_daily_models,
+    usage_daily_scopes,
     usage_hourly,
+    usage_hourly_models,
+    usage_hourly_scopes,
 )
 
 Grain = Literal["hour", "day"]
 Dimension = Literal["customer", "team", "key", "model", "provider", "status"]
 
 TABLES: dict[Grain, Table] = {"hour": usage_hourly, "day": usage_daily}
+# The projections of each grain, by name (``models.PROJECTIONS``).
+PROJECTION_TABLES: dict[Grain, dict[str, Table]] = {
+    "hour": {"scopes": usage_hourly_scopes, "models": usage_hourly_models},
+    "day": {"scopes": usage_daily_scopes, "models": usage_daily_models},
+}
 STEP: dict[Grain, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 HOURLY_UP_TO = timedelta(hours=48)  # longer ranges read the daily table
 OVERFLOW = len(LATENCY_BOUNDS_MS)  # the histogram's last bucket: above every bound
@@ -126,21 +136,53 @@ async def roll_up(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None
     if not rows:
         return
     for grain, sums in summed(rows).items():
-        sql, bucket, cost = _upsert(TABLES[grain], conn.dialect)
-        params = []
-        for key in sorted(sums):
-            values = sums[key]
-            params.append((bucket(key[0]), *key[1:], *values[:4], cost(values[4]), *values[5:]))
-        await conn.exec_driver_sql(sql, params)
+        await _add(conn, TABLES[grain], sums)
+        for name, projection in PROJECTION_TABLES[grain].items():
+            await _add(conn, projection, projected(sums, PROJECTIONS[name]))
 
 
-# The upsert of a table on a dialect: its SQL, with positional parameters in _COLUMNS
-# order, and the bind processors of its two typed columns. Executed on the driver with
-# tuples: SQLAlchemy's handling of each row's 43 parameters cost more than the upserts
-# themselves (a recorder batch of 500 records, 290 keys, on SQLite: 13 ms without
-# roll-ups, 38 ms with them through SQLAlchemy's parameters, 24 ms so).
-Upsert = tuple[str, Callable[[Any], Any], Callable[[Any], Any]]
-_COLUMNS = (*_KEY, *MEASURES)
+async def _add(conn: AsyncConnection, table: Table, sums: dict[Key, list[Any]]) -> None:
+    sql, bucket, cost, at = _upsert(table, conn.dialect)
+    params = []
+    for key in sorted(sums):
+        values = list(sums[key])
+        values[at] = cost(values[at])
+        params.append((bucket(key[0]), *key[1:], *values))
+    await conn.exec_driver_sql(sql, params)
+
+
+_STATUS = 1 + DIMENSIONS.index("status")
+
+
+def projected(sums: dict[Key, list[Any]], dimensions: tuple[str, ...]) -> dict[Key, list[Any]]:
+    """Full roll-up sums (keys ``(bucket, *DIMENSIONS)``, values in ``MEASURES`` order)
+    summed over ``dimensions`` alone, values in ``PROJECTED`` order: the status becomes
+    the errors and refused counts, and a refusal's latency is left out."""
+    where = [1 + DIMENSIONS.index(d) for d in dimensions]
+    out: dict[Key, list[Any]] = {}
+    for key, values in sums.items():
+        status, requests = key[_STATUS], values[0]
+        refused = status == "refused"
+        row = [requests, requests if status != "success" else 0, requests if refused else 0,
+               *values[1:_LAT0]]  # fmt: skip
+        row += [0] * len(LATENCY_COLUMNS) if refused else values[_LAT0:]
+        target = (key[0], *(key[i] for i in where))
+        total = out.get(target)
+        if total is None:
+            out[target] = row
+        else:
+            for i, value in enumerate(row):
+                total[i] += value
+    return out
+
+
+# The upsert of a table on a dialect: its SQL (positional parameters, its key's then its
+# measures' order), the bind processors of its two typed columns, and where the cost is
+# among the measures. Executed on the driver with tuples: SQLAlchemy's handling of each
+# row's 43 parameters cost more than the upserts themselves (a recorder batch of 500
+# records, 290 keys, on SQLite: 13 ms without roll-ups, 38 ms with them through
+# SQLAlchemy's parameters, 24 ms so; before the projections).
+Upsert = tuple[str, Callable[[Any], Any], Callable[[Any], Any], int]
 _UPSERTS: dict[tuple[str, str, str], Upsert] = {}
 
 
@@ -150,17 +192,21 @@ def _upsert(table: Table, dialect: Dialect) -> Upsert:
     cached = (table.name, dialect.name, dialect.driver)
     found = _UPSERTS.get(cached)
     if found is None:
+        key = [c.name for c in table.primary_key.columns]
+        measures = [c.name for c in table.columns if c.name not in key]
         insert = (pg_insert if dialect.name == "postgresql" else sqlite_insert)(table)
         statement = insert.on_conflict_do_update(
-            index_elements=list(_KEY),
-            set_={name: table.c[name] + insert.excluded[name] for name in MEASURES},
+            index_elements=key,
+            set_={name: table.c[name] + insert.excluded[name] for name in measures},
         )
-        compiled = statement.compile(dialect=dialect, column_keys=list(_COLUMNS))
-        assert tuple(compiled.positiontup or ()) == _COLUMNS, compiled.positiontup
+        columns = (*key, *measures)
+        compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+        assert tuple(compiled.positiontup or ()) == columns, compiled.positiontup
         found = _UPSERTS[cached] = (
             str(compiled),
             _processor(table.c.bucket.type, dialect),
             _processor(table.c.cost.type, dialect),
+            measures.index("cost"),
         )
     return found
 
@@ -256,6 +302,23 @@ def percentile(histogram: Sequence[int], q: float) -> float | None:
     return low + (LATENCY_BOUNDS_MS[i] - low) * (rank - below) / histogram[i]
 
 
+def source(where: RollupFilter, group: Dimension | None = None) -> tuple[Table, bool]:
+    """The smallest table that answers: a projection when the filters and the grouping
+    stay within its dimensions, else the full table (``True``: the full one)."""
+    # '' is a filter too: the records of no customer (or team, key).
+    scoped = where.customer_id is not None or where.team_id is not None or bool(where.key_ids)
+    modelled = where.model is not None or where.provider is not None
+    wanted = {group} if group is not None else set()
+    projections = PROJECTION_TABLES[where.grain]
+    if group == "status" or (scoped and modelled):
+        return TABLES[where.grain], True
+    if scoped or wanted & {"customer", "team", "key"}:
+        if modelled or wanted & {"model", "provider"}:
+            return TABLES[where.grain], True
+        return projections["scopes"], False
+    return projections["models"], False  # the fewest rows: a dozen models, not keys
+
+
 def _clauses(table: Table, where: RollupFilter) -> list[Any]:
     c = table.c
     clauses = [c.bucket >= where.since, c.bucket < where.until]
@@ -272,8 +335,22 @@ def _clauses(table: Table, where: RollupFilter) -> list[Any]:
     return clauses
 
 
-def _errors(table: Table) -> Any:
+def _errors(table: Table, full: bool) -> Any:
+    if not full:
+        return func.sum(table.c.errors)
     return func.sum(case((table.c.status != "success", table.c.requests), else_=0))
+
+
+def _refused(table: Table, full: bool) -> Any:
+    if not full:
+        return _sum(table.c.refused)
+    return _sum(case((table.c.status == "refused", table.c.requests), else_=0))
+
+
+def _latency(table: Table, full: bool, name: str) -> Any:
+    if not full:
+        return _sum(table.c[name])
+    return _sum(case((table.c.status != "refused", table.c[name]), else_=0))
 
 
 def _sum(column: Any) -> Any:
@@ -287,15 +364,15 @@ def _ordered(column: Any, dialect: str) -> Any:
 
 async def totals(conn: AsyncConnection, where: RollupFilter) -> Totals:
     """Requests, errors, tokens, exact cost and latency percentiles over the range."""
-    t = TABLES[where.grain]
+    t, full = source(where)
     query = select(
         _sum(t.c.requests),
-        func.coalesce(_errors(t), 0),
+        func.coalesce(_errors(t, full), 0),
         _sum(t.c.prompt_tokens),
         _sum(t.c.completion_tokens),
         _sum(t.c.cost),
-        _sum(case((t.c.status == "refused", t.c.requests), else_=0)),
-        *(_sum(case((t.c.status != "refused", t.c[name]), else_=0)) for name in LATENCY_COLUMNS),
+        _refused(t, full),
+        *(_latency(t, full, name) for name in LATENCY_COLUMNS),
     ).where(*_clauses(t, where))
     row = (await conn.execute(query)).one()
     requests, errors, prompt, completion, cost, refused, *histogram = row
@@ -316,13 +393,13 @@ async def series(
     conn: AsyncConnection, where: RollupFilter, group: Dimension | None
 ) -> list[Point]:
     """One point per bucket and group present, by bucket then group (code points)."""
-    t = TABLES[where.grain]
+    t, full = source(where, group)
     keys = [t.c.bucket] if group is None else [t.c.bucket, t.c[COLUMN[group]]]
     query = (
         select(
             *keys,
             func.sum(t.c.requests),
-            _errors(t),
+            _errors(t, full),
             func.sum(t.c.prompt_tokens + t.c.completion_tokens),
             func.sum(t.c.cost),
         )
@@ -346,7 +423,7 @@ async def top_groups(
     (ties by group, code points)."""
     if limit < 0:
         raise ValueError(f"limit must be 0 or more, not {limit}")
-    t = TABLES[where.grain]
+    t, _ = source(where, group)
     column = t.c[COLUMN[group]]
     cost = func.sum(t.c.cost)
     query = (
@@ -357,3 +434,8 @@ async def top_groups(
         .limit(limit)
     )
     return [(name, Decimal(c), int(n)) for name, c, n in await conn.execute(query)]
+
+
+def every_projection() -> list[Table]:
+    """The projection tables of both grains."""
+    return [table for grain in PROJECTION_TABLES.values() for table in grain.values()]

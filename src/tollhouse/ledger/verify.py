@@ -11,6 +11,10 @@ and ``rollups.roll_up`` adds batch by batch.
   committing between the two reads would otherwise look like a difference.
 - ``rebuild(conn, since)`` deletes the roll-ups from ``since`` (a UTC day) on and inserts
   them again from the records, in the caller's transaction.
+
+The projections (``usage_*_scopes``, ``usage_*_models``) are the full tables summed over
+fewer dimensions (``projected_from``): each is checked against the ledger's records as
+well, and rebuilt from its freshly rebuilt full table.
 """
 
 from __future__ import annotations
@@ -40,11 +44,14 @@ from tollhouse.db.types import UTCDateTime
 from tollhouse.ledger.models import (
     DIMENSIONS,
     LATENCY_BOUNDS_MS,
+    LATENCY_COLUMNS,
     MEASURES,
+    PROJECTED,
+    PROJECTIONS,
     SCOPES,
     usage_records,
 )
-from tollhouse.ledger.rollups import TABLES, Grain, floor
+from tollhouse.ledger.rollups import PROJECTION_TABLES, TABLES, Grain, floor
 from tollhouse.money import format_usd
 
 LISTED = 1000  # differing rows listed per table at most; past it, the report says "more"
@@ -57,7 +64,7 @@ class Difference:
     """A roll-up row that is not what the ledger sums to: ``expected`` is the ledger's
     (the measures that differ), ``found`` the table's."""
 
-    table: str  # usage_hourly | usage_daily
+    table: str  # usage_hourly, usage_daily, or one of their projections
     check: str  # missing | extra | different
     bucket: datetime
     customer_id: str  # '' for none, as stored
@@ -148,15 +155,51 @@ def recomputed(dialect: str, grain: Grain, since: datetime | None = None) -> Sel
     return select(*key, *measures).group_by(*key)
 
 
+def projected_from(full: Any, dimensions: tuple[str, ...], since: Any = None) -> Select[Any]:
+    """A projection's rows from rows of its grain's full table (the table itself, or what
+    it must hold: ``recomputed(…).subquery()``), as ``rollups.projected`` sums them: the
+    status becomes the errors and refused counts, a refusal's latency is left out."""
+    c = full.c
+    keys = [c.bucket, *(c[d] for d in dimensions)]
+
+    def where(condition: Any, column: Any) -> Any:
+        return func.sum(case((condition, column), else_=0))
+
+    sums = [
+        func.sum(c.requests),
+        where(c.status != "success", c.requests),
+        where(c.status == "refused", c.requests),
+        *(func.sum(c[m]) for m in ("prompt_tokens", "completion_tokens", "cached_tokens")),
+        func.sum(c.cost),
+        func.sum(c.streamed),
+        *(where(c.status != "refused", c[name]) for name in LATENCY_COLUMNS),
+    ]
+    query = select(*keys, *(v.label(n) for v, n in zip(sums, PROJECTED, strict=True)))
+    if since is not None:
+        query = query.where(c.bucket >= since)
+    return query.group_by(*keys)
+
+
 async def verify_rollups(conn: AsyncConnection, listed: int = LISTED) -> Report:
-    """The differences between the roll-up tables and the ledger's records, the first
-    ``listed`` of each table (by bucket and dimensions)."""
+    """The differences between the roll-up tables and the ledger's records (and between
+    the projections and their full tables), the first ``listed`` of each table (by
+    bucket and dimensions)."""
     await unbounded(conn)
     report = Report()
+    checks: list[tuple[Table, Select[Any], tuple[str, ...], tuple[str, ...]]] = []
     for grain, table in TABLES.items():
+        ledger = recomputed(conn.dialect.name, grain)
+        checks.append((table, ledger, _KEY, MEASURES))
+        for name, projection in PROJECTION_TABLES[grain].items():
+            # Against the ledger too, not the full table: a damaged row is reported
+            # where it is, and only there.
+            key = ("bucket", *PROJECTIONS[name])
+            wanted = projected_from(ledger.subquery(), PROJECTIONS[name])
+            checks.append((projection, wanted, key, PROJECTED))
+    for table, expected, key, measures in checks:
         count = select(func.count()).select_from(table)
         report.rows[str(table.name)] = int((await conn.execute(count)).scalar_one())
-        found = await _compare(conn, grain, table, listed + 1)
+        found = await _compare(conn, expected, table, key, measures, listed + 1)
         if len(found) > listed:
             report.more = True
         report.differences += found[:listed]
@@ -164,44 +207,53 @@ async def verify_rollups(conn: AsyncConnection, listed: int = LISTED) -> Report:
 
 
 async def _compare(
-    conn: AsyncConnection, grain: Grain, table: Table, limit: int
+    conn: AsyncConnection,
+    wanted: Select[Any],
+    table: Table,
+    key: tuple[str, ...],
+    measures: tuple[str, ...],
+    limit: int,
 ) -> list[Difference]:
-    expected = recomputed(conn.dialect.name, grain).cte("expected")
+    expected = wanted.cte("expected")
     e, s = expected.c, table.c
-    columns = [*_KEY, *MEASURES]
+    columns = [*key, *measures]
     stored = [s[n].label(f"s_{n}") for n in columns]
     missing_or_different = (
         select(*(e[n].label(f"e_{n}") for n in columns), *stored)
-        .select_from(expected.outerjoin(table, and_(*(e[n] == s[n] for n in _KEY))))
-        .where(or_(s.bucket.is_(None), *(e[n] != s[n] for n in MEASURES)))
+        .select_from(expected.outerjoin(table, and_(*(e[n] == s[n] for n in key))))
+        .where(or_(s.bucket.is_(None), *(e[n] != s[n] for n in measures)))
     )
     # Keys the ledger does not have, by EXCEPT rather than a join probing the recomputed
     # rows: SQLite cannot index those on the key (its computed columns have no type
     # affinity), and a join took minutes at a million records.
-    unknown = select(*(s[n] for n in _KEY)).except_(select(*(e[n] for n in _KEY))).subquery()
+    unknown = select(*(s[n] for n in key)).except_(select(*(e[n] for n in key))).subquery()
     extra = select(*(null().label(f"e_{n}") for n in columns), *stored).join_from(
-        table, unknown, and_(*(s[n] == unknown.c[n] for n in _KEY))
+        table, unknown, and_(*(s[n] == unknown.c[n] for n in key))
     )
     rows = union_all(missing_or_different, extra).subquery()
-    order = [func.coalesce(rows.c[f"e_{n}"], rows.c[f"s_{n}"]) for n in _KEY]
+    order = [func.coalesce(rows.c[f"e_{n}"], rows.c[f"s_{n}"]) for n in key]
     query = select(rows).order_by(*order).limit(limit)
-    return [_difference(str(table.name), row._mapping) for row in await conn.execute(query)]
+    found = await conn.execute(query)
+    return [_difference(str(table.name), row._mapping, key, measures) for row in found]
 
 
-def _difference(table: str, row: Any) -> Difference:
-    ledger = {n: _value(n, row[f"e_{n}"]) for n in MEASURES}
-    stored = {n: _value(n, row[f"s_{n}"]) for n in MEASURES}
+def _difference(
+    table: str, row: Any, key: tuple[str, ...], measures: tuple[str, ...]
+) -> Difference:
+    ledger = {n: _value(n, row[f"e_{n}"]) for n in measures}
+    stored = {n: _value(n, row[f"s_{n}"]) for n in measures}
     if row["e_bucket"] is None:
-        check, side, expected, found = "extra", "s", "no row", _described(stored)
+        check, side, expected, found = "extra", "s", "no row", _described(stored, None, measures)
     elif row["s_bucket"] is None:
-        check, side, expected, found = "missing", "e", _described(ledger), "no row"
+        check, side, expected, found = "missing", "e", _described(ledger, None, measures), "no row"
     else:
-        names = [n for n in MEASURES if ledger[n] != stored[n]]
+        names = [n for n in measures if ledger[n] != stored[n]]
         check, side = "different", "e"
-        expected = _described(ledger, names)
-        found = _described(stored, names)
-    key = {n: row[f"{side}_{n}"] for n in _KEY}
-    return Difference(table=table, check=check, **key, expected=expected, found=found)
+        expected = _described(ledger, names, measures)
+        found = _described(stored, names, measures)
+    where: dict[str, Any] = dict.fromkeys(DIMENSIONS, "")  # a projection's: others blank
+    where.update({n: row[f"{side}_{n}"] for n in key})
+    return Difference(table=table, check=check, **where, expected=expected, found=found)
 
 
 def _value(name: str, value: Any) -> Any:
@@ -211,9 +263,9 @@ def _value(name: str, value: Any) -> Any:
     return Decimal(value) if name == "cost" else int(value)
 
 
-def _described(values: dict[str, Any], names: list[str] | None = None) -> str:
+def _described(values: dict[str, Any], names: list[str] | None, measures: tuple[str, ...]) -> str:
     """``names`` (default: the non-zero measures) as ``name value``, cost in USD."""
-    shown = names if names is not None else [n for n in MEASURES if values[n]]
+    shown = names if names is not None else [n for n in measures if values[n]]
     return ", ".join(
         f"cost {format_usd(values[n])} USD" if n == "cost" else f"{n} {values[n]}" for n in shown
     )
@@ -234,7 +286,8 @@ async def rebuild(conn: AsyncConnection, since: datetime | None = None) -> dict[
         # Batches that would roll up meanwhile wait for the commit (SQLite's one write
         # lock does as much): summed into a row deleted here, or into the recomputed
         # rows too, they would be lost or counted twice.
-        await conn.execute(text("LOCK TABLE usage_hourly, usage_daily IN SHARE ROW EXCLUSIVE MODE"))
+        every = [t.name for g in TABLES for t in (TABLES[g], *PROJECTION_TABLES[g].values())]
+        await conn.execute(text(f"LOCK TABLE {', '.join(every)} IN SHARE ROW EXCLUSIVE MODE"))
         await unbounded(conn)
     start = None if since is None else floor(since, "day")
     written: dict[Grain, int] = {}
@@ -246,4 +299,12 @@ async def rebuild(conn: AsyncConnection, since: datetime | None = None) -> dict[
         query = recomputed(conn.dialect.name, grain, start)
         result = await conn.execute(table.insert().from_select([*_KEY, *MEASURES], query))
         written[grain] = result.rowcount
+        for name, projection in PROJECTION_TABLES[grain].items():
+            delete = projection.delete()
+            if start is not None:
+                delete = delete.where(projection.c.bucket >= start)
+            await conn.execute(delete)
+            columns = ["bucket", *PROJECTIONS[name], *PROJECTED]
+            query = projected_from(table, PROJECTIONS[name], start)
+            await conn.execute(projection.insert().from_select(columns, query))
     return written

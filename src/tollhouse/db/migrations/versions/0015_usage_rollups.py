@@ -1,5 +1,6 @@
 """Ledger: the hourly and daily roll-ups of usage (``usage_hourly``, ``usage_daily``),
-back-filled from the records already in ``usage_records``.
+back-filled from the records already in ``usage_records``, and their projections over
+scopes and over models (``usage_{hourly,daily}_{scopes,models}``), back-filled from them.
 
 From here on the recorder adds each batch to them in the batch's transaction
 (``ledger/rollups.py``). Records written after this revision by a server of an older
@@ -106,6 +107,52 @@ def _backfill(table: str, dialect: str) -> str:
     )
 
 
+_PROJECTIONS = {
+    "scopes": (
+        ("customer_id", sa.String(64)),
+        ("team_id", sa.String(64)),
+        ("key_id", sa.String(64)),
+    ),
+    "models": (("provider", sa.Text()), ("model", sa.Text())),
+}
+_PROJECTED = ["requests", "errors", "refused", "prompt_tokens", "completion_tokens",
+              "cached_tokens", "cost", "streamed", *_LATENCIES]  # fmt: skip
+
+
+def _projected(source: str, target: str, dimensions: list[str]) -> str:
+    """A projection's rows from its full table: the status becomes the errors and
+    refused counts, and a refusal's latency is left out (``ledger/verify.py``)."""
+    sums = [
+        "SUM(requests)",
+        "SUM(CASE WHEN status <> 'success' THEN requests ELSE 0 END)",
+        "SUM(CASE WHEN status = 'refused' THEN requests ELSE 0 END)",
+        "SUM(prompt_tokens)",
+        "SUM(completion_tokens)",
+        "SUM(cached_tokens)",
+        "SUM(cost)",
+        "SUM(streamed)",
+        *(f"SUM(CASE WHEN status <> 'refused' THEN {name} ELSE 0 END)" for name in _LATENCIES),
+    ]
+    key = ", ".join(["bucket", *dimensions])
+    return (
+        f"INSERT INTO {target} ({key}, {', '.join(_PROJECTED)}) "
+        f"SELECT {key}, {', '.join(sums)} FROM {source} GROUP BY {key}"
+    )
+
+
+def _projection(name: str, dimensions: tuple[tuple[str, Any], ...]) -> None:
+    op.create_table(
+        name,
+        sa.Column("bucket", UTCDateTime(), nullable=False),
+        *(sa.Column(d, kind, nullable=False) for d, kind in dimensions),
+        *(
+            sa.Column(m, Money() if m == "cost" else sa.BigInteger(), nullable=False)
+            for m in _PROJECTED
+        ),
+        sa.PrimaryKeyConstraint("bucket", *(d for d, _ in dimensions), name=op.f(f"pk_{name}")),
+    )
+
+
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
@@ -117,8 +164,14 @@ def upgrade() -> None:
             table, *_columns(), sa.PrimaryKeyConstraint(*_KEY, name=op.f(f"pk_{table}"))
         )
         op.execute(_backfill(table, dialect))
+        for projection, dimensions in _PROJECTIONS.items():
+            name = f"{table}_{projection}"
+            _projection(name, dimensions)
+            op.execute(_projected(table, name, [d for d, _ in dimensions]))
 
 
 def downgrade() -> None:
-    op.drop_table("usage_daily")
-    op.drop_table("usage_hourly")
+    for table in ("usage_daily", "usage_hourly"):
+        for projection in _PROJECTIONS:
+            op.drop_table(f"{table}_{projection}")
+        op.drop_table(table)
