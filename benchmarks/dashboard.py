@@ -42,13 +42,13 @@ import httpx  # noqa: E402
 from devtools.stack import postgres  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
-from tollhouse.ledger.verify import rebuild  # noqa: E402
 
 from tollhouse.db.schema import upgrade  # noqa: E402
 from tollhouse.governance import service  # noqa: E402
 from tollhouse.governance.schemas import CustomerCreate, TeamCreate, VirtualKeyCreate  # noqa: E402
 from tollhouse.ledger.models import usage_records  # noqa: E402
 from tollhouse.ledger.service import encode_cursor  # noqa: E402
+from tollhouse.ledger.verify import rebuild  # noqa: E402
 
 ADMIN_KEY = "bench-dashboard-admin-key-" + "x" * 20
 TARGET_MS = 200.0
@@ -99,6 +99,11 @@ async def governance(engine: AsyncEngine) -> list[tuple[str, str, str]]:
 
 def _insert_sql(dialect: str, start: int, count: int) -> str:
     """``count`` records numbered from ``start``, in one INSERT … SELECT."""
+
+    def whole(expression: str) -> str:  # Postgres's CAST rounds; SQLite's truncates
+        floor = f"floor({expression})" if dialect == "postgresql" else expression
+        return f"CAST({floor} AS INTEGER)"
+
     if dialect == "postgresql":
         r = "random()"
         rows = f"SELECT g, {r} AS r1, {r} AS r2, {r} AS r3, {r} AS r4, {r} AS r5, {r} AS r6 " \
@@ -126,9 +131,9 @@ SELECT 'req_bench_' || s.g, {when}, k.key_id, k.team_id, k.customer_id, 'chat', 
     CASE WHEN s.r5 < 0.01 THEN 'refused' WHEN s.r5 < 0.04 THEN 'error' ELSE 'success' END,
     CASE WHEN s.r5 < 0.01 THEN 429 WHEN s.r5 < 0.04 THEN 502 ELSE 200 END,
     s.r6 < 0.5
-FROM (SELECT g, r1, r4, r5, r6, CAST(r2 * r2 * 1000 AS INTEGER) AS kn,
-             CAST(r3 * {len(MODELS)} AS INTEGER) AS mn,
-             CAST(r6 * 2000 AS INTEGER) AS p, CAST(r4 * 800 AS INTEGER) AS c
+FROM (SELECT g, r1, r4, r5, r6, {whole("r2 * r2 * 1000")} AS kn,
+             {whole(f"r3 * {len(MODELS)}")} AS mn,
+             {whole("r6 * 2000")} AS p, {whole("r4 * 800")} AS c
       FROM ({rows}) raw) s
 JOIN bench_keys k ON k.n = s.kn
 JOIN bench_models m ON m.n = s.mn
