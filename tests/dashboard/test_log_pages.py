@@ -117,3 +117,34 @@ async def test_the_csv_export_streams_every_record_of_the_filters(ui, ui_app):
     errors = list(csv.DictReader(io.StringIO((await ui.get("/ui/logs.csv?status=error")).text)))
     assert len(errors) == len([r for r in written if r.status == "error"])
     assert (await ui.get("/ui/logs.csv?max_cost=x")).status_code == 400
+
+
+async def test_a_page_the_database_gives_up_on_is_a_notice_not_a_failure(make_settings, pg_url):
+    """Filters no index serves (cost) that match nothing make Postgres read the whole
+    ledger; past its statement_timeout the page says to narrow them (no 5xx)."""
+    import httpx
+    from sqlalchemy import text
+    from tests.dashboard.conftest import ADMIN_KEY, VIEWER_KEY
+
+    from tollhouse.app import create_app
+
+    settings = make_settings(database_url=pg_url, admin_key=ADMIN_KEY, viewer_key=VIEWER_KEY,
+                             database_statement_timeout_ms=100)  # fmt: skip
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with app.services.engine.begin() as conn:
+            await conn.execute(text("SET LOCAL statement_timeout = 0"))
+            await conn.execute(text(
+                "INSERT INTO usage_records (id, created_at, endpoint, provider, model, "
+                "prompt_tokens, completion_tokens, cached_tokens, cost, priced, latency_ms, "
+                "status, http_status, streamed) SELECT 'req_' || g, now() - g * interval '1 s', "
+                "'chat', 'openai', 'gpt-4o-mini', 1, 1, 0, 0.000001, true, 5, 'success', 200, "
+                "false FROM generate_series(1, 400000) g"))  # fmt: skip
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as ui:
+            await log_in(ui)
+            page = await ui.get("/ui/logs?min_cost=5")
+            assert page.status_code == 400, page.text[-500:]
+            assert "narrow the time range" in page.text
+            rows = await ui.get("/ui/logs/rows?min_cost=5")
+            assert rows.status_code == 400

@@ -180,7 +180,10 @@ def test_agent_sessions_end_to_end(agents: Agents) -> None:
     refused = agents.turn(broke, poor_session, poor_turn)
     assert [e["type"] for e in refused] == ["error", "done"]
     assert refused[0]["code"] == "budget_exceeded"
-    assert agents.records(broke_id) == []
+    # Recorded as a refusal, at no cost (the log shows it; no limit counts it).
+    (refusal,) = agents.records(broke_id)
+    assert (refusal["status"], refusal["http_status"], refusal["cost"]) == ("refused", 402, 0)
+    assert refusal["session_id"] == poor_session
 
     # 4. The conversation worker killed mid-batch: every message answered exactly once.
     turns = [agents.ask(key, f"Message number {n}") for n in range(4)]

@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -51,6 +52,14 @@ def _where(q: UsageQuery) -> UsageFilter:
     )
 
 
+_CANCELLED = "57014"  # Postgres: query_canceled (statement_timeout)
+
+
+class TooSlow(ValidationFailed):
+    """A page the database would not find in time: the filters are the client's to
+    narrow (a 400 naming no field; on the log page, a notice above an empty table)."""
+
+
 def _parse(request: Request) -> tuple[UsageQuery, str | None]:
     """The filters, or none and the error that refused them (shown on the page)."""
     try:
@@ -60,8 +69,19 @@ def _parse(request: Request) -> tuple[UsageQuery, str | None]:
 
 
 async def _page(request: Request, q: UsageQuery) -> tuple[list[Any], str | None]:
-    async with services(request).engine.connect() as conn:
-        return await list_usage(conn, _where(q), limit=PAGE_SIZE, cursor=q.cursor)
+    """One page; ``TooSlow`` when the database gave up on it (Postgres's
+    ``statement_timeout``): filters no index serves (status, cost) that match nothing
+    recent read the whole ledger."""
+    try:
+        async with services(request).engine.connect() as conn:
+            return await list_usage(conn, _where(q), limit=PAGE_SIZE, cursor=q.cursor)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _CANCELLED:
+            raise
+        raise TooSlow(
+            "no page within the database's time limit: these filters match too few "
+            "records to find quickly; narrow the time range (From, To) or pick a key"
+        ) from None
 
 
 def _context(request: Request, rows: list[Any], cursor: str | None) -> dict[str, Any]:
@@ -79,7 +99,13 @@ def _context(request: Request, rows: list[Any], cursor: str | None) -> dict[str,
 @page
 async def log_page(request: Request, who: Visitor) -> Response:
     q, error = _parse(request)
-    rows, cursor = await _page(request, q) if error is None else ([], None)
+    rows: list[Any] = []
+    cursor = None
+    if error is None:
+        try:
+            rows, cursor = await _page(request, q)
+        except TooSlow as exc:
+            error = exc.message
     n = names(request)
     context = {
         **_context(request, rows, cursor),
