@@ -3,7 +3,7 @@
 fetching and leaves by itself after its lease) is dropped by the broker once its session
 times out, and its partitions and its uncommitted batch go to the next member; topics
 and groups carry the namespace; a position is ``<partition>-<offset>``; a closed
-subscription refuses to fetch."""
+subscription refuses to fetch; a fetch does not ask where the log ends."""
 
 from __future__ import annotations
 
@@ -114,3 +114,39 @@ async def test_topics_and_groups_carry_the_namespace_and_positions_are_offsets(k
     finally:
         await admin.close()
         await bus.close()
+
+
+async def test_a_fetch_does_not_ask_the_broker_where_the_log_ends(kafka_bootstrap, monkeypatch):
+    """The top-up to ``max_count`` goes as far as the broker's last fetch answer and this
+    process's own acknowledged publishes say the log goes: no ListOffsets on the way of
+    every event."""
+    from aiokafka import AIOKafkaConsumer
+
+    asked: list[object] = []
+
+    async def end_offsets(self, partitions):
+        asked.append(partitions)
+        return {}
+
+    monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", end_offsets)
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    buses = [
+        KafkaBus(kafka_bootstrap, namespace=namespace, partitions=1, session_timeout_s=SESSION_S)
+        for _ in range(2)
+    ]
+    here, there = buses
+    try:
+        sub = await here.subscribe(TOPIC, "workers", "a")
+        for n in range(3):  # this process's own
+            await here.publish(TOPIC, message("ses_contract0001", n))
+        batch = await sub.fetch(max_count=10, timeout_s=2)
+        assert [m.event["message"][-1] for m in batch] == ["0", "1", "2"]
+        await sub.commit(batch)
+        for n in range(3, 6):  # another process's
+            await there.publish(TOPIC, message("ses_contract0001", n))
+        got = await drain(sub, 3)
+        assert [m.event["message"][-1] for m in got] == ["3", "4", "5"]
+        assert asked == []
+    finally:
+        for bus in buses:
+            await bus.close()

@@ -25,6 +25,12 @@ and not committed comes back first. ``commit`` commits, per partition, the highe
 offset of the batch plus one, for the partitions this member still owns (a partition
 that moved is its new owner's to hand out again).
 
+**A fetch** hands out what the consumer has, topped up to ``max_count`` from the same
+partitions when the log is known to go on: past the broker's last high watermark, or
+past what this process's own producer had acknowledged (``KafkaSubscription._read``).
+It does not ask the broker where each log ends (a round trip on the way of every
+event).
+
 **Invalid records** are counted in ``invalid`` and skipped, and committed with the
 first commit that leaves nothing fetched before them waiting on their partition — at
 once when there is nothing else to wait for — so a bad record never blocks its
@@ -96,6 +102,8 @@ class KafkaBus:
         self._started = False
         self._starting = asyncio.Lock()
         self._subscriptions: list[KafkaSubscription] = []
+        # Per partition, past the last event this producer had acknowledged.
+        self._sent: dict[Any, int] = {}
 
     def topic(self, topic: str) -> str:
         """The Kafka topic of ``topic``."""
@@ -159,6 +167,8 @@ class KafkaBus:
     async def _send(self, topic: str, key: str, raw: bytes) -> str:
         await self.start()
         sent = await self._producer.send_and_wait(self.topic(topic), raw, key=key.encode())
+        tp = TopicPartition(sent.topic, sent.partition)
+        self._sent[tp] = max(self._sent.get(tp, 0), sent.offset + 1)
         return f"{sent.partition}-{sent.offset}"
 
     async def forget_group(self, group: str) -> None:
@@ -266,7 +276,15 @@ class KafkaSubscription:
     async def _read(self, max_count: int, deadline: float) -> dict[Any, list[Any]]:
         """What ``getmany`` has, then the rest of those partitions' logs up to
         ``max_count``: a fetch answered while events were being published holds only
-        the first of them, and ``fetch`` hands out what is there, not what came first."""
+        the first of them, and ``fetch`` hands out what is there, not what came first.
+
+        Where a partition's log ends is what is known here, without asking the broker
+        (a ListOffsets round trip on every fetch, on the way of every event): the high
+        watermark of the broker's last fetch answer, or past the last event this
+        process's own producer had acknowledged, whichever is further. The high
+        watermark alone can be stale: an answer fetched ahead, while the events were
+        being published, ends where it was made. Events another process published
+        after the answer was made come with the next fetch."""
         loop = asyncio.get_running_loop()
 
         def left_ms() -> int:
@@ -276,11 +294,8 @@ class KafkaSubscription:
             await self._consumer.getmany(timeout_ms=left_ms(), max_records=max_count)
         )
         count = sum(len(batch) for batch in records.values())
-        if not records or count >= max_count:
-            return records
-        ends = await self._consumer.end_offsets(list(records))
-        while count < max_count and left_ms() > 0:
-            behind = [tp for tp, batch in records.items() if batch[-1].offset + 1 < ends[tp]]
+        while records and count < max_count and left_ms() > 0:
+            behind = [tp for tp, batch in records.items() if batch[-1].offset + 1 < self._end(tp)]
             if not behind:
                 break
             more = await self._consumer.getmany(
@@ -292,6 +307,13 @@ class KafkaSubscription:
             if not more:
                 break
         return records
+
+    def _end(self, tp: Any) -> int:
+        """Where ``tp``'s log ends, as far as this process knows (``_read``)."""
+        sent = self._bus._sent.get(tp, 0)
+        if tp not in self._consumer.assignment():  # revoked meanwhile: not ours to read
+            return 0
+        return max(self._consumer.highwater(tp) or 0, sent)
 
     def _take(self, records: Mapping[Any, list[Any]]) -> tuple[list[Message], list[int]]:
         """The valid events of the partitions this member still owns, and the partitions
