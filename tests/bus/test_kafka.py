@@ -3,7 +3,8 @@
 fetching and leaves by itself after its lease) is dropped by the broker once its session
 times out, and its partitions and its uncommitted batch go to the next member; topics
 and groups carry the namespace; a position is ``<partition>-<offset>``; a closed
-subscription refuses to fetch; a fetch does not ask where the log ends."""
+subscription refuses to fetch; a fetch does not ask where the log ends; listeners
+share one consumer, in no group."""
 
 from __future__ import annotations
 
@@ -150,3 +151,33 @@ async def test_a_fetch_does_not_ask_the_broker_where_the_log_ends(kafka_bootstra
     finally:
         for bus in buses:
             await bus.close()
+
+
+async def test_listeners_share_one_consumer_in_no_group(kafka_bootstrap):
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    bus = KafkaBus(kafka_bootstrap, namespace=namespace, partitions=2, session_timeout_s=SESSION_S)
+    await bus.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = (events.INBOUND, events.OUTBOUND, events.TOOL_RESULTS)
+        listeners = [
+            await bus.subscribe(topic, f"server-{n}", "me", listener=True)
+            for n, topic in enumerate(topics)
+        ]
+        consumer = bus._listening._consumer
+        assert {(tp.topic, tp.partition) for tp in consumer.assignment()} == {
+            (f"{namespace}.{topic}", n) for topic in topics for n in range(2)
+        }
+        groups = {group[0] for group in await admin.list_consumer_groups()}
+        assert not {group for group in groups if group.startswith(namespace)}
+        await listeners[0].close()  # its topic is let go, the others kept
+        assert {tp.topic for tp in consumer.assignment()} == {
+            f"{namespace}.{topic}" for topic in topics[1:]
+        }
+        for listener in listeners[1:]:
+            await listener.close()
+        assert bus._listening._consumer is None  # the last one stops it
+    finally:
+        await admin.close()
+        await bus.close()
