@@ -75,8 +75,8 @@ from tollhouse.bus.backends import Message
 # group never settles. Apache Kafka refuses sessions under 6 s by default
 # (group.min.session.timeout.ms): pass session_timeout_s for such a broker.
 MIN_SESSION_S = 2.0
-# Tansu answers a fetch when its wait is over, not when a record arrives: a short wait
-# keeps delivery prompt (Apache Kafka answers at once either way).
+# Tansu does not answer a fetch when a record arrives but at half its wait at the
+# earliest: a short wait keeps delivery prompt (Apache Kafka answers at once either way).
 FETCH_MAX_WAIT_MS = 100
 # Records a listener holds and has not fetched, at most: the listeners' consumer waits.
 LISTENER_KEPT = 10_000
