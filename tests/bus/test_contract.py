@@ -189,3 +189,30 @@ async def test_a_listener_sees_what_follows_and_its_group_goes_with_it(flavor):
         await bus.publish(TOPIC, message(session, 2))
     again = await bus.subscribe(TOPIC, "server-1", "me", listener=True)
     assert await again.fetch(max_count=10, timeout_s=0.2) == []  # a new group, from now
+
+
+async def test_listeners_of_one_bus_each_follow_their_topic_from_their_own_start(flavor):
+    bus = await flavor.make(partitions=2)
+    early = await bus.subscribe(TOPIC, "server-a", "me", listener=True)
+    results = await bus.subscribe(events.TOOL_RESULTS, "server-b", "me", listener=True)
+    await bus.publish(TOPIC, message("ses_contract0000", 0))
+    late = await bus.subscribe(TOPIC, "server-c", "me", listener=True)  # after #0
+    await bus.publish(TOPIC, message("ses_contract0000", 1))
+    result = {
+        "event_id": "evt_contractresult",
+        "session_id": "ses_contract0000",
+        "call_id": "call_1",
+        "tool": "echo",
+        "ok": True,
+        "created_at": events.now(),
+    }
+    await bus.publish(events.TOOL_RESULTS, result)
+    assert [m.event["message"][-1] for m in await drain(early, 2)] == ["0", "1"]
+    assert [m.event["message"][-1] for m in await drain(late, 1)] == ["1"]
+    got = await drain(results, 1)
+    assert [(m.topic, m.event["call_id"]) for m in got] == [(events.TOOL_RESULTS, "call_1")]
+    await early.close()  # the others go on
+    await bus.publish(TOPIC, message("ses_contract0000", 2))
+    assert [m.event["message"][-1] for m in await drain(late, 1)] == ["2"]
+    for listener in (late, results):
+        assert await listener.fetch(max_count=10, timeout_s=0.2) == []

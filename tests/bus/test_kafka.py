@@ -3,7 +3,8 @@
 fetching and leaves by itself after its lease) is dropped by the broker once its session
 times out, and its partitions and its uncommitted batch go to the next member; topics
 and groups carry the namespace; a position is ``<partition>-<offset>``; a closed
-subscription refuses to fetch."""
+subscription refuses to fetch; a fetch does not ask where the log ends; listeners
+share one consumer, in no group."""
 
 from __future__ import annotations
 
@@ -111,6 +112,72 @@ async def test_topics_and_groups_carry_the_namespace_and_positions_are_offsets(k
             await sub.fetch()
         with pytest.raises(events.InvalidEvent, match="no topic"):
             await bus.subscribe("nowhere", "workers", "b")
+    finally:
+        await admin.close()
+        await bus.close()
+
+
+async def test_a_fetch_does_not_ask_the_broker_where_the_log_ends(kafka_bootstrap, monkeypatch):
+    """The top-up to ``max_count`` goes as far as the broker's last fetch answer and this
+    process's own acknowledged publishes say the log goes: no ListOffsets on the way of
+    every event."""
+    from aiokafka import AIOKafkaConsumer
+
+    asked: list[object] = []
+
+    async def end_offsets(self, partitions):
+        asked.append(partitions)
+        return {}
+
+    monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", end_offsets)
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    buses = [
+        KafkaBus(kafka_bootstrap, namespace=namespace, partitions=1, session_timeout_s=SESSION_S)
+        for _ in range(2)
+    ]
+    here, there = buses
+    try:
+        sub = await here.subscribe(TOPIC, "workers", "a")
+        for n in range(3):  # this process's own
+            await here.publish(TOPIC, message("ses_contract0001", n))
+        batch = await sub.fetch(max_count=10, timeout_s=2)
+        assert [m.event["message"][-1] for m in batch] == ["0", "1", "2"]
+        await sub.commit(batch)
+        for n in range(3, 6):  # another process's
+            await there.publish(TOPIC, message("ses_contract0001", n))
+        got = await drain(sub, 3)
+        assert [m.event["message"][-1] for m in got] == ["3", "4", "5"]
+        assert asked == []
+    finally:
+        for bus in buses:
+            await bus.close()
+
+
+async def test_listeners_share_one_consumer_in_no_group(kafka_bootstrap):
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    bus = KafkaBus(kafka_bootstrap, namespace=namespace, partitions=2, session_timeout_s=SESSION_S)
+    await bus.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = (events.INBOUND, events.OUTBOUND, events.TOOL_RESULTS)
+        listeners = [
+            await bus.subscribe(topic, f"server-{n}", "me", listener=True)
+            for n, topic in enumerate(topics)
+        ]
+        consumer = bus._listening._consumer
+        assert {(tp.topic, tp.partition) for tp in consumer.assignment()} == {
+            (f"{namespace}.{topic}", n) for topic in topics for n in range(2)
+        }
+        groups = {group[0] for group in await admin.list_consumer_groups()}
+        assert not {group for group in groups if group.startswith(namespace)}
+        await listeners[0].close()  # its topic is let go, the others kept
+        assert {tp.topic for tp in consumer.assignment()} == {
+            f"{namespace}.{topic}" for topic in topics[1:]
+        }
+        for listener in listeners[1:]:
+            await listener.close()
+        assert bus._listening._consumer is None  # the last one stops it
     finally:
         await admin.close()
         await bus.close()

@@ -25,6 +25,17 @@ and not committed comes back first. ``commit`` commits, per partition, the highe
 offset of the batch plus one, for the partitions this member still owns (a partition
 that moved is its new owner's to hand out again).
 
+**A fetch** hands out what the consumer has, topped up to ``max_count`` from the same
+partitions when the log is known to go on: past the broker's last high watermark, or
+past what this process's own producer had acknowledged (``KafkaSubscription._read``).
+It does not ask the broker where each log ends (a round trip on the way of every
+event).
+
+**Listeners** (``listener=True``) are in no group: a listener's partitions are its
+alone and what it commits is never read again, so all the listeners of a bus share one
+consumer with its partitions assigned, from the end of each at their start
+(``_Listening``); ``commit`` does nothing for them.
+
 **Invalid records** are counted in ``invalid`` and skipped, and committed with the
 first commit that leaves nothing fetched before them waiting on their partition — at
 once when there is nothing else to wait for — so a bad record never blocks its
@@ -36,6 +47,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,9 +75,13 @@ from tollhouse.bus.backends import Message
 # group never settles. Apache Kafka refuses sessions under 6 s by default
 # (group.min.session.timeout.ms): pass session_timeout_s for such a broker.
 MIN_SESSION_S = 2.0
-# Tansu answers a fetch when its wait is over, not when a record arrives: a short wait
-# keeps delivery prompt (Apache Kafka answers at once either way).
+# Tansu does not answer a fetch when a record arrives but at half its wait at the
+# earliest: a short wait keeps delivery prompt (Apache Kafka answers at once either way).
 FETCH_MAX_WAIT_MS = 100
+# Records a listener holds and has not fetched, at most: the listeners' consumer waits.
+LISTENER_KEPT = 10_000
+
+log = logging.getLogger("tollhouse.bus")
 
 
 class KafkaBus:
@@ -95,7 +112,10 @@ class KafkaBus:
         self._admin: Any = None
         self._started = False
         self._starting = asyncio.Lock()
-        self._subscriptions: list[KafkaSubscription] = []
+        self._subscriptions: list[KafkaSubscription | KafkaListener] = []
+        self._listening = _Listening(self)
+        # Per partition, past the last event this producer had acknowledged.
+        self._sent: dict[Any, int] = {}
 
     def topic(self, topic: str) -> str:
         """The Kafka topic of ``topic``."""
@@ -159,22 +179,18 @@ class KafkaBus:
     async def _send(self, topic: str, key: str, raw: bytes) -> str:
         await self.start()
         sent = await self._producer.send_and_wait(self.topic(topic), raw, key=key.encode())
+        tp = TopicPartition(sent.topic, sent.partition)
+        self._sent[tp] = max(self._sent.get(tp, 0), sent.offset + 1)
         return f"{sent.partition}-{sent.offset}"
-
-    async def forget_group(self, group: str) -> None:
-        """A listener's group, deleted (best effort: a broker that cannot keeps an empty
-        group, which costs nothing but a name)."""
-        if self._admin is None:
-            return
-        with contextlib.suppress(Exception):
-            await self._admin.delete_consumer_groups([group])
 
     async def subscribe(
         self, topic: str, group: str, consumer: str, *, listener: bool = False
-    ) -> KafkaSubscription:
+    ) -> KafkaSubscription | KafkaListener:
         if topic not in events.TOPICS:
             events.validate(topic, {})  # InvalidEvent naming the topics
         await self.start()
+        if listener:
+            return await self._listening.follow(topic)
         session_ms = round(self.session_timeout_s * 1000)
         subscription = KafkaSubscription(
             self,
@@ -186,7 +202,7 @@ class KafkaBus:
                 # No group_instance_id: a static member does not leave on close, and
                 # its partitions would wait for its session to expire.
                 enable_auto_commit=False,
-                auto_offset_reset="latest" if listener else "earliest",
+                auto_offset_reset="earliest",
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(100, session_ms // 5),
                 rebalance_timeout_ms=session_ms,
@@ -197,12 +213,6 @@ class KafkaBus:
         self._subscriptions.append(subscription)
         try:
             await subscription._join(timeout_s=10 * self.session_timeout_s)
-            if listener:  # from now (whatever an old group of the name committed)
-                subscription.own_group = self.group(group)
-                assigned = list(subscription._consumer.assignment())
-                await subscription._consumer.seek_to_end(*assigned)
-                for tp in assigned:  # every position resolved before this returns
-                    await subscription._consumer.position(tp)
         except BaseException:
             await subscription.close()
             raise
@@ -229,7 +239,6 @@ class KafkaSubscription:
         self._consumer = consumer
         self._listener = _Listener(self)
         self._closed = False
-        self.own_group: str | None = None  # a listener's group, deleted when it closes
         # Per partition, since it was assigned: the valid offsets handed out and not
         # committed yet, and the offset after the last record fetched.
         self._pending: dict[int, set[int]] = {}
@@ -266,7 +275,15 @@ class KafkaSubscription:
     async def _read(self, max_count: int, deadline: float) -> dict[Any, list[Any]]:
         """What ``getmany`` has, then the rest of those partitions' logs up to
         ``max_count``: a fetch answered while events were being published holds only
-        the first of them, and ``fetch`` hands out what is there, not what came first."""
+        the first of them, and ``fetch`` hands out what is there, not what came first.
+
+        Where a partition's log ends is what is known here, without asking the broker
+        (a ListOffsets round trip on every fetch, on the way of every event): the high
+        watermark of the broker's last fetch answer, or past the last event this
+        process's own producer had acknowledged, whichever is further. The high
+        watermark alone can be stale: an answer fetched ahead, while the events were
+        being published, ends where it was made. Events another process published
+        after the answer was made come with the next fetch."""
         loop = asyncio.get_running_loop()
 
         def left_ms() -> int:
@@ -276,11 +293,8 @@ class KafkaSubscription:
             await self._consumer.getmany(timeout_ms=left_ms(), max_records=max_count)
         )
         count = sum(len(batch) for batch in records.values())
-        if not records or count >= max_count:
-            return records
-        ends = await self._consumer.end_offsets(list(records))
-        while count < max_count and left_ms() > 0:
-            behind = [tp for tp, batch in records.items() if batch[-1].offset + 1 < ends[tp]]
+        while records and count < max_count and left_ms() > 0:
+            behind = [tp for tp, batch in records.items() if batch[-1].offset + 1 < self._end(tp)]
             if not behind:
                 break
             more = await self._consumer.getmany(
@@ -292,6 +306,13 @@ class KafkaSubscription:
             if not more:
                 break
         return records
+
+    def _end(self, tp: Any) -> int:
+        """Where ``tp``'s log ends, as far as this process knows (``_read``)."""
+        sent = self._bus._sent.get(tp, 0)
+        if tp not in self._consumer.assignment():  # revoked meanwhile: not ours to read
+            return 0
+        return max(self._consumer.highwater(tp) or 0, sent)
 
     def _take(self, records: Mapping[Any, list[Any]]) -> tuple[list[Message], list[int]]:
         """The valid events of the partitions this member still owns, and the partitions
@@ -357,9 +378,189 @@ class KafkaSubscription:
         self._closed = True
         try:
             await self._consumer.stop()
-            if self.own_group is not None:
-                await self._bus.forget_group(self.own_group)
         finally:
+            if self in self._bus._subscriptions:
+                self._bus._subscriptions.remove(self)
+
+
+class _Listening:
+    """Every listener of a bus on one consumer of its own, in no group.
+
+    A listener is a group of its own that starts at the newest event and goes when it
+    closes: no other member shares its partitions, and nothing it commits is ever read
+    again. On Kafka it needs no group at all: one consumer, assigned the partitions of
+    every topic the bus's listeners follow, fetches for all of them (a server's three
+    listeners make one fetch request per wait instead of three, with no JoinGroup, no
+    heartbeats and no commits). A reader task hands each record to the listeners of
+    its topic that started before it; it waits while one of them holds
+    ``LISTENER_KEPT`` records it has not fetched.
+    """
+
+    def __init__(self, bus: KafkaBus) -> None:
+        self._bus = bus
+        self._consumer: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._listeners: list[KafkaListener] = []
+        self._changing = asyncio.Lock()
+        self._room = asyncio.Event()  # clear while a listener is behind
+
+    async def follow(self, topic: str) -> KafkaListener:
+        """A listener of ``topic``, from its current end."""
+        async with self._changing:
+            await self._pause()
+            try:
+                if self._consumer is None:
+                    consumer = AIOKafkaConsumer(
+                        bootstrap_servers=self._bus._bootstrap,
+                        client_id="tollhouse-listener",
+                        enable_auto_commit=False,
+                        fetch_max_wait_ms=self._bus.fetch_wait_ms,
+                    )
+                    await consumer.start()
+                    self._consumer = consumer
+                name = self._bus.topic(topic)
+                numbers = await self._bus._producer.partitions_for(name)
+                partitions = [TopicPartition(name, number) for number in sorted(numbers)]
+                ends = await self._consumer.end_offsets(partitions)
+                listener = KafkaListener(self, topic, ends)
+                await self._assign({*self._consumer.assignment(), *partitions}, ends)
+                self._listeners.append(listener)
+                self._bus._subscriptions.append(listener)
+            except BaseException:
+                if not self._listeners and self._consumer is not None:
+                    consumer, self._consumer = self._consumer, None
+                    await consumer.stop()
+                raise
+            finally:
+                self._resume()
+        return listener
+
+    async def unfollow(self, listener: KafkaListener) -> None:
+        async with self._changing:
+            await self._pause()
+            try:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+                if not self._listeners:
+                    consumer, self._consumer = self._consumer, None
+                    if consumer is not None:
+                        await consumer.stop()
+                    return
+                followed = {self._bus.topic(other.topic) for other in self._listeners}
+                kept = {tp for tp in self._consumer.assignment() if tp.topic in followed}
+                await self._assign(kept, {})
+            finally:
+                self._resume()
+
+    async def _assign(self, wanted: set[Any], start: Mapping[Any, int]) -> None:
+        """Assign ``wanted``: a partition already assigned keeps its position, a new
+        one starts at ``start``."""
+        consumer = self._consumer
+        have = consumer.assignment()
+        if wanted == have:
+            return
+        offsets = {**start}
+        for tp in have & wanted:
+            offsets[tp] = await consumer.position(tp)
+        consumer.assign(sorted(wanted, key=lambda tp: (tp.topic, tp.partition)))
+        for tp in wanted:
+            consumer.seek(tp, offsets[tp])
+
+    async def _pause(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    def _behind(self) -> bool:
+        return any(len(listener._held) >= LISTENER_KEPT for listener in self._listeners)
+
+    def _taken(self) -> None:
+        """A listener fetched: the reader goes on if none is behind any more."""
+        if not self._room.is_set() and not self._behind():
+            self._room.set()
+
+    def _resume(self) -> None:
+        if self._consumer is not None and self._listeners and self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="tollhouse-kafka-listeners")
+
+    async def _read(self) -> None:
+        while True:
+            if self._behind():  # one listener is behind: it catches up first
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                records = await self._consumer.getmany(timeout_ms=1000, max_records=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the broker is away: aiokafka reconnects
+                log.exception("kafka listeners: fetch failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            for tp, batch in records.items():
+                for listener in self._listeners:
+                    if listener._topic_name == tp.topic:
+                        listener._hand(tp, batch)
+
+
+class KafkaListener:
+    """A listener (``subscribe(…, listener=True)``): what ``_Listening`` hands it."""
+
+    def __init__(self, listening: _Listening, topic: str, start: Mapping[Any, int]) -> None:
+        self._listening = listening
+        self._bus = listening._bus
+        self.topic = topic
+        self._topic_name = self._bus.topic(topic)
+        self._start = dict(start)  # per partition, the first offset for this listener
+        self._held: deque[Any] = deque()
+        self._arrived = asyncio.Event()
+        self._closed = False
+
+    def _hand(self, tp: Any, batch: list[Any]) -> None:
+        start = self._start.get(tp, 0)
+        self._held.extend(record for record in batch if record.offset >= start)
+        if self._held:
+            self._arrived.set()
+
+    async def fetch(self, max_count: int = 100, timeout_s: float = 1.0) -> list[Message]:
+        if self._closed:
+            raise RuntimeError("this subscription is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            taken: list[Message] = []
+            while self._held and len(taken) < max_count:
+                record = self._held.popleft()
+                try:
+                    event = events.decode(self.topic, record.value or b"")
+                except events.InvalidEvent:
+                    self._bus.invalid += 1
+                    continue
+                key = record.key.decode("utf-8", "replace") if record.key else ""
+                taken.append(Message(self.topic, record.partition, str(record.offset), key, event))
+            self._listening._taken()
+            left = deadline - loop.time()
+            if taken or left <= 0:
+                return taken
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._arrived.wait()
+
+    async def commit(self, messages: Sequence[Message]) -> None:
+        """Nothing to do: no one else reads what a listener fetched, and it never hands
+        out anything twice."""
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._listening.unfollow(self)
+        finally:
+            self._held.clear()
             if self in self._bus._subscriptions:
                 self._bus._subscriptions.remove(self)
 

@@ -118,8 +118,9 @@ class AgentSettings(_Frozen):
         ge=1,
         le=10000,
         description="Longest a Kafka fetch waits for records. Apache Kafka answers as soon "
-        "as a record arrives; brokers that answer only when the wait is over (Tansu) add "
-        "about half of it to every hop, and a shorter wait costs more idle fetches.",
+        "as a record arrives; a broker that does not (Tansu looks at half the wait, then "
+        "more often until it is over) adds up to half of it to every hop, and a shorter "
+        "wait costs more idle fetches.",
     )
     bus_namespace: str = Field(
         default="",
