@@ -121,7 +121,7 @@ async def test_the_csv_export_streams_every_record_of_the_filters(ui, ui_app):
 
 async def test_a_page_the_database_gives_up_on_is_a_notice_not_a_failure(make_settings, pg_url):
     """Filters no index serves (cost) that match nothing make Postgres read the whole
-    ledger; past its statement_timeout the page says to narrow them (no 5xx)."""
+    ledger; past dashboard_query_timeout_s the page says to narrow them (no 5xx)."""
     import httpx
     from sqlalchemy import text
     from tests.dashboard.conftest import ADMIN_KEY, VIEWER_KEY
@@ -129,7 +129,7 @@ async def test_a_page_the_database_gives_up_on_is_a_notice_not_a_failure(make_se
     from tollhouse.app import create_app
 
     settings = make_settings(database_url=pg_url, admin_key=ADMIN_KEY, viewer_key=VIEWER_KEY,
-                             database_statement_timeout_ms=100)  # fmt: skip
+                             dashboard_query_timeout_s=0.02)  # fmt: skip
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with app.services.engine.begin() as conn:

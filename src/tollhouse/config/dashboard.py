@@ -32,3 +32,11 @@ class DashboardSettings(_Frozen):
         description="How often the request log's live tail asks for new records (one "
         "request per refresh, whatever the page shows).",
     )
+    dashboard_query_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Postgres: how long a request-log page may search before the page "
+        "asks for narrower filters instead (filters no index serves, such as cost, "
+        "read the whole ledger when nothing recent matches).",
+    )

@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -69,11 +70,13 @@ def _parse(request: Request) -> tuple[UsageQuery, str | None]:
 
 
 async def _page(request: Request, q: UsageQuery) -> tuple[list[Any], str | None]:
-    """One page; ``TooSlow`` when the database gave up on it (Postgres's
-    ``statement_timeout``): filters no index serves (status, cost) that match nothing
-    recent read the whole ledger."""
+    """One page; ``TooSlow`` past ``dashboard_query_timeout_s`` (Postgres): filters no
+    index serves (status, cost) that match nothing recent read the whole ledger."""
+    limit_ms = int(services(request).settings.dashboard_query_timeout_s * 1000)
     try:
         async with services(request).engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text(f"SET LOCAL statement_timeout = {limit_ms}"))
             return await list_usage(conn, _where(q), limit=PAGE_SIZE, cursor=q.cursor)
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != _CANCELLED:
