@@ -218,7 +218,7 @@ def pages(key_ids: list[str], team_id: str) -> list[tuple[str, str, str, bool]]:
         ("log, a quiet key", f"/ui/logs?key_id={key_ids[-1]}", row, True),
         ("log, one team", f"/ui/logs?team_id={team_id}", row, True),
         ("log, errors", "/ui/logs?status=error", row, True),
-        ("log, cost >= 0.0015", "/ui/logs?min_cost=0.0015", row, True),
+        ("log, cost >= 0.0005", "/ui/logs?min_cost=0.0005", row, True),
         ("log, 45 days back", f"/ui/logs?cursor={deep}", row, True),
         ("log, live-tail refresh", "/ui/logs/rows", row, True),
         ("keys (1,000)", "/ui/keys", 'data-testid="key-row"', False),

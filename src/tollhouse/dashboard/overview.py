@@ -5,7 +5,7 @@ ten million records as at ten (docs/dashboard.md, *Overview*)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args
@@ -25,6 +25,7 @@ RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(
 GROUPS: tuple[str, ...] = ("none", *get_args(rollups.Dimension))
 METRICS = ("cost", "requests", "tokens", "errors")
 MAX_SERIES = 8  # the largest groups by spend; the rest are summed as "others"
+OTHERS = "\x00others"  # the group of the rest (no id or name can be this)
 _KINDS = {"customer": "customer", "team": "team", "key": "key"}
 
 
@@ -79,7 +80,7 @@ async def overview(request: Request, who: Visitor) -> Response:
     group = "key" if choice.key_ids and choice.group == "none" else choice.group
     async with services(request).engine.connect() as conn:
         totals = await rollups.totals(conn, where)
-        points = await rollups.series(conn, where, None if group == "none" else group)  # type: ignore[arg-type]
+        points = await _points(conn, where, group)
     n = names(request)
     chart = _chart(points, group, choice.metric, grain, since, until, n)
     context = {
@@ -96,6 +97,31 @@ async def overview(request: Request, who: Visitor) -> Response:
         **_empty(request),
     }
     return html(request, "overview.html", context, who)
+
+
+async def _points(conn: Any, where: rollups.RollupFilter, group: str) -> list[rollups.Point]:
+    """The series to draw. By key, without keys chosen, only the largest keys are read
+    (a thousand keys over 90 days are 90,000 roll-up rows) and the rest is the total
+    less them: the ``others`` series."""
+    if group == "none":
+        return await rollups.series(conn, where, None)
+    if group != "key" or where.key_ids:
+        return await rollups.series(conn, where, group)  # type: ignore[arg-type]
+    top = await rollups.top_groups(conn, where, "key", MAX_SERIES)
+    shown = tuple(key for key, _, _ in top)
+    points = await rollups.series(conn, replace(where, key_ids=shown), "key") if shown else []
+    drawn: dict[datetime, list[Any]] = {}
+    for p in points:
+        sums = drawn.setdefault(p.bucket, [0, 0, 0, Decimal(0)])
+        for i, value in enumerate((p.requests, p.errors, p.tokens, p.cost)):
+            sums[i] += value
+    for p in await rollups.series(conn, where, None):
+        requests, errors, tokens, cost = drawn.get(p.bucket, [0, 0, 0, Decimal(0)])
+        rest = rollups.Point(p.bucket, OTHERS, p.requests - requests, p.errors - errors,
+                             p.tokens - tokens, p.cost - cost)  # fmt: skip
+        if rest.requests or rest.cost:
+            points.append(rest)
+    return points
 
 
 def _empty(request: Request) -> dict[str, Any]:
@@ -126,17 +152,16 @@ def _chart(
     spend: dict[str, Decimal] = {}
     for p in points:
         spend[p.group] = spend.get(p.group, Decimal(0)) + p.cost
-    ranked = sorted(spend, key=lambda g: (-spend[g], g))
+    ranked = sorted((g for g in spend if g != OTHERS), key=lambda g: (-spend[g], g))
     shown = ranked[:MAX_SERIES]
-    others = len(ranked) > MAX_SERIES
     series = {g: [0.0] * len(xs) for g in shown}
-    if others:
-        series["\x00others"] = [0.0] * len(xs)
+    if len(ranked) > MAX_SERIES or OTHERS in spend:
+        series[OTHERS] = [0.0] * len(xs)
     for p in points:
         i = index.get(p.bucket)
         if i is None:
             continue
-        target = p.group if p.group in series else "\x00others"
+        target = p.group if p.group in series else OTHERS
         series[target][i] += _value(p, metric)
     labels = [_label(g, group, n) for g in series]
     return {
@@ -149,7 +174,7 @@ def _chart(
 
 
 def _label(value: str, group: str, n: Names) -> str:
-    if value == "\x00others":
+    if value == OTHERS:
         return "others"
     if group == "none":
         return "all"
