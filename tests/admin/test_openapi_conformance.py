@@ -255,6 +255,8 @@ async def governance(api: Conformance) -> None:
     await api.call("DELETE", f"{g}/customers/{{id}}", 200, ids={"id": bare["id"]})
     spare = await api.call("POST", f"{g}/virtual-keys", 201, json={"name": "spare"})
     spare_id = spare["virtual_key"]["id"]
+    await api.call("POST", f"{g}/virtual-keys/{{id}}/rotate", 200, ids={"id": spare_id})
+    await api.call("POST", f"{g}/virtual-keys/{{id}}/rotate", 404, ids={"id": "nope"})
     await api.call("DELETE", f"{g}/virtual-keys/{{id}}", 200, ids={"id": spare_id})
     await api.call("DELETE", f"{g}/virtual-keys/{{id}}", 404, ids={"id": spare_id})
     api.key = key["value"]

@@ -198,7 +198,10 @@ def _usage(gateway: str) -> list[dict[str, Any]]:
 def _print_ledger(records: list[dict[str, Any]]) -> None:
     click.echo("\nWhat the ledger recorded (cost is exact, in USD):\n")
     by_target: dict[tuple[str, str, bool], list[Any]] = {}
+    refused = [r for r in records if r["status"] == "refused"]
     for r in records:
+        if r["status"] == "refused":
+            continue
         group = by_target.setdefault(
             (r["endpoint"], f"{r['provider']}/{r['model']}", r["streamed"]), [0, 0, 0, Decimal(0)]
         )
@@ -216,6 +219,8 @@ def _print_ledger(records: list[dict[str, Any]]) -> None:
             rows,
         )
     )
+    if refused:
+        click.echo(f"\nrefused before any provider saw them (no cost): {len(refused)}")
 
 
 def _dec(value: Any) -> str:

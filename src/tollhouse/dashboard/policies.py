@@ -7,12 +7,11 @@ the text as it was typed."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from tollhouse.admission.snapshot import ScopeKind
 from tollhouse.dashboard import forms
 from tollhouse.dashboard.access import Visitor
 from tollhouse.dashboard.pages import asking, form_text, names, page
@@ -31,7 +30,7 @@ from tollhouse.web.bodies import loads_object
 from tollhouse.web.validation import parse
 
 ACTIONS = ("llm.request", "tool.execute", "sandbox.allocate", "*")
-OWNERS: tuple[ScopeKind, ...] = ("customer", "team", "key")
+OWNERS: tuple[Literal["customer", "team", "key"], ...] = ("customer", "team", "key")
 
 
 def _services(request: Request) -> PolicyServices:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from tollhouse.web.query import Amount, Count, Filter, Moment, Query
 from tollhouse.web.responses import Exact, Reply, Time
@@ -66,9 +66,18 @@ class UsageQuery(Query):
     credit_post: Filter = Field(default=None, description="only the requests of this post (key)")
     session_id: Filter = Field(default=None, description="only this agent session's model calls")
     model: Filter = Field(default=None, description="only this model")
-    status: Annotated[Status | None, BeforeValidator(lambda v: v or None)] = Field(
-        default=None, description="only records of this status"
-    )
+    status: Annotated[
+        Status | None,
+        BeforeValidator(lambda v: v or None),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "enum": list(get_args(Status))},
+                    {"type": "string", "maxLength": 0},  # empty: no filter
+                ]
+            }
+        ),
+    ] = Field(default=None, description="only records of this status")
     min_cost: Amount = Field(default=None, description="only records costing at least this")
     max_cost: Amount = Field(default=None, description="only records costing at most this")
     since: Moment = Field(default=None, description="from this time on")

@@ -160,7 +160,9 @@ Moment = Annotated[
 ]
 
 
-_AMOUNT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
+# Under a billion dollars: the bound compares with amounts stored, on SQLite, as 64-bit
+# integers of nano-dollars.
+_AMOUNT = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9})?$")
 
 
 def _amount(value: Any, info: ValidationInfo) -> Decimal | None:
@@ -170,7 +172,7 @@ def _amount(value: Any, info: ValidationInfo) -> Decimal | None:
     text = str(value)
     if not _AMOUNT.match(text):
         raise ValidationFailed(
-            f"{name} must be an amount of USD such as 0.25 (at most 9 decimals), "
+            f"{name} must be an amount of USD under a billion, such as 0.25 (at most 9 decimals), "
             f"got {preview(text)!r}",
             param=name,
         )
@@ -181,5 +183,13 @@ def _amount(value: Any, info: ValidationInfo) -> Decimal | None:
 Amount = Annotated[
     Decimal | None,
     BeforeValidator(_amount),
-    WithJsonSchema({"type": "string", "pattern": _AMOUNT.pattern, "examples": ["0.25"]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _AMOUNT.pattern},
+                {"type": "string", "maxLength": 0},
+            ],
+            "examples": ["0.25"],
+        }
+    ),
 ]
