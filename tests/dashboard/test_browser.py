@@ -15,7 +15,9 @@ from playwright.sync_api import expect
 from tests.dashboard.conftest import ADMIN_KEY, VIEWER_KEY, Tab
 from tests.support import wait_for
 
-pytestmark = pytest.mark.slow
+# In a pytest process of their own (scripts/test): Playwright's sync API keeps an event
+# loop of its own on the main thread, which later asyncio tests of the process must not meet.
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
