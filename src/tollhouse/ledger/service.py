@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.errors import NotFound, ValidationFailed
@@ -94,9 +94,10 @@ async def list_usage(
     clauses = where.clauses()
     if cursor:
         created_at, record_id = decode_cursor(cursor)
-        clauses.append(
-            or_(t.c.created_at < created_at, and_(t.c.created_at == created_at, t.c.id < record_id))
-        )
+        # A row-value comparison, which Postgres reads off the (created_at, id) index; the
+        # same condition spelt with OR read every newer record first (seconds, 45 days
+        # back in ten million).
+        clauses.append(tuple_(t.c.created_at, t.c.id) < tuple_(created_at, record_id))
     query = (
         select(t).where(*clauses).order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit + 1)
     )
