@@ -38,21 +38,6 @@ FILTERS = ("since", "until", "key_id", "team_id", "customer_id", "model", "statu
 CSV_COLUMNS = tuple(UsageRecordRead.model_fields) + ("key_name", "team_name", "customer_name")
 
 
-def _where(q: UsageQuery) -> UsageFilter:
-    return UsageFilter(
-        key_id=q.key_id or q.virtual_key_id,
-        team_id=q.team_id,
-        customer_id=q.customer_id,
-        session_id=q.session_id,
-        model=q.model,
-        status=q.status,
-        min_cost=q.min_cost,
-        max_cost=q.max_cost,
-        since=q.since,
-        until=q.until,
-    )
-
-
 _CANCELLED = "57014"  # Postgres: query_canceled (statement_timeout)
 
 
@@ -77,7 +62,7 @@ async def _page(request: Request, q: UsageQuery) -> tuple[list[Any], str | None]
         async with services(request).engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execute(text(f"SET LOCAL statement_timeout = {limit_ms}"))
-            return await list_usage(conn, _where(q), limit=PAGE_SIZE, cursor=q.cursor)
+            return await list_usage(conn, UsageFilter.of(q), limit=PAGE_SIZE, cursor=q.cursor)
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != _CANCELLED:
             raise
@@ -151,7 +136,7 @@ async def log_csv(request: Request, who: Visitor) -> Response:
     q, error = _parse(request)
     if error is not None:
         raise ValidationFailed(error)
-    where = _where(q)
+    where = UsageFilter.of(q)
     engine = services(request).engine
     n = names(request)
 

@@ -28,20 +28,7 @@ def _services(request: Request) -> LedgerServices:
 
 async def usage(request: Request) -> Response:
     q = UsageQuery.parse(request.query_params)
-    where = UsageFilter(
-        key_id=q.key_id or q.virtual_key_id,
-        team_id=q.team_id,
-        customer_id=q.customer_id,
-        credit_account_id=q.credit_account_id,
-        credit_post=q.credit_post,
-        session_id=q.session_id,
-        model=q.model,
-        status=q.status,
-        min_cost=q.min_cost,
-        max_cost=q.max_cost,
-        since=q.since,
-        until=q.until,
-    )
+    where = UsageFilter.of(q)
     async with _services(request).engine.connect() as conn:
         rows, next_cursor = await list_usage(conn, where, limit=q.limit, cursor=q.cursor)
         total = await count_usage(conn, where)

@@ -10,13 +10,16 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollhouse.errors import NotFound, ValidationFailed
 from tollhouse.ledger.models import usage_records as t
+
+if TYPE_CHECKING:
+    from tollhouse.ledger.schemas import UsageQuery
 
 GroupBy = Literal["key", "team", "customer", "model", "provider", "day"]
 
@@ -35,6 +38,24 @@ class UsageFilter:
     max_cost: Decimal | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+    @classmethod
+    def of(cls, q: UsageQuery) -> UsageFilter:
+        """The filters of ``GET /api/usage``'s query (the dashboard's log reads the same)."""
+        return cls(
+            key_id=q.key_id or q.virtual_key_id,
+            team_id=q.team_id,
+            customer_id=q.customer_id,
+            credit_account_id=q.credit_account_id,
+            credit_post=q.credit_post,
+            session_id=q.session_id,
+            model=q.model,
+            status=q.status,
+            min_cost=q.min_cost,
+            max_cost=q.max_cost,
+            since=q.since,
+            until=q.until,
+        )
 
     def clauses(self) -> list[Any]:
         clauses: list[Any] = []
